@@ -1,0 +1,228 @@
+//! Configuration: loading, merging and validating `shipit.toml` with `environments/<env>.toml`.
+//!
+//! Owns: the validated [`Config`] every other module works from, and every message about a bad
+//! configuration (file, line, column, what to fix). Must not: connect anywhere. Reading the two
+//! files is the only I/O here; everything after that is pure and tested on strings.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use raw::FileId;
+pub use validate::{ConfigError, ConfigErrors, is_env_name, is_name, parse_host};
+
+use crate::error::Error;
+
+/// The file names, relative to the app directory.
+pub const BASE_FILE: &str = "shipit.toml";
+pub const ENV_DIR: &str = "environments";
+
+/// A validated, merged configuration for one environment.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    #[serde(skip)]
+    pub app_dir: PathBuf,
+    pub environment: String,
+    pub app: String,
+    pub image: String,
+    pub dockerfile: String,
+    pub context: String,
+    pub version: semver::Version,
+    pub build_args: BTreeMap<String, String>,
+    pub domain: String,
+    pub hosts: Vec<HostSpec>,
+    pub registry: Option<Registry>,
+    pub container: Container,
+    pub ports: Ports,
+    pub health: Health,
+    pub env: Env,
+    pub ssh: Ssh,
+    pub tls: Option<Tls>,
+    pub deploy: Deploy,
+}
+
+/// One SSH destination, `user@host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostSpec {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+}
+
+impl Serialize for HostSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Registry {
+    pub server: String,
+    pub username: String,
+    /// The name of the variable that holds the password, never the password.
+    pub password_env: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Container {
+    pub port: u16,
+    /// systemd `MemoryMax` syntax, such as `2G`.
+    pub memory_max: String,
+    /// systemd `CPUQuota` syntax, such as `200%`.
+    pub cpu_quota: String,
+}
+
+/// The host loopback ports of the two colours.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ports {
+    pub blue: u16,
+    pub green: u16,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    pub path: String,
+    pub expect_json: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Env {
+    pub clear: BTreeMap<String, String>,
+    /// Names of variables whose values come from the deployer's environment or `.env`.
+    pub secret: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KnownHostsPolicy {
+    Strict,
+    AcceptNew,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Ssh {
+    pub identity: Option<PathBuf>,
+    pub known_hosts: KnownHostsPolicy,
+    pub known_hosts_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    pub max_parallel: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Tls {
+    pub certificate: String,
+    pub certificate_key: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Deploy {
+    pub retain: usize,
+    #[serde(with = "humantime_serde")]
+    pub verify_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
+}
+
+mod humantime_serde {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+/// The names of the environments an app directory defines, sorted.
+pub fn environment_names(app_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(app_dir.join(ENV_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            name.strip_suffix(".toml").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Read, merge and validate the configuration of `environment` in `app_dir`.
+pub fn load(app_dir: &Path, environment: &str) -> Result<Config, Error> {
+    let base_path = app_dir.join(BASE_FILE);
+    let base_text = std::fs::read_to_string(&base_path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::NoConfig {
+                dir: app_dir.to_path_buf(),
+            }
+        } else {
+            Error::Read {
+                path: base_path.clone(),
+                source,
+            }
+        }
+    })?;
+    if !validate::is_name(environment) {
+        return Err(Error::BadEnvironmentName {
+            name: environment.to_owned(),
+        });
+    }
+    let env_rel = format!("{ENV_DIR}/{environment}.toml");
+    let env_path = app_dir.join(&env_rel);
+    let env_text = match std::fs::read_to_string(&env_path) {
+        Ok(text) => text,
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
+            let known = environment_names(app_dir);
+            return Err(Error::UnknownEnvironment {
+                name: environment.to_owned(),
+                suggestion: crate::suggest::closest(environment, known.iter().map(String::as_str))
+                    .map(str::to_owned),
+                known,
+                path: env_path,
+            });
+        }
+        Err(source) => {
+            return Err(Error::Read {
+                path: env_path,
+                source,
+            });
+        }
+    };
+    let sources = validate::Sources {
+        base_name: BASE_FILE.to_owned(),
+        base_text: &base_text,
+        env_name: env_rel,
+        env_text: &env_text,
+    };
+    let mut config = validate::validate(&sources, environment).map_err(Error::Config)?;
+    config.app_dir = app_dir.to_path_buf();
+    Ok(config)
+}
+
+impl Config {
+    /// The colours' ports, by colour.
+    pub fn port_of(&self, colour: crate::model::Colour) -> u16 {
+        match colour {
+            crate::model::Colour::Blue => self.ports.blue,
+            crate::model::Colour::Green => self.ports.green,
+        }
+    }
+}

@@ -1,0 +1,1034 @@
+//! Turning the merged raw layers into a [`Config`], collecting every problem at once.
+//!
+//! Owns: the rules for each key and the wording of configuration errors. Must not: read files
+//! (it is handed their text) or do any other I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{self, FileId, Merge, RawConfig, Val};
+use super::{
+    Config, Container, Deploy, Env, Health, HostSpec, KnownHostsPolicy, Ports, Registry, Ssh, Tls,
+};
+
+/// The two files' names (as shown to the user) and their text.
+pub struct Sources<'a> {
+    pub base_name: String,
+    pub base_text: &'a str,
+    pub env_name: String,
+    pub env_text: &'a str,
+}
+
+impl Sources<'_> {
+    fn name(&self, file: FileId) -> &str {
+        match file {
+            FileId::Base => &self.base_name,
+            FileId::Environment => &self.env_name,
+        }
+    }
+
+    fn text(&self, file: FileId) -> &str {
+        match file {
+            FileId::Base => self.base_text,
+            FileId::Environment => self.env_text,
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn position(&self, file: FileId, offset: usize) -> (usize, usize) {
+        let text = self.text(file);
+        let offset = offset.min(text.len());
+        let before = text.get(..offset).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+        (line, col)
+    }
+}
+
+/// One problem in the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// Line and column, when the problem is at a place in the file.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file, self.message)?,
+            None => write!(f, "{}: {}", self.file, self.message)?,
+        }
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Checker<'a> {
+    sources: &'a Sources<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn at<T>(&mut self, val: &Val<T>, message: impl Into<String>, help: Option<String>) {
+        let position = self.sources.position(val.file, val.span.start);
+        self.errors.push(ConfigError {
+            file: self.sources.name(val.file).to_owned(),
+            position: Some(position),
+            message: message.into(),
+            help,
+        });
+    }
+
+    /// A value that must be present; the error names the key and where to add it.
+    fn required<'v, T>(
+        &mut self,
+        val: &'v Option<Val<T>>,
+        key: &str,
+        example: &str,
+    ) -> Option<&'v Val<T>> {
+        if val.is_none() {
+            self.errors.push(ConfigError {
+                file: self.sources.env_name.clone(),
+                position: None,
+                message: format!("missing key `{key}`"),
+                help: Some(format!(
+                    "add `{example}` to {} or to {}",
+                    self.sources.base_name, self.sources.env_name
+                )),
+            });
+        }
+        val.as_ref()
+    }
+
+    fn string(
+        &mut self,
+        val: &Val<String>,
+        key: &str,
+        rule: fn(&str) -> bool,
+        what: &str,
+    ) -> Option<String> {
+        if rule(&val.value) {
+            Some(val.value.clone())
+        } else {
+            self.at(
+                val,
+                format!("`{key}` = {:?} is not {what}", val.value),
+                None,
+            );
+            None
+        }
+    }
+
+    fn port(&mut self, val: &Option<Val<i64>>, key: &str, default: u16) -> u16 {
+        match val {
+            None => default,
+            Some(v) => match u16::try_from(v.value) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    self.at(
+                        v,
+                        format!(
+                            "`{key}` must be a port between 1 and 65535, got {}",
+                            v.value
+                        ),
+                        None,
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn count(
+        &mut self,
+        val: &Option<Val<i64>>,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+        default: usize,
+    ) -> usize {
+        match val {
+            None => default,
+            Some(v) if range.contains(&v.value) => usize::try_from(v.value).unwrap_or(default),
+            Some(v) => {
+                self.at(
+                    v,
+                    format!(
+                        "`{key}` must be between {} and {}, got {}",
+                        range.start(),
+                        range.end(),
+                        v.value
+                    ),
+                    None,
+                );
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, val: &Option<Val<String>>, key: &str, default: Duration) -> Duration {
+        let Some(v) = val else { return default };
+        match humantime::parse_duration(&v.value) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                self.at(
+                    v,
+                    format!("`{key}` = {:?} is not a duration", v.value),
+                    Some("write a number with a unit, such as \"500ms\", \"30s\" or \"2m\"".into()),
+                );
+                default
+            }
+        }
+    }
+}
+
+/// Validate the two files' text into a configuration for `environment`.
+pub fn validate(sources: &Sources<'_>, environment: &str) -> Result<Config, ConfigErrors> {
+    let parse = |file: FileId| {
+        raw::parse(sources.text(file), file).map_err(|e| toml_error(sources, file, &e))
+    };
+    let (base, env) = match (parse(FileId::Base), parse(FileId::Environment)) {
+        (Ok(base), Ok(env)) => (base, env),
+        (base, env) => {
+            let errors = [base.err(), env.err()].into_iter().flatten().collect();
+            return Err(ConfigErrors(errors));
+        }
+    };
+    let merged = base.merge(env);
+    let mut c = Checker {
+        sources,
+        errors: Vec::new(),
+    };
+    let config = check(&mut c, merged, environment);
+    if c.errors.is_empty() {
+        if let Some(config) = config {
+            return Ok(config);
+        }
+    }
+    Err(ConfigErrors(c.errors))
+}
+
+fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Config> {
+    let app = c
+        .required(&raw.app, "app", "app = \"hello\"")
+        .and_then(|v| c.string(v, "app", is_app_name, "a valid app name (lowercase letter, then lowercase letters, digits or `-`, at most 40)"));
+    let image = c
+        .required(
+            &raw.image,
+            "image",
+            "image = \"registry.example.com/acme/hello\"",
+        )
+        .and_then(|v| {
+            c.string(
+                v,
+                "image",
+                is_image_name,
+                "an image name without tag (lowercase `registry/path/name`)",
+            )
+        });
+    let version = c
+        .required(&raw.version, "version", "version = \"1.0.0\"")
+        .and_then(|v| match semver::Version::parse(&v.value) {
+            Ok(version) => Some(version),
+            Err(e) => {
+                c.at(
+                    v,
+                    format!("`version` = {:?} is not a semantic version: {e}", v.value),
+                    Some("write it as MAJOR.MINOR.PATCH, such as \"1.4.2\"".into()),
+                );
+                None
+            }
+        });
+    let domain = c
+        .required(&raw.domain, "domain", "domain = \"app.example.com\"")
+        .and_then(|v| {
+            c.string(
+                v,
+                "domain",
+                is_domain,
+                "a domain name (letters, digits, `-` and `.`)",
+            )
+        });
+    let dockerfile =
+        raw.dockerfile
+            .as_ref()
+            .map_or(Some("Dockerfile.production".to_owned()), |v| {
+                c.string(
+                    v,
+                    "dockerfile",
+                    is_relative_path,
+                    "a relative path inside the app directory",
+                )
+            });
+    let context = raw.context.as_ref().map_or(Some(".".to_owned()), |v| {
+        c.string(
+            v,
+            "context",
+            is_relative_path,
+            "a relative path inside the app directory",
+        )
+    });
+    let mut build_args = BTreeMap::new();
+    for (k, v) in raw.build_args.iter().flatten() {
+        if !is_env_name(k) {
+            c.at(
+                v,
+                format!("build argument name `{k}` is not valid"),
+                Some("use letters, digits and `_`, not starting with a digit".into()),
+            );
+        } else {
+            build_args.insert(k.clone(), v.value.clone());
+        }
+    }
+
+    let hosts = check_hosts(c, raw.hosts.as_ref());
+    let registry = raw
+        .registry
+        .map(|r| check_registry(c, r))
+        .unwrap_or(Some(None));
+    let container = check_container(c, raw.container.unwrap_or_default());
+    let ports = {
+        let p = raw.ports.unwrap_or_default();
+        let ports = Ports {
+            blue: c.port(&p.blue, "ports.blue", 3001),
+            green: c.port(&p.green, "ports.green", 3002),
+        };
+        if ports.blue == ports.green {
+            if let Some(v) = p.green.as_ref().or(p.blue.as_ref()) {
+                c.at(
+                    v,
+                    format!("`ports.blue` and `ports.green` are both {}", ports.blue),
+                    Some("give the two colours different ports".into()),
+                );
+            }
+        }
+        ports
+    };
+    let health = check_health(c, raw.health.unwrap_or_default());
+    let env = check_env(c, raw.env.unwrap_or_default());
+    let ssh = check_ssh(c, raw.ssh.unwrap_or_default());
+    let tls = check_tls(c, raw.tls.unwrap_or_default());
+    let deploy = {
+        let d = raw.deploy.unwrap_or_default();
+        Deploy {
+            retain: c.count(&d.retain, "deploy.retain", 2..=100, 5),
+            verify_window: c.duration(
+                &d.verify_window,
+                "deploy.verify_window",
+                Duration::from_secs(5),
+            ),
+            drain: c.duration(&d.drain, "deploy.drain", Duration::from_secs(2)),
+        }
+    };
+    Some(Config {
+        app_dir: PathBuf::new(),
+        environment: environment.to_owned(),
+        app: app?,
+        image: image?,
+        dockerfile: dockerfile?,
+        context: context?,
+        version: version?,
+        build_args,
+        domain: domain?,
+        hosts: hosts?,
+        registry: registry?,
+        container: container?,
+        ports,
+        health: health?,
+        env: env?,
+        ssh: ssh?,
+        tls: tls?,
+        deploy,
+    })
+}
+
+fn check_hosts(
+    c: &mut Checker<'_>,
+    hosts: Option<&Val<Vec<Val<String>>>>,
+) -> Option<Vec<HostSpec>> {
+    let list = c
+        .required(
+            &hosts.cloned(),
+            "hosts",
+            "hosts = [\"deploy@203.0.113.10\"]",
+        )?
+        .clone();
+    if list.value.is_empty() {
+        c.at(
+            &list,
+            "`hosts` is empty",
+            Some("list at least one host, such as `hosts = [\"deploy@203.0.113.10\"]`".into()),
+        );
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut ok = true;
+    for h in &list.value {
+        match parse_host(&h.value) {
+            Ok(spec) => {
+                if !seen.insert((spec.host.clone(), spec.port)) {
+                    c.at(
+                        h,
+                        format!("host `{}` is listed twice", h.value),
+                        Some("remove the duplicate from `hosts`".into()),
+                    );
+                    ok = false;
+                }
+                out.push(spec);
+            }
+            Err(why) => {
+                c.at(
+                    h,
+                    format!("host {:?} is not valid: {why}", h.value),
+                    Some("write it as `user@host` or `user@host:port`".into()),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Parse `[user@]host[:port]`; IPv6 addresses go in brackets.
+pub fn parse_host(s: &str) -> Result<HostSpec, String> {
+    let (user, rest) = match s.split_once('@') {
+        Some((user, rest)) => (user, rest),
+        None => ("root", s),
+    };
+    if !is_user_name(user) {
+        return Err(format!("user `{user}` is not a valid user name"));
+    }
+    let (host, port, bracketed) = if let Some(inner) = rest.strip_prefix('[') {
+        let (addr, after) = inner
+            .split_once(']')
+            .ok_or("missing `]` after an IPv6 address")?;
+        if addr.is_empty()
+            || !addr
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
+            return Err(format!("`{addr}` is not an IPv6 address"));
+        }
+        match after.strip_prefix(':') {
+            Some(port) => (addr, Some(port), true),
+            None if after.is_empty() => (addr, None, true),
+            None => return Err(format!("unexpected `{after}` after the address")),
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port), false),
+            None => (rest, None, false),
+        }
+    };
+    if !bracketed && !is_domain(host) {
+        return Err(format!("`{host}` is not a host name or address"));
+    }
+    let port = match port {
+        None => 22,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("port `{p}` is not between 1 and 65535")),
+        },
+    };
+    Ok(HostSpec {
+        user: user.to_owned(),
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn check_registry(c: &mut Checker<'_>, r: raw::RawRegistry) -> Option<Option<Registry>> {
+    let server = c
+        .required(
+            &r.server,
+            "registry.server",
+            "server = \"registry.example.com\"",
+        )
+        .and_then(|v| {
+            c.string(
+                v,
+                "registry.server",
+                is_registry_server,
+                "a registry address (`host` or `host:port`)",
+            )
+        });
+    let username = c
+        .required(&r.username, "registry.username", "username = \"deploy\"")
+        .and_then(|v| {
+            c.string(
+                v,
+                "registry.username",
+                |s| !s.is_empty() && !s.contains([':', '\n', '\r', '\0']),
+                "a user name (no `:` or newline)",
+            )
+        });
+    let password_env = match &r.password_env {
+        None => Some("SHIPIT_REGISTRY_PASSWORD".to_owned()),
+        Some(v) => c.string(
+            v,
+            "registry.password_env",
+            is_env_name,
+            "the name of an environment variable (the password itself never goes in a file)",
+        ),
+    };
+    Some(Some(Registry {
+        server: server?,
+        username: username?,
+        password_env: password_env?,
+    }))
+}
+
+fn check_container(c: &mut Checker<'_>, r: raw::RawContainer) -> Option<Container> {
+    let port = c.port(&r.port, "container.port", 3000);
+    let memory_max = match &r.memory_max {
+        None => Some("1G".to_owned()),
+        Some(v) => c.string(
+            v,
+            "container.memory_max",
+            is_memory_size,
+            "a memory size such as \"512M\" or \"2G\"",
+        ),
+    };
+    let cpu_quota = match &r.cpu_quota {
+        None => Some("100%".to_owned()),
+        Some(v) => c.string(
+            v,
+            "container.cpu_quota",
+            is_cpu_quota,
+            "a CPU quota such as \"50%\" or \"200%\"",
+        ),
+    };
+    Some(Container {
+        port,
+        memory_max: memory_max?,
+        cpu_quota: cpu_quota?,
+    })
+}
+
+fn check_health(c: &mut Checker<'_>, r: raw::RawHealth) -> Option<Health> {
+    let path = match &r.path {
+        None => Some("/health".to_owned()),
+        Some(v) => c.string(
+            v,
+            "health.path",
+            is_url_path,
+            "a URL path starting with `/` (no spaces or quotes)",
+        ),
+    };
+    let expect_json = match &r.expect_json {
+        None => Some(None),
+        Some(v) => match serde_json::to_value(&v.value) {
+            Ok(serde_json::Value::Object(map)) if !map.is_empty() => Some(Some(map)),
+            _ => {
+                c.at(
+                    v,
+                    "`health.expect_json` must be a non-empty table of fields to match",
+                    Some("write it as `expect_json = { status = \"healthy\" }`".into()),
+                );
+                None
+            }
+        },
+    };
+    let timeout = c.duration(&r.timeout, "health.timeout", Duration::from_secs(30));
+    Some(Health {
+        path: path?,
+        expect_json: expect_json?,
+        timeout,
+    })
+}
+
+fn check_env(c: &mut Checker<'_>, r: raw::RawEnv) -> Option<Env> {
+    let mut ok = true;
+    let mut clear = BTreeMap::new();
+    for (k, v) in r.clear.iter().flatten() {
+        if !is_env_name(k) || k.starts_with("SHIPIT_") {
+            c.at(
+                v,
+                format!("environment variable name `{k}` is not valid"),
+                Some("use letters, digits and `_`, not starting with a digit or `SHIPIT_`".into()),
+            );
+            ok = false;
+        } else if v.value.contains(['\n', '\r', '\0']) {
+            c.at(v, format!("the value of `{k}` contains a newline"), Some("environment values are passed to the container one per line; remove the line break".into()));
+            ok = false;
+        } else {
+            clear.insert(k.clone(), v.value.clone());
+        }
+    }
+    let mut secret = Vec::new();
+    for v in r.secret.iter().flat_map(|l| l.value.iter()) {
+        if !is_env_name(&v.value) || v.value.starts_with("SHIPIT_") {
+            c.at(
+                v,
+                format!("secret name {:?} is not a valid variable name", v.value),
+                Some("use letters, digits and `_`, not starting with a digit or `SHIPIT_`".into()),
+            );
+            ok = false;
+        } else if clear.contains_key(&v.value) {
+            c.at(
+                v,
+                format!("`{}` is both in `env.clear` and in `env.secret`", v.value),
+                Some("keep it in one of the two".into()),
+            );
+            ok = false;
+        } else if secret.contains(&v.value) {
+            c.at(v, format!("secret `{}` is listed twice", v.value), None);
+            ok = false;
+        } else {
+            secret.push(v.value.clone());
+        }
+    }
+    ok.then_some(Env { clear, secret })
+}
+
+fn check_ssh(c: &mut Checker<'_>, r: raw::RawSsh) -> Option<Ssh> {
+    let identity = match &r.identity {
+        None => Some(None),
+        Some(v) => c
+            .string(
+                v,
+                "ssh.identity",
+                |s| !s.is_empty() && !s.contains('\n'),
+                "a path",
+            )
+            .map(|s| Some(expand_home(&s))),
+    };
+    let known_hosts = match &r.known_hosts {
+        None => Some(KnownHostsPolicy::Strict),
+        Some(v) => match v.value.as_str() {
+            "strict" => Some(KnownHostsPolicy::Strict),
+            "accept-new" => Some(KnownHostsPolicy::AcceptNew),
+            other => {
+                let hint = crate::suggest::closest(other, ["strict", "accept-new"].into_iter());
+                c.at(v, format!("`ssh.known_hosts` = {other:?} is not a policy"), Some(match hint {
+                    Some(h) => format!("did you mean {h:?}? The policies are \"strict\" (the default) and \"accept-new\""),
+                    None => "the policies are \"strict\" (the default) and \"accept-new\"".into(),
+                }));
+                None
+            }
+        },
+    };
+    let known_hosts_file = match &r.known_hosts_file {
+        None => Some(None),
+        Some(v) => c
+            .string(
+                v,
+                "ssh.known_hosts_file",
+                |s| !s.is_empty() && !s.contains('\n'),
+                "a path",
+            )
+            .map(|s| Some(expand_home(&s))),
+    };
+    let connect_timeout = c.duration(
+        &r.connect_timeout,
+        "ssh.connect_timeout",
+        Duration::from_secs(10),
+    );
+    let max_parallel = c.count(&r.max_parallel, "ssh.max_parallel", 1..=256, 10);
+    Some(Ssh {
+        identity: identity?,
+        known_hosts: known_hosts?,
+        known_hosts_file: known_hosts_file?,
+        connect_timeout,
+        max_parallel,
+    })
+}
+
+fn check_tls(c: &mut Checker<'_>, r: raw::RawTls) -> Option<Option<Tls>> {
+    match (&r.certificate, &r.certificate_key) {
+        (None, None) => Some(None),
+        (Some(cert), Some(key)) => {
+            let rule = "an absolute path without spaces, quotes, `;`, `{`, `}` or `$`";
+            let cert = c.string(cert, "tls.certificate", is_safe_abs_path, rule);
+            let key = c.string(key, "tls.certificate_key", is_safe_abs_path, rule);
+            Some(Some(Tls {
+                certificate: cert?,
+                certificate_key: key?,
+            }))
+        }
+        (Some(v), None) | (None, Some(v)) => {
+            c.at(
+                v,
+                "`tls` needs both `certificate` and `certificate_key`",
+                Some("set both paths, or neither to serve plain HTTP".into()),
+            );
+            None
+        }
+    }
+}
+
+/// Rewrite toml's parse errors into ours, with "did you mean" for unknown keys.
+fn toml_error(sources: &Sources<'_>, file: FileId, e: &toml::de::Error) -> ConfigError {
+    let position = e.span().map(|s| sources.position(file, s.start));
+    let message = e.message().trim_end();
+    let (message, help) = match unknown_field(message) {
+        Some((key, expected)) => {
+            let help = match crate::suggest::closest(&key, expected.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if expected.is_empty() => "this table takes no keys".to_owned(),
+                None => format!(
+                    "the keys here are {}",
+                    expected
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            (format!("unknown key `{key}`"), Some(help))
+        }
+        None => (message.to_owned(), None),
+    };
+    ConfigError {
+        file: sources.name(file).to_owned(),
+        position,
+        message,
+        help,
+    }
+}
+
+/// Read serde's `unknown field `x`, expected one of `a`, `b`` wording.
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    Some((key.to_owned(), expected))
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// An environment or app name: lowercase letter first, then lowercase letters, digits, `-`.
+pub fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+        && s.len() <= 40
+}
+
+fn is_app_name(s: &str) -> bool {
+    is_name(s) && !s.ends_with('-')
+}
+
+fn is_user_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z' | 'A'..='Z' | '_'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && s.len() <= 32
+}
+
+fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn is_registry_server(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => is_domain(host) && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => is_domain(s),
+    }
+}
+
+fn is_image_name(s: &str) -> bool {
+    let mut parts: Vec<&str> = s.split('/').collect();
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        if !is_registry_server(parts[0]) {
+            return false;
+        }
+        parts.remove(0);
+    }
+    !parts.is_empty()
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-'))
+                && p.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && p.ends_with(|c: char| c.is_ascii_alphanumeric())
+        })
+}
+
+fn is_relative_path(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('/')
+        && !s.contains('\0')
+        && std::path::Path::new(s)
+            .components()
+            .all(|c| !matches!(c, std::path::Component::ParentDir))
+}
+
+fn is_safe_abs_path(s: &str) -> bool {
+    s.starts_with('/')
+        && s.len() > 1
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "'\";{}$#\\`".contains(c))
+}
+
+fn is_url_path(s: &str) -> bool {
+    s.starts_with('/')
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && !"'\"\\<>`{}".contains(c))
+}
+
+pub fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z' | 'A'..='Z' | '_'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_memory_size(s: &str) -> bool {
+    let digits = s.trim_end_matches(['K', 'M', 'G', 'T']);
+    s.len() - digits.len() <= 1
+        && !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && digits != "0"
+}
+
+fn is_cpu_quota(s: &str) -> bool {
+    s.strip_suffix('%').is_some_and(|d| {
+        !d.is_empty()
+            && d.chars().all(|c| c.is_ascii_digit())
+            && d.parse::<u32>().is_ok_and(|n| (1..=100_000).contains(&n))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"app = "hello"
+image = "registry.test:5000/acme/hello"
+version = "1.4.2"
+[registry]
+server = "registry.test:5000"
+username = "deploy"
+[container]
+port = 3000
+[health]
+expect_json = { status = "healthy" }
+[env]
+clear = { RUST_LOG = "info" }
+secret = ["DATABASE_URL"]
+"#;
+
+    const ENV: &str = r#"domain = "hello.example.com"
+hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
+"#;
+
+    fn check(base: &str, env: &str) -> Result<Config, ConfigErrors> {
+        let sources = Sources {
+            base_name: "shipit.toml".into(),
+            base_text: base,
+            env_name: "environments/production.toml".into(),
+            env_text: env,
+        };
+        validate(&sources, "production")
+    }
+
+    fn errors(base: &str, env: &str) -> Vec<String> {
+        check(base, env)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_good_config_gets_defaults() {
+        let c = check(BASE, ENV).unwrap();
+        assert_eq!(c.app, "hello");
+        assert_eq!(c.version, semver::Version::new(1, 4, 2));
+        assert_eq!(c.hosts[1].to_string(), "deploy@203.0.113.11:2222");
+        assert_eq!(c.hosts[0].port, 22);
+        assert_eq!(c.dockerfile, "Dockerfile.production");
+        assert_eq!(c.ports.blue, 3001);
+        assert_eq!(c.health.timeout, Duration::from_secs(30));
+        assert_eq!(c.ssh.known_hosts, KnownHostsPolicy::Strict);
+        assert_eq!(c.registry.unwrap().password_env, "SHIPIT_REGISTRY_PASSWORD");
+        assert_eq!(c.health.expect_json.unwrap()["status"], "healthy");
+    }
+
+    #[test]
+    fn environment_overrides_any_base_key() {
+        let c = check(
+            BASE,
+            &format!("{ENV}version = \"2.0.0\"\n[container]\nport = 8080\n"),
+        )
+        .unwrap();
+        assert_eq!(c.version.major, 2);
+        assert_eq!(c.container.port, 8080);
+        assert_eq!(c.container.memory_max, "1G");
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_closest() {
+        let base = BASE.replace("port = 3000", "prot = 3000");
+        assert_eq!(
+            errors(&base, ENV),
+            ["shipit.toml:8:1: unknown key `prot`\n  help: did you mean `port`?"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_without_a_close_match_lists_the_keys() {
+        let env = format!("{ENV}[ssh]\nbanana = 1\n");
+        assert_eq!(
+            errors(BASE, &env),
+            [
+                "environments/production.toml:4:1: unknown key `banana`\n  help: the keys here are `identity`, `known_hosts`, `known_hosts_file`, `connect_timeout`, `max_parallel`"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_position() {
+        let base = BASE
+            .replace("app = \"hello\"", "app = \"Hello World\"")
+            .replace("version = \"1.4.2\"", "version = \"1.4\"")
+            .replace("port = 3000", "port = 0");
+        let env = "domain = \"hello.example.com\"\nhosts = [\"a@h1\", \"b@h1\"]\n";
+        assert_eq!(
+            errors(&base, env),
+            [
+                "shipit.toml:1:7: `app` = \"Hello World\" is not a valid app name (lowercase letter, then lowercase letters, digits or `-`, at most 40)",
+                "shipit.toml:3:11: `version` = \"1.4\" is not a semantic version: unexpected end of input while parsing minor version number\n  help: write it as MAJOR.MINOR.PATCH, such as \"1.4.2\"",
+                "environments/production.toml:2:18: host `b@h1` is listed twice\n  help: remove the duplicate from `hosts`",
+                "shipit.toml:8:8: `container.port` must be a port between 1 and 65535, got 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_required_keys_say_where_to_add_them() {
+        assert_eq!(
+            errors(BASE, "hosts = [\"h\"]\n"),
+            [
+                "environments/production.toml: missing key `domain`\n  help: add `domain = \"app.example.com\"` to shipit.toml or to environments/production.toml"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_hosts_and_bad_hosts() {
+        assert_eq!(
+            errors(BASE, "domain = \"a.b\"\nhosts = []\n"),
+            [
+                "environments/production.toml:2:9: `hosts` is empty\n  help: list at least one host, such as `hosts = [\"deploy@203.0.113.10\"]`"
+            ]
+        );
+        assert_eq!(
+            errors(
+                BASE,
+                "domain = \"a.b\"\nhosts = [\"h;rm -rf /\", \"h:99999\"]\n"
+            ),
+            [
+                "environments/production.toml:2:10: host \"h;rm -rf /\" is not valid: `h;rm -rf /` is not a host name or address\n  help: write it as `user@host` or `user@host:port`",
+                "environments/production.toml:2:24: host \"h:99999\" is not valid: port `99999` is not between 1 and 65535\n  help: write it as `user@host` or `user@host:port`",
+            ]
+        );
+    }
+
+    #[test]
+    fn toml_syntax_errors_keep_their_position() {
+        let e = errors(BASE, "domain = \"a.b\nhosts = []\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("environments/production.toml:1:"), "{e:?}");
+    }
+
+    #[test]
+    fn wrong_types_are_reported() {
+        let e = errors(BASE, "domain = 5\nhosts = [\"h\"]\n");
+        assert_eq!(
+            e,
+            ["environments/production.toml:1:10: invalid type: integer `5`, expected a string"]
+        );
+    }
+
+    #[test]
+    fn hostile_values_are_refused() {
+        let env = "domain = \"x.com; include /etc/passwd\"\nhosts = [\"h\"]\n[env.clear]\nA = \"line\\nbreak\"\n[tls]\ncertificate = \"/a b\"\ncertificate_key = \"/k\"\n";
+        assert_eq!(
+            errors(BASE, env),
+            [
+                "environments/production.toml:1:10: `domain` = \"x.com; include /etc/passwd\" is not a domain name (letters, digits, `-` and `.`)",
+                "environments/production.toml:4:5: the value of `A` contains a newline\n  help: environment values are passed to the container one per line; remove the line break",
+                "environments/production.toml:6:15: `tls.certificate` = \"/a b\" is not an absolute path without spaces, quotes, `;`, `{`, `}` or `$`",
+            ]
+        );
+    }
+
+    #[test]
+    fn known_hosts_policy_suggests() {
+        let e = errors(BASE, &format!("{ENV}[ssh]\nknown_hosts = \"strcit\"\n"));
+        assert_eq!(
+            e,
+            [
+                "environments/production.toml:4:15: `ssh.known_hosts` = \"strcit\" is not a policy\n  help: did you mean \"strict\"? The policies are \"strict\" (the default) and \"accept-new\""
+            ]
+        );
+    }
+
+    #[test]
+    fn hosts_parse() {
+        assert_eq!(parse_host("h").unwrap().to_string(), "root@h:22");
+        assert_eq!(
+            parse_host("u@[::1]:2222").unwrap().to_string(),
+            "u@[::1]:2222"
+        );
+        assert!(parse_host("u@").is_err());
+        assert!(parse_host("bad user@h").is_err());
+        assert!(parse_host("u@h:0").is_err());
+    }
+
+    #[test]
+    fn secrets_and_clear_must_not_overlap() {
+        let base = BASE.replace("secret = [\"DATABASE_URL\"]", "secret = [\"RUST_LOG\"]");
+        assert_eq!(
+            errors(&base, ENV),
+            [
+                "shipit.toml:13:11: `RUST_LOG` is both in `env.clear` and in `env.secret`\n  help: keep it in one of the two"
+            ]
+        );
+    }
+}

@@ -1,0 +1,37 @@
+use clap::Parser;
+
+use shipit::cli::{self, Cli};
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "shipit=info",
+        (false, _) => "shipit=debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHIPIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    shipit::ui::set_quiet(cli.quiet);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(cli::run(cli)) {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

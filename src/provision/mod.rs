@@ -1,0 +1,385 @@
+//! `shipit provision`: render, validate and install the server configuration on every host.
+//!
+//! Two phases across the fleet, so that no host installs a file another host refused:
+//! 1. on every host: observe, plan, stage the candidates beside their targets, validate them;
+//! 2. only when every host passed: install all at once per host (atomic renames, full
+//!    `nginx -t`, restore on failure), reload what changed, log the host's Docker in.
+//! If phase 1 fails anywhere, the staged candidates are removed everywhere and nothing changed.
+
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::info;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::layout;
+use crate::remote::{RemoteCommand, scripts};
+use crate::secret::Secrets;
+use crate::ssh::{Fleet, Host};
+use crate::templates::{ManagedFile, Templates};
+use crate::ui;
+use plan::{HostPlan, Login};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub dry_run: bool,
+}
+
+/// What happened on one host.
+#[derive(Debug, serde::Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub changed: Vec<String>,
+    pub reloaded: Vec<&'static str>,
+    pub logged_in: bool,
+}
+
+/// Provision every host of `config`'s environment.
+pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostReport>, Error> {
+    let started = Instant::now();
+    let templates = Templates::load(&config.app_dir)?;
+    let desired = templates.render_all(config)?;
+    let dirs = plan::directories(&config.app);
+    let password = registry_password(config)?;
+    let login = match (&config.registry, &password) {
+        (Some(r), Some(p)) => Some(Login {
+            server: &r.server,
+            username: &r.username,
+            password: p.expose(),
+        }),
+        _ => None,
+    };
+
+    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+    let result = run(&fleet, &desired, &dirs, login.as_ref(), options).await;
+    fleet.close().await;
+    let reports = result?;
+
+    if !options.dry_run {
+        let changes: usize = reports.iter().map(|r| r.changed.len()).sum();
+        let reloads: usize = reports.iter().map(|r| r.reloaded.len()).sum();
+        ui::status(
+            "Provisioned",
+            &format!(
+                "{} host{} in {:.2}s: {changes} change{}, {}",
+                reports.len(),
+                if reports.len() == 1 { "" } else { "s" },
+                started.elapsed().as_secs_f64(),
+                if changes == 1 { "" } else { "s" },
+                if reloads == 0 {
+                    "nothing reloaded".to_owned()
+                } else {
+                    format!("{reloads} reload{}", if reloads == 1 { "" } else { "s" })
+                },
+            ),
+        );
+    }
+    Ok(reports)
+}
+
+fn registry_password(config: &Config) -> Result<Option<crate::secret::Secret>, Error> {
+    let Some(registry) = &config.registry else {
+        return Ok(None);
+    };
+    let secrets = Secrets::load(&config.app_dir)?;
+    match secrets.get(&registry.password_env) {
+        Some((secret, _)) => Ok(Some(secret)),
+        None => Err(Error::MissingRegistryPassword {
+            var: registry.password_env.clone(),
+            dotenv: config.app_dir.join(".env"),
+        }),
+    }
+}
+
+async fn run(
+    fleet: &Fleet,
+    desired: &[ManagedFile],
+    dirs: &[(&'static str, String)],
+    login: Option<&Login<'_>>,
+    options: Options,
+) -> Result<Vec<HostReport>, Error> {
+    // Phase 1: observe, plan, stage, validate.
+    let prepared = fleet
+        .each(|host| async move {
+            let plan = observe_and_plan(&host, desired, dirs, login).await?;
+            if !options.dry_run && !plan.is_empty() {
+                stage_and_validate(&host, &plan)
+                    .await
+                    .map_err(|e| (e, Some(plan.clone())))?;
+            }
+            Ok::<_, (Error, Option<HostPlan>)>((host, plan))
+        })
+        .await;
+
+    if prepared.iter().any(Result::is_err) {
+        let mut errors = Vec::new();
+        let mut to_discard = Vec::new();
+        for (host, result) in fleet.hosts.iter().zip(prepared) {
+            match result {
+                Ok((host, plan)) => to_discard.push((host, plan)),
+                Err((e, plan)) => {
+                    errors.push(e);
+                    if let Some(plan) = plan {
+                        to_discard.push((Arc::clone(host), plan));
+                    }
+                }
+            }
+        }
+        futures::future::join_all(to_discard.iter().map(|(h, p)| discard(h, p))).await;
+        return Err(if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            Error::Hosts { hosts: errors }
+        });
+    }
+    let prepared: Vec<(Arc<Host>, HostPlan)> = prepared.into_iter().flatten().collect();
+
+    if options.dry_run {
+        for (host, plan) in &prepared {
+            print_dry_run(&host.spec.to_string(), plan);
+        }
+        return Ok(prepared
+            .iter()
+            .map(|(host, plan)| HostReport {
+                host: host.spec.to_string(),
+                changed: plan.changes.iter().map(|c| c.file.path.clone()).collect(),
+                reloaded: Vec::new(),
+                logged_in: false,
+            })
+            .collect());
+    }
+
+    // Phase 2: every host validated its candidates; install and reload.
+    let results =
+        crate::ssh::each_bounded(prepared, fleet.max_parallel, |(host, plan)| async move {
+            commit(&host, &plan, login).await
+        })
+        .await;
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(report) => reports.push(report),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            Error::Hosts { hosts: errors }
+        });
+    }
+    Ok(reports)
+}
+
+async fn observe_and_plan(
+    host: &Host,
+    desired: &[ManagedFile],
+    dirs: &[(&'static str, String)],
+    login: Option<&Login<'_>>,
+) -> Result<HostPlan, (Error, Option<HostPlan>)> {
+    let cmd = RemoteCommand::new("read managed files", scripts::OBSERVE)
+        .args(desired.iter().map(|f| f.path.clone()))
+        .args(dirs.iter().map(|(_, d)| format!("dir:{d}")));
+    let stdout = host.check(&cmd).await.map_err(|e| (e, None))?;
+    let observed = plan::parse_observed(&stdout, desired.len(), dirs.len()).map_err(|message| {
+        (
+            Error::Protocol {
+                host: host.spec.to_string(),
+                command: cmd.to_string(),
+                message,
+            },
+            None,
+        )
+    })?;
+    let plan = plan::plan_host(desired, dirs, &observed, login);
+    info!(host = %host.spec, changes = plan.changes.len(), login = plan.login, "planned");
+    Ok(plan)
+}
+
+async fn stage_and_validate(host: &Host, plan: &HostPlan) -> Result<(), Error> {
+    if !plan.mkdirs.is_empty() {
+        let args = plan
+            .mkdirs
+            .iter()
+            .flat_map(|(mode, path)| [(*mode).to_owned(), path.clone()]);
+        host.check(&RemoteCommand::new("create directories", scripts::MKDIRS).args(args))
+            .await?;
+    }
+    let staging = plan.changes.iter().map(|c| {
+        let cmd = RemoteCommand::new(format!("stage {}", c.file.path), scripts::STAGE)
+            .arg(layout::staged(&c.file.path))
+            .arg(c.file.mode)
+            .arg(c.file.owner)
+            .arg(c.file.content.len().to_string())
+            .stdin(c.file.content.clone());
+        async move { host.check(&cmd).await }
+    });
+    for r in futures::future::join_all(staging).await {
+        r?;
+    }
+    // Files created once (the upstream include) are inert until the site that includes it is
+    // installed, and the site's validation needs them in place.
+    let once: Vec<String> = plan
+        .created_once()
+        .flat_map(|c| install_triple(&c.file.path))
+        .collect();
+    if !once.is_empty() {
+        host.check(
+            &RemoteCommand::new("install created-once files", scripts::COMMIT)
+                .args(["0", "0", "0"])
+                .args(once),
+        )
+        .await?;
+    }
+    let validations = plan.validations();
+    if validations.is_empty() {
+        return Ok(());
+    }
+    let cmd = RemoteCommand::new("validate candidates", scripts::VALIDATE).args(validations);
+    let out = host.run(&cmd).await?;
+    match out.code {
+        Some(0) => Ok(()),
+        Some(3) => Err(refused(host, plan, &out.stderr)),
+        _ => Err(host.failed(&cmd, &out)),
+    }
+}
+
+/// The error for a validator's refusal, naming the template the file came from.
+fn refused(host: &Host, plan: &HostPlan, stderr: &str) -> Error {
+    let (first, output) = stderr.split_once('\n').unwrap_or((stderr, ""));
+    let rest = first.strip_prefix("shipit-refused ").unwrap_or(first);
+    let (file, validator) = rest.split_once(' ').unwrap_or((rest, "validator"));
+    let template = plan
+        .changes
+        .iter()
+        .find(|c| c.file.path == file)
+        .and_then(|c| c.file.template.clone());
+    Error::Validation {
+        host: host.spec.to_string(),
+        file: match template {
+            Some(t) => format!("{file}` (from `{t}`"),
+            None => file.to_owned(),
+        },
+        validator: validator.to_owned(),
+        output: output.trim_end().to_owned(),
+    }
+}
+
+fn install_triple(path: &str) -> [String; 3] {
+    [layout::staged(path), path.to_owned(), layout::backup(path)]
+}
+
+async fn discard(host: &Host, plan: &HostPlan) {
+    let staged: Vec<String> = plan
+        .validated()
+        .map(|c| layout::staged(&c.file.path))
+        .collect();
+    if staged.is_empty() {
+        return;
+    }
+    if let Err(e) = host
+        .check(&RemoteCommand::new("discard candidates", scripts::DISCARD).args(staged))
+        .await
+    {
+        tracing::warn!(host = %host.spec, error = %e, "could not remove staged candidates");
+    }
+}
+
+async fn commit(
+    host: &Host,
+    plan: &HostPlan,
+    login: Option<&Login<'_>>,
+) -> Result<HostReport, Error> {
+    let mut reloaded = Vec::new();
+    let triples: Vec<String> = plan
+        .validated()
+        .flat_map(|c| install_triple(&c.file.path))
+        .collect();
+    if !triples.is_empty() {
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let cmd = RemoteCommand::new("install and reload", scripts::COMMIT)
+            .arg(flag(plan.reload_nginx()))
+            .arg(flag(plan.daemon_reload()))
+            .arg(flag(plan.reload_nginx()))
+            .args(triples);
+        let out = host.run(&cmd).await?;
+        match out.code {
+            Some(0) => {}
+            Some(3) => return Err(refused(host, plan, &out.stderr)),
+            _ => return Err(host.failed(&cmd, &out)),
+        }
+        if plan.daemon_reload() {
+            reloaded.push("systemd");
+        }
+        if plan.reload_nginx() {
+            reloaded.push("nginx");
+        }
+    }
+    if let (true, Some(login)) = (plan.login, login) {
+        let cmd = RemoteCommand::new("docker login", scripts::DOCKER_LOGIN)
+            .arg(login.username)
+            .arg(login.server)
+            .stdin(format!("{}\n", login.password));
+        host.check(&cmd).await?;
+    }
+    let report = HostReport {
+        host: host.spec.to_string(),
+        changed: plan.changes.iter().map(|c| c.file.path.clone()).collect(),
+        reloaded,
+        logged_in: plan.login,
+    };
+    let mut summary = format!(
+        "{} file{} changed",
+        report.changed.len(),
+        if report.changed.len() == 1 { "" } else { "s" }
+    );
+    if !report.reloaded.is_empty() {
+        summary.push_str(&format!(", reloaded {}", report.reloaded.join(" and ")));
+    }
+    if report.logged_in {
+        summary.push_str(", logged in to the registry");
+    }
+    ui::status("Provisioned", &format!("{}: {summary}", host.spec));
+    Ok(report)
+}
+
+fn print_dry_run(host: &str, plan: &HostPlan) {
+    if plan.is_empty() {
+        ui::status("Unchanged", host);
+        return;
+    }
+    for (_, dir) in &plan.mkdirs {
+        ui::out(&format!("{host}: would create directory {dir}\n"));
+    }
+    for change in &plan.changes {
+        ui::out(&plan::diff(host, change));
+    }
+    if plan.login {
+        ui::out(&format!("{host}: would log Docker in to the registry\n"));
+    }
+    let reloads: Vec<&str> = [
+        (plan.daemon_reload(), "systemd"),
+        (plan.reload_nginx(), "nginx"),
+    ]
+    .into_iter()
+    .filter_map(|(b, n)| b.then_some(n))
+    .collect();
+    ui::status(
+        "Would change",
+        &format!(
+            "{host}: {} file{}{}",
+            plan.changes.len(),
+            if plan.changes.len() == 1 { "" } else { "s" },
+            if reloads.is_empty() {
+                String::new()
+            } else {
+                format!(", reload {}", reloads.join(" and "))
+            }
+        ),
+    );
+}

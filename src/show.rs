@@ -1,0 +1,45 @@
+//! Printing the merged configuration for `shipit config`, with secret values left out.
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::secret::Secrets;
+
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    config: &'a Config,
+    /// Per secret: where its value comes from, or that it is missing. Never the value.
+    secrets: std::collections::BTreeMap<String, String>,
+}
+
+pub fn config(config: &Config, json: bool) -> Result<String, Error> {
+    let sources = Secrets::load(&config.app_dir)?;
+    let mut names: Vec<&str> = config.env.secret.iter().map(String::as_str).collect();
+    if let Some(r) = &config.registry {
+        names.push(&r.password_env);
+    }
+    let secrets = names
+        .into_iter()
+        .map(|name| {
+            let state = match sources.get(name) {
+                Some((_, source)) => format!("[REDACTED] from {source}"),
+                None => "missing".to_owned(),
+            };
+            (name.to_owned(), state)
+        })
+        .collect();
+    let shown = Shown { config, secrets };
+    let text = if json {
+        serde_json::to_string_pretty(&shown)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string())
+    } else {
+        toml::to_string(&shown).map_err(|e| e.to_string())
+    };
+    text.map_err(|message| Error::Template {
+        name: "configuration".into(),
+        message,
+    })
+}

@@ -1,0 +1,271 @@
+//! Host connections: one multiplexed SSH master per host, reused by every command of a run.
+//!
+//! Owns: connecting (host-key policy, identity, timeouts), running a [`RemoteCommand`] with its
+//! stdin, and turning failures into errors that name the host, the command, the exit code and
+//! stderr. Must not: decide what to run (plans do) or build shell text (`remote` does).
+
+use openssh::Stdio;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
+use tokio::io::AsyncWriteExt;
+use tracing::{Instrument, debug, info_span};
+
+use crate::config::{HostSpec, KnownHostsPolicy, Ssh};
+use crate::error::Error;
+use crate::remote::RemoteCommand;
+
+/// What a finished remote command returned.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+/// A connected host.
+pub struct Host {
+    pub spec: HostSpec,
+    session: Session,
+    sudo: bool,
+}
+
+impl Host {
+    /// Open the master connection to `spec`.
+    pub async fn connect(spec: &HostSpec, ssh: &Ssh) -> Result<Host, Error> {
+        let span = info_span!("connect", host = %spec);
+        async {
+            let started = Instant::now();
+            let mut b = SessionBuilder::default();
+            b.user(spec.user.clone())
+                .port(spec.port)
+                .connect_timeout(ssh.connect_timeout)
+                .server_alive_interval(std::time::Duration::from_secs(5))
+                .control_directory(std::env::temp_dir())
+                // A killed shipit leaves no master behind for long.
+                .control_persist(ControlPersist::IdleFor(
+                    NonZeroUsize::MIN.saturating_add(29),
+                ))
+                .known_hosts_check(match ssh.known_hosts {
+                    KnownHostsPolicy::Strict => KnownHosts::Strict,
+                    KnownHostsPolicy::AcceptNew => KnownHosts::Add,
+                });
+            if let Some(identity) = &ssh.identity {
+                b.keyfile(identity);
+            }
+            if let Some(file) = &ssh.known_hosts_file {
+                b.user_known_hosts_file(file);
+            }
+            let session = b
+                .connect_mux(&spec.host)
+                .await
+                .map_err(|e| connect_error(spec, ssh, &e))?;
+            debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "connected"
+            );
+            Ok(Host {
+                spec: spec.clone(),
+                session,
+                sudo: spec.user != "root",
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Run `cmd` and return its output whatever its exit code. Errors only when the
+    /// connection itself fails.
+    pub async fn run(&self, cmd: &RemoteCommand) -> Result<Output, Error> {
+        let span = info_span!("remote", host = %self.spec, cmd = %cmd.label);
+        async {
+            let started = Instant::now();
+            let transport = |e: &dyn std::fmt::Display| Error::Transport {
+                host: self.spec.to_string(),
+                command: cmd.to_string(),
+                message: e.to_string(),
+            };
+            let mut command = self.session.raw_command(cmd.command_line(self.sudo));
+            command
+                .stdin(if cmd.stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = command.spawn().await.map_err(|e| transport(&e))?;
+            if let (Some(bytes), Some(mut stdin)) = (&cmd.stdin, child.stdin().take()) {
+                stdin.write_all(bytes).await.map_err(|e| transport(&e))?;
+                stdin.shutdown().await.map_err(|e| transport(&e))?;
+                drop(stdin);
+            }
+            let out = child.wait_with_output().await.map_err(|e| transport(&e))?;
+            let output = Output {
+                code: out.status.code(),
+                stdout: out.stdout,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            };
+            debug!(code = ?output.code, elapsed_ms = started.elapsed().as_millis() as u64, "done");
+            Ok(output)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Run `cmd` and return its stdout; a non-zero exit becomes [`Error::Remote`].
+    pub async fn check(&self, cmd: &RemoteCommand) -> Result<Vec<u8>, Error> {
+        let out = self.run(cmd).await?;
+        if out.code == Some(0) {
+            Ok(out.stdout)
+        } else {
+            Err(self.failed(cmd, &out))
+        }
+    }
+
+    /// The error for a command that exited non-zero.
+    pub fn failed(&self, cmd: &RemoteCommand, out: &Output) -> Error {
+        Error::Remote {
+            host: self.spec.to_string(),
+            command: cmd.to_string(),
+            code: out.code,
+            stderr: trim_stderr(&out.stderr),
+        }
+    }
+
+    /// Close the master connection.
+    pub async fn close(self) {
+        if let Err(e) = self.session.close().await {
+            debug!(host = %self.spec, error = %e, "closing the master connection");
+        }
+    }
+}
+
+/// The last 40 lines of stderr, enough to act on without flooding the terminal.
+fn trim_stderr(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    let skip = lines.len().saturating_sub(40);
+    lines[skip..].join("\n")
+}
+
+fn connect_error(spec: &HostSpec, ssh: &Ssh, e: &openssh::Error) -> Error {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    let known_hosts = ssh.known_hosts_file.as_ref().map_or_else(
+        || "~/.ssh/known_hosts".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let lower = message.to_lowercase();
+    let help = if lower.contains("host key verification failed") || lower.contains("host key") {
+        Some(format!(
+            "the host key of `{}` is not in `{known_hosts}` or has changed; check it out of band, then add it with `ssh-keyscan -p {} {} >> {known_hosts}`, or set `ssh.known_hosts = \"accept-new\"` to trust a new host on first use",
+            spec.host, spec.port, spec.host
+        ))
+    } else if lower.contains("permission denied") {
+        Some(format!(
+            "`{}` refused the key; check `ssh.identity` and that the public key is in ~{}/.ssh/authorized_keys on the host",
+            spec.user, spec.user
+        ))
+    } else if lower.contains("refused")
+        || lower.contains("timed out")
+        || lower.contains("no route")
+        || lower.contains("could not resolve")
+    {
+        Some(format!(
+            "check that `{}` is up and sshd listens on port {}",
+            spec.host, spec.port
+        ))
+    } else {
+        None
+    };
+    Error::Connect {
+        host: spec.to_string(),
+        message,
+        help,
+    }
+}
+
+/// Every host of an environment, connected.
+pub struct Fleet {
+    pub hosts: Vec<Arc<Host>>,
+    pub max_parallel: usize,
+}
+
+impl Fleet {
+    /// Connect to every host in parallel; fails, naming each host that could not be reached,
+    /// before anything runs anywhere.
+    pub async fn connect(hosts: &[HostSpec], ssh: &Ssh) -> Result<Fleet, Error> {
+        let results = each_bounded(
+            hosts.iter().cloned().collect(),
+            ssh.max_parallel,
+            |spec| async move { Host::connect(&spec, ssh).await },
+        )
+        .await;
+        let mut connected = Vec::new();
+        let mut errors = Vec::new();
+        for r in results {
+            match r {
+                Ok(h) => connected.push(Arc::new(h)),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            close_all(connected).await;
+            return Err(if errors.len() == 1 {
+                errors.remove(0)
+            } else {
+                Error::Hosts { hosts: errors }
+            });
+        }
+        Ok(Fleet {
+            hosts: connected,
+            max_parallel: ssh.max_parallel,
+        })
+    }
+
+    /// Run `f` on every host, at most `max_parallel` at once; results in host order.
+    pub async fn each<T, F, Fut>(&self, f: F) -> Vec<T>
+    where
+        F: Fn(Arc<Host>) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        each_bounded(self.hosts.clone(), self.max_parallel, f).await
+    }
+
+    pub async fn close(self) {
+        close_all(self.hosts).await;
+    }
+}
+
+async fn close_all(hosts: Vec<Arc<Host>>) {
+    let closing = hosts
+        .into_iter()
+        .filter_map(|h| Arc::into_inner(h))
+        .map(Host::close);
+    futures::future::join_all(closing).await;
+}
+
+/// Map `f` over `items` with at most `limit` futures in flight, keeping the input order.
+pub async fn each_bounded<I, T, F, Fut>(items: Vec<I>, limit: usize, f: F) -> Vec<T>
+where
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    let mut indexed: Vec<(usize, T)> = futures::stream::iter(items.into_iter().enumerate())
+        .map(|(i, item)| {
+            let fut = f(item);
+            async move { (i, fut.await) }
+        })
+        .buffer_unordered(limit.max(1))
+        .collect()
+        .await;
+    indexed.sort_by_key(|(i, _)| *i);
+    indexed.into_iter().map(|(_, t)| t).collect()
+}

@@ -1,0 +1,253 @@
+//! Rendering the server configuration files from Tera templates.
+//!
+//! Owns: the default templates (embedded in the binary), the app's overrides (a file of the same
+//! name in its `templates/` directory), the context they are rendered with, and the list of
+//! files provisioning manages. Must not: touch a host. Pure apart from reading overrides.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::layout;
+use crate::model::Colour;
+
+/// The templates shipit renders, by file name.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    (
+        "nginx.conf.tera",
+        include_str!("../templates/nginx.conf.tera"),
+    ),
+    (
+        "app.service.tera",
+        include_str!("../templates/app.service.tera"),
+    ),
+    (
+        "logrotate.tera",
+        include_str!("../templates/logrotate.tera"),
+    ),
+];
+
+/// What validates a file on the host before it is installed, and what reloads it after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// An nginx site: `nginx -t`, then reload nginx.
+    Nginx,
+    /// The upstream include: created once by provisioning, then owned by deploys.
+    Upstream,
+    /// A systemd unit: `systemd-analyze verify`, then `daemon-reload`.
+    Systemd,
+    /// A logrotate rule: `logrotate -d`; read at the next rotation.
+    Logrotate,
+}
+
+/// A file shipit manages on every host, with the content it should have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ManagedFile {
+    pub path: String,
+    pub content: String,
+    /// Octal mode as `stat -c %a` prints it, such as `644`.
+    pub mode: &'static str,
+    pub owner: &'static str,
+    pub kind: FileKind,
+    /// Written only when absent (a later deploy owns its content).
+    pub create_only: bool,
+    /// The template it came from, for messages.
+    pub template: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    app: &'a str,
+    domain: &'a str,
+    environment: &'a str,
+    upstream_name: String,
+    upstream_include: String,
+    config_dir: String,
+    log_dir: String,
+    container_port: u16,
+    memory_max: &'a str,
+    cpu_quota: &'a str,
+    docker_memory: String,
+    docker_cpus: String,
+    ports: &'a crate::config::Ports,
+    tls: Option<&'a crate::config::Tls>,
+}
+
+/// The templates to use: the app's override where it has one, else the default.
+pub struct Templates {
+    tera: tera::Tera,
+    sources: Vec<(String, String)>,
+}
+
+impl Templates {
+    /// Load the defaults and the app's overrides from `app_dir/templates/`.
+    pub fn load(app_dir: &Path) -> Result<Templates, Error> {
+        let mut sources = Vec::new();
+        for (name, default) in DEFAULTS {
+            let path = app_dir.join("templates").join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => sources.push((format!("templates/{name}"), text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    sources.push(((*name).to_owned(), (*default).to_owned()));
+                }
+                Err(source) => return Err(Error::Read { path, source }),
+            }
+        }
+        Templates::from_sources(sources)
+    }
+
+    /// Parse templates given as `(name, text)`; names are as shown in messages.
+    pub fn from_sources(sources: Vec<(String, String)>) -> Result<Templates, Error> {
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![]);
+        for (name, text) in &sources {
+            tera.add_raw_template(name, text)
+                .map_err(|e| template_error(name, &e))?;
+        }
+        Ok(Templates { tera, sources })
+    }
+
+    fn name_of<'a>(&'a self, default_name: &'a str) -> &'a str {
+        self.sources
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .find(|n| n.ends_with(default_name))
+            .unwrap_or(default_name)
+    }
+
+    fn render(&self, default_name: &str, ctx: &tera::Context) -> Result<String, Error> {
+        let name = self.name_of(default_name);
+        self.tera
+            .render(name, ctx)
+            .map_err(|e| template_error(name, &e))
+    }
+
+    /// Every file provisioning installs for `config`, rendered.
+    pub fn render_all(&self, config: &Config) -> Result<Vec<ManagedFile>, Error> {
+        let app = config.app.as_str();
+        let ctx = Context {
+            app,
+            domain: &config.domain,
+            environment: &config.environment,
+            upstream_name: format!("shipit_{}", app.replace('-', "_")),
+            upstream_include: layout::upstream_include(app),
+            config_dir: layout::config_dir(app),
+            log_dir: layout::log_dir(app),
+            container_port: config.container.port,
+            memory_max: &config.container.memory_max,
+            cpu_quota: &config.container.cpu_quota,
+            docker_memory: config.container.memory_max.to_lowercase(),
+            docker_cpus: docker_cpus(&config.container.cpu_quota),
+            ports: &config.ports,
+            tls: config.tls.as_ref(),
+        };
+        let ctx = tera::Context::from_serialize(&ctx).map_err(|e| template_error("context", &e))?;
+        let file = |path: String, kind, template: &str| -> Result<ManagedFile, Error> {
+            Ok(ManagedFile {
+                path,
+                content: self.render(template, &ctx)?,
+                mode: "644",
+                owner: "root:root",
+                kind,
+                create_only: false,
+                template: Some(self.name_of(template).to_owned()),
+            })
+        };
+        Ok(vec![
+            ManagedFile {
+                path: layout::upstream_include(app),
+                content: upstream(config.ports.blue, None),
+                mode: "644",
+                owner: "root:root",
+                kind: FileKind::Upstream,
+                create_only: true,
+                template: None,
+            },
+            file(layout::nginx_site(app), FileKind::Nginx, "nginx.conf.tera")?,
+            file(
+                layout::systemd_unit(app),
+                FileKind::Systemd,
+                "app.service.tera",
+            )?,
+            file(
+                layout::logrotate(app),
+                FileKind::Logrotate,
+                "logrotate.tera",
+            )?,
+        ])
+    }
+}
+
+/// The upstream include: the live colour's port, and the previous colour as nginx's `backup`
+/// while it is still warm (nginx then retries a refused request there).
+pub fn upstream(live_port: u16, warm_backup_port: Option<u16>) -> String {
+    let mut s = format!(
+        "# Managed by shipit deploy.\nserver 127.0.0.1:{live_port} max_fails=1 fail_timeout=2s;\n"
+    );
+    if let Some(port) = warm_backup_port {
+        s.push_str(&format!("server 127.0.0.1:{port} backup;\n"));
+    }
+    s
+}
+
+/// The colour an upstream include sends traffic to, read back from its text.
+pub fn upstream_live_port(text: &str) -> Option<u16> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("server ") && !l.contains(" backup"))
+        .find_map(|l| {
+            l.strip_prefix("server 127.0.0.1:")?
+                .split([' ', ';'])
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
+/// `200%` (systemd) as docker's `--cpus 2.00`.
+fn docker_cpus(quota: &str) -> String {
+    let percent: u32 = quota.trim_end_matches('%').parse().unwrap_or(100);
+    format!("{}.{:02}", percent / 100, percent % 100)
+}
+
+/// Tera's errors nest the useful part (line and column of a parse error, the missing
+/// variable) in their sources: show the whole chain.
+fn template_error(name: &str, e: &dyn std::error::Error) -> Error {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(&format!("\n{s}"));
+        source = s.source();
+    }
+    Error::Template {
+        name: name.to_owned(),
+        message,
+    }
+}
+
+/// For tests and docs: the unit instance name for a colour.
+pub fn unit_instance(app: &str, colour: Colour) -> String {
+    format!("{app}@{colour}.service")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_from_quota() {
+        assert_eq!(docker_cpus("200%"), "2.00");
+        assert_eq!(docker_cpus("50%"), "0.50");
+        assert_eq!(docker_cpus("125%"), "1.25");
+    }
+
+    #[test]
+    fn upstream_round_trips_its_live_port() {
+        assert_eq!(upstream_live_port(&upstream(3001, Some(3002))), Some(3001));
+        assert_eq!(upstream_live_port(&upstream(3002, None)), Some(3002));
+        assert_eq!(upstream_live_port("# nothing\n"), None);
+    }
+}

@@ -1,0 +1,865 @@
+#!/usr/bin/env bash
+# testbed/testbed.sh: the real test environment for shipit, on one Debian 12 machine.
+#
+# Owns, all under $SHIPIT_TESTBED_DIR (default /var/lib/shipit-testbed):
+#   - the Debian packages the testbed needs (installed when missing),
+#   - a dockerd it starts itself when none answers (pid in dockerd.pid),
+#   - an image registry with real htpasswd auth at registry.test:5000 (pid in registry.pid),
+#   - an SSH client key, the test host image shipit-testhost:1 (debootstrap, cached),
+#   - test hosts: containers shipit-th1..N running systemd, sshd, nginx, logrotate and Docker,
+#     ssh on 127.0.0.1:2201.., http on 127.0.0.1:8001..,
+#   - known_hosts and env.sh, which tests and the demo source.
+# It never kills a process it did not start: only pids from its own pid files, checked against
+# the program they must run. Everything is published on 127.0.0.1, except the registry, which
+# listens on 0.0.0.0:5000 so the hosts' Docker reaches it through the bridge (host-gateway).
+# The recipe and its figures: shared/TESTBED.md.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: testbed/testbed.sh up [N]        start or repair the testbed with N hosts (default 3)
+       testbed/testbed.sh down          remove the hosts, stop the registry (keeps dockerd, images)
+       testbed/testbed.sh status        one line per part; exit 1 when a part is not up
+       testbed/testbed.sh ssh N [cmd]   ssh into host N as root
+state dir: ${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}
+EOF
+}
+
+STATE=$(realpath -m -- "${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}")
+readonly STATE
+readonly IMAGE=shipit-testhost:1
+# Bump when customize_rootfs changes: a cached image of another recipe is rebuilt.
+readonly IMAGE_RECIPE=1
+readonly SUITE=bookworm
+readonly INCLUDE=systemd,systemd-sysv,dbus,openssh-server,nginx-light,logrotate,procps,curl,iproute2,ca-certificates,docker.io,sudo
+readonly REGISTRY=registry.test:5000
+readonly REGISTRY_USER=shipit
+readonly HOST_PREFIX=shipit-th
+readonly PACKAGES=(docker.io docker-registry debootstrap apache2-utils openssh-client wrk curl busybox-static hyperfine)
+readonly BOOT_BUDGET=120 # seconds for all new hosts to boot, in parallel
+readonly PROBE_BUDGET=8 # seconds for a reused host to answer before it is recreated...
+readonly BOOT_GRACE=30  # ...or longer while it may still be booting (started less ago than this)
+
+KEY=$STATE/id_ed25519
+KNOWN_HOSTS=$STATE/known_hosts
+PASSWORD_FILE=$STATE/registry-password
+readonly KEY KNOWN_HOSTS PASSWORD_FILE
+
+log() { printf '%s testbed: %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# --- small helpers -------------------------------------------------------------------------
+
+now_us() { printf '%s' "${EPOCHREALTIME/[.,]/}"; }
+
+# since_us START: seconds elapsed since START (from now_us), as "12.3s".
+since_us() {
+  local us=$(($(now_us) - $1))
+  printf '%d.%ds' $((us / 1000000)) $(((us / 100000) % 10))
+}
+
+TIMINGS=()
+# timed NAME CMD...: run CMD, record how long it took under NAME for the summary line.
+timed() {
+  local name=$1 t0
+  shift
+  t0=$(now_us)
+  "$@"
+  TIMINGS+=("$name $(since_us "$t0")")
+}
+
+# pid_of FILE PROGRAM: print the pid recorded in FILE when that process is alive and runs
+# PROGRAM (guards against a recycled pid); fail otherwise.
+pid_of() {
+  local file=$1 program=$2 pid arg0=
+  [[ -r $file ]] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  IFS= read -r -d '' arg0 <"/proc/$pid/cmdline" || true
+  [[ ${arg0##*/} == "$program" ]] || return 1
+  printf '%s\n' "$pid"
+}
+
+# wait_gone PID SECONDS: wait until PID has exited.
+wait_gone() {
+  local pid=$1 deadline=$((SECONDS + $2))
+  while [[ -e /proc/$pid ]] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+# write_if_changed TARGET MODE: atomically replace TARGET with stdin when the content differs.
+# Succeeds (0) when it wrote, fails (1) when TARGET already had that content.
+write_if_changed() {
+  local target=$1 mode=$2 tmp
+  tmp=$(mktemp "$target.XXXXXX")
+  cat >"$tmp"
+  chmod "$mode" "$tmp"
+  if [[ -f $target ]] && cmp -s "$tmp" "$target"; then
+    rm -f "$tmp"
+    chmod "$mode" "$target"
+    return 1
+  fi
+  mv -f "$tmp" "$target"
+}
+
+# sq STRING: STRING quoted for any POSIX shell.
+sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+http_code() {
+  curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$@" || true
+}
+
+docker_ok() { docker info >/dev/null 2>&1; }
+
+ssh_opts() { # PORT KNOWN_HOSTS_FILE
+  printf '%s\n' -i "$KEY" -p "$1" -o IdentitiesOnly=yes -o BatchMode=yes \
+    -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$2" -o ConnectTimeout=5 \
+    -o LogLevel=ERROR
+}
+
+host_name() { printf '%s%d' "$HOST_PREFIX" "$1"; }
+ssh_port() { printf '%d' $((2200 + $1)); }
+http_port() { printf '%d' $((8000 + $1)); }
+
+# Host containers of the testbed, by name, one a line.
+host_containers() {
+  docker ps -a --filter "name=^${HOST_PREFIX}[0-9]+\$" --format '{{.Names}}'
+}
+
+CLEANUP=()
+cleanup() {
+  local path
+  for path in "${CLEANUP[@]}"; do
+    remove_tree "$path"
+  done
+}
+trap cleanup EXIT
+
+# remove_tree DIR: unmount whatever is still mounted below DIR (debootstrap may leave /proc,
+# /sys or a bind of /dev behind when it fails), then delete DIR without crossing filesystems.
+remove_tree() {
+  [[ -e $1 ]] || return 0
+  remove_mounts_below "$1"
+  rm -rf --one-file-system -- "$1"
+}
+
+remove_mounts_below() {
+  local mnt
+  while read -r mnt; do
+    umount -l "$mnt" 2>/dev/null || true
+  done < <(awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r)
+}
+
+lock_state() {
+  mkdir -p "$STATE"
+  chmod 0700 "$STATE"
+  exec 9>"$STATE/.lock"
+  if ! flock -n 9; then
+    log "another testbed.sh holds $STATE/.lock; waiting (up to 15 min)"
+    flock -w 900 9 || die "timed out waiting for $STATE/.lock"
+  fi
+}
+
+# --- 1. packages ---------------------------------------------------------------------------
+
+missing_packages() {
+  local p out
+  for p in "${PACKAGES[@]}"; do
+    if ! out=$(dpkg -s "$p" 2>/dev/null) || [[ $out != *"Status: install ok installed"* ]]; then
+      printf '%s\n' "$p"
+    fi
+  done
+}
+
+ensure_packages() {
+  local missing policy_added=
+  mapfile -t missing < <(missing_packages)
+  ((${#missing[@]} > 0)) || return 0
+  ((EUID == 0)) || die "packages missing (${missing[*]}) and not root: run as root"
+  log "installing ${missing[*]}"
+  # Keep apt from starting services (Debian's docker and docker-registry would start with
+  # their own configs); this script starts what it needs itself.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  local rc=0 try
+  export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
+  for try in 1 2 3; do
+    rc=0
+    {
+      apt-get update -qq &&
+        apt-get install -y -qq -o Dpkg::Options::=--force-confdef \
+          -o Dpkg::Options::=--force-confold "${missing[@]}"
+    } </dev/null >&2 || rc=$?
+    ((rc != 0 && try < 3)) || break
+    log "apt-get failed (exit $rc); retrying ($((3 - try)) left)"
+    sleep $((try * 5))
+  done
+  [[ -z $policy_added ]] || rm -f /usr/sbin/policy-rc.d
+  ((rc == 0)) || die "apt-get failed (exit $rc) installing ${missing[*]}"
+}
+
+# --- 2. /etc/hosts -------------------------------------------------------------------------
+
+ensure_hosts_entry() {
+  local resolved
+  if ! grep -qE '^[[:space:]]*127\.0\.0\.1([[:space:]]+[^#[:space:]]+)*[[:space:]]+registry\.test([[:space:]]|$)' /etc/hosts; then
+    log "adding '127.0.0.1 registry.test' to /etc/hosts"
+    if [[ -s /etc/hosts && -n $(tail -c1 /etc/hosts) ]]; then
+      printf '\n' >>/etc/hosts
+    fi
+    printf '127.0.0.1 registry.test\n' >>/etc/hosts
+  fi
+  resolved=$(getent ahostsv4 registry.test | awk 'NR == 1 { print $1 }')
+  [[ $resolved == 127.0.0.1 ]] ||
+    die "registry.test resolves to '${resolved:-nothing}', not 127.0.0.1: check /etc/hosts"
+}
+
+# --- 3. dockerd ----------------------------------------------------------------------------
+
+# A containerd left by a dockerd that is stopping: a new dockerd would adopt it and then lose
+# it (shared/TESTBED.md). Wait for it to go.
+wait_stale_containerd() {
+  local pid
+  pid=$(pid_of /var/run/docker/containerd/containerd.pid containerd) || return 0
+  log "waiting for the containerd of an earlier dockerd (pid $pid) to exit"
+  if ! wait_gone "$pid" 30; then
+    log "containerd (pid $pid) is still running after 30 s; the new dockerd will reuse it"
+  fi
+}
+
+ensure_dockerd() {
+  local pid deadline started=
+  if docker_ok; then
+    if ! docker info --format '{{range $k, $v := .RegistryConfig.IndexConfigs}}{{$k}} {{end}}' 2>/dev/null |
+      grep -qw "$REGISTRY"; then
+      # registry.test resolves to 127.0.0.1, which Docker treats as insecure anyway.
+      log "note: the running dockerd lacks --insecure-registry $REGISTRY (fine: it resolves to loopback)"
+    fi
+    return 0
+  fi
+  command -v dockerd >/dev/null || die "dockerd not found (package docker.io)"
+  if pid=$(pid_of "$STATE/dockerd.pid" dockerd); then
+    log "dockerd (pid $pid, started by testbed) does not answer yet; waiting"
+  elif pid=$(pid_of /var/run/docker.pid dockerd); then
+    log "a dockerd not started by testbed (pid $pid) is running; waiting for it to answer"
+  else
+    wait_stale_containerd
+    log "starting dockerd (log $STATE/dockerd.log)"
+    # 9>&-: the daemon must not inherit (and so hold) the state lock.
+    setsid nohup dockerd --insecure-registry "$REGISTRY" </dev/null >"$STATE/dockerd.log" 2>&1 9>&- &
+    pid=$!
+    started=1
+    printf '%s\n' "$pid" >"$STATE/dockerd.pid"
+  fi
+  deadline=$((SECONDS + 60))
+  until docker_ok; do
+    if [[ ! -e /proc/$pid ]]; then
+      tail -n 20 "$STATE/dockerd.log" >&2 || true
+      die "dockerd (pid $pid) exited; see $STATE/dockerd.log"
+    fi
+    ((SECONDS < deadline)) || die "dockerd did not answer 'docker info' within 60 s; see $STATE/dockerd.log"
+    sleep 0.5
+  done
+  # Should setsid have forked, dockerd's own pid file names the daemon we started.
+  if [[ -n $started ]] && ! pid_of "$STATE/dockerd.pid" dockerd >/dev/null &&
+    pid=$(pid_of /var/run/docker.pid dockerd); then
+    printf '%s\n' "$pid" >"$STATE/dockerd.pid"
+  fi
+}
+
+# --- 4. registry ---------------------------------------------------------------------------
+
+registry_config() {
+  cat <<EOF
+# Written by testbed/testbed.sh.
+version: 0.1
+log:
+  level: info
+  fields:
+    service: registry
+storage:
+  filesystem:
+    rootdirectory: $STATE/registry/data
+  delete:
+    enabled: true
+http:
+  addr: 0.0.0.0:5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+auth:
+  htpasswd:
+    realm: basic-realm
+    path: $STATE/registry/htpasswd
+EOF
+}
+
+stop_registry() {
+  local pid
+  if pid=$(pid_of "$STATE/registry.pid" docker-registry); then
+    log "stopping registry (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    wait_gone "$pid" 10 || {
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_gone "$pid" 5 || die "registry (pid $pid) does not exit"
+    }
+  fi
+  rm -f "$STATE/registry.pid"
+}
+
+ensure_registry() {
+  local dir=$STATE/registry changed='' code pid deadline
+  mkdir -p "$dir/data"
+  chmod 0700 "$dir"
+
+  if [[ ! -s $PASSWORD_FILE ]]; then
+    log "generating the registry password ($PASSWORD_FILE)"
+    (
+      umask 077
+      head -c 48 /dev/urandom | base64 -w0 | tr -dc 'A-Za-z0-9' | cut -c1-32 | tr -d '\n' >"$PASSWORD_FILE.tmp"
+    )
+    mv -f "$PASSWORD_FILE.tmp" "$PASSWORD_FILE"
+  fi
+  chmod 0600 "$PASSWORD_FILE"
+
+  if [[ ! -s $dir/htpasswd ]] ||
+    ! htpasswd -v -i "$dir/htpasswd" "$REGISTRY_USER" <"$PASSWORD_FILE" >/dev/null 2>&1; then
+    (umask 077 && htpasswd -B -c -i "$dir/htpasswd.tmp" "$REGISTRY_USER" <"$PASSWORD_FILE" 2>/dev/null)
+    mv -f "$dir/htpasswd.tmp" "$dir/htpasswd"
+    changed=1
+  fi
+  if registry_config | write_if_changed "$dir/registry.yml" 0600; then
+    changed=1
+  fi
+
+  if pid=$(pid_of "$STATE/registry.pid" docker-registry); then
+    if [[ -n $changed ]]; then
+      stop_registry
+    else
+      deadline=$((SECONDS + 10))
+      while code=$(http_code "http://$REGISTRY/v2/") && [[ $code != 401 ]]; do
+        if ((SECONDS >= deadline)); then
+          log "registry (pid $pid) answers '$code' on /v2/, not 401: restarting it"
+          stop_registry
+          break
+        fi
+        sleep 0.3
+      done
+    fi
+  fi
+
+  if ! pid_of "$STATE/registry.pid" docker-registry >/dev/null; then
+    code=$(http_code "http://$REGISTRY/v2/")
+    [[ $code == 000 ]] ||
+      die "port 5000 already answers ($code) from a process testbed did not start; stop it (ss -ltnp 'sport = :5000'), then re-run"
+    log "starting registry on $REGISTRY (log $STATE/registry.log)"
+    (cd "$dir" && exec setsid nohup docker-registry serve "$dir/registry.yml" </dev/null >"$STATE/registry.log" 2>&1 9>&-) &
+    pid=$!
+    printf '%s\n' "$pid" >"$STATE/registry.pid"
+    deadline=$((SECONDS + 30))
+    until [[ $(http_code "http://$REGISTRY/v2/") == 401 ]]; do
+      if [[ ! -e /proc/$pid ]]; then
+        tail -n 20 "$STATE/registry.log" >&2 || true
+        die "registry exited; see $STATE/registry.log"
+      fi
+      ((SECONDS < deadline)) || die "registry did not answer 401 on /v2/ within 30 s; see $STATE/registry.log"
+      sleep 0.2
+    done
+  fi
+
+  local out
+  out=$(docker login "$REGISTRY" -u "$REGISTRY_USER" --password-stdin <"$PASSWORD_FILE" 2>&1) ||
+    die "docker login $REGISTRY failed: $out"
+}
+
+# --- 5. SSH client key ---------------------------------------------------------------------
+
+ensure_key() {
+  if [[ ! -s $KEY || ! -s $KEY.pub ]]; then
+    log "generating the SSH client key ($KEY)"
+    rm -f "$KEY" "$KEY.pub"
+    ssh-keygen -q -t ed25519 -N '' -C shipit-testbed -f "$KEY"
+  fi
+  chmod 0600 "$KEY"
+}
+
+# --- 6. host image -------------------------------------------------------------------------
+
+# The label an image must carry to be reused: the recipe and the client key baked into it.
+image_label() {
+  local fp
+  fp=$(ssh-keygen -l -f "$KEY.pub" | awk '{ print $2 }')
+  printf 'recipe=%s key=%s' "$IMAGE_RECIPE" "$fp"
+}
+
+# The Debian mirror apt uses here (bookworm, not security), else deb.debian.org.
+debian_mirror() {
+  local files=() f
+  if [[ -n ${SHIPIT_TESTBED_MIRROR:-} ]]; then
+    printf '%s\n' "$SHIPIT_TESTBED_MIRROR"
+    return
+  fi
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [[ -f $f ]] && files+=("$f")
+  done
+  ((${#files[@]} > 0)) && awk -v suite="$SUITE" '
+    function flush() {
+      if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && enabled != "no" && uri != "" && !found) {
+        print uri; found = 1
+      }
+      types = ""; suites = ""; uri = ""; enabled = ""
+    }
+    FNR == 1 { flush() }
+    FILENAME ~ /\.sources$/ {
+      if ($0 ~ /^[[:space:]]*$/) { flush(); next }
+      if ($1 == "Types:") { types = $0; sub(/^Types:[[:space:]]*/, "", types) }
+      if ($1 == "URIs:") uri = $2
+      if ($1 == "Suites:") { suites = $0; sub(/^Suites:[[:space:]]*/, "", suites) }
+      if ($1 == "Enabled:") enabled = $2
+      next
+    }
+    /^[[:space:]]*deb[[:space:]]/ && !found {
+      flush()
+      i = 2
+      if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+      if ($(i + 1) == suite) { print $i; found = 1 }
+    }
+    END { flush() }
+  ' "${files[@]}" | grep . || printf '%s\n' http://deb.debian.org/debian
+}
+
+# customize_rootfs ROOTFS: turn a debootstrapped tree into a test host.
+customize_rootfs() {
+  local r=$1
+  install -d -m 0700 "$r/root/.ssh"
+  install -m 0600 "$KEY.pub" "$r/root/.ssh/authorized_keys"
+
+  install -d "$r/etc/docker"
+  printf '%s\n' '{"insecure-registries":["registry.test:5000"],"storage-driver":"vfs"}' >"$r/etc/docker/daemon.json"
+
+  install -d "$r/etc/ssh/sshd_config.d"
+  printf 'PermitRootLogin prohibit-password\n' >"$r/etc/ssh/sshd_config.d/shipit-testbed.conf"
+  # Debian's sshd_config includes sshd_config.d first (first value wins); make sure it does.
+  grep -qE '^Include /etc/ssh/sshd_config.d/\*\.conf' "$r/etc/ssh/sshd_config" ||
+    sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' "$r/etc/ssh/sshd_config"
+
+  # Each host makes its own host keys at first boot.
+  rm -f "$r"/etc/ssh/ssh_host_*
+  cat >"$r/etc/systemd/system/ssh-hostkeys.service" <<'EOF'
+[Unit]
+Description=Generate missing SSH host keys
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+RequiredBy=ssh.service
+EOF
+
+  # Empty machine-id: systemd makes a fresh one at each boot.
+  : >"$r/etc/machine-id"
+  rm -f "$r/var/lib/dbus/machine-id"
+  ln -s /etc/machine-id "$r/var/lib/dbus/machine-id"
+
+  chroot "$r" systemctl enable ssh-hostkeys.service ssh.service nginx.service docker.service >/dev/null 2>&1 ||
+    die "systemctl enable failed in the host root filesystem"
+  local unit
+  for unit in ssh-hostkeys ssh nginx docker; do
+    [[ -L $r/etc/systemd/system/multi-user.target.wants/$unit.service ]] ||
+      die "$unit.service is not enabled in the host root filesystem"
+  done
+
+  # Smaller image; apt-get update works inside when needed.
+  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+}
+
+build_image() {
+  local build rootfs base=$STATE/cache/rootfs-$SUITE-base.tar mirror t0
+  mkdir -p "$STATE/cache/debs"
+  build=$(mktemp -d "$STATE/build.XXXXXX")
+  CLEANUP+=("$build")
+  rootfs=$build/rootfs
+  mkdir "$rootfs"
+  if [[ -s $base ]]; then
+    log "image: unpacking the cached root filesystem ($base)"
+    tar -C "$rootfs" --numeric-owner -xpf "$base"
+  else
+    mirror=$(debian_mirror)
+    log "image: debootstrap $SUITE from $mirror (about 90 s; log $STATE/debootstrap.log)"
+    t0=$(now_us)
+    if ! debootstrap --variant=minbase --include="$INCLUDE" --cache-dir="$STATE/cache/debs" \
+      "$SUITE" "$rootfs" "$mirror" </dev/null >"$STATE/debootstrap.log" 2>&1; then
+      tail -n 30 "$STATE/debootstrap.log" >&2 || true
+      [[ -f $rootfs/debootstrap/debootstrap.log ]] && tail -n 30 "$rootfs/debootstrap/debootstrap.log" >&2
+      die "debootstrap failed; see $STATE/debootstrap.log"
+    fi
+    log "image: debootstrap done in $(since_us "$t0"); caching the root filesystem"
+    remove_mounts_below "$rootfs"
+    tar -C "$rootfs" --numeric-owner --exclude='./var/cache/apt/archives/*.deb' -cf "$base.tmp" .
+    mv -f "$base.tmp" "$base"
+  fi
+  customize_rootfs "$rootfs"
+  log "image: importing $IMAGE"
+  tar -C "$rootfs" --numeric-owner -cf - . |
+    docker import -c 'CMD ["/sbin/init"]' -c "LABEL shipit.testbed=\"$(image_label)\"" - "$IMAGE" >/dev/null
+  remove_tree "$build"
+}
+
+ensure_image() {
+  local have
+  have=$(docker image inspect -f '{{index .Config.Labels "shipit.testbed"}}' "$IMAGE" 2>/dev/null) || have=
+  if [[ $have == "$(image_label)" ]]; then
+    return 0
+  fi
+  if [[ -n $have ]]; then
+    log "image: $IMAGE was built for another key or recipe ($have); rebuilding"
+  fi
+  build_image
+}
+
+# --- 7. hosts ------------------------------------------------------------------------------
+
+# run_args I: the docker run arguments of host I (without the image).
+run_args() {
+  local i=$1
+  printf '%s\n' --detach --name "$(host_name "$i")" --hostname "th$i" \
+    --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add MKNOD --cap-add SYS_PTRACE \
+    --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --cgroupns=host --volume /sys/fs/cgroup:/sys/fs/cgroup:rw \
+    --tmpfs /run --tmpfs /run/lock \
+    --add-host registry.test:host-gateway \
+    --env container=docker --stop-signal SIGRTMIN+3 \
+    --publish "127.0.0.1:$(ssh_port "$i"):22" --publish "127.0.0.1:$(http_port "$i"):80"
+}
+
+# host_spec I IMAGE_ID: what a reusable container of host I must have been created with.
+host_spec() {
+  { run_args "$1" && printf '%s\n' "$2"; } | sha256sum | cut -c1-16
+}
+
+create_host() {
+  local i=$1 image_id=$2 name args out
+  name=$(host_name "$i")
+  mapfile -t args < <(run_args "$i")
+  docker rm -f "$name" >/dev/null 2>&1 || true
+  out=$(docker run "${args[@]}" --label "shipit.testbed.spec=$(host_spec "$i" "$image_id")" \
+    "$IMAGE" /sbin/init 2>&1) || die "docker run $name failed: $out"
+}
+
+# check_host I DEADLINE OUTDIR: until DEADLINE (in $SECONDS time), scan host I's key and ask it
+# over ssh whether systemd finished booting (running or degraded) and Docker answers. Writes
+# OUTDIR/I.key (a known_hosts line) on success, OUTDIR/I.why (last reason) on failure.
+check_host() {
+  local i=$1 deadline=$2 out=$3 port why="no answer yet" reply left opts
+  port=$(ssh_port "$i")
+  while ((SECONDS < deadline)); do
+    if ! ssh-keyscan -T 3 -p "$port" -t ed25519 127.0.0.1 >"$out/$i.scan" 2>/dev/null ||
+      [[ ! -s $out/$i.scan ]]; then
+      why="sshd does not answer on 127.0.0.1:$port"
+      sleep 0.5
+      continue
+    fi
+    left=$((deadline - SECONDS))
+    ((left > 0)) || break
+    mapfile -t opts < <(ssh_opts "$port" "$out/$i.scan")
+    # shellcheck disable=SC2016 # expanded on the host, not here
+    if reply=$(timeout "$left" ssh "${opts[@]}" root@127.0.0.1 \
+      'state=$(systemctl is-system-running --wait 2>/dev/null); echo "systemd=$state";
+       if docker info >/dev/null 2>&1; then echo docker=ok; else echo docker=down; fi' \
+      </dev/null 2>&1); then
+      :
+    fi
+    case $reply in
+    *systemd=running*docker=ok* | *systemd=degraded*docker=ok*)
+      mv -f "$out/$i.scan" "$out/$i.key"
+      return 0
+      ;;
+    *systemd=*) why=$(printf '%s' "$reply" | tr '\n' ' ') ;;
+    *) why="ssh failed: $(printf '%s' "$reply" | tr '\n' ' ' | cut -c1-200)" ;;
+    esac
+    sleep 1
+  done
+  printf '%s\n' "$why" >"$out/$i.why"
+  return 1
+}
+
+# check_hosts BUDGET OUTDIR I...: check_host for every I in parallel within BUDGET seconds.
+# Prints the numbers of the hosts that failed.
+check_hosts() {
+  local budget=$1 out=$2 deadline i
+  shift 2
+  deadline=$((SECONDS + budget))
+  local -A pids=()
+  for i in "$@"; do
+    check_host "$i" "$deadline" "$out" &
+    pids[$i]=$!
+  done
+  for i in "$@"; do
+    wait "${pids[$i]}" || printf '%s\n' "$i"
+  done
+}
+
+ensure_hosts() {
+  local n=$1 i name image_id out want info started age probe=$PROBE_BUDGET
+  local reuse=() create=() failed=()
+  image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE")
+  out=$(mktemp -d "$STATE/check.XXXXXX")
+  CLEANUP+=("$out")
+
+  # Hosts beyond N belong to an earlier, larger testbed.
+  while read -r name; do
+    [[ -n $name ]] || continue
+    i=${name#"$HOST_PREFIX"}
+    if ((i < 1 || i > n)); then
+      log "removing $name (beyond $n hosts)"
+      docker rm -f "$name" >/dev/null
+    fi
+  done < <(host_containers)
+
+  for ((i = 1; i <= n; i++)); do
+    name=$(host_name "$i")
+    want=$(host_spec "$i" "$image_id")
+    info=$(docker inspect -f '{{.State.Running}} {{index .Config.Labels "shipit.testbed.spec"}} {{.State.StartedAt}}' "$name" 2>/dev/null) || info=
+    if [[ $info == "true $want "* ]]; then
+      reuse+=("$i")
+      started=$(date -d "${info##* }" +%s 2>/dev/null) || started=0
+      age=$(($(date +%s) - started))
+      if ((BOOT_GRACE - age > probe)); then
+        probe=$((BOOT_GRACE - age))
+      fi
+    else
+      case $info in
+      '') ;;
+      true*) log "$name runs another image or spec: recreating" ;;
+      *) log "$name is stopped: recreating" ;;
+      esac
+      create+=("$i")
+    fi
+  done
+
+  REUSED=0
+  if ((${#reuse[@]} > 0)); then
+    mapfile -t failed < <(check_hosts "$probe" "$out" "${reuse[@]}")
+    for i in "${failed[@]}"; do
+      log "$(host_name "$i") is broken ($(cat "$out/$i.why" 2>/dev/null)): recreating"
+      rm -f "$out/$i.why"
+      create+=("$i")
+    done
+    REUSED=$((${#reuse[@]} - ${#failed[@]}))
+  fi
+
+  CREATED=${#create[@]}
+  if ((CREATED > 0)); then
+    log "starting ${create[*]/#/$HOST_PREFIX}"
+    for i in "${create[@]}"; do
+      create_host "$i" "$image_id"
+    done
+    mapfile -t failed < <(check_hosts "$BOOT_BUDGET" "$out" "${create[@]}")
+    if ((${#failed[@]} > 0)); then
+      for i in "${failed[@]}"; do
+        log "$(host_name "$i") did not come up within ${BOOT_BUDGET} s: $(cat "$out/$i.why" 2>/dev/null)"
+        log "last console lines of $(host_name "$i"):"
+        docker logs --tail 15 "$(host_name "$i")" 2>&1 | sed 's/^/    /' >&2 || true
+      done
+      die "host(s) failed: ${failed[*]/#/$HOST_PREFIX}"
+    fi
+  fi
+
+  # 8. known_hosts, rewritten each time: a recreated host has new keys.
+  for ((i = 1; i <= n; i++)); do
+    cat "$out/$i.key"
+  done | write_if_changed "$KNOWN_HOSTS" 0644 || true
+}
+
+# --- 9. env.sh -----------------------------------------------------------------------------
+
+write_env() {
+  local n=$1 i hosts=() ports=() names=()
+  for ((i = 1; i <= n; i++)); do
+    hosts+=("root@127.0.0.1:$(ssh_port "$i")")
+    ports+=("$(http_port "$i")")
+    names+=("$(host_name "$i")")
+  done
+  {
+    printf '# Written by testbed/testbed.sh up; source it: . %s\n' "$(sq "$STATE/env.sh")"
+    printf 'export SHIPIT_TESTBED_DIR=%s\n' "$(sq "$STATE")"
+    printf 'export SHIPIT_TESTBED_HOSTS=%s\n' "$(sq "${hosts[*]}")"
+    printf 'export SHIPIT_TESTBED_HTTP_PORTS=%s\n' "$(sq "${ports[*]}")"
+    printf 'export SHIPIT_TESTBED_CONTAINERS=%s\n' "$(sq "${names[*]}")"
+    printf 'export SHIPIT_TESTBED_KEY=%s\n' "$(sq "$KEY")"
+    printf 'export SHIPIT_TESTBED_KNOWN_HOSTS=%s\n' "$(sq "$KNOWN_HOSTS")"
+    printf 'export SHIPIT_REGISTRY=%s\n' "$(sq "$REGISTRY")"
+    printf 'export SHIPIT_REGISTRY_USER=%s\n' "$(sq "$REGISTRY_USER")"
+    # shellcheck disable=SC2016 # env.sh reads the password file when sourced
+    printf 'SHIPIT_REGISTRY_PASSWORD=$(cat %s)\n' "$(sq "$PASSWORD_FILE")"
+    printf 'export SHIPIT_REGISTRY_PASSWORD\n'
+  } | write_if_changed "$STATE/env.sh" 0600 || true
+}
+
+# --- commands ------------------------------------------------------------------------------
+
+cmd_up() {
+  local n=${1:-3} t0
+  if [[ ! $n =~ ^[1-9][0-9]?$ ]]; then
+    die "N must be a number from 1 to 99, not '$n'"
+  fi
+  ((EUID == 0)) || die "run as root (installs packages, starts dockerd, edits /etc/hosts)"
+  t0=$(now_us)
+  lock_state
+  timed packages ensure_packages
+  timed hosts-file ensure_hosts_entry
+  timed dockerd ensure_dockerd
+  timed registry ensure_registry
+  timed key ensure_key
+  timed image ensure_image
+  timed hosts ensure_hosts "$n"
+  write_env "$n"
+  local timings
+  printf -v timings '%s, ' "${TIMINGS[@]}"
+  printf 'testbed up: %d hosts (%d reused, %d created) in %s [%s]; source %s\n' \
+    "$n" "$REUSED" "$CREATED" "$(since_us "$t0")" "${timings%, }" "$STATE/env.sh"
+}
+
+cmd_down() {
+  local names
+  lock_state
+  if docker_ok; then
+    mapfile -t names < <(host_containers)
+    if ((${#names[@]} > 0)); then
+      log "removing ${names[*]}"
+      docker rm -f "${names[@]}" >/dev/null
+    fi
+  else
+    log "docker does not answer: no host containers to remove"
+  fi
+  stop_registry
+  rm -f "$STATE/env.sh" "$KNOWN_HOSTS"
+  printf 'testbed down: hosts removed, registry stopped (dockerd and images kept)\n'
+}
+
+cmd_status() {
+  local ok=0 missing names pid code name i info reply opts label
+  mapfile -t missing < <(missing_packages)
+  if ((${#missing[@]} == 0)); then
+    printf 'packages:   ok\n'
+  else
+    printf 'packages:   missing %s\n' "${missing[*]}"
+    ok=1
+  fi
+  if [[ $(getent ahostsv4 registry.test | awk 'NR == 1 { print $1 }') == 127.0.0.1 ]]; then
+    printf 'hosts-file: registry.test -> 127.0.0.1\n'
+  else
+    printf 'hosts-file: registry.test does not resolve to 127.0.0.1\n'
+    ok=1
+  fi
+  if docker_ok; then
+    if pid=$(pid_of "$STATE/dockerd.pid" dockerd); then
+      printf 'dockerd:    up (pid %s, started by testbed)\n' "$pid"
+    else
+      printf 'dockerd:    up (not started by testbed)\n'
+    fi
+  else
+    printf 'dockerd:    down\n'
+    ok=1
+  fi
+  code=$(http_code "http://$REGISTRY/v2/")
+  if pid=$(pid_of "$STATE/registry.pid" docker-registry); then
+    if [[ -r $PASSWORD_FILE ]] &&
+      [[ $(http_code -K - "http://$REGISTRY/v2/" < <(printf 'user = "%s:%s"\n' "$REGISTRY_USER" "$(<"$PASSWORD_FILE")")) == 200 ]]; then
+      printf 'registry:   up (pid %s, %s without credentials, 200 with)\n' "$pid" "$code"
+    else
+      printf 'registry:   running (pid %s) but /v2/ answers %s and login fails\n' "$pid" "$code"
+      ok=1
+    fi
+  else
+    printf 'registry:   down (/v2/ answers %s)\n' "$code"
+    ok=1
+  fi
+  if [[ -s $KEY ]]; then printf 'ssh-key:    %s\n' "$KEY"; else
+    printf 'ssh-key:    missing\n'
+    ok=1
+  fi
+  if docker_ok && label=$(docker image inspect -f '{{index .Config.Labels "shipit.testbed"}}' "$IMAGE" 2>/dev/null); then
+    if [[ -s $KEY.pub && $label == "$(image_label)" ]]; then
+      printf 'image:      %s (%s)\n' "$IMAGE" "$label"
+    else
+      printf 'image:      %s is stale (%s): up rebuilds it\n' "$IMAGE" "$label"
+      ok=1
+    fi
+  else
+    printf 'image:      %s missing\n' "$IMAGE"
+    ok=1
+  fi
+  if docker_ok; then
+    mapfile -t names < <(host_containers | sort -V)
+    ((${#names[@]} > 0)) || {
+      printf 'hosts:      none\n'
+      ok=1
+    }
+    for name in "${names[@]}"; do
+      i=${name#"$HOST_PREFIX"}
+      info=$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null) || info=gone
+      if [[ $info != running ]]; then
+        printf '%s: %s\n' "$name" "$info"
+        ok=1
+        continue
+      fi
+      mapfile -t opts < <(ssh_opts "$(ssh_port "$i")" "$KNOWN_HOSTS")
+      # shellcheck disable=SC2016 # expanded on the host, not here
+      reply=$(timeout 10 ssh "${opts[@]}" root@127.0.0.1 \
+        'printf "systemd %s, " "$(systemctl is-system-running)"; printf "nginx %s, docker %s" "$(systemctl is-active nginx)" "$(systemctl is-active docker)"' \
+        </dev/null 2>&1) || true
+      printf '%s: running, ssh 127.0.0.1:%s, http 127.0.0.1:%s: %s\n' "$name" "$(ssh_port "$i")" \
+        "$(http_port "$i")" "$(printf '%s' "$reply" | tr '\n' ' ' | cut -c1-160)"
+      [[ $reply == *"nginx active, docker active"* ]] || ok=1
+    done
+  fi
+  if [[ -f $STATE/env.sh ]]; then printf 'env:        %s\n' "$STATE/env.sh"; else
+    printf 'env:        missing (run up)\n'
+    ok=1
+  fi
+  return "$ok"
+}
+
+cmd_ssh() {
+  local i=${1:-} opts
+  [[ $i =~ ^[1-9][0-9]*$ ]] || die "usage: testbed.sh ssh N [cmd...]"
+  shift
+  [[ -s $KNOWN_HOSTS ]] || die "$KNOWN_HOSTS is missing: run testbed/testbed.sh up"
+  mapfile -t opts < <(ssh_opts "$(ssh_port "$i")" "$KNOWN_HOSTS")
+  if (($# == 0)) && [[ -t 0 ]]; then
+    exec ssh -t "${opts[@]}" root@127.0.0.1
+  fi
+  exec ssh "${opts[@]}" root@127.0.0.1 "$@"
+}
+
+main() {
+  local cmd=${1:-}
+  (($# == 0)) || shift
+  case $cmd in
+  up) cmd_up "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  ssh) cmd_ssh "$@" ;;
+  -h | --help | help) usage ;;
+  *)
+    usage >&2
+    exit 2
+    ;;
+  esac
+}
+
+main "$@"
