@@ -96,6 +96,62 @@ pub enum Error {
         message: String,
     },
 
+    #[error("`{}` line {line}: {message}\n  help: fix the pattern; Docker's syntax is `*`, `?`, `[a-z]`, `**` and `!` to re-include", path.display())]
+    DockerIgnore {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
+    #[error("no Dockerfile at `{}`\n  help: create it, or set `dockerfile` in shipit.toml to the right path (relative to `context`)", path.display())]
+    NoDockerfile { path: PathBuf },
+
+    #[error("{}", if *not_a_repository {
+        "the app directory is not in a git repository, so the release has no commit to name it\n  help: commit the app to git, or pass `--allow-dirty` to build it anyway (the tag is marked `nogit`)"
+    } else {
+        "the app's git working tree has uncommitted changes\n  help: commit them, or pass `--allow-dirty` to build anyway (the tag is marked `dirty`)"
+    })]
+    DirtyTree { not_a_repository: bool },
+
+    #[error(
+        "no `[registry]` in the configuration\n  help: add `[registry]` with `server`, `username` and `password_env` to shipit.toml"
+    )]
+    NoRegistry,
+
+    #[error(
+        "cannot reach the Docker engine at `{address}`: {message}\n  help: start it (`systemctl start docker`, or `dockerd &` where there is no systemd), or point DOCKER_HOST at it"
+    )]
+    EngineUnreachable { address: String, message: String },
+
+    #[error("build failed at {step}{}\n{}", if output.trim().is_empty() { String::new() } else { format!("\n{}", indent(output)) }, indent(error))]
+    BuildStep {
+        step: String,
+        output: String,
+        error: String,
+    },
+
+    #[error(
+        "registry `{registry}` refused the credentials of `{username}` (401): {message}\n  help: the password came from {source_used}; check it, and `registry.username`"
+    )]
+    RegistryUnauthorized {
+        registry: String,
+        username: String,
+        source_used: String,
+        message: String,
+    },
+
+    #[error(
+        "registry `{registry}` is unreachable after {attempts} attempts: {message}\n  help: check that the registry is up and that `registry.server` is right"
+    )]
+    RegistryUnreachable {
+        registry: String,
+        attempts: usize,
+        message: String,
+    },
+
+    #[error("push of `{reference}` failed: {message}")]
+    Push { reference: String, message: String },
+
     #[error("failed to write `{}`: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -121,7 +177,16 @@ impl Error {
             | Error::Config(_)
             | Error::DotEnv { .. }
             | Error::MissingRegistryPassword { .. }
-            | Error::Template { .. } => 2,
+            | Error::Template { .. }
+            | Error::DockerIgnore { .. }
+            | Error::NoDockerfile { .. }
+            | Error::DirtyTree { .. }
+            | Error::NoRegistry => 2,
+            Error::EngineUnreachable { .. }
+            | Error::BuildStep { .. }
+            | Error::RegistryUnauthorized { .. }
+            | Error::RegistryUnreachable { .. }
+            | Error::Push { .. } => 5,
             Error::Connect { .. } | Error::Transport { .. } => 3,
             Error::Hosts { hosts } => hosts.iter().map(Error::exit_code).max().unwrap_or(1),
             Error::Validation { .. } => 4,

@@ -10,8 +10,10 @@
 //! - [`ssh`] is the only place that talks to hosts;
 //! - [`error`] holds every message a user can see; [`ui`] prints status lines.
 
+pub mod build;
 pub mod cli;
 pub mod config;
+pub mod docker;
 pub mod error;
 pub mod layout;
 pub mod model;

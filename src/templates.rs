@@ -222,8 +222,19 @@ fn template_error(name: &str, e: &dyn std::error::Error) -> Error {
         message.push_str(&format!("\n{s}"));
         source = s.source();
     }
+    // Tera marks the place of a parse error as `--> LINE:COL`: show it as `file:LINE:COL`.
+    let position = message.split("--> ").nth(1).and_then(|rest| {
+        let pos: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ':')
+            .collect();
+        pos.contains(':').then_some(pos)
+    });
     Error::Template {
-        name: name.to_owned(),
+        name: match position {
+            Some(pos) => format!("{name}:{pos}"),
+            None => name.to_owned(),
+        },
         message,
     }
 }

@@ -74,7 +74,7 @@ timed() {
 # pid_of FILE PROGRAM: print the pid recorded in FILE when that process is alive and runs
 # PROGRAM (guards against a recycled pid); fail otherwise.
 pid_of() {
-  local file=$1 program=$2 pid arg0=
+  local file=$1 program=$2 pid arg0=''
   [[ -r $file ]] || return 1
   pid=$(<"$file")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
@@ -84,10 +84,15 @@ pid_of() {
   printf '%s\n' "$pid"
 }
 
+# alive PID: PID runs (a zombie does not count).
+alive() {
+  [[ -e /proc/$1 ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
 # wait_gone PID SECONDS: wait until PID has exited.
 wait_gone() {
   local pid=$1 deadline=$((SECONDS + $2))
-  while [[ -e /proc/$pid ]] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do
+  while alive "$pid"; do
     ((SECONDS < deadline)) || return 1
     sleep 0.2
   done
@@ -178,7 +183,7 @@ missing_packages() {
 }
 
 ensure_packages() {
-  local missing policy_added=
+  local missing policy_added=''
   mapfile -t missing < <(missing_packages)
   ((${#missing[@]} > 0)) || return 0
   ((EUID == 0)) || die "packages missing (${missing[*]}) and not root: run as root"
@@ -218,26 +223,44 @@ ensure_hosts_entry() {
     fi
     printf '127.0.0.1 registry.test\n' >>/etc/hosts
   fi
-  resolved=$(getent ahostsv4 registry.test | awk 'NR == 1 { print $1 }')
+  resolved=$(getent ahostsv4 registry.test | awk 'NR == 1 { print $1 }') || resolved=''
   [[ $resolved == 127.0.0.1 ]] ||
     die "registry.test resolves to '${resolved:-nothing}', not 127.0.0.1: check /etc/hosts"
 }
 
 # --- 3. dockerd ----------------------------------------------------------------------------
 
-# A containerd left by a dockerd that is stopping: a new dockerd would adopt it and then lose
-# it (shared/TESTBED.md). Wait for it to go.
-wait_stale_containerd() {
-  local pid
-  pid=$(pid_of /var/run/docker/containerd/containerd.pid containerd) || return 0
-  log "waiting for the containerd of an earlier dockerd (pid $pid) to exit"
-  if ! wait_gone "$pid" 30; then
-    log "containerd (pid $pid) is still running after 30 s; the new dockerd will reuse it"
-  fi
+# comm_of PID: the name of process PID, zombies included.
+comm_of() {
+  awk '/^Name:/ { print $2; exit }' "/proc/$1/status" 2>/dev/null
+}
+
+# settle_pidfile FILE NAME SECONDS: when FILE names a NAME process that is exiting, or has
+# exited but is not yet reaped (a zombie until init collects it), wait for it to vanish: a
+# dockerd started meanwhile takes such a pid for a live daemon and fails (shared/TESTBED.md:
+# "wait until its containerd has exited"). Clears FILE if only a zombie lingers.
+settle_pidfile() {
+  local file=$1 name=$2 pid deadline=$((SECONDS + $3))
+  [[ -r $file ]] || return 0
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ && $(comm_of "$pid") == "$name" ]] || return 0
+  log "waiting for an earlier $name (pid $pid) to exit"
+  while [[ -e /proc/$pid ]]; do
+    if ((SECONDS >= deadline)); then
+      if alive "$pid"; then
+        log "$name (pid $pid) still runs after $3 s; the new dockerd will use it"
+      else
+        log "$name (pid $pid) exited but is not reaped yet; removing the stale $file"
+        rm -f "$file"
+      fi
+      return 0
+    fi
+    sleep 0.2
+  done
 }
 
 ensure_dockerd() {
-  local pid deadline started=
+  local pid='' deadline started=''
   if docker_ok; then
     if ! docker info --format '{{range $k, $v := .RegistryConfig.IndexConfigs}}{{$k}} {{end}}' 2>/dev/null |
       grep -qw "$REGISTRY"; then
@@ -247,26 +270,30 @@ ensure_dockerd() {
     return 0
   fi
   command -v dockerd >/dev/null || die "dockerd not found (package docker.io)"
-  if pid=$(pid_of "$STATE/dockerd.pid" dockerd); then
-    log "dockerd (pid $pid, started by testbed) does not answer yet; waiting"
-  elif pid=$(pid_of /var/run/docker.pid dockerd); then
-    log "a dockerd not started by testbed (pid $pid) is running; waiting for it to answer"
-  else
-    wait_stale_containerd
-    log "starting dockerd (log $STATE/dockerd.log)"
-    # 9>&-: the daemon must not inherit (and so hold) the state lock.
-    setsid nohup dockerd --insecure-registry "$REGISTRY" </dev/null >"$STATE/dockerd.log" 2>&1 9>&- &
-    pid=$!
-    started=1
-    printf '%s\n' "$pid" >"$STATE/dockerd.pid"
-  fi
   deadline=$((SECONDS + 60))
   until docker_ok; do
-    if [[ ! -e /proc/$pid ]]; then
-      tail -n 20 "$STATE/dockerd.log" >&2 || true
-      die "dockerd (pid $pid) exited; see $STATE/dockerd.log"
-    fi
     ((SECONDS < deadline)) || die "dockerd did not answer 'docker info' within 60 s; see $STATE/dockerd.log"
+    if [[ -z $pid ]] || ! alive "$pid"; then
+      if [[ -n $started ]]; then
+        tail -n 20 "$STATE/dockerd.log" >&2 || true
+        die "dockerd (pid $pid) exited; see $STATE/dockerd.log"
+      fi
+      if pid=$(pid_of "$STATE/dockerd.pid" dockerd); then
+        # Starting, or stopping: then the loop comes back here once it has exited.
+        log "dockerd (pid $pid, started by testbed) does not answer yet; waiting"
+      elif pid=$(pid_of /var/run/docker.pid dockerd); then
+        log "a dockerd not started by testbed (pid $pid) is running; waiting for it to answer"
+      else
+        settle_pidfile /var/run/docker.pid dockerd 10
+        settle_pidfile /var/run/docker/containerd/containerd.pid containerd 30
+        log "starting dockerd (log $STATE/dockerd.log)"
+        # 9>&-: the daemon must not inherit (and so hold) the state lock.
+        setsid nohup dockerd --insecure-registry "$REGISTRY" </dev/null >"$STATE/dockerd.log" 2>&1 9>&- &
+        pid=$!
+        started=1
+        printf '%s\n' "$pid" >"$STATE/dockerd.pid"
+      fi
+    fi
     sleep 0.5
   done
   # Should setsid have forked, dockerd's own pid file names the daemon we started.
@@ -366,7 +393,7 @@ ensure_registry() {
     printf '%s\n' "$pid" >"$STATE/registry.pid"
     deadline=$((SECONDS + 30))
     until [[ $(http_code "http://$REGISTRY/v2/") == 401 ]]; do
-      if [[ ! -e /proc/$pid ]]; then
+      if ! alive "$pid"; then
         tail -n 20 "$STATE/registry.log" >&2 || true
         die "registry exited; see $STATE/registry.log"
       fi

@@ -1,0 +1,184 @@
+//! `shipit build`: tar the context, build the release image on the local engine, push it.
+//!
+//! Also the first step of every deploy. Nothing here touches a host: a failed build or push
+//! leaves every server as it was.
+
+pub mod context;
+pub mod ignore;
+pub mod release;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::docker::{Engine, PushError};
+use crate::error::Error;
+use crate::secret::Secrets;
+use crate::ui;
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Overrides the configured version.
+    pub version: Option<semver::Version>,
+    pub allow_dirty: bool,
+    pub verbose: bool,
+}
+
+/// The image of a release, pushed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Image {
+    /// `registry/path/name:tag`
+    pub reference: String,
+    pub tag: String,
+    pub release: String,
+    pub digest: String,
+    pub layers_pushed: usize,
+    pub layers_reused: usize,
+    pub bytes_pushed: u64,
+    pub build_seconds: f64,
+    pub push_seconds: f64,
+}
+
+/// How many times, and how fast, a push is retried after a transient registry error.
+pub fn push_retry_policy() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(3))
+        .with_factor(2.0)
+        .with_max_times(4)
+        .with_jitter()
+}
+
+pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image, Error> {
+    let registry = config.registry.as_ref().ok_or(Error::NoRegistry)?;
+    let secrets = Secrets::load(&config.app_dir)?;
+    let (password, source) =
+        secrets
+            .get(&registry.password_env)
+            .ok_or_else(|| Error::MissingRegistryPassword {
+                var: registry.password_env.clone(),
+                dotenv: config.app_dir.join(".env"),
+            })?;
+
+    let context_dir = config.app_dir.join(&config.context);
+    let dockerfile_path = context_dir.join(&config.dockerfile);
+    if !dockerfile_path.is_file() {
+        return Err(Error::NoDockerfile {
+            path: dockerfile_path,
+        });
+    }
+    let context = context::tar_context(&context_dir, &config.dockerfile)?;
+    let tree = release::probe_tree(&config.app_dir);
+    let version = options.version.as_ref().unwrap_or(&config.version);
+    let release = release::Release::new(version, &tree, options.allow_dirty, &context.sha256)?;
+    let tag = release.tag();
+    let reference = format!("{}:{tag}", config.image);
+
+    let engine = Engine::connect().await?;
+    ui::status(
+        "Building",
+        &format!(
+            "{reference} ({} files, {} KiB of context)",
+            context.files,
+            context.tar.len().div_ceil(1024)
+        ),
+    );
+    let started = Instant::now();
+    let labels = HashMap::from([
+        ("shipit.app".to_owned(), config.app.clone()),
+        ("shipit.release".to_owned(), release.version.to_string()),
+    ]);
+    let build_args: HashMap<String, String> = config.build_args.clone().into_iter().collect();
+    let built = engine
+        .build(
+            context.tar,
+            &config.dockerfile,
+            &reference,
+            &build_args,
+            &labels,
+            options.verbose,
+        )
+        .await?;
+    let build_seconds = started.elapsed().as_secs_f64();
+    ui::status(
+        "Built",
+        &format!(
+            "{reference} in {build_seconds:.2}s ({} steps, {} from cache)",
+            built.steps, built.cached
+        ),
+    );
+
+    let started = Instant::now();
+    let attempts = AtomicUsize::new(0);
+    let policy = push_retry_policy();
+    let pushed = (|| async {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        engine
+            .push_once(
+                &config.image,
+                &tag,
+                &registry.server,
+                &registry.username,
+                &password,
+            )
+            .await
+    })
+    .retry(policy)
+    .when(|e| matches!(e, PushError::Transient(_)))
+    .notify(|e, delay| {
+        let left = 4usize.saturating_sub(attempts.load(Ordering::Relaxed) - 1);
+        ui::status(
+            "Retrying",
+            &format!(
+                "push to {} in {:.1}s ({left} left): {}",
+                registry.server,
+                delay.as_secs_f64(),
+                e.message()
+            ),
+        );
+    })
+    .await
+    .map_err(|e| match e {
+        PushError::Unauthorized(message) => Error::RegistryUnauthorized {
+            registry: registry.server.clone(),
+            username: registry.username.clone(),
+            source_used: source.to_string(),
+            message,
+        },
+        PushError::Transient(message) => Error::RegistryUnreachable {
+            registry: registry.server.clone(),
+            attempts: attempts.load(Ordering::Relaxed),
+            message,
+        },
+        PushError::Other(message) => Error::Push {
+            reference: reference.clone(),
+            message,
+        },
+    })?;
+    let push_seconds = started.elapsed().as_secs_f64();
+    ui::status(
+        "Pushed",
+        &format!(
+            "{reference} in {push_seconds:.2}s: {} layer{} pushed ({} KiB), {} already there",
+            pushed.layers_pushed,
+            if pushed.layers_pushed == 1 { "" } else { "s" },
+            pushed.bytes.div_ceil(1024),
+            pushed.layers_reused
+        ),
+    );
+    Ok(Image {
+        reference,
+        tag,
+        release: release.version.to_string(),
+        digest: pushed.digest,
+        layers_pushed: pushed.layers_pushed,
+        layers_reused: pushed.layers_reused,
+        bytes_pushed: pushed.bytes,
+        build_seconds,
+        push_seconds,
+    })
+}

@@ -1,0 +1,131 @@
+//! The release identity of a build: semver version plus the app repository's commit.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::error::Error;
+
+/// What the app's git working tree says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tree {
+    Clean { sha: String },
+    Dirty { sha: String },
+    NotARepository,
+}
+
+/// A release: `1.4.2+3f9c2ab` as semver, `1.4.2_3f9c2ab` as an image tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub version: semver::Version,
+}
+
+impl Release {
+    /// Combine the configured version with the tree; a dirty tree is refused unless allowed,
+    /// and then marked, with a hash of the context so two dirty builds never share a tag.
+    pub fn new(
+        version: &semver::Version,
+        tree: &Tree,
+        allow_dirty: bool,
+        context_sha256: &str,
+    ) -> Result<Release, Error> {
+        let short = &context_sha256[..context_sha256.len().min(7)];
+        let build = match (tree, allow_dirty) {
+            (Tree::Clean { sha }, _) => sha.clone(),
+            (Tree::Dirty { sha }, true) => format!("{sha}.dirty.{short}"),
+            (Tree::NotARepository, true) => format!("nogit.{short}"),
+            (Tree::Dirty { .. }, false) => {
+                return Err(Error::DirtyTree {
+                    not_a_repository: false,
+                });
+            }
+            (Tree::NotARepository, false) => {
+                return Err(Error::DirtyTree {
+                    not_a_repository: true,
+                });
+            }
+        };
+        let mut version = version.clone();
+        version.build = semver::BuildMetadata::new(&build).map_err(|e| Error::Template {
+            name: "release version".into(),
+            message: e.to_string(),
+        })?;
+        Ok(Release { version })
+    }
+
+    /// The image tag: semver's `+` is not allowed in a tag, so it becomes `_`.
+    pub fn tag(&self) -> String {
+        self.version.to_string().replace('+', "_")
+    }
+}
+
+/// The tree state of the git repository holding `dir`.
+pub fn probe_tree(dir: &Path) -> Tree {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(sha) = git(&["rev-parse", "--short=7", "HEAD"]) else {
+        return Tree::NotARepository;
+    };
+    match git(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=normal",
+        "--",
+        ".",
+    ]) {
+        Some(s) if s.is_empty() => Tree::Clean { sha },
+        _ => Tree::Dirty { sha },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        let v = semver::Version::parse("1.4.2").unwrap();
+        let clean = Release::new(
+            &v,
+            &Tree::Clean {
+                sha: "3f9c2ab".into(),
+            },
+            false,
+            "abcdef0123",
+        )
+        .unwrap();
+        assert_eq!(clean.version.to_string(), "1.4.2+3f9c2ab");
+        assert_eq!(clean.tag(), "1.4.2_3f9c2ab");
+        let dirty = Release::new(
+            &v,
+            &Tree::Dirty {
+                sha: "3f9c2ab".into(),
+            },
+            true,
+            "abcdef0123",
+        )
+        .unwrap();
+        assert_eq!(dirty.tag(), "1.4.2_3f9c2ab.dirty.abcdef0");
+        assert!(matches!(
+            Release::new(&v, &Tree::Dirty { sha: "x".into() }, false, "a"),
+            Err(Error::DirtyTree {
+                not_a_repository: false
+            })
+        ));
+        let pre = Release::new(
+            &semver::Version::parse("2.0.0-rc.1").unwrap(),
+            &Tree::NotARepository,
+            true,
+            "ff00",
+        )
+        .unwrap();
+        assert_eq!(pre.tag(), "2.0.0-rc.1_nogit.ff00");
+    }
+}

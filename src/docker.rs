@@ -1,0 +1,263 @@
+//! The local Docker engine, through its API (bollard): build an image from a context tar and
+//! push it with the environment's registry credentials.
+//!
+//! Owns: connecting (with API version negotiation), reading the build and push streams into
+//! progress and results, classifying engine and registry errors. Must not: decide tags or read
+//! files (the `build` operation does).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
+use futures::StreamExt;
+use tracing::debug;
+
+use crate::error::Error;
+use crate::secret::Secret;
+use crate::ui;
+
+pub struct Engine {
+    docker: Docker,
+}
+
+/// What a finished build left.
+#[derive(Debug)]
+pub struct Built {
+    pub steps: usize,
+    /// Steps the engine answered from its cache.
+    pub cached: usize,
+}
+
+/// What a finished push did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    pub digest: String,
+    pub layers_pushed: usize,
+    pub layers_reused: usize,
+    pub bytes: u64,
+}
+
+/// A registry push failure, classified for the retry policy and the message.
+#[derive(Debug, Clone)]
+pub enum PushError {
+    /// The registry refused the credentials.
+    Unauthorized(String),
+    /// Worth retrying: refused connection, timeout, 5xx.
+    Transient(String),
+    Other(String),
+}
+
+impl PushError {
+    fn classify(message: String) -> PushError {
+        let lower = message.to_lowercase();
+        if [
+            "unauthorized",
+            "authentication required",
+            "no basic auth credentials",
+            "401",
+        ]
+        .iter()
+        .any(|s| lower.contains(s))
+        {
+            PushError::Unauthorized(message)
+        } else if [
+            "connection refused",
+            "connection reset",
+            "timeout",
+            "timed out",
+            "eof",
+            "502 bad gateway",
+            "503 service unavailable",
+            "500 internal server error",
+            "504 gateway",
+            "no such host",
+            "temporarily unavailable",
+        ]
+        .iter()
+        .any(|s| lower.contains(s))
+        {
+            PushError::Transient(message)
+        } else {
+            PushError::Other(message)
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            PushError::Unauthorized(m) | PushError::Transient(m) | PushError::Other(m) => m,
+        }
+    }
+}
+
+impl Engine {
+    /// Connect to the local engine (`DOCKER_HOST` or the default socket) and agree on an API
+    /// version: Debian's engine speaks 1.41.
+    pub async fn connect() -> Result<Engine, Error> {
+        let address =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |e: &dyn std::fmt::Display| Error::EngineUnreachable {
+            address: address.clone(),
+            message: e.to_string(),
+        };
+        let docker = Docker::connect_with_local_defaults().map_err(|e| unreachable(&e))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        debug!(api = %docker.client_version(), "connected to the Docker engine");
+        Ok(Engine { docker })
+    }
+
+    /// Build `tag` from a context tar. Progress: one status line per step; with `verbose`
+    /// every line of output. A failed step is shown with its own output only.
+    pub async fn build(
+        &self,
+        context: Vec<u8>,
+        dockerfile: &str,
+        tag: &str,
+        build_args: &HashMap<String, String>,
+        labels: &HashMap<String, String>,
+        verbose: bool,
+    ) -> Result<Built, Error> {
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(dockerfile)
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(build_args)
+            .labels(labels)
+            .build();
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut steps = 0;
+        let mut cached = 0;
+        let mut step = String::new();
+        let mut step_output = String::new();
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(Error::BuildStep {
+                        step: if step.is_empty() {
+                            "preparing the build".into()
+                        } else {
+                            step
+                        },
+                        output: step_output,
+                        error,
+                    });
+                }
+                Err(e) => {
+                    return Err(Error::BuildStep {
+                        step: if step.is_empty() {
+                            "sending the context".into()
+                        } else {
+                            step
+                        },
+                        output: step_output,
+                        error: e.to_string(),
+                    });
+                }
+            };
+            if let Some(text) = info.stream {
+                for line in text.lines() {
+                    if line.starts_with("Step ") {
+                        steps += 1;
+                        step = line.to_owned();
+                        step_output.clear();
+                        ui::status("Step", line.strip_prefix("Step ").unwrap_or(line));
+                    } else {
+                        if line.contains("Using cache") {
+                            cached += 1;
+                        }
+                        if !line.trim().is_empty() {
+                            step_output.push_str(line);
+                            step_output.push('\n');
+                        }
+                        if verbose {
+                            ui::status("", line);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Built { steps, cached })
+    }
+
+    /// Push `image:tag` once; layers are counted from the engine's per-layer statuses.
+    pub async fn push_once(
+        &self,
+        image: &str,
+        tag: &str,
+        registry: &str,
+        user: &str,
+        password: &Secret,
+    ) -> Result<Pushed, PushError> {
+        let options = PushImageOptionsBuilder::default().tag(tag).build();
+        let credentials = DockerCredentials {
+            username: Some(user.to_owned()),
+            password: Some(password.expose().to_owned()),
+            serveraddress: Some(registry.to_owned()),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut stream = self
+            .docker
+            .push_image(image, Some(options), Some(credentials));
+        let mut pushed = Pushed::default();
+        let mut in_flight: u64 = 0;
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(PushError::classify(error));
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    message,
+                    status_code,
+                }) => {
+                    return Err(PushError::classify(format!("{status_code}: {message}")));
+                }
+                Err(e) => return Err(PushError::classify(e.to_string())),
+            };
+            let Some(status) = info.status else { continue };
+            match status.as_str() {
+                "Pushed" => {
+                    pushed.layers_pushed += 1;
+                    pushed.bytes += in_flight;
+                    in_flight = 0;
+                }
+                "Layer already exists" | "Mounted from" => pushed.layers_reused += 1,
+                "Pushing" => {
+                    if let Some(total) = info.progress_detail.and_then(|p| p.total) {
+                        in_flight = u64::try_from(total).unwrap_or(0);
+                    }
+                }
+                s if s.contains("digest: sha256:") => {
+                    if let Some(d) = s
+                        .split("digest: ")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                    {
+                        pushed.digest = d.to_owned();
+                    }
+                }
+                _ => {}
+            }
+        }
+        if pushed.digest.is_empty() {
+            return Err(PushError::Other(
+                "the engine finished the push without reporting a digest".into(),
+            ));
+        }
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            ?pushed,
+            "pushed"
+        );
+        Ok(pushed)
+    }
+}

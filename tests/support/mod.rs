@@ -1,0 +1,296 @@
+//! Integration-test support: the real testbed (hosts, registry) and a fluent builder for an
+//! app directory on which the real `shipit` binary runs.
+//!
+//! The testbed comes from `testbed/testbed.sh up`; its settings are read from the environment
+//! or from `$SHIPIT_TESTBED_DIR/env.sh`. A missing testbed is a test failure with the command
+//! to run, never a silent skip.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Testbed {
+    pub hosts: Vec<TestHost>,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub registry: String,
+    pub registry_user: String,
+    pub registry_password: String,
+}
+
+#[derive(Clone)]
+pub struct TestHost {
+    /// `root@127.0.0.1:2201`
+    pub dest: String,
+    pub ssh_port: u16,
+    /// The host's nginx, published on 127.0.0.1.
+    pub http_port: u16,
+}
+
+fn testbed_vars() -> BTreeMap<String, String> {
+    let dir =
+        std::env::var("SHIPIT_TESTBED_DIR").unwrap_or_else(|_| "/var/lib/shipit-testbed".into());
+    let mut vars = BTreeMap::new();
+    if let Ok(text) = std::fs::read_to_string(Path::new(&dir).join("env.sh")) {
+        for line in text.lines() {
+            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                vars.insert(k.to_owned(), v.trim_matches('\'').to_owned());
+            }
+        }
+        if let Ok(pw) = std::fs::read_to_string(Path::new(&dir).join("registry-password")) {
+            vars.insert("SHIPIT_REGISTRY_PASSWORD".into(), pw.trim().to_owned());
+        }
+    }
+    for (k, v) in std::env::vars() {
+        if k.starts_with("SHIPIT_TESTBED_") || k.starts_with("SHIPIT_REGISTRY") {
+            vars.insert(k, v);
+        }
+    }
+    vars
+}
+
+impl Testbed {
+    pub fn from_env() -> Testbed {
+        let vars = testbed_vars();
+        let var = |k: &str| {
+            vars.get(k).cloned().unwrap_or_else(|| {
+                panic!("testbed variable {k} is not set: run `bash testbed/testbed.sh up` first")
+            })
+        };
+        let ssh: Vec<String> = var("SHIPIT_TESTBED_HOSTS")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let http: Vec<u16> = var("SHIPIT_TESTBED_HTTP_PORTS")
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(ssh.len(), http.len());
+        let hosts = ssh
+            .into_iter()
+            .zip(http)
+            .map(|(dest, http_port)| TestHost {
+                ssh_port: dest.rsplit_once(':').unwrap().1.parse().unwrap(),
+                dest,
+                http_port,
+            })
+            .collect();
+        Testbed {
+            hosts,
+            key: var("SHIPIT_TESTBED_KEY").into(),
+            known_hosts: var("SHIPIT_TESTBED_KNOWN_HOSTS").into(),
+            registry: var("SHIPIT_REGISTRY"),
+            registry_user: var("SHIPIT_REGISTRY_USER"),
+            registry_password: var("SHIPIT_REGISTRY_PASSWORD"),
+        }
+    }
+
+    /// The first `n` hosts; fails when the testbed has fewer.
+    pub fn hosts(&self, n: usize) -> Vec<TestHost> {
+        assert!(
+            self.hosts.len() >= n,
+            "this test needs {n} testbed hosts, the testbed has {}: run `bash testbed/testbed.sh up {n}`",
+            self.hosts.len()
+        );
+        self.hosts[..n].to_vec()
+    }
+
+    /// Run a shell command on a host with the system ssh client (independent of shipit).
+    pub fn sh(&self, host: &TestHost, script: &str) -> Output {
+        let (_, port) = host.dest.rsplit_once(':').unwrap();
+        Command::new("ssh")
+            .args(["-i"])
+            .arg(&self.key)
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .args(["-p", port, "root@127.0.0.1", script])
+            .output()
+            .expect("ssh runs")
+    }
+
+    /// Like [`sh`], but the command must succeed; returns stdout.
+    pub fn sh_ok(&self, host: &TestHost, script: &str) -> String {
+        let out = self.sh(host, script);
+        assert!(
+            out.status.success(),
+            "on {}: `{script}` failed: {}",
+            host.dest,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Remove everything shipit may have put on a host for `app`.
+    pub fn wipe(&self, host: &TestHost, app: &str) {
+        self.sh_ok(
+            host,
+            &format!(
+                "systemctl stop '{app}@blue' '{app}@green' 2>/dev/null; \
+                 rm -rf /etc/nginx/conf.d/shipit-{app}.conf /etc/nginx/conf.d/.shipit-{app}.conf.* \
+                 /etc/systemd/system/{app}@.service /etc/systemd/system/.{app}@.service.* \
+                 /etc/logrotate.d/shipit-{app} /etc/logrotate.d/.shipit-{app}.* \
+                 /etc/shipit/{app} /var/log/shipit/{app} /var/lib/shipit/{app} && \
+                 systemctl daemon-reload && (nginx -t -q && systemctl reload-or-restart nginx)"
+            ),
+        );
+    }
+
+    /// GET `path` through a host's nginx with `Host: domain`; returns (status, headers, body).
+    pub fn http_get(&self, host: &TestHost, domain: &str, path: &str) -> (u16, String, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "5", "-H"])
+            .arg(format!("Host: {domain}"))
+            .arg(format!("http://127.0.0.1:{}{path}", host.http_port))
+            .output()
+            .expect("curl runs");
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_owned(), body.to_owned())
+    }
+}
+
+/// An app directory in a temp dir, and the `shipit` binary run on it.
+pub struct App {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub domain: String,
+    envs: BTreeMap<String, String>,
+}
+
+pub struct Run {
+    pub output: Output,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+
+    #[track_caller]
+    pub fn success(self) -> Run {
+        assert!(
+            self.output.status.success(),
+            "shipit failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.code(),
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn failure(self, code: i32) -> Run {
+        assert_eq!(
+            self.code(),
+            code,
+            "expected exit code {code}:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+impl App {
+    /// A valid app named `name` deployed to `hosts` of the testbed as environment `production`.
+    pub fn new(testbed: &Testbed, name: &str, hosts: &[TestHost]) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let domain = format!("{name}.test");
+        let app = App {
+            dir,
+            name: name.to_owned(),
+            domain: domain.clone(),
+            envs: BTreeMap::from([(
+                "SHIPIT_REGISTRY_PASSWORD".into(),
+                testbed.registry_password.clone(),
+            )]),
+        };
+        app.file(
+            "shipit.toml",
+            &format!(
+                r#"app = "{name}"
+image = "{registry}/tests/{name}"
+version = "1.0.0"
+
+[registry]
+server = "{registry}"
+username = "{user}"
+password_env = "SHIPIT_REGISTRY_PASSWORD"
+
+[container]
+port = 3000
+memory_max = "256M"
+cpu_quota = "50%"
+
+[health]
+path = "/health"
+expect_json = {{ status = "healthy" }}
+timeout = "20s"
+"#,
+                registry = testbed.registry,
+                user = testbed.registry_user,
+            ),
+        );
+        app.env_file("production", testbed, hosts, "");
+        app
+    }
+
+    /// Write `environments/<env>.toml` for `hosts`, with `extra` appended.
+    pub fn env_file(&self, env: &str, testbed: &Testbed, hosts: &[TestHost], extra: &str) -> &App {
+        let list = hosts
+            .iter()
+            .map(|h| format!("{:?}", h.dest))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.file(
+            &format!("environments/{env}.toml"),
+            &format!(
+                "domain = \"{}\"\nhosts = [{list}]\n\n[ssh]\nidentity = {:?}\nknown_hosts_file = {:?}\nconnect_timeout = \"5s\"\n{extra}",
+                self.domain,
+                testbed.key.display().to_string(),
+                testbed.known_hosts.display().to_string(),
+            ),
+        )
+    }
+
+    pub fn file(&self, rel: &str, text: &str) -> &App {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn shipit(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_shipit"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("SHIPIT_REGISTRY_PASSWORD")
+            .envs(&self.envs)
+            .output()
+            .expect("shipit runs");
+        Run {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            output,
+        }
+    }
+}
