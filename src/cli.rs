@@ -45,6 +45,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build the release image through the Docker API and push it to the registry
+    #[command(
+        after_help = "Examples:\n  shipit build production\n  shipit build production --version 1.5.0 --allow-dirty\n\nThe tag is the version plus the app's git commit: 1.4.2+3f9c2ab is tagged 1.4.2_3f9c2ab."
+    )]
+    Build {
+        environment: String,
+        /// Release version (semver), instead of `version` in shipit.toml
+        #[arg(long, value_name = "SEMVER")]
+        version: Option<semver::Version>,
+        /// Build even with uncommitted changes (the tag is marked `dirty`)
+        #[arg(long)]
+        allow_dirty: bool,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Render, validate and install nginx, systemd and logrotate configs on every host
     #[command(
         after_help = "Examples:\n  shipit provision production\n  shipit provision production --dry-run"
@@ -62,6 +78,29 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Config { environment, json } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
             crate::ui::out(&crate::show::config(&config, json)?);
+            Ok(())
+        }
+        Command::Build {
+            environment,
+            version,
+            allow_dirty,
+            json,
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            let options = crate::build::Options {
+                version,
+                allow_dirty,
+                verbose: cli.verbose > 0,
+            };
+            let image = crate::build::build_and_push(&config, &options).await?;
+            if json {
+                crate::ui::out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&image).unwrap_or_default()
+                ));
+            } else {
+                crate::ui::out(&format!("{}@{}\n", image.reference, image.digest));
+            }
             Ok(())
         }
         Command::Provision {

@@ -224,16 +224,20 @@ impl Engine {
                 Err(e) => return Err(PushError::classify(e.to_string())),
             };
             let Some(status) = info.status else { continue };
+            tracing::trace!(%status, progress = ?info.progress_detail, "push");
             match status.as_str() {
                 "Pushed" => {
                     pushed.layers_pushed += 1;
                     pushed.bytes += in_flight;
                     in_flight = 0;
                 }
-                "Layer already exists" | "Mounted from" => pushed.layers_reused += 1,
+                "Layer already exists" => pushed.layers_reused += 1,
+                s if s.starts_with("Mounted from") => pushed.layers_reused += 1,
                 "Pushing" => {
-                    if let Some(total) = info.progress_detail.and_then(|p| p.total) {
-                        in_flight = u64::try_from(total).unwrap_or(0);
+                    // The engine's `total` can be smaller than `current`: count what was sent.
+                    if let Some(p) = info.progress_detail {
+                        let sent = p.current.max(p.total).unwrap_or(0);
+                        in_flight = in_flight.max(u64::try_from(sent).unwrap_or(0));
                     }
                 }
                 s if s.contains("digest: sha256:") => {

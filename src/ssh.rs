@@ -201,11 +201,9 @@ impl Fleet {
     /// Connect to every host in parallel; fails, naming each host that could not be reached,
     /// before anything runs anywhere.
     pub async fn connect(hosts: &[HostSpec], ssh: &Ssh) -> Result<Fleet, Error> {
-        let results = each_bounded(
-            hosts.iter().cloned().collect(),
-            ssh.max_parallel,
-            |spec| async move { Host::connect(&spec, ssh).await },
-        )
+        let results = each_bounded(hosts.to_vec(), ssh.max_parallel, |spec| async move {
+            Host::connect(&spec, ssh).await
+        })
         .await;
         let mut connected = Vec::new();
         let mut errors = Vec::new();
@@ -246,7 +244,7 @@ impl Fleet {
 async fn close_all(hosts: Vec<Arc<Host>>) {
     let closing = hosts
         .into_iter()
-        .filter_map(|h| Arc::into_inner(h))
+        .filter_map(Arc::into_inner)
         .map(Host::close);
     futures::future::join_all(closing).await;
 }

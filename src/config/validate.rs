@@ -223,10 +223,8 @@ pub fn validate(sources: &Sources<'_>, environment: &str) -> Result<Config, Conf
         errors: Vec::new(),
     };
     let config = check(&mut c, merged, environment);
-    if c.errors.is_empty() {
-        if let Some(config) = config {
-            return Ok(config);
-        }
+    if let (true, Some(config)) = (c.errors.is_empty(), config) {
+        return Ok(config);
     }
     Err(ConfigErrors(c.errors))
 }
@@ -316,14 +314,15 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
             blue: c.port(&p.blue, "ports.blue", 3001),
             green: c.port(&p.green, "ports.green", 3002),
         };
-        if ports.blue == ports.green {
-            if let Some(v) = p.green.as_ref().or(p.blue.as_ref()) {
-                c.at(
-                    v,
-                    format!("`ports.blue` and `ports.green` are both {}", ports.blue),
-                    Some("give the two colours different ports".into()),
-                );
-            }
+        if let (true, Some(v)) = (
+            ports.blue == ports.green,
+            p.green.as_ref().or(p.blue.as_ref()),
+        ) {
+            c.at(
+                v,
+                format!("`ports.blue` and `ports.green` are both {}", ports.blue),
+                Some("give the two colours different ports".into()),
+            );
         }
         ports
     };

@@ -4,6 +4,7 @@
 //! 1. on every host: observe, plan, stage the candidates beside their targets, validate them;
 //! 2. only when every host passed: install all at once per host (atomic renames, full
 //!    `nginx -t`, restore on failure), reload what changed, log the host's Docker in.
+//!
 //! If phase 1 fails anywhere, the staged candidates are removed everywhere and nothing changed.
 
 pub mod plan;

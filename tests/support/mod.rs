@@ -294,3 +294,85 @@ timeout = "20s"
         }
     }
 }
+
+impl App {
+    /// A tiny real web app image: busybox httpd serving a JSON `/health` and `/version`,
+    /// `FROM scratch`. `marker` goes into a file, so different markers give different layers.
+    pub fn busybox_app(&self, marker: &str) -> &App {
+        let busybox = std::fs::read("/bin/busybox")
+            .expect("/bin/busybox (busybox-static) is installed by the testbed");
+        let path = self.path().join("busybox");
+        std::fs::write(&path, busybox).unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&path).unwrap().permissions(),
+            0o755,
+        );
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        self.file("www/health", "{\"status\":\"healthy\"}\n")
+            .file("www/version", &format!("{marker}\n"))
+            .file(
+                "Dockerfile.production",
+                "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"httpd\", \"-f\", \"-p\", \"3000\", \"-h\", \"/www\"]\n",
+            )
+    }
+
+    /// `git init` (once) and commit everything, so the build has a clean tree.
+    pub fn commit(&self) -> &App {
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .args([
+                    "-c",
+                    "user.email=test@shipit.test",
+                    "-c",
+                    "user.name=shipit tests",
+                    "-c",
+                    "init.defaultBranch=main",
+                ])
+                .args(args)
+                .current_dir(self.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        if !self.path().join(".git").exists() {
+            git(&["init", "-q"]);
+        }
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "test"]);
+        self
+    }
+
+    pub fn set_env(&mut self, key: &str, value: &str) -> &mut App {
+        self.envs.insert(key.to_owned(), value.to_owned());
+        self
+    }
+}
+
+impl Testbed {
+    /// The tags the registry holds for `repository`, asked with curl and the registry's own auth.
+    pub fn registry_tags(&self, repository: &str) -> Vec<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-u"])
+            .arg(format!("{}:{}", self.registry_user, self.registry_password))
+            .arg(format!(
+                "http://{}/v2/{repository}/tags/list",
+                self.registry
+            ))
+            .output()
+            .expect("curl runs");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["tags"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
