@@ -13,6 +13,7 @@
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod docker;
 pub mod error;
 pub mod layout;
@@ -21,6 +22,7 @@ pub mod provision;
 pub mod remote;
 pub mod secret;
 pub mod show;
+pub mod state;
 pub mod ssh;
 pub mod suggest;
 pub mod templates;

@@ -217,6 +217,20 @@ pub fn load(app_dir: &Path, environment: &str) -> Result<Config, Error> {
     Ok(config)
 }
 
+/// Validate configuration text directly (for tests of code that needs a `Config`).
+#[doc(hidden)]
+pub fn validate_for_tests(base: &str, env: &str) -> Result<Config, ConfigErrors> {
+    validate::validate(
+        &validate::Sources {
+            base_name: BASE_FILE.to_owned(),
+            base_text: base,
+            env_name: "environments/test.toml".to_owned(),
+            env_text: env,
+        },
+        "test",
+    )
+}
+
 impl Config {
     /// The colours' ports, by colour.
     pub fn port_of(&self, colour: crate::model::Colour) -> u16 {

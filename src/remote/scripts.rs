@@ -141,3 +141,117 @@ pub const DOCKER_LOGIN: &str = r#"docker login --username "$1" --password-stdin 
 
 /// Print each argument on its own line (used to prove quoting over SSH).
 pub const ECHO_ARGS: &str = r#"for a; do printf '%s\0' "$a"; done"#;
+
+/// Read a host's deploy state: `$1` upstream include, `$2`/`$3` blue/green unit env files,
+/// `$4`/`$5` blue/green unit names, `$6` lock dir, `$7` history file. One `KEY VALUE` line
+/// each, file contents base64-encoded (`-` when absent).
+pub const DEPLOY_STATE: &str = r#"
+b64() { if [ -f "$1" ]; then base64 -w0 < "$1"; echo; else echo -; fi; }
+printf 'upstream '; b64 "$1"
+printf 'env-blue '; b64 "$2"
+printf 'env-green '; b64 "$3"
+printf 'active-blue %s\n' "$(systemctl is-active -- "$4" 2>/dev/null)"
+printf 'active-green %s\n' "$(systemctl is-active -- "$5" 2>/dev/null)"
+printf 'lock '; b64 "$6/info.json"
+if [ -f "$7" ]; then printf 'history '; tail -n 200 -- "$7" | base64 -w0; echo; else echo 'history -'; fi
+printf 'nginx %s\n' "$(systemctl is-active nginx 2>/dev/null)"
+"#;
+
+/// Take the environment lock: `$1` lock dir, `$2` holder details (JSON). `mkdir` is atomic:
+/// exactly one deployer wins. Prints `acquired`, or `held BASE64-DETAILS`.
+pub const LOCK: &str = r#"
+mkdir -p -- "$(dirname -- "$1")" || exit 1
+if mkdir -- "$1" 2>/dev/null; then
+  printf '%s\n' "$2" > "$1/info.json.tmp" && mv -f -- "$1/info.json.tmp" "$1/info.json" || { rm -rf -- "$1"; exit 1; }
+  echo acquired
+else
+  printf 'held '; if [ -f "$1/info.json" ]; then base64 -w0 < "$1/info.json"; fi; echo
+fi
+"#;
+
+/// Replace a lock's holder: `$1` lock dir, `$2` the id the current holder must have (so a
+/// lock taken meanwhile by someone else is never overwritten), `$3` new details.
+pub const LOCK_TAKEOVER: &str = r#"
+grep -qF -- "\"id\":\"$2\"" "$1/info.json" 2>/dev/null || { echo "shipit: the lock changed hands" >&2; exit 4; }
+printf '%s\n' "$3" > "$1/info.json.tmp" && mv -f -- "$1/info.json.tmp" "$1/info.json"
+"#;
+
+/// Release the lock `$1` if it is held by id `$2` (or unconditionally when `$2` is empty).
+pub const UNLOCK: &str = r#"
+if [ -z "$2" ] || grep -qF -- "\"id\":\"$2\"" "$1/info.json" 2>/dev/null; then rm -rf -- "$1"; fi
+"#;
+
+/// Start a release in a colour: `$1` image, `$2` unit, `$3` unit env file, `$4` app env file,
+/// then the unit env lines. The app env (it holds secrets) arrives on stdin. Both files are
+/// written beside their target at mode 0600 and renamed into place.
+pub const PREPARE: &str = r#"
+set -e
+image=$1 unit=$2 unit_env=$3 app_env=$4
+shift 4
+docker pull -q -- "$image" > /dev/null
+umask 077
+mkdir -p -- "$(dirname -- "$app_env")"
+tmp=$(mktemp -- "$app_env.XXXXXX")
+cat > "$tmp"
+chmod 600 -- "$tmp"
+mv -f -- "$tmp" "$app_env"
+tmp=$(mktemp -- "$unit_env.XXXXXX")
+printf '%s\n' "$@" > "$tmp"
+chmod 600 -- "$tmp"
+mv -f -- "$tmp" "$unit_env"
+systemctl reset-failed -- "$unit" 2> /dev/null || true
+systemctl restart -- "$unit"
+"#;
+
+/// Point nginx at a colour: `$1` upstream include, `$2` its new content. Atomic rename,
+/// `nginx -t` (the previous file is put back if it fails, exit 3), reload, then wait (at most
+/// 5 s) until nginx's new workers run, so that every new connection sees the new upstream.
+pub const SWITCH: &str = r#"
+f=$1
+printf '%s' "$2" > "$f.shipit-tmp~" && chmod 644 -- "$f.shipit-tmp~" || exit 1
+if [ -e "$f" ]; then ln -f -- "$f" "$f.shipit-prev~" || exit 1; else rm -f -- "$f.shipit-prev~"; fi
+mv -f -- "$f.shipit-tmp~" "$f" || exit 1
+if ! out=$(nginx -t -q 2>&1); then
+  if [ -e "$f.shipit-prev~" ]; then mv -f -- "$f.shipit-prev~" "$f"; fi
+  printf 'shipit-refused %s nginx -t\n%s\n' "$f" "$out" >&2
+  exit 3
+fi
+master=$(cat /run/nginx.pid 2>/dev/null)
+old=" $(pgrep -P "$master" -x -f 'nginx: worker process' | tr '\n' ' ') "
+systemctl reload nginx || exit 1
+i=0
+while [ "$i" -lt 250 ]; do
+  fresh=1
+  cur=$(pgrep -P "$master" -x -f 'nginx: worker process')
+  [ -n "$cur" ] || fresh=0
+  for p in $cur; do case $old in *" $p "*) fresh=0 ;; esac; done
+  [ "$fresh" = 1 ] && exit 0
+  sleep 0.02
+  i=$((i + 1))
+done
+echo "shipit: nginx reloaded but its new workers did not start within 5s" >&2
+exit 1
+"#;
+
+/// Stop units `$@`.
+pub const STOP: &str = r#"systemctl stop -- "$@""#;
+
+/// The last 50 lines a unit `$1` logged (the container's output).
+pub const LOGS: &str = r#"journalctl -u "$1" -n "${2:-50}" --no-pager -o cat 2>&1"#;
+
+/// Append a line `$2` to the history file `$1`.
+pub const RECORD: &str = r#"
+mkdir -p -- "$(dirname -- "$1")" && printf '%s\n' "$2" >> "$1"
+"#;
+
+/// Remove images of repository `$1` whose `repo:tag` is not among `$2...` (retained releases).
+pub const PRUNE: &str = r#"
+repo=$1
+shift
+docker image ls --format '{{.Repository}}:{{.Tag}}' -- "$repo" | while read -r ref; do
+  keep=0
+  for k; do [ "$ref" = "$k" ] && keep=1; done
+  if [ "$keep" = 0 ]; then docker image rm -- "$ref" > /dev/null 2>&1 && echo "$ref"; fi
+done
+true
+"#;
