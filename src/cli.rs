@@ -61,6 +61,69 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build, push and deploy blue/green to every host, rolling back by itself on failure
+    #[command(
+        after_help = "Examples:\n  shipit deploy production\n  shipit deploy production --dry-run\n  shipit deploy staging --version 1.5.0-rc.1 --lock-wait 5m"
+    )]
+    Deploy {
+        environment: String,
+        /// Print the plan per host and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait this long for a held deploy lock instead of failing (such as `30s`, `5m`)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        lock_wait: Option<std::time::Duration>,
+        /// Release version (semver), instead of `version` in shipit.toml
+        #[arg(long, value_name = "SEMVER")]
+        version: Option<semver::Version>,
+        /// Build even with uncommitted changes (the tag is marked `dirty`)
+        #[arg(long)]
+        allow_dirty: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put traffic back on the previous release at once (or on `--to VERSION`)
+    #[command(
+        after_help = "Examples:\n  shipit rollback production\n  shipit rollback production --to 1.4.1"
+    )]
+    Rollback {
+        environment: String,
+        /// A retained release, such as `1.4.1` or `1.4.1+3f9c2ab`
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Print the plan per host and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait this long for a held deploy lock instead of failing
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        lock_wait: Option<std::time::Duration>,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per host: live colour, release, health, unit states, lock holder
+    #[command(after_help = "Example:\n  shipit status production --json")]
+    Status {
+        environment: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release history merged from all hosts, newest first
+    #[command(after_help = "Example:\n  shipit releases production")]
+    Releases {
+        environment: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or break the deploy lock of an environment
+    #[command(
+        after_help = "Examples:\n  shipit lock status production\n  shipit lock release production --yes"
+    )]
+    Lock {
+        #[command(subcommand)]
+        action: LockAction,
+    },
     /// Render, validate and install nginx, systemd and logrotate configs on every host
     #[command(
         after_help = "Examples:\n  shipit provision production\n  shipit provision production --dry-run"
@@ -73,12 +136,206 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum LockAction {
+    /// Who holds the lock on each host, since when
+    Status {
+        environment: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Break the lock, whoever holds it (asks for confirmation)
+    Release {
+        environment: String,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .unwrap_or_default()
+}
+
 pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Config { environment, json } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
             crate::ui::out(&crate::show::config(&config, json)?);
             Ok(())
+        }
+        Command::Deploy {
+            environment,
+            dry_run,
+            lock_wait,
+            version,
+            allow_dirty,
+            json: as_json,
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            let options = crate::deploy::DeployOptions {
+                dry_run,
+                lock_wait,
+                build: crate::build::Options {
+                    version,
+                    allow_dirty,
+                    verbose: cli.verbose > 0,
+                },
+            };
+            let report = crate::deploy::deploy(&config, &options).await?;
+            if as_json {
+                crate::ui::out(&json(&report));
+            }
+            Ok(())
+        }
+        Command::Rollback {
+            environment,
+            to,
+            dry_run,
+            lock_wait,
+            json: as_json,
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            let report = crate::deploy::rollback(
+                &config,
+                &crate::deploy::RollbackOptions {
+                    to,
+                    dry_run,
+                    lock_wait,
+                },
+            )
+            .await?;
+            if as_json {
+                crate::ui::out(&json(&report));
+            }
+            Ok(())
+        }
+        Command::Status {
+            environment,
+            json: as_json,
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            let rows = crate::deploy::status(&config).await?;
+            if as_json {
+                crate::ui::out(&json(&rows));
+            } else {
+                for r in rows {
+                    crate::ui::out(&format!(
+                        "{}: live {} {} ({}); blue {}, green {}; lock {}\n",
+                        r.host,
+                        r.live.map_or("-".to_owned(), |c| c.to_string()),
+                        r.release.as_deref().unwrap_or("(no release)"),
+                        r.health,
+                        r.blue,
+                        r.green,
+                        r.lock.as_deref().unwrap_or("free"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Command::Releases {
+            environment,
+            json: as_json,
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            let lines = crate::deploy::releases(&config).await?;
+            if as_json {
+                crate::ui::out(&json(&lines));
+            } else {
+                for l in lines {
+                    let when = humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(l.time),
+                    );
+                    let outcome = serde_json::to_value(l.outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    let mut line = format!(
+                        "{when}  {:<28} {:<17} {}@{}",
+                        l.release, outcome, l.user, l.machine
+                    );
+                    if !l.missing_on.is_empty() {
+                        line.push_str(&format!(
+                            "  [hosts disagree: missing on {}]",
+                            l.missing_on.join(", ")
+                        ));
+                    }
+                    if let Some(reason) = l.reason {
+                        line.push_str(&format!("  ({reason})"));
+                    }
+                    crate::ui::out(&format!("{line}\n"));
+                }
+            }
+            Ok(())
+        }
+        Command::Lock {
+            action:
+                LockAction::Status {
+                    environment,
+                    json: as_json,
+                },
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            let fleet = crate::ssh::Fleet::connect(&config.hosts, &config.ssh).await?;
+            let states = crate::deploy::observe(&fleet, &config).await;
+            fleet.close().await;
+            let states = states?;
+            if as_json {
+                let v: Vec<_> = states
+                    .iter()
+                    .map(|(h, s)| serde_json::json!({ "host": h, "lock": s.lock }))
+                    .collect();
+                crate::ui::out(&json(&v));
+            } else {
+                for (h, s) in &states {
+                    let holder = s.lock.as_ref().map_or("free".to_owned(), |l| {
+                        format!("held by {}", crate::lock::describe(l))
+                    });
+                    crate::ui::out(&format!("{h}: {holder}\n"));
+                }
+            }
+            Ok(())
+        }
+        Command::Lock {
+            action: LockAction::Release { environment, yes },
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            let fleet = crate::ssh::Fleet::connect(&config.hosts, &config.ssh).await?;
+            let result = async {
+                let states = crate::deploy::observe(&fleet, &config).await?;
+                let holders: Vec<String> = states
+                    .iter()
+                    .filter_map(|(h, s)| {
+                        s.lock
+                            .as_ref()
+                            .map(|l| format!("{h}: {}", crate::lock::describe(l)))
+                    })
+                    .collect();
+                if holders.is_empty() {
+                    crate::ui::status("Unlocked", &format!("`{environment}` was not locked"));
+                    return Ok(());
+                }
+                if !yes
+                    && !confirm(&format!(
+                        "Break the lock of `{environment}`?\n  {}\n[y/N] ",
+                        holders.join("\n  ")
+                    ))?
+                {
+                    return Ok(());
+                }
+                crate::lock::force_release(&fleet, &config).await?;
+                crate::ui::status(
+                    "Released",
+                    &format!("the lock of `{environment}` ({})", holders.join("; ")),
+                );
+                Ok(())
+            }
+            .await;
+            fleet.close().await;
+            result
         }
         Command::Build {
             environment,
@@ -112,4 +369,19 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Ask on the terminal; refuses when stdin is not one.
+fn confirm(question: &str) -> Result<bool, Error> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::NeedsConfirmation {
+            action: "break the lock".into(),
+        });
+    }
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }

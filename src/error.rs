@@ -152,11 +152,74 @@ pub enum Error {
     #[error("push of `{reference}` failed: {message}")]
     Push { reference: String, message: String },
 
+    #[error(
+        "the deploy lock of `{environment}` is held on `{host}` by {holder}\n  help: wait for it (`--lock-wait 5m`), or if that deploy is dead, run `shipit lock release {environment}`"
+    )]
+    LockHeld {
+        host: String,
+        holder: String,
+        environment: String,
+    },
+
+    #[error(
+        "`{host}` is not provisioned for this app (no upstream include)\n  help: run `shipit provision {environment}` first"
+    )]
+    NotProvisioned { host: String, environment: String },
+
+    #[error("there is no earlier release to roll back to{}\n  help: `shipit releases {environment}` lists what the hosts have", current.as_ref().map(|c| format!(" (live: {c})")).unwrap_or_default())]
+    NoPrevious {
+        current: Option<String>,
+        environment: String,
+    },
+
+    #[error("release `{wanted}` is not among the retained releases: {}\n  help: pick one of those, or raise `deploy.retain`", if available.is_empty() { "none".to_owned() } else { available.join(", ") })]
+    NotRetained {
+        wanted: String,
+        available: Vec<String>,
+    },
+
+    #[error("health gate failed on `{}`: {} ({}) did not become healthy within {}\n  last answer: {}\n  last {} log lines of {}:\n{}\n  no host was switched; the new copies were stopped",
+        .0.host, .0.colour, .0.release, .0.timeout, .0.answer, .0.logs.lines().count(), .0.unit, indent(&.0.logs))]
+    HealthGate(Box<HealthGateFailure>),
+
+    #[error(
+        "verification through nginx failed on `{host}`: {reason}\n  every host was switched back to the previous release"
+    )]
+    VerifyFailed { host: String, reason: String },
+
+    #[error(
+        "the switch failed on `{host}`: {reason}\n  every host that had switched was switched back"
+    )]
+    SwitchFailed { host: String, reason: String },
+
+    #[error("interrupted: the lock was released{}", if *switched { "; some hosts may have switched: run the deploy or a rollback again to converge" } else { "; no host was switched" })]
+    Interrupted { switched: bool },
+
+    #[error(
+        "refusing to {action} without confirmation: standard input is not a terminal\n  help: pass `--yes`"
+    )]
+    NeedsConfirmation { action: String },
+
+    #[error("secret{} missing: {}\n  help: export each, or add it to `{}`", if names.len() == 1 { "" } else { "s" }, names.join(", "), dotenv.display())]
+    MissingSecrets { names: Vec<String>, dotenv: PathBuf },
+
     #[error("failed to write `{}`: {source}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What a failed health gate saw, for its message.
+#[derive(Debug)]
+pub struct HealthGateFailure {
+    pub host: String,
+    pub colour: String,
+    pub release: String,
+    pub timeout: String,
+    pub answer: String,
+    pub unit: String,
+    pub logs: String,
 }
 
 fn indent(text: &str) -> String {
@@ -190,6 +253,14 @@ impl Error {
             Error::Connect { .. } | Error::Transport { .. } => 3,
             Error::Hosts { hosts } => hosts.iter().map(Error::exit_code).max().unwrap_or(1),
             Error::Validation { .. } => 4,
+            Error::LockHeld { .. } => 6,
+            Error::NotProvisioned { .. }
+            | Error::NoPrevious { .. }
+            | Error::NotRetained { .. }
+            | Error::NeedsConfirmation { .. } => 2,
+            Error::HealthGate(_) | Error::VerifyFailed { .. } | Error::SwitchFailed { .. } => 7,
+            Error::Interrupted { .. } => 130,
+            Error::MissingSecrets { .. } => 2,
             Error::Remote { .. }
             | Error::Protocol { .. }
             | Error::Read { .. }

@@ -65,6 +65,16 @@ fn sibling(path: &str, suffix: &str) -> String {
     }
 }
 
+/// The environment lock (a directory: `mkdir` is atomic) and its details file.
+pub fn lock_dir(app: &str) -> String {
+    format!("/var/lib/shipit/{app}/lock")
+}
+
+/// The append-only release history, one JSON object a line.
+pub fn history(app: &str) -> String {
+    format!("/var/lib/shipit/{app}/history.jsonl")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

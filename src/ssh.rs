@@ -135,6 +135,11 @@ impl Host {
         }
     }
 
+    /// The master connection, for port forwards.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
     /// Close the master connection.
     pub async fn close(self) {
         if let Err(e) = self.session.close().await {

@@ -18,6 +18,10 @@ pub struct ReleaseRef {
     pub release: String,
     /// Image reference pinned by digest, `registry/app:tag@sha256:...`.
     pub image: String,
+    /// A hash of the container's environment (values included, so a changed setting or secret
+    /// makes a new copy); empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub config: String,
 }
 
 /// One colour on a host.
@@ -116,14 +120,20 @@ impl HostState {
     /// The colour nginx sends traffic to, from the upstream include and the colours' ports.
     pub fn live(&self, config: &Config) -> Option<Colour> {
         let port = crate::templates::upstream_live_port(self.upstream.as_deref()?)?;
-        [Colour::Blue, Colour::Green].into_iter().find(|c| config.port_of(*c) == port)
+        [Colour::Blue, Colour::Green]
+            .into_iter()
+            .find(|c| config.port_of(*c) == port)
     }
 
     /// The release nginx serves, if its colour runs one.
     pub fn live_release(&self, config: &Config) -> Option<&ReleaseRef> {
         let live = self.live(config)?;
         let c = self.colour(live);
-        if c.running() { c.release.as_ref() } else { None }
+        if c.running() {
+            c.release.as_ref()
+        } else {
+            None
+        }
     }
 }
 
@@ -154,7 +164,11 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             }
             "history" => {
                 state.history = decode(value)?
-                    .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+                    .map(|t| {
+                        t.lines()
+                            .filter_map(|l| serde_json::from_str(l).ok())
+                            .collect()
+                    })
                     .unwrap_or_default();
             }
             "nginx" => state.nginx_active = value == "active",
@@ -174,14 +188,20 @@ pub fn unit_env(release: &ReleaseRef, port: u16, colour: Colour) -> Vec<String> 
         format!("SHIPIT_RELEASE={}", release.release),
         format!("SHIPIT_PORT={port}"),
         format!("SHIPIT_COLOUR={colour}"),
+        format!("SHIPIT_CONFIG={}", release.config),
     ]
 }
 
 fn parse_unit_env(text: &str) -> Option<ReleaseRef> {
-    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(str::to_owned);
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(str::to_owned)
+    };
     Some(ReleaseRef {
         release: get("SHIPIT_RELEASE")?,
         image: get("SHIPIT_IMAGE")?,
+        config: get("SHIPIT_CONFIG").unwrap_or_default(),
     })
 }
 
@@ -195,7 +215,8 @@ mod tests {
 
     #[test]
     fn parses_a_host_answer() {
-        let env = "SHIPIT_IMAGE=r/a:1.0.0_abc@sha256:00\nSHIPIT_RELEASE=1.0.0+abc\nSHIPIT_PORT=3001\n";
+        let env =
+            "SHIPIT_IMAGE=r/a:1.0.0_abc@sha256:00\nSHIPIT_RELEASE=1.0.0+abc\nSHIPIT_PORT=3001\n";
         let lock = r#"{"id":"x","user":"alice","machine":"laptop","pid":1,"since":5,"command":"deploy","version":"1.0.0"}"#;
         let hist = r#"{"time":1,"release":"1.0.0+abc","image":"r/a:1","colour":"blue","user":"a","machine":"m","outcome":"deployed"}"#;
         let out = format!(
@@ -217,7 +238,11 @@ mod tests {
 
     #[test]
     fn unit_env_round_trips() {
-        let r = ReleaseRef { release: "2.0.0+x".into(), image: "i@sha256:1".into() };
+        let r = ReleaseRef {
+            release: "2.0.0+x".into(),
+            image: "i@sha256:1".into(),
+            config: "abc".into(),
+        };
         let text = unit_env(&r, 3002, Colour::Green).join("\n");
         assert_eq!(parse_unit_env(&text), Some(r));
     }

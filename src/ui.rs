@@ -29,3 +29,13 @@ pub fn out(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
 }
+
+/// A warning line on stderr (even with `-q`: it says something was done on the user's behalf).
+pub fn warn(message: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = if std::io::stderr().is_terminal() {
+        writeln!(err, "\x1b[1;33mwarning\x1b[0m: {message}")
+    } else {
+        writeln!(err, "warning: {message}")
+    };
+}

@@ -53,17 +53,11 @@ pub fn push_retry_policy() -> ExponentialBuilder {
         .with_jitter()
 }
 
-pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image, Error> {
-    let registry = config.registry.as_ref().ok_or(Error::NoRegistry)?;
-    let secrets = Secrets::load(&config.app_dir)?;
-    let (password, source) =
-        secrets
-            .get(&registry.password_env)
-            .ok_or_else(|| Error::MissingRegistryPassword {
-                var: registry.password_env.clone(),
-                dotenv: config.app_dir.join(".env"),
-            })?;
-
+/// The release a build of the current tree would make, and its context; nothing is built.
+pub fn prepare(
+    config: &Config,
+    options: &Options,
+) -> Result<(release::Release, context::Context), Error> {
     let context_dir = config.app_dir.join(&config.context);
     let dockerfile_path = context_dir.join(&config.dockerfile);
     if !dockerfile_path.is_file() {
@@ -75,6 +69,21 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
     let tree = release::probe_tree(&config.app_dir);
     let version = options.version.as_ref().unwrap_or(&config.version);
     let release = release::Release::new(version, &tree, options.allow_dirty, &context.sha256)?;
+    Ok((release, context))
+}
+
+pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image, Error> {
+    let registry = config.registry.as_ref().ok_or(Error::NoRegistry)?;
+    let secrets = Secrets::load(&config.app_dir)?;
+    let (password, source) =
+        secrets
+            .get(&registry.password_env)
+            .ok_or_else(|| Error::MissingRegistryPassword {
+                var: registry.password_env.clone(),
+                dotenv: config.app_dir.join(".env"),
+            })?;
+
+    let (release, context) = prepare(config, options)?;
     let tag = release.tag();
     let reference = format!("{}:{tag}", config.image);
 

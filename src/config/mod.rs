@@ -133,9 +133,20 @@ pub struct Tls {
     pub certificate_key: String,
 }
 
+/// What happens to the previous colour after a successful deploy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepPrevious {
+    /// Keep it running as nginx's backup until the next deploy (a rollback is a switch).
+    Warm,
+    /// Stop it after `drain`.
+    Stop,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Deploy {
     pub retain: usize,
+    pub keep_previous: KeepPrevious,
     #[serde(with = "humantime_serde")]
     pub verify_window: Duration,
     #[serde(with = "humantime_serde")]

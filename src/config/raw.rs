@@ -156,6 +156,7 @@ raw_table!(RawTls {
 
 raw_table!(RawDeploy {
     retain: Val<i64>,
+    keep_previous: Val<String>,
     verify_window: Val<String>,
     drain: Val<String>,
 });

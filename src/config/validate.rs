@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::raw::{self, FileId, Merge, RawConfig, Val};
 use super::{
-    Config, Container, Deploy, Env, Health, HostSpec, KnownHostsPolicy, Ports, Registry, Ssh, Tls,
+    Config, Container, Deploy, Env, Health, HostSpec, KeepPrevious, KnownHostsPolicy, Ports,
+    Registry, Ssh, Tls,
 };
 
 /// The two files' names (as shown to the user) and their text.
@@ -334,6 +335,22 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         let d = raw.deploy.unwrap_or_default();
         Deploy {
             retain: c.count(&d.retain, "deploy.retain", 2..=100, 5),
+            keep_previous: match &d.keep_previous {
+                None => KeepPrevious::Warm,
+                Some(v) if v.value == "warm" => KeepPrevious::Warm,
+                Some(v) if v.value == "stop" => KeepPrevious::Stop,
+                Some(v) => {
+                    c.at(
+                        v,
+                        format!(
+                            "`deploy.keep_previous` = {:?} is not \"warm\" or \"stop\"",
+                            v.value
+                        ),
+                        None,
+                    );
+                    KeepPrevious::Warm
+                }
+            },
             verify_window: c.duration(
                 &d.verify_window,
                 "deploy.verify_window",

@@ -46,13 +46,24 @@ impl Plan {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlanError {
-    NotProvisioned { host: String },
-    NoPrevious { current: Option<String> },
-    NotRetained { wanted: String, available: Vec<String> },
+    NotProvisioned {
+        host: String,
+    },
+    NoPrevious {
+        current: Option<String>,
+    },
+    NotRetained {
+        wanted: String,
+        available: Vec<String>,
+    },
 }
 
 /// Plan putting `target` live on every host.
-pub fn plan(config: &Config, target: &ReleaseRef, hosts: &[(String, HostState)]) -> Result<Plan, PlanError> {
+pub fn plan(
+    config: &Config,
+    target: &ReleaseRef,
+    hosts: &[(String, HostState)],
+) -> Result<Plan, PlanError> {
     let mut steps = Vec::with_capacity(hosts.len());
     for (host, state) in hosts {
         if state.upstream.is_none() {
@@ -87,14 +98,19 @@ pub fn plan(config: &Config, target: &ReleaseRef, hosts: &[(String, HostState)])
 
 /// The releases that went live, newest first, one entry per release, from all hosts.
 pub fn live_history(hosts: &[(String, HostState)]) -> Vec<ReleaseRef> {
-    let mut entries: Vec<_> = hosts.iter().flat_map(|(_, s)| s.history.iter()).filter(|e| e.went_live()).collect();
-    entries.sort_by(|a, b| b.time.cmp(&a.time));
+    let mut entries: Vec<_> = hosts
+        .iter()
+        .flat_map(|(_, s)| s.history.iter())
+        .filter(|e| e.went_live())
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.time));
     let mut out: Vec<ReleaseRef> = Vec::new();
     for e in entries {
         if !out.iter().any(|r| r.release == e.release) {
             out.push(ReleaseRef {
                 release: e.release.clone(),
                 image: e.image.clone(),
+                config: String::new(),
             });
         }
     }
@@ -103,9 +119,19 @@ pub fn live_history(hosts: &[(String, HostState)]) -> Vec<ReleaseRef> {
 
 /// The release a rollback goes to: `to` (a release, or a version naming its newest build), or
 /// else the newest release that is not the one serving now. Only the last `retain` releases.
-pub fn rollback_target(config: &Config, hosts: &[(String, HostState)], to: Option<&str>) -> Result<ReleaseRef, PlanError> {
-    let current = hosts.iter().find_map(|(_, s)| s.live_release(config)).map(|r| r.release.clone());
-    let retained: Vec<ReleaseRef> = live_history(hosts).into_iter().take(config.deploy.retain).collect();
+pub fn rollback_target(
+    config: &Config,
+    hosts: &[(String, HostState)],
+    to: Option<&str>,
+) -> Result<ReleaseRef, PlanError> {
+    let current = hosts
+        .iter()
+        .find_map(|(_, s)| s.live_release(config))
+        .map(|r| r.release.clone());
+    let retained: Vec<ReleaseRef> = live_history(hosts)
+        .into_iter()
+        .take(config.deploy.retain)
+        .collect();
     match to {
         Some(wanted) => retained
             .iter()
@@ -125,12 +151,28 @@ pub fn rollback_target(config: &Config, hosts: &[(String, HostState)], to: Optio
 
 /// Image references to keep on a host: the last `retain` releases and whatever either colour
 /// runs.
-pub fn retained_images(config: &Config, hosts: &[(String, HostState)], state: &HostState, extra: &ReleaseRef) -> Vec<String> {
-    let mut keep: Vec<String> = live_history(hosts).into_iter().take(config.deploy.retain).map(|r| r.image).collect();
+pub fn retained_images(
+    config: &Config,
+    hosts: &[(String, HostState)],
+    state: &HostState,
+    extra: &ReleaseRef,
+) -> Vec<String> {
+    let mut keep: Vec<String> = live_history(hosts)
+        .into_iter()
+        .take(config.deploy.retain)
+        .map(|r| r.image)
+        .collect();
     keep.push(extra.image.clone());
-    keep.extend([&state.blue, &state.green].into_iter().filter_map(|c| c.release.as_ref().map(|r| r.image.clone())));
+    keep.extend(
+        [&state.blue, &state.green]
+            .into_iter()
+            .filter_map(|c| c.release.as_ref().map(|r| r.image.clone())),
+    );
     // `docker image ls` shows `repo:tag`, without the digest.
-    let mut tags: Vec<String> = keep.iter().map(|i| i.split('@').next().unwrap_or(i).to_owned()).collect();
+    let mut tags: Vec<String> = keep
+        .iter()
+        .map(|i| i.split('@').next().unwrap_or(i).to_owned())
+        .collect();
     tags.sort();
     tags.dedup();
     tags
@@ -150,11 +192,18 @@ mod tests {
     }
 
     fn rel(v: &str) -> ReleaseRef {
-        ReleaseRef { release: v.into(), image: format!("r/a:{v}@sha256:0") }
+        ReleaseRef {
+            release: v.into(),
+            image: format!("r/a:{v}@sha256:0"),
+            config: String::new(),
+        }
     }
 
     fn colour(release: Option<&str>, unit: &str) -> ColourState {
-        ColourState { release: release.map(rel), unit: unit.into() }
+        ColourState {
+            release: release.map(rel),
+            unit: unit.into(),
+        }
     }
 
     fn host(live_port: Option<u16>, blue: ColourState, green: ColourState) -> HostState {
@@ -183,19 +232,83 @@ mod tests {
         plan(&config(), &rel(target), &[("h1".into(), state)]).map(|p| p.steps[0].clone())
     }
 
+    type Case = (
+        &'static str,
+        HostState,
+        &'static str,
+        Result<(Option<Colour>, Colour, Action), PlanError>,
+    );
+
     #[test]
     fn table_of_observed_states() {
         let none = || colour(None, "inactive");
-        let cases: Vec<(&str, HostState, &str, Result<(Option<Colour>, Colour, Action), PlanError>)> = vec![
-            ("first deploy after provision", host(Some(3001), none(), none()), "1", Ok((None, Colour::Green, Action::StartAndSwitch))),
-            ("blue live, deploy v2", host(Some(3001), colour(Some("1"), "active"), none()), "2", Ok((Some(Colour::Blue), Colour::Green, Action::StartAndSwitch))),
-            ("green live, old blue warm", host(Some(3002), colour(Some("1"), "active"), colour(Some("2"), "active")), "3", Ok((Some(Colour::Green), Colour::Blue, Action::StartAndSwitch))),
-            ("rollback to the warm colour", host(Some(3002), colour(Some("1"), "active"), colour(Some("2"), "active")), "1", Ok((Some(Colour::Green), Colour::Blue, Action::SwitchToWarm))),
-            ("rollback to a stopped colour", host(Some(3002), colour(Some("1"), "inactive"), colour(Some("2"), "active")), "1", Ok((Some(Colour::Green), Colour::Blue, Action::StartAndSwitch))),
-            ("already live: nothing to do", host(Some(3002), none(), colour(Some("2"), "active")), "2", Ok((Some(Colour::Green), Colour::Green, Action::AlreadyLive))),
-            ("live colour crashed", host(Some(3001), colour(Some("1"), "failed"), none()), "1", Ok((None, Colour::Green, Action::StartAndSwitch))),
-            ("upstream on an unknown port", host(Some(9999), none(), none()), "1", Ok((None, Colour::Blue, Action::StartAndSwitch))),
-            ("never provisioned", host(None, none(), none()), "1", Err(PlanError::NotProvisioned { host: "h1".into() })),
+        let cases: Vec<Case> = vec![
+            (
+                "first deploy after provision",
+                host(Some(3001), none(), none()),
+                "1",
+                Ok((None, Colour::Green, Action::StartAndSwitch)),
+            ),
+            (
+                "blue live, deploy v2",
+                host(Some(3001), colour(Some("1"), "active"), none()),
+                "2",
+                Ok((Some(Colour::Blue), Colour::Green, Action::StartAndSwitch)),
+            ),
+            (
+                "green live, old blue warm",
+                host(
+                    Some(3002),
+                    colour(Some("1"), "active"),
+                    colour(Some("2"), "active"),
+                ),
+                "3",
+                Ok((Some(Colour::Green), Colour::Blue, Action::StartAndSwitch)),
+            ),
+            (
+                "rollback to the warm colour",
+                host(
+                    Some(3002),
+                    colour(Some("1"), "active"),
+                    colour(Some("2"), "active"),
+                ),
+                "1",
+                Ok((Some(Colour::Green), Colour::Blue, Action::SwitchToWarm)),
+            ),
+            (
+                "rollback to a stopped colour",
+                host(
+                    Some(3002),
+                    colour(Some("1"), "inactive"),
+                    colour(Some("2"), "active"),
+                ),
+                "1",
+                Ok((Some(Colour::Green), Colour::Blue, Action::StartAndSwitch)),
+            ),
+            (
+                "already live: nothing to do",
+                host(Some(3002), none(), colour(Some("2"), "active")),
+                "2",
+                Ok((Some(Colour::Green), Colour::Green, Action::AlreadyLive)),
+            ),
+            (
+                "live colour crashed",
+                host(Some(3001), colour(Some("1"), "failed"), none()),
+                "1",
+                Ok((None, Colour::Green, Action::StartAndSwitch)),
+            ),
+            (
+                "upstream on an unknown port",
+                host(Some(9999), none(), none()),
+                "1",
+                Ok((None, Colour::Blue, Action::StartAndSwitch)),
+            ),
+            (
+                "never provisioned",
+                host(None, none(), none()),
+                "1",
+                Err(PlanError::NotProvisioned { host: "h1".into() }),
+            ),
         ];
         for (name, state, target, want) in cases {
             let got = one(state, target).map(|s| (s.from.map(|f| f.0), s.to, s.action));
@@ -204,43 +317,116 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_setting_restarts_even_the_same_release() {
+        let state = host(
+            Some(3001),
+            colour(Some("1"), "active"),
+            colour(Some("2"), "active"),
+        );
+        let mut target = rel("1");
+        target.config = "new-settings".into();
+        let p = plan(&config(), &target, &[("h1".into(), state.clone())]).unwrap();
+        assert_eq!(
+            (p.steps[0].to, p.steps[0].action),
+            (Colour::Green, Action::StartAndSwitch)
+        );
+        let mut target = rel("2");
+        target.config = "new-settings".into();
+        let p = plan(&config(), &target, &[("h1".into(), state)]).unwrap();
+        assert_eq!(
+            p.steps[0].action,
+            Action::StartAndSwitch,
+            "a warm copy with old settings is not reused"
+        );
+    }
+
+    #[test]
     fn a_half_switched_fleet_converges() {
         // Killed mid-switch: h1 serves v2 on green, h2 still serves v1 on blue with v2 warm.
-        let h1 = host(Some(3002), colour(Some("1"), "active"), colour(Some("2"), "active"));
-        let h2 = host(Some(3001), colour(Some("1"), "active"), colour(Some("2"), "active"));
-        let p = plan(&config(), &rel("2"), &[("h1".into(), h1), ("h2".into(), h2)]).unwrap();
+        let h1 = host(
+            Some(3002),
+            colour(Some("1"), "active"),
+            colour(Some("2"), "active"),
+        );
+        let h2 = host(
+            Some(3001),
+            colour(Some("1"), "active"),
+            colour(Some("2"), "active"),
+        );
+        let p = plan(
+            &config(),
+            &rel("2"),
+            &[("h1".into(), h1), ("h2".into(), h2)],
+        )
+        .unwrap();
         assert_eq!(p.steps[0].action, Action::AlreadyLive);
-        assert_eq!((p.steps[1].to, p.steps[1].action), (Colour::Green, Action::SwitchToWarm));
+        assert_eq!(
+            (p.steps[1].to, p.steps[1].action),
+            (Colour::Green, Action::SwitchToWarm)
+        );
         assert!(!p.is_noop());
     }
 
     #[test]
     fn rollback_goes_to_the_previous_release_and_a_rollback_of_it_goes_forward() {
-        let mut s = host(Some(3002), colour(Some("1"), "active"), colour(Some("2"), "active"));
-        s.history = vec![entry(1, "1", Outcome::Deployed), entry(2, "2", Outcome::Deployed)];
+        let mut s = host(
+            Some(3002),
+            colour(Some("1"), "active"),
+            colour(Some("2"), "active"),
+        );
+        s.history = vec![
+            entry(1, "1", Outcome::Deployed),
+            entry(2, "2", Outcome::Deployed),
+        ];
         let hosts = vec![("h1".to_owned(), s.clone())];
-        assert_eq!(rollback_target(&config(), &hosts, None).unwrap().release, "1");
+        assert_eq!(
+            rollback_target(&config(), &hosts, None).unwrap().release,
+            "1"
+        );
         // After the rollback: blue (v1) is live and the history says so.
         s.upstream = Some(crate::templates::upstream(3001, Some(3002)));
         s.history.push(entry(3, "1", Outcome::RolledBack));
         let hosts = vec![("h1".to_owned(), s.clone())];
-        assert_eq!(rollback_target(&config(), &hosts, None).unwrap().release, "2");
+        assert_eq!(
+            rollback_target(&config(), &hosts, None).unwrap().release,
+            "2"
+        );
         // Failed deploys never count as releases to go back to.
         s.history.push(entry(4, "3", Outcome::AutoRolledBack));
         let hosts = vec![("h1".to_owned(), s)];
-        assert_eq!(rollback_target(&config(), &hosts, None).unwrap().release, "2");
+        assert_eq!(
+            rollback_target(&config(), &hosts, None).unwrap().release,
+            "2"
+        );
     }
 
     #[test]
     fn rollback_to_a_named_release() {
         let mut s = host(Some(3001), colour(Some("3.0.0+c"), "active"), none_green());
-        s.history = vec![entry(1, "1.0.0+a", Outcome::Deployed), entry(2, "2.0.0+b", Outcome::Deployed), entry(3, "3.0.0+c", Outcome::Deployed)];
+        s.history = vec![
+            entry(1, "1.0.0+a", Outcome::Deployed),
+            entry(2, "2.0.0+b", Outcome::Deployed),
+            entry(3, "3.0.0+c", Outcome::Deployed),
+        ];
         let hosts = vec![("h1".to_owned(), s)];
-        assert_eq!(rollback_target(&config(), &hosts, Some("1.0.0")).unwrap().release, "1.0.0+a");
-        assert_eq!(rollback_target(&config(), &hosts, Some("2.0.0+b")).unwrap().release, "2.0.0+b");
+        assert_eq!(
+            rollback_target(&config(), &hosts, Some("1.0.0"))
+                .unwrap()
+                .release,
+            "1.0.0+a"
+        );
+        assert_eq!(
+            rollback_target(&config(), &hosts, Some("2.0.0+b"))
+                .unwrap()
+                .release,
+            "2.0.0+b"
+        );
         assert_eq!(
             rollback_target(&config(), &hosts, Some("9.9.9")),
-            Err(PlanError::NotRetained { wanted: "9.9.9".into(), available: vec!["3.0.0+c".into(), "2.0.0+b".into(), "1.0.0+a".into()] })
+            Err(PlanError::NotRetained {
+                wanted: "9.9.9".into(),
+                available: vec!["3.0.0+c".into(), "2.0.0+b".into(), "1.0.0+a".into()]
+            })
         );
     }
 
@@ -254,14 +440,22 @@ mod tests {
         s.history = vec![entry(1, "1", Outcome::Deployed)];
         assert_eq!(
             rollback_target(&config(), &[("h1".to_owned(), s)], None),
-            Err(PlanError::NoPrevious { current: Some("1".into()) })
+            Err(PlanError::NoPrevious {
+                current: Some("1".into())
+            })
         );
     }
 
     #[test]
     fn pruning_keeps_retained_and_running_images() {
-        let mut s = host(Some(3001), colour(Some("7"), "active"), colour(Some("6"), "active"));
-        s.history = (1..=7).map(|i| entry(i, &i.to_string(), Outcome::Deployed)).collect();
+        let mut s = host(
+            Some(3001),
+            colour(Some("7"), "active"),
+            colour(Some("6"), "active"),
+        );
+        s.history = (1..=7)
+            .map(|i| entry(i, &i.to_string(), Outcome::Deployed))
+            .collect();
         let hosts = vec![("h1".to_owned(), s.clone())];
         let keep = retained_images(&config(), &hosts, &s, &rel("8"));
         assert_eq!(keep, ["r/a:3", "r/a:4", "r/a:5", "r/a:6", "r/a:7", "r/a:8"]);
