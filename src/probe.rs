@@ -127,8 +127,22 @@ pub async fn get(
     path: &str,
     host_header: Option<&str>,
 ) -> Answer {
+    get_within(client, tunnel, path, host_header, None).await
+}
+
+/// One GET with its own time limit.
+pub async fn get_within(
+    client: &reqwest::Client,
+    tunnel: &Tunnel,
+    path: &str,
+    host_header: Option<&str>,
+    limit: Option<Duration>,
+) -> Answer {
     let url = format!("http://{}{path}", tunnel.local);
     let mut req = client.get(&url);
+    if let Some(limit) = limit {
+        req = req.timeout(limit);
+    }
     if let Some(h) = host_header {
         req = req
             .header(reqwest::header::HOST, h)
@@ -180,6 +194,17 @@ pub fn gate_policy() -> ExponentialBuilder {
         .without_max_times()
 }
 
+/// The time limit of the n-th health check: short at first, because a connection made while a
+/// container's network comes up can hang for a TCP retransmit (1 s) when a fresh one would be
+/// answered at once; longer later, so a slow health endpoint still passes.
+pub fn attempt_limit(attempt: u32) -> Duration {
+    match attempt {
+        0..=4 => Duration::from_millis(200),
+        5..=9 => Duration::from_millis(500),
+        _ => Duration::from_secs(2),
+    }
+}
+
 /// Poll until healthy or `deadline` passes; returns the time it took, or the last answer.
 pub async fn wait_healthy(
     client: &reqwest::Client,
@@ -189,8 +214,10 @@ pub async fn wait_healthy(
 ) -> Result<Duration, Answer> {
     let started = Instant::now();
     let last = std::sync::Mutex::new(None::<Answer>);
+    let attempts = std::sync::atomic::AtomicU32::new(0);
     let attempt = || async {
-        let answer = get(client, tunnel, expect.path, None).await;
+        let n = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answer = get_within(client, tunnel, expect.path, None, Some(attempt_limit(n))).await;
         let ok = expect.healthy(&answer);
         if let Ok(mut l) = last.lock() {
             *l = Some(answer);
