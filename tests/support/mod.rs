@@ -376,3 +376,204 @@ impl Testbed {
             .unwrap_or_default()
     }
 }
+
+/// The example app (examples/hello), built by `examples/hello/build.sh`.
+pub fn hello_binary() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/hello/app/hello");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `bash examples/hello/build.sh` (testbed/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+impl App {
+    /// The hello example app as `name`, its colours on `port` and `port + 1` of each host,
+    /// with `env` lines in `[env.clear]`; provisioned on `hosts`.
+    pub fn hello(testbed: &Testbed, name: &str, hosts: &[TestHost], port: u16, env: &str) -> App {
+        let app = App::new(testbed, name, hosts);
+        for h in hosts {
+            testbed.wipe(h, name);
+        }
+        let bin = std::fs::read(hello_binary()).unwrap();
+        let path = app.path().join("app/hello");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bin).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/hello");
+        app.file(
+            "Dockerfile.production",
+            &std::fs::read_to_string(root.join("Dockerfile.production")).unwrap(),
+        );
+        app.file(
+            ".dockerignore",
+            &std::fs::read_to_string(root.join(".dockerignore")).unwrap(),
+        );
+        app.set_hello_env(port, env);
+        app.shipit(&["provision", "production"]).success();
+        app
+    }
+
+    /// Rewrite the app's settings: ports and `[env.clear]`; committed so builds stay clean.
+    pub fn set_hello_env(&self, port: u16, env: &str) -> &App {
+        let base = std::fs::read_to_string(self.path().join("shipit.toml")).unwrap();
+        let base = base.split("\n# test settings\n").next().unwrap().to_owned();
+        self.file(
+            "shipit.toml",
+            &format!(
+                "{base}\n# test settings\n[ports]\nblue = {port}\ngreen = {}\n\n[deploy]\nverify_window = \"1500ms\"\n\n[env.clear]\n{env}\n",
+                port + 1
+            ),
+        );
+        self.commit()
+    }
+
+    /// The `/version` answer of each host through its nginx.
+    pub fn versions(&self, testbed: &Testbed, hosts: &[TestHost]) -> Vec<String> {
+        hosts
+            .iter()
+            .map(|h| {
+                let (status, _, body) = testbed.http_get(h, &self.domain, "/version");
+                assert_eq!(status, 200, "{}: {body}", h.dest);
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                v["version"]
+                    .as_str()
+                    .unwrap()
+                    .split('+')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+/// A bounded load through the hosts' nginx while something happens: a few keep-alive clients
+/// per host, each stopping after `max_requests` or `max_time`. A request on a reused
+/// connection that nginx closed on reload is retried once by the client (RFC 9112 9.3.1);
+/// anything else that is not a 2xx is a failed request.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<LoadReport>>,
+}
+
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub ok: u64,
+    pub failed: u64,
+    /// Requests retried once after nginx closed their idle keep-alive connection.
+    pub retried: u64,
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    pub fn start(hosts: &[TestHost], domain: &str, clients_per_host: usize) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let targets: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("http://127.0.0.1:{}/version", h.http_port))
+            .collect();
+        let domain = domain.to_owned();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let started = std::time::Instant::now();
+                let mut tasks = Vec::new();
+                for url in targets {
+                    for _ in 0..clients_per_host {
+                        let client = reqwest::Client::builder()
+                            .no_proxy()
+                            .timeout(std::time::Duration::from_secs(5))
+                            .build()
+                            .unwrap();
+                        let url = url.clone();
+                        let domain = domain.clone();
+                        let flag = flag.clone();
+                        tasks.push(tokio::spawn(async move {
+                            let mut r = LoadReport::default();
+                            while !flag.load(Ordering::Relaxed)
+                                && r.ok + r.failed < 40_000
+                                && started.elapsed() < std::time::Duration::from_secs(120)
+                            {
+                                let mut sent =
+                                    client.get(&url).header("Host", &domain).send().await;
+                                // A keep-alive connection closed by a reloading nginx before it
+                                // answered: retried once on a new connection, as browsers do.
+                                if sent
+                                    .as_ref()
+                                    .is_err_and(|e| format!("{e:?}").contains("IncompleteMessage"))
+                                {
+                                    r.retried += 1;
+                                    sent = client.get(&url).header("Host", &domain).send().await;
+                                }
+                                match sent {
+                                    Ok(resp) if resp.status().is_success() => {
+                                        let _ = resp.bytes().await;
+                                        r.ok += 1;
+                                    }
+                                    Ok(resp) => {
+                                        r.failed += 1;
+                                        r.failures.push(format!("HTTP {}", resp.status()));
+                                    }
+                                    Err(e) => {
+                                        r.failed += 1;
+                                        r.failures.push(format!("{e:?}"));
+                                    }
+                                }
+                                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                            }
+                            r
+                        }));
+                    }
+                }
+                let mut total = LoadReport::default();
+                for t in tasks {
+                    let r = t.await.unwrap();
+                    total.ok += r.ok;
+                    total.failed += r.failed;
+                    total.retried += r.retried;
+                    total.failures.extend(r.failures);
+                }
+                total
+            })
+        });
+        // Let the clients connect before the action starts.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Load {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(mut self) -> LoadReport {
+        // Keep loading a little after the action, so late failures are seen.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl LoadReport {
+    #[track_caller]
+    pub fn assert_no_failures(&self, what: &str) {
+        eprintln!(
+            "load during {what}: {} ok, {} failed, {} retried on a new connection",
+            self.ok, self.failed, self.retried
+        );
+        assert!(self.ok > 50, "the load did not run during {what}: {self:?}");
+        assert_eq!(
+            self.failed,
+            0,
+            "failed requests during {what}: {:?}",
+            &self.failures[..self.failures.len().min(10)]
+        );
+    }
+}

@@ -1,0 +1,408 @@
+//! Blue/green deploys, rollbacks and their failures on 3 real testbed hosts, with a bounded
+//! load through every host's nginx proving that no request fails.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use support::{App, Load, Testbed};
+
+fn units(tb: &Testbed, host: &support::TestHost, app: &str) -> String {
+    tb.sh_ok(
+        host,
+        &format!("systemctl is-active {app}@blue {app}@green | tr '\\n' ' '"),
+    )
+}
+
+#[test]
+fn deploy_rollback_and_back_again_without_dropping_a_request() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let app = App::hello(&tb, "t-story", &hosts, 4101, "");
+
+    // First deploy: no live colour yet.
+    let run = app
+        .shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    assert!(run.stderr.contains("Deployed 1.0.0+"), "{}", run.stderr);
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
+
+    // v2 while serving.
+    let load = Load::start(&hosts, &app.domain, 2);
+    app.shipit(&["deploy", "production", "--version", "2.0.0"])
+        .success();
+    load.stop().assert_no_failures("deploy of 2.0.0");
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
+    for h in &hosts {
+        assert_eq!(
+            units(&tb, h, "t-story"),
+            "active active ",
+            "the previous colour stays warm"
+        );
+    }
+
+    // Rollback: a switch to the warm colour.
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app.shipit(&["rollback", "production"]).success();
+    load.stop().assert_no_failures("rollback");
+    assert!(
+        !run.stderr.contains("Started"),
+        "a warm rollback starts nothing: {}",
+        run.stderr
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
+
+    // A rollback of the rollback goes forward again.
+    app.shipit(&["rollback", "production"]).success();
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
+
+    // v3, then back to 1.0.0 by name: its colour was replaced, so it starts from its image.
+    app.shipit(&["deploy", "production", "--version", "3.0.0"])
+        .success();
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&["rollback", "production", "--to", "1.0.0"])
+        .success();
+    load.stop().assert_no_failures("rollback --to 1.0.0");
+    assert!(run.stderr.contains("Started 1.0.0+"), "{}", run.stderr);
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
+
+    // A retained release that does not exist is refused with the list.
+    let run = app
+        .shipit(&["rollback", "production", "--to", "9.9.9"])
+        .failure(2);
+    assert!(
+        run.stderr
+            .contains("release `9.9.9` is not among the retained releases"),
+        "{}",
+        run.stderr
+    );
+
+    // The history, merged from all hosts, newest first; status per host.
+    let releases = app.shipit(&["releases", "production", "--json"]).success();
+    let lines: serde_json::Value = serde_json::from_str(&releases.stdout).unwrap();
+    let outcomes: Vec<(String, String)> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["release"]
+                    .as_str()
+                    .unwrap()
+                    .split('+')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                l["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("1.0.0", "rolled-back"),
+        ("3.0.0", "deployed"),
+        ("2.0.0", "rolled-back"),
+        ("1.0.0", "rolled-back"),
+        ("2.0.0", "deployed"),
+        ("1.0.0", "deployed"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(outcomes, want);
+    assert!(
+        lines
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["missing_on"].as_array().unwrap().is_empty())
+    );
+
+    let status = app.shipit(&["status", "production", "--json"]).success();
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["health"], "healthy", "{row}");
+        assert!(row["release"].as_str().unwrap().starts_with("1.0.0+"));
+        assert!(row["lock"].is_null());
+    }
+
+    // Redeploying what already serves changes nothing.
+    let run = app
+        .shipit(&["rollback", "production", "--to", "1.0.0"])
+        .success();
+    assert!(
+        run.stderr.contains("already serves on every host"),
+        "{}",
+        run.stderr
+    );
+
+    // Secrets and settings reach the container, at mode 0600.
+    for h in &hosts {
+        let modes = tb.sh_ok(
+            h,
+            "stat -c '%a %U' /etc/shipit/t-story/blue.env /etc/shipit/t-story/blue.app.env",
+        );
+        assert_eq!(modes, "600 root\n600 root\n");
+    }
+}
+
+#[test]
+fn a_release_that_never_gets_healthy_switches_no_host() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let app = App::hello(&tb, "t-unhealthy", &hosts, 4111, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+
+    app.set_hello_env(4111, "HELLO_HEALTH = \"unhealthy\"");
+    let text = std::fs::read_to_string(app.path().join("shipit.toml"))
+        .unwrap()
+        .replace("timeout = \"20s\"", "timeout = \"3s\"");
+    app.file("shipit.toml", &text).commit();
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .failure(7);
+    load.stop()
+        .assert_no_failures("a deploy whose health gate fails");
+    assert!(
+        run.stderr
+            .contains("health gate failed on `root@127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(r#"last answer: HTTP 200: {"status":"unhealthy""#),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("log lines of t-unhealthy@"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("GET /health 200"),
+        "the container's log is shown: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("no host was switched"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Switched"), "{}", run.stderr);
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
+    for h in &hosts {
+        assert_eq!(
+            units(&tb, h, "t-unhealthy"),
+            "inactive active ",
+            "the new copies are stopped"
+        );
+    }
+    let releases = app.shipit(&["releases", "production"]).success();
+    assert!(
+        releases.stdout.lines().next().unwrap().contains("failed"),
+        "{}",
+        releases.stdout
+    );
+}
+
+#[test]
+fn a_release_that_dies_after_the_switch_is_rolled_back_everywhere() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let app = App::hello(&tb, "t-dies", &hosts, 4121, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+
+    // Passes the gate (healthy within ~0.5 s), then exits 1.2 s after it started.
+    app.set_hello_env(4121, "HELLO_EXIT_AFTER = \"1.2\"");
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .failure(7);
+    let report = load.stop();
+    assert!(
+        run.stderr.contains("Switched 3 hosts"),
+        "it passed the gate and switched: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("verification through nginx failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("every host was switched back"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.matches("Reverted").count(), 3, "{}", run.stderr);
+    report.assert_no_failures("a release dying after the switch (nginx's backup serves)");
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
+    let releases = app.shipit(&["releases", "production"]).success();
+    assert!(
+        releases
+            .stdout
+            .lines()
+            .next()
+            .unwrap()
+            .contains("auto-rolled-back"),
+        "{}",
+        releases.stdout
+    );
+}
+
+#[test]
+fn a_second_deploy_is_refused_with_the_holder_or_waits() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let app = App::hello(&tb, "t-lock", &hosts, 4131, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    app.set_hello_env(4131, "HELLO_START_DELAY = \"2\"");
+
+    let mut first = Command::new(env!("CARGO_BIN_EXE_shipit"))
+        .args(["deploy", "production", "--version", "2.0.0"])
+        .current_dir(app.path())
+        .env("SHIPIT_REGISTRY_PASSWORD", &tb.registry_password)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    // Wait until the first deploy holds the lock (it starts the new copies after taking it).
+    for line in lines.by_ref() {
+        if line.unwrap().contains("Started") {
+            break;
+        }
+    }
+    let second = app
+        .shipit(&["deploy", "production", "--version", "3.0.0"])
+        .failure(6);
+    assert!(
+        second
+            .stderr
+            .contains("the deploy lock of `production` is held on `root@127.0.0.1:"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains("for `deploy 2.0.0+"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains("shipit lock release production"),
+        "{}",
+        second.stderr
+    );
+    let status = app.shipit(&["lock", "status", "production"]).success();
+    assert!(status.stdout.contains("held by"), "{}", status.stdout);
+
+    let waited = app
+        .shipit(&[
+            "deploy",
+            "production",
+            "--version",
+            "3.0.0",
+            "--lock-wait",
+            "60s",
+        ])
+        .success();
+    assert!(waited.stderr.contains("Waiting"), "{}", waited.stderr);
+    for _ in lines {}
+    assert!(first.wait().unwrap().success());
+    assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 3]);
+    let status = app.shipit(&["lock", "status", "production"]).success();
+    assert_eq!(
+        status.stdout.matches(": free").count(),
+        3,
+        "the lock is released: {}",
+        status.stdout
+    );
+}
+
+#[test]
+fn an_unreachable_host_stops_the_deploy_before_any_switch() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-unreach", &hosts, 4141, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    let mut with_dead = hosts.clone();
+    with_dead.push(support::TestHost {
+        dest: "root@127.0.0.1:1".into(),
+        ssh_port: 1,
+        http_port: 1,
+    });
+    app.env_file("production", &tb, &with_dead, "");
+    app.commit();
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .failure(3);
+    assert!(
+        run.stderr.contains("cannot connect to `root@127.0.0.1:1`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
+    for h in &hosts {
+        assert_eq!(
+            units(&tb, h, "t-unreach"),
+            "inactive active ",
+            "nothing was started"
+        );
+    }
+}
+
+#[test]
+fn a_killed_deploy_is_converged_by_the_next_one() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let app = App::hello(&tb, "t-kill", &hosts, 4151, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+
+    let load = Load::start(&hosts, &app.domain, 2);
+    for (version, after) in [("2.0.0", "Healthy"), ("3.0.0", "Switched")] {
+        // SIGKILL at a step boundary: after the health gate, and after the switch.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shipit"))
+            .args(["deploy", "production", "--version", version])
+            .current_dir(app.path())
+            .env("SHIPIT_REGISTRY_PASSWORD", &tb.registry_password)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines {
+            if line.unwrap().contains(after) {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // The lock is left behind, and the next deploy takes it over (same machine, dead pid).
+        let run = app
+            .shipit(&["deploy", "production", "--version", version])
+            .success();
+        assert!(
+            run.stderr
+                .contains("taking over the lock left by a shipit that is no longer running"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(app.versions(&tb, &hosts), [version; 3]);
+    }
+    load.stop()
+        .assert_no_failures("two deploys killed with SIGKILL and their re-runs");
+    let run = app.shipit(&["rollback", "production"]).success();
+    assert!(
+        run.stderr.contains("Rolled back to 2.0.0+"),
+        "{}",
+        run.stderr
+    );
+}
