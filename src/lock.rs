@@ -120,19 +120,24 @@ pub fn describe(holder: &LockInfo) -> String {
 /// A lock held on every host of the fleet.
 pub struct Held {
     pub id: String,
+    /// Each host's deploy state, read under the lock in the same round trip (when asked for);
+    /// `None` for a host whose lock was taken over.
+    pub states: Vec<Option<String>>,
 }
 
 enum Outcome {
-    Acquired,
+    Acquired(Option<String>),
     Held(Option<LockInfo>),
 }
 
-/// Take the lock on every host, or on none.
+/// Take the lock on every host, or on none. `state_args`, when given, are the arguments of
+/// [`scripts::DEPLOY_STATE`]: each host then answers with its state too.
 pub async fn acquire(
     fleet: &Fleet,
     config: &Config,
     info: &LockInfo,
     wait: Option<Duration>,
+    state_args: &[String],
 ) -> Result<Held, Error> {
     let me = me();
     let dir = layout::lock_dir(&config.app);
@@ -143,14 +148,16 @@ pub async fn acquire(
             .each(|host| {
                 let cmd = RemoteCommand::new("take the lock", scripts::LOCK)
                     .arg(dir.clone())
-                    .arg(info.to_json());
+                    .arg(info.to_json())
+                    .args(state_args.iter().cloned());
                 async move {
                     let out = host.check(&cmd).await?;
                     let text = String::from_utf8_lossy(&out);
-                    let text = text.trim();
-                    if text == "acquired" {
-                        return Ok::<_, Error>(Outcome::Acquired);
+                    if let Some(rest) = text.strip_prefix("acquired\n") {
+                        let state = (!rest.is_empty()).then(|| rest.to_owned());
+                        return Ok::<_, Error>(Outcome::Acquired(state));
                     }
+                    let text = text.trim();
                     let details = text.strip_prefix("held").map(str::trim).unwrap_or_default();
                     let holder =
                         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, details)
@@ -162,9 +169,10 @@ pub async fn acquire(
             .await;
         let mut refused: Option<(String, Option<LockInfo>)> = None;
         let mut first_error = None;
+        let mut states = Vec::with_capacity(results.len());
         for (host, r) in fleet.hosts.iter().zip(results) {
             match r {
-                Ok(Outcome::Acquired) => {}
+                Ok(Outcome::Acquired(state)) => states.push(state),
                 Ok(Outcome::Held(Some(holder))) if me.is_dead_local_holder(&holder) => {
                     ui::warn(&format!(
                         "{}: taking over the lock left by a shipit that is no longer running: {}",
@@ -181,6 +189,7 @@ pub async fn acquire(
                     if let Err(e) = host.check(&cmd).await {
                         first_error.get_or_insert(e);
                     }
+                    states.push(None);
                 }
                 Ok(Outcome::Held(holder)) => {
                     refused.get_or_insert((host.spec.to_string(), holder));
@@ -193,6 +202,7 @@ pub async fn acquire(
         if refused.is_none() && first_error.is_none() {
             return Ok(Held {
                 id: info.id.clone(),
+                states,
             });
         }
         release(fleet, config, &info.id).await;

@@ -59,34 +59,61 @@ enum Kind {
     Rollback,
 }
 
+/// The arguments of the state scripts for `config`'s app.
+fn state_args(config: &Config) -> Vec<String> {
+    let app = &config.app;
+    vec![
+        layout::upstream_include(app),
+        layout::unit_env(app, Colour::Blue),
+        layout::unit_env(app, Colour::Green),
+        templates::unit_instance(app, Colour::Blue),
+        templates::unit_instance(app, Colour::Green),
+        layout::lock_dir(app),
+        layout::history(app),
+    ]
+}
+
+fn parse_host_state(host: &Host, command: &str, text: &str) -> Result<(String, HostState), Error> {
+    let state = state::parse_state(text).map_err(|message| Error::Protocol {
+        host: host.spec.to_string(),
+        command: command.to_owned(),
+        message,
+    })?;
+    Ok((host.spec.to_string(), state))
+}
+
 /// Read every host's deploy state, in host order.
 pub async fn observe(fleet: &Fleet, config: &Config) -> Result<Vec<(String, HostState)>, Error> {
-    let app = &config.app;
+    let args = state_args(config);
     let results = fleet
         .each(|host| {
-            let cmd = RemoteCommand::new("read deploy state", scripts::DEPLOY_STATE)
-                .arg(layout::upstream_include(app))
-                .arg(layout::unit_env(app, Colour::Blue))
-                .arg(layout::unit_env(app, Colour::Green))
-                .arg(templates::unit_instance(app, Colour::Blue))
-                .arg(templates::unit_instance(app, Colour::Green))
-                .arg(layout::lock_dir(app))
-                .arg(layout::history(app));
+            let cmd =
+                RemoteCommand::new("read deploy state", scripts::DEPLOY_STATE).args(args.clone());
             async move {
                 let out = host.check(&cmd).await?;
-                let state =
-                    state::parse_state(&String::from_utf8_lossy(&out)).map_err(|message| {
-                        Error::Protocol {
-                            host: host.spec.to_string(),
-                            command: cmd.to_string(),
-                            message,
-                        }
-                    })?;
-                Ok::<_, Error>((host.spec.to_string(), state))
+                parse_host_state(&host, &cmd.to_string(), &String::from_utf8_lossy(&out))
             }
         })
         .await;
     collect(results)
+}
+
+/// The states read under the lock, or read again when a host's is missing (a lock taken over).
+async fn states_under_lock(
+    fleet: &Fleet,
+    config: &Config,
+    held: &[Option<String>],
+) -> Result<Vec<(String, HostState)>, Error> {
+    if held.len() != fleet.hosts.len() || held.iter().any(Option::is_none) {
+        return observe(fleet, config).await;
+    }
+    let parsed = fleet
+        .hosts
+        .iter()
+        .zip(held.iter().flatten())
+        .map(|(host, text)| parse_host_state(host, "take the lock", text))
+        .collect();
+    collect(parsed)
 }
 
 /// All results, or every error (one error alone when there is one).
@@ -239,20 +266,22 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
     };
     target.config = config_hash(config, &secrets, &target)?;
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+    let (fleet_ref, target_ref, secrets_ref) = (&fleet, &target, &secrets);
     let result = locked(
         &fleet,
         config,
         "deploy",
         &target.release,
         options.lock_wait,
-        |switched| async {
-            let states = observe(&fleet, config).await?;
-            let plan = plan::plan(config, &target, &states).map_err(|e| plan_error(config, e))?;
+        |held, switched| async move {
+            let states = states_under_lock(fleet_ref, config, &held).await?;
+            let plan =
+                plan::plan(config, target_ref, &states).map_err(|e| plan_error(config, e))?;
             Run {
                 config,
-                fleet: &fleet,
+                fleet: fleet_ref,
                 states: &states,
-                secrets: &secrets,
+                secrets: secrets_ref,
                 switched,
                 kind: Kind::Deploy,
             }
@@ -300,21 +329,22 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         return result.map(|plan| report(plan, started));
     }
     let label = options.to.clone().unwrap_or_else(|| "previous".into());
+    let (fleet_ref, secrets_ref, target_of) = (&fleet, &secrets, &target_of);
     let result = locked(
         &fleet,
         config,
         "rollback",
         &label,
         options.lock_wait,
-        |switched| async {
-            let states = observe(&fleet, config).await?;
+        |held, switched| async move {
+            let states = states_under_lock(fleet_ref, config, &held).await?;
             let target = target_of(&states)?;
             let plan = plan::plan(config, &target, &states).map_err(|e| plan_error(config, e))?;
             Run {
                 config,
-                fleet: &fleet,
+                fleet: fleet_ref,
                 states: &states,
-                secrets: &secrets,
+                secrets: secrets_ref,
                 switched,
                 kind: Kind::Rollback,
             }
@@ -363,14 +393,15 @@ async fn locked<T, F, Fut>(
     f: F,
 ) -> Result<T, Error>
 where
-    F: FnOnce(Arc<AtomicBool>) -> Fut,
+    F: FnOnce(Vec<Option<String>>, Arc<AtomicBool>) -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
 {
     let info = lock::me().lock_info(command, version);
-    let held = lock::acquire(fleet, config, &info, wait).await?;
+    let mut held = lock::acquire(fleet, config, &info, wait, &state_args(config)).await?;
+    let states = std::mem::take(&mut held.states);
     let switched = Arc::new(AtomicBool::new(false));
     let result = tokio::select! {
-        r = f(Arc::clone(&switched)) => r,
+        r = f(states, Arc::clone(&switched)) => r,
         () = interrupted() => Err(Error::Interrupted { switched: switched.load(Ordering::SeqCst) }),
     };
     lock::release(fleet, config, &held.id).await;
@@ -450,12 +481,23 @@ impl<'a> Run<'a> {
             .collect();
         let target = &plan.target;
 
-        // Prepare the idle colour on every host that needs it.
+        // Prepare the idle colour on every host that needs it; meanwhile open the tunnels the
+        // health gate polls through.
         let t = Instant::now();
+        let tunnels = each_bounded(changing.clone(), self.fleet.max_parallel, |w| async move {
+            Tunnel::open(&w.host, self.config.port_of(w.step.to)).await
+        });
         let prepared = each_bounded(started.clone(), self.fleet.max_parallel, |w| {
             self.prepare(w, target)
-        })
-        .await;
+        });
+        let (tunnels, prepared) = tokio::join!(tunnels, prepared);
+        let tunnels = match collect(tunnels) {
+            Ok(t) => t,
+            Err(e) => {
+                self.stop_new(&started).await;
+                return Err(e);
+            }
+        };
         if let Err(e) = collect(prepared) {
             self.stop_new(&started).await;
             self.record(&all, target, Outcome::Failed, Some(&first_line(&e)))
@@ -477,9 +519,11 @@ impl<'a> Run<'a> {
 
         // Health gate: every new copy, directly on its own port.
         let t = Instant::now();
-        let gated = each_bounded(changing.clone(), self.fleet.max_parallel, |w| {
-            self.gate(w, target)
-        })
+        let gated = each_bounded(
+            changing.clone().into_iter().zip(tunnels).collect(),
+            self.fleet.max_parallel,
+            |(w, t)| self.gate(w, t, target),
+        )
         .await;
         let direct: Vec<Tunnel> = match collect(gated) {
             Ok(tunnels) => tunnels,
@@ -568,11 +612,13 @@ impl<'a> Run<'a> {
             Kind::Deploy => Outcome::Deployed,
             Kind::Rollback => Outcome::RolledBack,
         };
-        self.record(&all, target, outcome, None).await;
+        tokio::join!(
+            self.record(&all, target, outcome, None),
+            self.prune(&all, target)
+        );
         if self.config.deploy.keep_previous == KeepPrevious::Stop {
             self.stop_previous(&changing).await;
         }
-        self.prune(&all, target).await;
         Ok(())
     }
 
@@ -601,10 +647,13 @@ impl<'a> Run<'a> {
         .await
     }
 
-    async fn gate(&self, w: Work<'a>, target: &ReleaseRef) -> Result<Tunnel, Error> {
+    async fn gate(
+        &self,
+        w: Work<'a>,
+        tunnel: Tunnel,
+        target: &ReleaseRef,
+    ) -> Result<Tunnel, Error> {
         let colour = w.step.to;
-        let port = self.config.port_of(colour);
-        let tunnel = Tunnel::open(&w.host, port).await?;
         let client = probe::client(false)?;
         let expect = Expect {
             path: &self.config.health.path,

@@ -142,32 +142,48 @@ pub const DOCKER_LOGIN: &str = r#"docker login --username "$1" --password-stdin 
 /// Print each argument on its own line (used to prove quoting over SSH).
 pub const ECHO_ARGS: &str = r#"for a; do printf '%s\0' "$a"; done"#;
 
-/// Read a host's deploy state: `$1` upstream include, `$2`/`$3` blue/green unit env files,
-/// `$4`/`$5` blue/green unit names, `$6` lock dir, `$7` history file. One `KEY VALUE` line
-/// each, file contents base64-encoded (`-` when absent).
-pub const DEPLOY_STATE: &str = r#"
+/// A shell function printing a host's deploy state: `$1` upstream include, `$2`/`$3`
+/// blue/green unit env files, `$4`/`$5` blue/green unit names, `$6` lock dir, `$7` history
+/// file. One `KEY VALUE` line each, file contents base64-encoded (`-` when absent).
+macro_rules! dump_state_fn {
+    () => {
+        r#"
 b64() { if [ -f "$1" ]; then base64 -w0 < "$1"; echo; else echo -; fi; }
-printf 'upstream '; b64 "$1"
-printf 'env-blue '; b64 "$2"
-printf 'env-green '; b64 "$3"
-printf 'active-blue %s\n' "$(systemctl is-active -- "$4" 2>/dev/null)"
-printf 'active-green %s\n' "$(systemctl is-active -- "$5" 2>/dev/null)"
-printf 'lock '; b64 "$6/info.json"
-if [ -f "$7" ]; then printf 'history '; tail -n 200 -- "$7" | base64 -w0; echo; else echo 'history -'; fi
-printf 'nginx %s\n' "$(systemctl is-active nginx 2>/dev/null)"
-"#;
+dump_state() {
+  printf 'upstream '; b64 "$1"
+  printf 'env-blue '; b64 "$2"
+  printf 'env-green '; b64 "$3"
+  printf 'active-blue %s\n' "$(systemctl is-active -- "$4" 2>/dev/null)"
+  printf 'active-green %s\n' "$(systemctl is-active -- "$5" 2>/dev/null)"
+  printf 'lock '; b64 "$6/info.json"
+  if [ -f "$7" ]; then printf 'history '; tail -n 200 -- "$7" | base64 -w0; echo; else echo 'history -'; fi
+  printf 'nginx %s\n' "$(systemctl is-active nginx 2>/dev/null)"
+}
+"#
+    };
+}
+
+/// Print a host's deploy state (see `dump_state_fn`; the same seven arguments).
+pub const DEPLOY_STATE: &str = concat!(dump_state_fn!(), r#"dump_state "$@""#);
 
 /// Take the environment lock: `$1` lock dir, `$2` holder details (JSON). `mkdir` is atomic:
-/// exactly one deployer wins. Prints `acquired`, or `held BASE64-DETAILS`.
-pub const LOCK: &str = r#"
+/// exactly one deployer wins. Prints `acquired` and then, when state arguments follow, the
+/// host's deploy state as [`DEPLOY_STATE`] does (read under the lock, in the same round trip);
+/// or `held BASE64-DETAILS`.
+pub const LOCK: &str = concat!(
+    dump_state_fn!(),
+    r#"
 mkdir -p -- "$(dirname -- "$1")" || exit 1
 if mkdir -- "$1" 2>/dev/null; then
   printf '%s\n' "$2" > "$1/info.json.tmp" && mv -f -- "$1/info.json.tmp" "$1/info.json" || { rm -rf -- "$1"; exit 1; }
   echo acquired
+  shift 2
+  if [ "$#" -ge 7 ]; then dump_state "$@"; fi
 else
   printf 'held '; if [ -f "$1/info.json" ]; then base64 -w0 < "$1/info.json"; fi; echo
 fi
-"#;
+"#
+);
 
 /// Replace a lock's holder: `$1` lock dir, `$2` the id the current holder must have (so a
 /// lock taken meanwhile by someone else is never overwritten), `$3` new details.
@@ -188,7 +204,7 @@ pub const PREPARE: &str = r#"
 set -e
 image=$1 unit=$2 unit_env=$3 app_env=$4
 shift 4
-docker pull -q -- "$image" > /dev/null
+docker image inspect -- "$image" > /dev/null 2>&1 || docker pull -q -- "$image" > /dev/null
 umask 077
 mkdir -p -- "$(dirname -- "$app_env")"
 tmp=$(mktemp -- "$app_env.XXXXXX")

@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# bench/provision.sh [N]: `shipit provision` against the same work done by a well-tuned Ansible
+# playbook (bench/ansible/provision.yml), on the same N testbed hosts (default 3), in one run.
+#
+# Both start from clean each time (both apps' files wiped, as tests/support/mod.rs
+# `Testbed::wipe` does): shipit first run, shipit re-run (must change nothing), Ansible first
+# run, Ansible re-run (changed=0 on every host); 3 repetitions, median wall-clock times. Each
+# timed run opens its own SSH connections, as shipit does: Ansible's ControlPersist masters are
+# closed before each timed run. A third Ansible figure, the re-run with the masters of the run
+# before still open (a developer re-running within 60 s), is reported on the side.
+#
+# Prints a table and the ratios, writes the figures to $SHIPIT_TESTBED_DIR/bench-provision.json.
+# Leaves the testbed up (N hosts) and both apps' files wiped.
+#
+# Needs root (the testbed does), python3 on the testbed hosts (Ansible does), and PyPI the first
+# time (ansible-core goes into a venv in $SHIPIT_TESTBED_DIR/ansible-venv).
+set -euo pipefail
+
+readonly REPS=3
+readonly SHIPIT_APP=bench-shipit
+readonly ANSIBLE_APP=bench-ansible
+readonly ENV_NAME=bench
+
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+readonly ROOT
+
+log() { printf '%s bench: %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+N=${1:-3}
+[[ $N =~ ^[1-9][0-9]?$ ]] || die "N must be a number from 1 to 99, not '$N'"
+(($# <= 1)) || die "usage: bash bench/provision.sh [N]"
+
+WORK=''
+cleanup() {
+  [[ -n $WORK ]] || return 0
+  close_masters
+  rm -rf -- "$WORK"
+}
+trap cleanup EXIT
+
+now_ns() { date +%s%N; }
+
+# secs NS: nanoseconds as seconds with 3 decimals.
+secs() { awk -v ns="$1" 'BEGIN { printf "%.3f", ns / 1e9 }'; }
+
+# median X...: the median of numbers.
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ratio A B: A / B with one decimal.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "inf" }'; }
+
+# json_list X...: a JSON array of numbers.
+json_list() {
+  local IFS=,
+  printf '[%s]' "$*"
+}
+
+# --- 1. testbed and shipit -----------------------------------------------------------------
+
+bash "$ROOT/testbed/testbed.sh" up "$N"
+# shellcheck source=/dev/null
+. "${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}/env.sh"
+read -r -a HOSTS <<<"$SHIPIT_TESTBED_HOSTS"
+read -r -a HTTP_PORTS <<<"$SHIPIT_TESTBED_HTTP_PORTS"
+((${#HOSTS[@]} == N && ${#HTTP_PORTS[@]} == N)) ||
+  die "env.sh lists ${#HOSTS[@]} hosts, expected $N"
+
+log "cargo build --release --bin shipit"
+(cd "$ROOT" && cargo build --release --bin shipit)
+SHIPIT=${CARGO_TARGET_DIR:-$ROOT/target}/release/shipit
+[[ $SHIPIT == /* ]] || SHIPIT=$ROOT/$SHIPIT
+[[ -x $SHIPIT ]] || die "$SHIPIT is missing after the build"
+
+WORK=$(mktemp -d /tmp/shipit-bench.XXXXXX)
+
+# host_port I: the ssh port of host I (0-based), from root@127.0.0.1:PORT.
+host_port() { printf '%s' "${HOSTS[$1]##*:}"; }
+
+# on_host I CMD: run CMD on host I with the system ssh client (independent of both tools).
+on_host() {
+  local dest=${HOSTS[$1]}
+  ssh -i "$SHIPIT_TESTBED_KEY" -o IdentitiesOnly=yes -o BatchMode=yes \
+    -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$SHIPIT_TESTBED_KNOWN_HOSTS" \
+    -o ConnectTimeout=5 -o LogLevel=ERROR -p "${dest##*:}" "${dest%@*}@127.0.0.1" "$2" </dev/null
+}
+
+# on_all CMD: run CMD on every host in parallel; fails when any host fails (output in $WORK).
+on_all() {
+  local i rc=0 pids=()
+  for ((i = 0; i < N; i++)); do
+    on_host "$i" "$1" >"$WORK/on_all.$i" 2>&1 &
+    pids+=("$!")
+  done
+  for ((i = 0; i < N; i++)); do
+    if ! wait "${pids[$i]}"; then
+      log "${HOSTS[$i]}: $(tr '\n' ' ' <"$WORK/on_all.$i" | cut -c1-300)"
+      rc=1
+    fi
+  done
+  return "$rc"
+}
+
+# Ansible runs its modules with the hosts' Python.
+if ! on_all 'command -v python3 >/dev/null'; then
+  die "python3 is missing on the testbed hosts above; Ansible needs it: add python3-minimal to the host image (INCLUDE in testbed/testbed.sh)"
+fi
+
+# --- 2. ansible-core -----------------------------------------------------------------------
+
+VENV=$SHIPIT_TESTBED_DIR/ansible-venv
+if [[ ! -x $VENV/bin/ansible-playbook || ! -e $VENV/.bench-complete ]]; then
+  if ! dpkg -s python3-venv 2>/dev/null | grep -q '^Status: install ok installed'; then
+    log "installing python3-venv"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv </dev/null >&2 ||
+      die "apt-get install python3-venv failed"
+  fi
+  log "installing ansible-core from PyPI into $VENV"
+  rm -rf -- "$VENV"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q ansible-core </dev/null >&2 || die "pip install ansible-core failed"
+  touch "$VENV/.bench-complete"
+fi
+ANSIBLE_CORE=$("$VENV/bin/python" -c 'import ansible.release; print(ansible.release.__version__)')
+readonly ANSIBLE_CORE
+printf 'ansible-core %s (Python %s on the controller, %s on the hosts)\n' "$ANSIBLE_CORE" \
+  "$("$VENV/bin/python" -c 'import platform; print(platform.python_version())')" \
+  "$(on_host 0 'python3 -c "import platform; print(platform.python_version())"')"
+
+# --- 3. shipit's app -----------------------------------------------------------------------
+
+APP_DIR=$WORK/app
+mkdir -p "$APP_DIR/environments"
+cat >"$APP_DIR/shipit.toml" <<EOF
+app = "$SHIPIT_APP"
+image = "$SHIPIT_REGISTRY/bench/$SHIPIT_APP"
+version = "1.0.0"
+
+[registry]
+server = "$SHIPIT_REGISTRY"
+username = "$SHIPIT_REGISTRY_USER"
+password_env = "SHIPIT_REGISTRY_PASSWORD"
+
+[container]
+port = 3000
+memory_max = "256M"
+cpu_quota = "50%"
+
+[health]
+path = "/health"
+expect_json = { status = "healthy" }
+timeout = "20s"
+EOF
+{
+  printf 'domain = "%s.test"\nhosts = [' "$SHIPIT_APP"
+  for ((i = 0; i < N; i++)); do
+    printf '%s"%s"' "$([[ $i == 0 ]] || printf ', ')" "${HOSTS[$i]}"
+  done
+  printf ']\n\n[ssh]\nidentity = "%s"\nknown_hosts_file = "%s"\nconnect_timeout = "5s"\n' \
+    "$SHIPIT_TESTBED_KEY" "$SHIPIT_TESTBED_KNOWN_HOSTS"
+} >"$APP_DIR/environments/$ENV_NAME.toml"
+
+# --- 4. Ansible's inventory ----------------------------------------------------------------
+
+INVENTORY=$WORK/inventory.ini
+{
+  printf '[testbed]\n'
+  for ((i = 0; i < N; i++)); do
+    printf 'th%d ansible_host=127.0.0.1 ansible_port=%s\n' $((i + 1)) "$(host_port "$i")"
+  done
+  printf '\n[testbed:vars]\nansible_user=root\nansible_ssh_private_key_file=%s\n' "$SHIPIT_TESTBED_KEY"
+  printf "ansible_ssh_common_args='-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes'\n" \
+    "$SHIPIT_TESTBED_KNOWN_HOSTS"
+} >"$INVENTORY"
+mkdir -p "$WORK/cp" "$WORK/ansible-tmp"
+export ANSIBLE_CONFIG=$ROOT/bench/ansible/ansible.cfg
+export ANSIBLE_SSH_CONTROL_PATH_DIR=$WORK/cp
+export ANSIBLE_LOCAL_TEMP=$WORK/ansible-tmp
+export ANSIBLE_NOCOLOR=1
+export SHIPIT_REGISTRY SHIPIT_REGISTRY_USER SHIPIT_REGISTRY_PASSWORD
+
+# close_masters: end the SSH masters Ansible left running (ControlPersist), by their sockets.
+close_masters() {
+  local sock
+  for sock in "$WORK"/cp/*; do
+    [[ -S $sock ]] || continue
+    ssh -o ControlPath="$sock" -O exit placeholder >/dev/null 2>&1 || true
+  done
+}
+
+# --- 5. measurements -----------------------------------------------------------------------
+
+# wipe: remove everything either app may have put on the hosts (Testbed::wipe), reload nginx.
+wipe() {
+  local app script=''
+  for app in "$SHIPIT_APP" "$ANSIBLE_APP"; do
+    script+="systemctl stop '$app@blue' '$app@green' 2>/dev/null; \
+rm -rf /etc/nginx/conf.d/shipit-$app.conf /etc/nginx/conf.d/.shipit-$app.conf.* \
+/etc/systemd/system/$app@.service /etc/systemd/system/.$app@.service.* \
+/etc/logrotate.d/shipit-$app /etc/logrotate.d/.shipit-$app.* \
+/etc/shipit/$app /var/log/shipit/$app /var/lib/shipit/$app || exit 1; "
+  done
+  script+='systemctl daemon-reload && nginx -t -q && systemctl reload-or-restart nginx'
+  on_all "$script" || die "wiping the hosts failed"
+}
+
+# check_site DOMAIN: every host's nginx answers for DOMAIN with the site's headers (after a
+# reload nginx's new workers take a moment: up to 5 s).
+check_site() {
+  local domain=$1 i try headers
+  for ((i = 0; i < N; i++)); do
+    for ((try = 0; try < 50; try++)); do
+      headers=$(curl -sS -o /dev/null -D - --max-time 5 -H "Host: $domain" \
+        "http://127.0.0.1:${HTTP_PORTS[$i]}/" 2>&1) || true
+      [[ $headers == *X-Frame-Options:* ]] && break
+      sleep 0.1
+    done
+    [[ $headers == *X-Frame-Options:* ]] ||
+      die "127.0.0.1:${HTTP_PORTS[$i]} does not serve $domain (no X-Frame-Options): $(printf '%s' "$headers" | head -3 | tr '\r\n' '  ')"
+  done
+}
+
+LAST_NS=0
+# timed LOG CMD...: run CMD (output to LOG), its wall-clock time in LAST_NS; fails with CMD.
+timed() {
+  local out=$1 t0 t1 rc=0
+  shift
+  t0=$(now_ns)
+  "$@" >"$out" 2>&1 || rc=$?
+  t1=$(now_ns)
+  LAST_NS=$((t1 - t0))
+  if ((rc != 0)); then
+    tail -n 30 "$out" >&2
+    die "$* failed (exit $rc); output above, in $out"
+  fi
+}
+
+shipit_provision() { (cd "$APP_DIR" && "$SHIPIT" provision "$ENV_NAME"); }
+ansible_provision() {
+  "$VENV/bin/ansible-playbook" -i "$INVENTORY" "$ROOT/bench/ansible/provision.yml"
+}
+
+# recap LOG: the PLAY RECAP of an ansible-playbook run, as "host changed failed unreachable".
+recap() {
+  awk '/^PLAY RECAP/ { on = 1; next }
+       on && / : ok=/ { c = f = u = ""
+         for (i = 1; i <= NF; i++) {
+           if ($i ~ /^changed=/) c = substr($i, 9)
+           if ($i ~ /^failed=/) f = substr($i, 8)
+           if ($i ~ /^unreachable=/) u = substr($i, 13)
+         }
+         print $1, c, f, u }' "$1"
+}
+
+# check_recap LOG first|rerun: every host is in the recap, none failed; a first run changed
+# something on every host, a re-run nothing anywhere.
+check_recap() {
+  local log=$1 kind=$2 host changed failed unreachable seen=0
+  while read -r host changed failed unreachable; do
+    seen=$((seen + 1))
+    ((failed == 0 && unreachable == 0)) || die "ansible: $host failed ($failed) or was unreachable ($unreachable); see $log"
+    if [[ $kind == first ]]; then
+      ((changed > 0)) || die "ansible first run: $host reports changed=0; see $log"
+    else
+      ((changed == 0)) || die "ansible re-run: $host reports changed=$changed, not 0; see $log"
+    fi
+  done < <(recap "$log")
+  ((seen == N)) || die "ansible: the recap lists $seen hosts, expected $N; see $log"
+}
+
+SHIPIT_FIRST=() SHIPIT_RERUN=() ANSIBLE_FIRST=() ANSIBLE_RERUN=() ANSIBLE_WARM=()
+
+# Untimed warm-up: the page cache holds both tools, and every host has its Docker login (the
+# wipe, like Testbed::wipe, leaves it: the timed runs find it and skip the login alike).
+log "warm-up (untimed)"
+wipe
+timed "$WORK/warmup-shipit.log" shipit_provision
+timed "$WORK/warmup-ansible.log" ansible_provision
+close_masters
+
+for ((rep = 1; rep <= REPS; rep++)); do
+  log "repetition $rep of $REPS: shipit"
+  wipe
+  timed "$WORK/shipit-first.$rep.log" shipit_provision
+  SHIPIT_FIRST+=("$(secs "$LAST_NS")")
+  check_site "$SHIPIT_APP.test"
+  timed "$WORK/shipit-rerun.$rep.log" shipit_provision
+  SHIPIT_RERUN+=("$(secs "$LAST_NS")")
+  grep -q '0 changes, nothing reloaded' "$WORK/shipit-rerun.$rep.log" ||
+    die "shipit re-run changed something: $(tail -n 3 "$WORK/shipit-rerun.$rep.log")"
+
+  log "repetition $rep of $REPS: ansible"
+  wipe
+  close_masters
+  timed "$WORK/ansible-first.$rep.log" ansible_provision
+  ANSIBLE_FIRST+=("$(secs "$LAST_NS")")
+  check_recap "$WORK/ansible-first.$rep.log" first
+  check_site "$ANSIBLE_APP.test"
+  close_masters
+  timed "$WORK/ansible-rerun.$rep.log" ansible_provision
+  ANSIBLE_RERUN+=("$(secs "$LAST_NS")")
+  check_recap "$WORK/ansible-rerun.$rep.log" rerun
+  # The masters of the re-run are still open: the warm figure.
+  timed "$WORK/ansible-warm.$rep.log" ansible_provision
+  ANSIBLE_WARM+=("$(secs "$LAST_NS")")
+  check_recap "$WORK/ansible-warm.$rep.log" rerun
+  close_masters
+  log "shipit ${SHIPIT_FIRST[-1]}s / ${SHIPIT_RERUN[-1]}s, ansible ${ANSIBLE_FIRST[-1]}s / ${ANSIBLE_RERUN[-1]}s (warm ${ANSIBLE_WARM[-1]}s)"
+done
+
+# Both apps side by side (bench-ansible is still installed): shipit provisions its own, both
+# sites answer, and both tools installed the same files, names aside.
+log "checking that both apps coexist and that both tools installed the same files"
+timed "$WORK/coexist-shipit.log" shipit_provision
+check_site "$SHIPIT_APP.test"
+check_site "$ANSIBLE_APP.test"
+# shellcheck disable=SC2016 # expanded on the host
+files_of='app=$1
+for f in /etc/shipit/$app/upstream.conf /etc/nginx/conf.d/shipit-$app.conf \
+  /etc/systemd/system/$app@.service /etc/logrotate.d/shipit-$app; do
+  printf "== %s %s\n" "$f" "$(stat -c "%a %U:%G" "$f")"; cat "$f"
+done
+for d in /etc/shipit/$app /var/log/shipit/$app /var/lib/shipit/$app; do
+  printf "== %s %s\n" "$d" "$(stat -c "%a %U:%G %F" "$d")"
+done'
+for ((i = 0; i < N; i++)); do
+  on_host "$i" "sh -c '$files_of' sh $SHIPIT_APP" >"$WORK/files.shipit.$i" ||
+    die "reading $SHIPIT_APP's files on ${HOSTS[$i]} failed"
+  on_host "$i" "sh -c '$files_of' sh $ANSIBLE_APP" |
+    sed -e "s/$ANSIBLE_APP/$SHIPIT_APP/g" -e "s/${ANSIBLE_APP//-/_}/${SHIPIT_APP//-/_}/g" \
+      >"$WORK/files.ansible.$i" || die "reading $ANSIBLE_APP's files on ${HOSTS[$i]} failed"
+  if ! diff -u "$WORK/files.shipit.$i" "$WORK/files.ansible.$i" >"$WORK/files.diff" 2>&1; then
+    cat "$WORK/files.diff" >&2
+    die "${HOSTS[$i]}: the files Ansible installed differ from shipit's (diff above)"
+  fi
+done
+
+# --- 6. results ----------------------------------------------------------------------------
+
+log "wiping both apps"
+wipe
+
+S1=$(median "${SHIPIT_FIRST[@]}") S2=$(median "${SHIPIT_RERUN[@]}")
+A1=$(median "${ANSIBLE_FIRST[@]}") A2=$(median "${ANSIBLE_RERUN[@]}") A3=$(median "${ANSIBLE_WARM[@]}")
+R1=$(ratio "$A1" "$S1") R2=$(ratio "$A2" "$S2") R3=$(ratio "$A3" "$S2")
+
+printf '\nshipit provision vs ansible-core %s, %d hosts, median of %d (wall-clock, s)\n\n' \
+  "$ANSIBLE_CORE" "$N" "$REPS"
+printf '%-8s %12s %10s\n' tool 'first run' 're-run'
+printf '%-8s %12s %10s\n' shipit "$S1" "$S2" ansible "$A1" "$A2"
+printf '\nshipit is %sx faster on the first run, %sx on the re-run\n' "$R1" "$R2"
+printf '(ansible re-run with its SSH masters still open from the run before: %ss, %sx)\n' "$A3" "$R3"
+printf 'runs: shipit %s / %s; ansible %s / %s / warm %s\n' "${SHIPIT_FIRST[*]}" \
+  "${SHIPIT_RERUN[*]}" "${ANSIBLE_FIRST[*]}" "${ANSIBLE_RERUN[*]}" "${ANSIBLE_WARM[*]}"
+
+JSON=$SHIPIT_TESTBED_DIR/bench-provision.json
+cat >"$JSON.tmp" <<EOF
+{
+  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "hosts": $N,
+  "repetitions": $REPS,
+  "ansible_core": "$ANSIBLE_CORE",
+  "shipit": {
+    "first_run_s": $S1,
+    "rerun_s": $S2,
+    "first_run_runs_s": $(json_list "${SHIPIT_FIRST[@]}"),
+    "rerun_runs_s": $(json_list "${SHIPIT_RERUN[@]}")
+  },
+  "ansible": {
+    "first_run_s": $A1,
+    "rerun_s": $A2,
+    "rerun_warm_masters_s": $A3,
+    "first_run_runs_s": $(json_list "${ANSIBLE_FIRST[@]}"),
+    "rerun_runs_s": $(json_list "${ANSIBLE_RERUN[@]}"),
+    "rerun_warm_masters_runs_s": $(json_list "${ANSIBLE_WARM[@]}")
+  },
+  "ansible_over_shipit": {
+    "first_run": $R1,
+    "rerun": $R2,
+    "rerun_warm_masters": $R3
+  }
+}
+EOF
+mv -f "$JSON.tmp" "$JSON"
+printf 'figures: %s\n' "$JSON"
