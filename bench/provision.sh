@@ -35,6 +35,14 @@ N=${1:-3}
 (($# <= 1)) || die "usage: bash bench/provision.sh [N]"
 
 WORK=''
+# close_masters: end the SSH masters Ansible left running (ControlPersist), by their sockets.
+close_masters() {
+  local sock
+  for sock in "$WORK"/cp/*; do
+    [[ -S $sock ]] || continue
+    ssh -o ControlPath="$sock" -O exit placeholder >/dev/null 2>&1 || true
+  done
+}
 cleanup() {
   [[ -n $WORK ]] || return 0
   close_masters
@@ -106,9 +114,10 @@ on_all() {
   return "$rc"
 }
 
-# Ansible runs its modules with the hosts' Python.
-if ! on_all 'command -v python3 >/dev/null'; then
-  die "python3 is missing on the testbed hosts above; Ansible needs it: add python3-minimal to the host image (INCLUDE in testbed/testbed.sh)"
+# Ansible runs its modules with the hosts' Python, standard library included (python3-minimal
+# is not enough: its modules import shutil).
+if ! on_all 'python3 -c "import shutil, tempfile, json" 2>&1'; then
+  die "the testbed hosts above lack python3 with its standard library, which Ansible needs: add the Debian package python3 to the host image (INCLUDE in testbed/testbed.sh)"
 fi
 
 # --- 2. ansible-core -----------------------------------------------------------------------
@@ -184,15 +193,6 @@ export ANSIBLE_LOCAL_TEMP=$WORK/ansible-tmp
 export ANSIBLE_NOCOLOR=1
 export SHIPIT_REGISTRY SHIPIT_REGISTRY_USER SHIPIT_REGISTRY_PASSWORD
 
-# close_masters: end the SSH masters Ansible left running (ControlPersist), by their sockets.
-close_masters() {
-  local sock
-  for sock in "$WORK"/cp/*; do
-    [[ -S $sock ]] || continue
-    ssh -o ControlPath="$sock" -O exit placeholder >/dev/null 2>&1 || true
-  done
-}
-
 # --- 5. measurements -----------------------------------------------------------------------
 
 # wipe: remove everything either app may have put on the hosts (Testbed::wipe), reload nginx.
@@ -242,7 +242,7 @@ timed() {
 
 shipit_provision() { (cd "$APP_DIR" && "$SHIPIT" provision "$ENV_NAME"); }
 ansible_provision() {
-  "$VENV/bin/ansible-playbook" -i "$INVENTORY" "$ROOT/bench/ansible/provision.yml"
+  "$VENV/bin/ansible-playbook" --forks "$N" -i "$INVENTORY" "$ROOT/bench/ansible/provision.yml"
 }
 
 # recap LOG: the PLAY RECAP of an ansible-playbook run, as "host changed failed unreachable".
@@ -288,6 +288,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
   wipe
   timed "$WORK/shipit-first.$rep.log" shipit_provision
   SHIPIT_FIRST+=("$(secs "$LAST_NS")")
+  grep -Eq "Provisioned $N hosts? in [0-9.]+s: $((4 * N)) changes" "$WORK/shipit-first.$rep.log" ||
+    die "shipit's first run did not change 4 files on each host: $(tail -n 3 "$WORK/shipit-first.$rep.log")"
   check_site "$SHIPIT_APP.test"
   timed "$WORK/shipit-rerun.$rep.log" shipit_provision
   SHIPIT_RERUN+=("$(secs "$LAST_NS")")

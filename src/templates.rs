@@ -262,3 +262,96 @@ mod tests {
         assert_eq!(upstream_live_port("# nothing\n"), None);
     }
 }
+
+#[cfg(test)]
+mod snapshots {
+    use super::*;
+
+    fn config(extra_env: &str) -> Config {
+        crate::config::validate_for_tests(
+            "app = \"hello-web\"\nimage = \"r.test/acme/hello\"\nversion = \"1.0.0\"\n[container]\nport = 8080\nmemory_max = \"2G\"\ncpu_quota = \"200%\"\n",
+            &format!("domain = \"hello.example.com\"\nhosts = [\"h1\"]\n{extra_env}"),
+        )
+        .unwrap()
+    }
+
+    fn rendered(config: &Config) -> Vec<ManagedFile> {
+        let sources = DEFAULTS
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect();
+        Templates::from_sources(sources)
+            .unwrap()
+            .render_all(config)
+            .unwrap()
+    }
+
+    #[test]
+    fn default_templates() {
+        let files = rendered(&config(""));
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/etc/shipit/hello-web/upstream.conf",
+                "/etc/nginx/conf.d/shipit-hello-web.conf",
+                "/etc/systemd/system/hello-web@.service",
+                "/etc/logrotate.d/shipit-hello-web",
+            ]
+        );
+        insta::assert_snapshot!("upstream", files[0].content);
+        insta::assert_snapshot!("nginx_plain", files[1].content);
+        insta::assert_snapshot!("systemd_unit", files[2].content);
+        insta::assert_snapshot!("logrotate", files[3].content);
+    }
+
+    #[test]
+    fn nginx_with_tls() {
+        let files = rendered(&config(
+            "[tls]\ncertificate = \"/etc/ssl/hello.pem\"\ncertificate_key = \"/etc/ssl/hello.key\"\n",
+        ));
+        insta::assert_snapshot!("nginx_tls", files[1].content);
+    }
+
+    #[test]
+    fn an_override_is_used_and_a_bad_one_is_named_with_its_position() {
+        let mut sources: Vec<(String, String)> = DEFAULTS
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect();
+        sources[2] = (
+            "templates/logrotate.tera".into(),
+            "# {{ app }} custom\n".into(),
+        );
+        let files = Templates::from_sources(sources.clone())
+            .unwrap()
+            .render_all(&config(""))
+            .unwrap();
+        assert_eq!(files[3].content, "# hello-web custom\n");
+        assert_eq!(
+            files[3].template.as_deref(),
+            Some("templates/logrotate.tera")
+        );
+
+        sources[2].1 = "line one\n{% if %}\n".into();
+        let err = Templates::from_sources(sources.clone())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("template `templates/logrotate.tera:2:"),
+            "{err}"
+        );
+
+        sources[2].1 = "{{ no_such_variable }}\n".into();
+        let err = Templates::from_sources(sources)
+            .unwrap()
+            .render_all(&config(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("templates/logrotate.tera") && err.contains("no_such_variable"),
+            "{err}"
+        );
+    }
+}

@@ -406,3 +406,41 @@ fn a_killed_deploy_is_converged_by_the_next_one() {
         run.stderr
     );
 }
+
+#[test]
+fn tls_sites_serve_https_redirect_http_and_still_verify() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    for h in &hosts {
+        tb.sh_ok(
+            h,
+            "mkdir -p /etc/ssl/shipit-test && cd /etc/ssl/shipit-test && [ -s key.pem ] || \
+             openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 -subj /CN=t-tls.test 2>/dev/null",
+        );
+    }
+    let app = App::hello(&tb, "t-tls", &hosts, 4161, "");
+    let tls = "\n[tls]\ncertificate = \"/etc/ssl/shipit-test/cert.pem\"\ncertificate_key = \"/etc/ssl/shipit-test/key.pem\"\n";
+    app.env_file("production", &tb, &hosts, tls).commit();
+    app.shipit(&["provision", "production"]).success();
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    for h in &hosts {
+        let https = tb.sh_ok(
+            h,
+            "curl -sk -i --resolve t-tls.test:443:127.0.0.1 https://t-tls.test/version",
+        );
+        assert!(https.starts_with("HTTP/1.1 200"), "{https}");
+        assert!(
+            https.contains("Strict-Transport-Security: max-age=63072000"),
+            "{https}"
+        );
+        assert!(
+            !https.contains("X-Shipit-Upstream"),
+            "internal addresses are not told to clients: {https}"
+        );
+        let (status, head, _) = tb.http_get(h, "t-tls.test", "/version");
+        assert_eq!(status, 301, "plain HTTP is redirected: {head}");
+        let protocols = tb.sh_ok(h, "for p in tls1_1 tls1_2; do echo | openssl s_client -$p -connect 127.0.0.1:443 -servername t-tls.test >/dev/null 2>&1 && echo \"$p ok\" || echo \"$p refused\"; done");
+        assert_eq!(protocols, "tls1_1 refused\ntls1_2 ok\n");
+    }
+}

@@ -191,9 +191,20 @@ impl Checker<'_> {
     }
 
     fn duration(&mut self, val: &Option<Val<String>>, key: &str, default: Duration) -> Duration {
+        self.duration_from(val, key, default, Duration::from_millis(1))
+    }
+
+    /// A duration of at least `min` (zero allowed when `min` is zero).
+    fn duration_from(
+        &mut self,
+        val: &Option<Val<String>>,
+        key: &str,
+        default: Duration,
+        min: Duration,
+    ) -> Duration {
         let Some(v) = val else { return default };
         match humantime::parse_duration(&v.value) {
-            Ok(d) if !d.is_zero() => d,
+            Ok(d) if d >= min => d,
             _ => {
                 self.at(
                     v,
@@ -351,12 +362,18 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
                     KeepPrevious::Warm
                 }
             },
-            verify_window: c.duration(
+            verify_window: c.duration_from(
                 &d.verify_window,
                 "deploy.verify_window",
                 Duration::from_secs(5),
+                Duration::ZERO,
             ),
-            drain: c.duration(&d.drain, "deploy.drain", Duration::from_secs(2)),
+            drain: c.duration_from(
+                &d.drain,
+                "deploy.drain",
+                Duration::from_secs(2),
+                Duration::ZERO,
+            ),
         }
     };
     Some(Config {
