@@ -197,8 +197,8 @@ pub const UNLOCK: &str = r#"
 if [ -z "$2" ] || grep -qF -- "\"id\":\"$2\"" "$1/info.json" 2>/dev/null; then rm -rf -- "$1"; fi
 "#;
 
-/// Start a release in a colour: `$1` image, `$2` unit, `$3` unit env file, `$4` app env file,
-/// then the unit env lines. The app env (it holds secrets) arrives on stdin. Both files are
+/// Start a release in a colour, and at every boot: `$1` image, `$2` unit, `$3` unit env file,
+/// `$4` app env file, then the unit env lines. The app env (it holds secrets) arrives on stdin. Both files are
 /// written beside their target at mode 0600 and renamed into place.
 pub const PREPARE: &str = r#"
 set -e
@@ -216,6 +216,7 @@ printf '%s\n' "$@" > "$tmp"
 chmod 600 -- "$tmp"
 mv -f -- "$tmp" "$unit_env"
 systemctl reset-failed -- "$unit" 2> /dev/null || true
+systemctl enable --quiet -- "$unit"
 systemctl restart -- "$unit"
 "#;
 
@@ -249,8 +250,8 @@ echo "shipit: nginx reloaded but its new workers did not start within 5s" >&2
 exit 1
 "#;
 
-/// Stop units `$@`.
-pub const STOP: &str = r#"systemctl stop -- "$@""#;
+/// Stop units `$@` and keep them from starting at boot.
+pub const STOP: &str = r#"systemctl disable --quiet --now -- "$@""#;
 
 /// The last 50 lines a unit `$1` logged (the container's output).
 pub const LOGS: &str = r#"journalctl -u "$1" -n "${2:-50}" --no-pager -o cat 2>&1"#;
