@@ -4,7 +4,10 @@
 #
 # Both start from clean each time (both apps' files wiped, as tests/support/mod.rs
 # `Testbed::wipe` does): shipit first run, shipit re-run (must change nothing), Ansible first
-# run, Ansible re-run (changed=0 on every host); 3 repetitions, median wall-clock times. Each
+# run, Ansible re-run (changed=0 on every host); 3 repetitions, median wall-clock times. After
+# each first run every host's nginx must serve the new site; after an untimed warm-up of both,
+# both sites must answer side by side and the files of both apps must be the same, names aside
+# (contents, modes, owners: the Jinja2 copies must render what shipit's templates do). Each
 # timed run opens its own SSH connections, as shipit does: Ansible's ControlPersist masters are
 # closed before each timed run. A third Ansible figure, the re-run with the masters of the run
 # before still open (a developer re-running within 60 s), is reported on the side.
@@ -283,6 +286,33 @@ timed "$WORK/warmup-shipit.log" shipit_provision
 timed "$WORK/warmup-ansible.log" ansible_provision
 close_masters
 
+# Both apps side by side after the warm-up: both sites answer, and both tools installed the
+# same files with the same modes and owners, names aside (this catches a Jinja2 copy that fell
+# out of step with shipit's templates before anything is measured).
+log "checking that both apps coexist and that both tools installed the same files"
+check_site "$SHIPIT_APP.test"
+check_site "$ANSIBLE_APP.test"
+# shellcheck disable=SC2016 # expanded on the host
+files_of='app=$1
+for f in /etc/shipit/$app/upstream.conf /etc/nginx/conf.d/shipit-$app.conf \
+  /etc/systemd/system/$app@.service /etc/logrotate.d/shipit-$app; do
+  printf "== %s %s\n" "$f" "$(stat -c "%a %U:%G" "$f")"; cat "$f"
+done
+for d in /etc/shipit/$app /var/log/shipit/$app /var/lib/shipit/$app; do
+  printf "== %s %s\n" "$d" "$(stat -c "%a %U:%G %F" "$d")"
+done'
+for ((i = 0; i < N; i++)); do
+  on_host "$i" "sh -c '$files_of' sh $SHIPIT_APP" >"$WORK/files.shipit.$i" ||
+    die "reading $SHIPIT_APP's files on ${HOSTS[$i]} failed"
+  on_host "$i" "sh -c '$files_of' sh $ANSIBLE_APP" |
+    sed -e "s/$ANSIBLE_APP/$SHIPIT_APP/g" -e "s/${ANSIBLE_APP//-/_}/${SHIPIT_APP//-/_}/g" \
+      >"$WORK/files.ansible.$i" || die "reading $ANSIBLE_APP's files on ${HOSTS[$i]} failed"
+  if ! diff -u "$WORK/files.shipit.$i" "$WORK/files.ansible.$i" >"$WORK/files.diff" 2>&1; then
+    cat "$WORK/files.diff" >&2
+    die "${HOSTS[$i]}: the files Ansible installed differ from shipit's (diff above)"
+  fi
+done
+
 for ((rep = 1; rep <= REPS; rep++)); do
   log "repetition $rep of $REPS: shipit"
   wipe
@@ -313,33 +343,6 @@ for ((rep = 1; rep <= REPS; rep++)); do
   check_recap "$WORK/ansible-warm.$rep.log" rerun
   close_masters
   log "shipit ${SHIPIT_FIRST[-1]}s / ${SHIPIT_RERUN[-1]}s, ansible ${ANSIBLE_FIRST[-1]}s / ${ANSIBLE_RERUN[-1]}s (warm ${ANSIBLE_WARM[-1]}s)"
-done
-
-# Both apps side by side (bench-ansible is still installed): shipit provisions its own, both
-# sites answer, and both tools installed the same files, names aside.
-log "checking that both apps coexist and that both tools installed the same files"
-timed "$WORK/coexist-shipit.log" shipit_provision
-check_site "$SHIPIT_APP.test"
-check_site "$ANSIBLE_APP.test"
-# shellcheck disable=SC2016 # expanded on the host
-files_of='app=$1
-for f in /etc/shipit/$app/upstream.conf /etc/nginx/conf.d/shipit-$app.conf \
-  /etc/systemd/system/$app@.service /etc/logrotate.d/shipit-$app; do
-  printf "== %s %s\n" "$f" "$(stat -c "%a %U:%G" "$f")"; cat "$f"
-done
-for d in /etc/shipit/$app /var/log/shipit/$app /var/lib/shipit/$app; do
-  printf "== %s %s\n" "$d" "$(stat -c "%a %U:%G %F" "$d")"
-done'
-for ((i = 0; i < N; i++)); do
-  on_host "$i" "sh -c '$files_of' sh $SHIPIT_APP" >"$WORK/files.shipit.$i" ||
-    die "reading $SHIPIT_APP's files on ${HOSTS[$i]} failed"
-  on_host "$i" "sh -c '$files_of' sh $ANSIBLE_APP" |
-    sed -e "s/$ANSIBLE_APP/$SHIPIT_APP/g" -e "s/${ANSIBLE_APP//-/_}/${SHIPIT_APP//-/_}/g" \
-      >"$WORK/files.ansible.$i" || die "reading $ANSIBLE_APP's files on ${HOSTS[$i]} failed"
-  if ! diff -u "$WORK/files.shipit.$i" "$WORK/files.ansible.$i" >"$WORK/files.diff" 2>&1; then
-    cat "$WORK/files.diff" >&2
-    die "${HOSTS[$i]}: the files Ansible installed differ from shipit's (diff above)"
-  fi
 done
 
 # --- 6. results ----------------------------------------------------------------------------

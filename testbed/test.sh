@@ -11,8 +11,17 @@ state=${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}
 . "$state/env.sh"
 if [[ -x examples/hello/build.sh ]]; then bash examples/hello/build.sh; fi
 
-if cargo nextest --version >/dev/null 2>&1; then
-  exec cargo nextest run --workspace --no-fail-fast "$@"
-else
-  exec cargo test --workspace --no-fail-fast "$@"
+# The fuzz targets (configuration files, what hosts answer), bounded in time; then every test.
+# The test runner's summary comes last.
+fuzz=0
+if [[ ${SHIPIT_FUZZ_SECONDS:-60} != 0 ]]; then
+  bash fuzz/run.sh "${SHIPIT_FUZZ_SECONDS:-60}" || fuzz=$?
 fi
+tests=0
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@" || tests=$?
+else
+  cargo test --workspace --no-fail-fast "$@" || tests=$?
+fi
+if (( fuzz != 0 )); then echo "test.sh: the fuzz run failed" >&2; fi
+exit $(( tests != 0 ? tests : fuzz ))
