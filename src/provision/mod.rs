@@ -296,12 +296,15 @@ async fn commit(
     plan: &HostPlan,
     login: Option<&Login<'_>>,
 ) -> Result<HostReport, Error> {
-    let mut reloaded = Vec::new();
-    let triples: Vec<String> = plan
-        .validated()
-        .flat_map(|c| install_triple(&c.file.path))
-        .collect();
-    if !triples.is_empty() {
+    // The install and the registry login are independent: both go at once.
+    let install = async {
+        let triples: Vec<String> = plan
+            .validated()
+            .flat_map(|c| install_triple(&c.file.path))
+            .collect();
+        if triples.is_empty() {
+            return Ok(Vec::new());
+        }
         let flag = |b: bool| if b { "1" } else { "0" };
         let cmd = RemoteCommand::new("install and reload", scripts::COMMIT)
             .arg(flag(plan.reload_nginx()))
@@ -314,20 +317,30 @@ async fn commit(
             Some(3) => return Err(refused(host, plan, &out.stderr)),
             _ => return Err(host.failed(&cmd, &out)),
         }
+        let mut reloaded = Vec::new();
         if plan.daemon_reload() {
             reloaded.push("systemd");
         }
         if plan.reload_nginx() {
             reloaded.push("nginx");
         }
-    }
-    if let (true, Some(login)) = (plan.login, login) {
-        let cmd = RemoteCommand::new("docker login", scripts::DOCKER_LOGIN)
-            .arg(login.username)
-            .arg(login.server)
-            .stdin(format!("{}\n", login.password));
-        host.check(&cmd).await?;
-    }
+        Ok(reloaded)
+    };
+    let login = async {
+        match (plan.login, login) {
+            (true, Some(login)) => {
+                let cmd = RemoteCommand::new("docker login", scripts::DOCKER_LOGIN)
+                    .arg(login.username)
+                    .arg(login.server)
+                    .stdin(format!("{}\n", login.password));
+                host.check(&cmd).await.map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    };
+    let (installed, logged_in) = tokio::join!(install, login);
+    let reloaded = installed?;
+    logged_in?;
     let report = HostReport {
         host: host.spec.to_string(),
         changed: plan.changes.iter().map(|c| c.file.path.clone()).collect(),

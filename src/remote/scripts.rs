@@ -132,8 +132,11 @@ if [ "$check" = 1 ]; then
     exit 3
   fi
 fi
-if [ "$daemon" = 1 ]; then systemctl daemon-reload || exit 1; fi
-if [ "$reload" = 1 ]; then systemctl reload-or-restart nginx || exit 1; fi
+# systemd and nginx reload side by side.
+pid=
+if [ "$daemon" = 1 ]; then systemctl daemon-reload & pid=$!; fi
+if [ "$reload" = 1 ]; then systemctl reload-or-restart nginx || { [ -z "$pid" ] || wait "$pid"; exit 1; }; fi
+if [ -n "$pid" ]; then wait "$pid" || exit 1; fi
 "#;
 
 /// `docker login` with the password on stdin: `$1` user, `$2` registry.
