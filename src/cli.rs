@@ -51,12 +51,8 @@ pub enum Command {
     )]
     Build {
         environment: String,
-        /// Release version (semver), instead of `version` in shipit.toml
-        #[arg(long, value_name = "SEMVER")]
-        version: Option<semver::Version>,
-        /// Build even with uncommitted changes (the tag is marked `dirty`)
-        #[arg(long)]
-        allow_dirty: bool,
+        #[command(flatten)]
+        release: ReleaseArgs,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -67,21 +63,10 @@ pub enum Command {
     )]
     Deploy {
         environment: String,
-        /// Print the plan per host and change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Wait this long for a held deploy lock instead of failing (such as `30s`, `5m`)
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        lock_wait: Option<std::time::Duration>,
-        /// Release version (semver), instead of `version` in shipit.toml
-        #[arg(long, value_name = "SEMVER")]
-        version: Option<semver::Version>,
-        /// Build even with uncommitted changes (the tag is marked `dirty`)
-        #[arg(long)]
-        allow_dirty: bool,
-        /// Print the report as JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        release: ReleaseArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
     /// Put traffic back on the previous release at once (or on `--to VERSION`)
     #[command(
@@ -92,15 +77,8 @@ pub enum Command {
         /// A retained release, such as `1.4.1` or `1.4.1+3f9c2ab`
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
-        /// Print the plan per host and change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Wait this long for a held deploy lock instead of failing
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        lock_wait: Option<std::time::Duration>,
-        /// Print the report as JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
     /// Per host: live colour, release, health, unit states, lock holder
     #[command(after_help = "Example:\n  shipit status production --json")]
@@ -136,6 +114,41 @@ pub enum Command {
     },
 }
 
+/// What release a build makes.
+#[derive(Debug, clap::Args)]
+pub struct ReleaseArgs {
+    /// Release version (semver), instead of `version` in shipit.toml
+    #[arg(long, value_name = "SEMVER")]
+    version: Option<semver::Version>,
+    /// Build even with uncommitted changes (the tag is marked `dirty`)
+    #[arg(long)]
+    allow_dirty: bool,
+}
+
+impl ReleaseArgs {
+    fn options(self, verbose: u8) -> crate::build::Options {
+        crate::build::Options {
+            version: self.version,
+            allow_dirty: self.allow_dirty,
+            verbose: verbose > 0,
+        }
+    }
+}
+
+/// Options of the commands that change what serves.
+#[derive(Debug, clap::Args)]
+pub struct ChangeArgs {
+    /// Print the plan per host and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Wait this long for a held deploy lock instead of failing (such as `30s`, `5m`)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    lock_wait: Option<std::time::Duration>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum LockAction {
     /// Who holds the lock on each host, since when
@@ -168,24 +181,17 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Deploy {
             environment,
-            dry_run,
-            lock_wait,
-            version,
-            allow_dirty,
-            json: as_json,
+            release,
+            change,
         } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
             let options = crate::deploy::DeployOptions {
-                dry_run,
-                lock_wait,
-                build: crate::build::Options {
-                    version,
-                    allow_dirty,
-                    verbose: cli.verbose > 0,
-                },
+                dry_run: change.dry_run,
+                lock_wait: change.lock_wait,
+                build: release.options(cli.verbose),
             };
             let report = crate::deploy::deploy(&config, &options).await?;
-            if as_json {
+            if change.json {
                 crate::ui::out(&json(&report));
             }
             Ok(())
@@ -193,21 +199,16 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Rollback {
             environment,
             to,
-            dry_run,
-            lock_wait,
-            json: as_json,
+            change,
         } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
-            let report = crate::deploy::rollback(
-                &config,
-                &crate::deploy::RollbackOptions {
-                    to,
-                    dry_run,
-                    lock_wait,
-                },
-            )
-            .await?;
-            if as_json {
+            let options = crate::deploy::RollbackOptions {
+                to,
+                dry_run: change.dry_run,
+                lock_wait: change.lock_wait,
+            };
+            let report = crate::deploy::rollback(&config, &options).await?;
+            if change.json {
                 crate::ui::out(&json(&report));
             }
             Ok(())
@@ -339,22 +340,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Build {
             environment,
-            version,
-            allow_dirty,
-            json,
+            release,
+            json: as_json,
         } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
-            let options = crate::build::Options {
-                version,
-                allow_dirty,
-                verbose: cli.verbose > 0,
-            };
+            let options = release.options(cli.verbose);
             let image = crate::build::build_and_push(&config, &options).await?;
-            if json {
-                crate::ui::out(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&image).unwrap_or_default()
-                ));
+            if as_json {
+                crate::ui::out(&json(&image));
             } else {
                 crate::ui::out(&format!("{}@{}\n", image.reference, image.digest));
             }

@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use support::{App, Load, Testbed};
 
 fn units(tb: &Testbed, host: &support::TestHost, app: &str) -> String {
@@ -265,20 +262,8 @@ fn a_second_deploy_is_refused_with_the_holder_or_waits() {
         .success();
     app.set_hello_env(4131, "HELLO_START_DELAY = \"2\"");
 
-    let mut first = Command::new(env!("CARGO_BIN_EXE_shipit"))
-        .args(["deploy", "production", "--version", "2.0.0"])
-        .current_dir(app.path())
-        .env("SHIPIT_REGISTRY_PASSWORD", &tb.registry_password)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
-    // Wait until the first deploy holds the lock (it starts the new copies after taking it).
-    for line in lines.by_ref() {
-        if line.unwrap().contains("Started") {
-            break;
-        }
-    }
+    // Once the first deploy starts its new copies, it holds the lock.
+    let first = app.spawn_until(&["deploy", "production", "--version", "2.0.0"], "Started");
     let second = app
         .shipit(&["deploy", "production", "--version", "3.0.0"])
         .failure(6);
@@ -313,8 +298,8 @@ fn a_second_deploy_is_refused_with_the_holder_or_waits() {
         ])
         .success();
     assert!(waited.stderr.contains("Waiting"), "{}", waited.stderr);
-    for _ in lines {}
-    assert!(first.wait().unwrap().success());
+    let (status, stderr) = first.finish();
+    assert!(status.success(), "{stderr}");
     assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 3]);
     let status = app.shipit(&["lock", "status", "production"]).success();
     assert_eq!(
@@ -369,21 +354,8 @@ fn a_killed_deploy_is_converged_by_the_next_one() {
     let load = Load::start(&hosts, &app.domain, 2);
     for (version, after) in [("2.0.0", "Healthy"), ("3.0.0", "Switched")] {
         // SIGKILL at a step boundary: after the health gate, and after the switch.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shipit"))
-            .args(["deploy", "production", "--version", version])
-            .current_dir(app.path())
-            .env("SHIPIT_REGISTRY_PASSWORD", &tb.registry_password)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        for line in lines {
-            if line.unwrap().contains(after) {
-                break;
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        app.spawn_until(&["deploy", "production", "--version", version], after)
+            .kill();
 
         // The lock is left behind, and the next deploy takes it over (same machine, dead pid).
         let run = app

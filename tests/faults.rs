@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{App, Load, TestHost, Testbed};
@@ -436,30 +435,10 @@ fn an_ssh_cut_during_a_deploy_names_the_host_and_the_next_deploy_converges() {
     app.set_hello_env(4241, "HELLO_START_DELAY = \"1.5\"");
 
     let load = Load::start(&hosts, &app.domain, 2);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shipit"))
-        .args(["deploy", "production", "--version", "2.0.0"])
-        .current_dir(app.path())
-        .env("SHIPIT_REGISTRY_PASSWORD", &tb.registry_password)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = String::new();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        stderr.push_str(&line);
-        stderr.push('\n');
-        if line.contains("Started") {
-            break;
-        }
-    }
+    let run = app.spawn_until(&["deploy", "production", "--version", "2.0.0"], "Started");
     // Cut every SSH session of host 2 during the health gate (the test's own included).
     let _ = tb.sh(&hosts[1], "pkill -KILL -f '^sshd: root@'");
-    for line in lines {
-        stderr.push_str(&line.unwrap());
-        stderr.push('\n');
-    }
-    let status = child.wait().unwrap();
+    let (status, stderr) = run.finish();
     assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!("`{}`", hosts[1].dest)),

@@ -266,29 +266,14 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
     };
     target.config = config_hash(config, &secrets, &target)?;
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
-    let (fleet_ref, target_ref, secrets_ref) = (&fleet, &target, &secrets);
-    let result = locked(
-        &fleet,
+    let result = converge_locked(
         config,
-        "deploy",
+        &fleet,
+        &secrets,
+        Kind::Deploy,
         &target.release,
         options.lock_wait,
-        |held, switched| async move {
-            let states = states_under_lock(fleet_ref, config, &held).await?;
-            let plan =
-                plan::plan(config, target_ref, &states).map_err(|e| plan_error(config, e))?;
-            Run {
-                config,
-                fleet: fleet_ref,
-                states: &states,
-                secrets: secrets_ref,
-                switched,
-                kind: Kind::Deploy,
-            }
-            .converge(&plan)
-            .await?;
-            Ok(plan)
-        },
+        |_| Ok(target.clone()),
     )
     .await;
     fleet.close().await;
@@ -304,6 +289,49 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
         ),
     );
     Ok(report(plan, started))
+}
+
+/// Under the lock: read the hosts, choose the target, plan, and converge.
+async fn converge_locked<F>(
+    config: &Config,
+    fleet: &Fleet,
+    secrets: &Secrets,
+    kind: Kind,
+    label: &str,
+    lock_wait: Option<Duration>,
+    target_of: F,
+) -> Result<Plan, Error>
+where
+    F: FnOnce(&[(String, HostState)]) -> Result<ReleaseRef, Error>,
+{
+    let command = match kind {
+        Kind::Deploy => "deploy",
+        Kind::Rollback => "rollback",
+    };
+    locked(
+        fleet,
+        config,
+        command,
+        label,
+        lock_wait,
+        |held, switched| async move {
+            let states = states_under_lock(fleet, config, &held).await?;
+            let target = target_of(&states)?;
+            let plan = plan::plan(config, &target, &states).map_err(|e| plan_error(config, e))?;
+            Run {
+                config,
+                fleet,
+                states: &states,
+                secrets,
+                switched,
+                kind,
+            }
+            .converge(&plan)
+            .await?;
+            Ok(plan)
+        },
+    )
+    .await
 }
 
 pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Report, Error> {
@@ -329,29 +357,14 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         return result.map(|plan| report(plan, started));
     }
     let label = options.to.clone().unwrap_or_else(|| "previous".into());
-    let (fleet_ref, secrets_ref, target_of) = (&fleet, &secrets, &target_of);
-    let result = locked(
-        &fleet,
+    let result = converge_locked(
         config,
-        "rollback",
+        &fleet,
+        &secrets,
+        Kind::Rollback,
         &label,
         options.lock_wait,
-        |held, switched| async move {
-            let states = states_under_lock(fleet_ref, config, &held).await?;
-            let target = target_of(&states)?;
-            let plan = plan::plan(config, &target, &states).map_err(|e| plan_error(config, e))?;
-            Run {
-                config,
-                fleet: fleet_ref,
-                states: &states,
-                secrets: secrets_ref,
-                switched,
-                kind: Kind::Rollback,
-            }
-            .converge(&plan)
-            .await?;
-            Ok(plan)
-        },
+        target_of,
     )
     .await;
     fleet.close().await;

@@ -577,3 +577,58 @@ impl LoadReport {
         );
     }
 }
+
+/// A shipit run in the background, read line by line from its stderr.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub stderr: String,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+}
+
+impl App {
+    /// Start shipit with `args` and return once a line of its stderr contains `marker`.
+    pub fn spawn_until(&self, args: &[&str], marker: &str) -> Spawned {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shipit"))
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("SHIPIT_REGISTRY_PASSWORD")
+            .envs(&self.envs)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("shipit runs");
+        let mut spawned = Spawned {
+            stderr: String::new(),
+            lines: std::io::BufReader::new(child.stderr.take().unwrap()).lines(),
+            child,
+        };
+        while let Some(Ok(line)) = spawned.lines.next() {
+            spawned.stderr.push_str(&line);
+            spawned.stderr.push('\n');
+            if line.contains(marker) {
+                return spawned;
+            }
+        }
+        panic!(
+            "shipit ended before printing `{marker}`:\n{}",
+            spawned.stderr
+        );
+    }
+}
+
+impl Spawned {
+    /// Let it run to the end; its exit status and all it printed on stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        for line in self.lines.by_ref().map_while(Result::ok) {
+            self.stderr.push_str(&line);
+            self.stderr.push('\n');
+        }
+        (self.child.wait().unwrap(), self.stderr)
+    }
+
+    /// SIGKILL it.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
