@@ -30,28 +30,61 @@ pub struct Host {
     pub spec: HostSpec,
     session: Session,
     sudo: bool,
+    /// The master outlives this run (`ssh.persist`): closing leaves it for the next one.
+    persistent: bool,
 }
 
 impl Host {
-    /// Open the master connection to `spec`.
+    /// Open the master connection to `spec`, or reuse the one a recent run left open for
+    /// the same host and settings (`ssh.persist`).
     pub async fn connect(spec: &HostSpec, ssh: &Ssh) -> Result<Host, Error> {
         let span = info_span!("connect", host = %spec);
         async {
             let started = Instant::now();
+            let sudo = spec.user != "root";
+            let reuse = persisted_link(spec, ssh);
+            if let Some(link) = &reuse {
+                if let Ok(ctl) = std::fs::read_link(link) {
+                    let session = Session::resume_mux(ctl.into_boxed_path(), None);
+                    if session.check().await.is_ok() {
+                        debug!(
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "reused the master connection"
+                        );
+                        return Ok(Host {
+                            spec: spec.clone(),
+                            session,
+                            sudo,
+                            persistent: true,
+                        });
+                    }
+                    let _ = std::fs::remove_file(link);
+                }
+            }
             let mut b = SessionBuilder::default();
             b.user(spec.user.clone())
                 .port(spec.port)
                 .connect_timeout(ssh.connect_timeout)
                 .server_alive_interval(std::time::Duration::from_secs(5))
-                .control_directory(std::env::temp_dir())
-                // A killed shipit leaves no master behind for long.
-                .control_persist(ControlPersist::IdleFor(
-                    NonZeroUsize::MIN.saturating_add(29),
-                ))
                 .known_hosts_check(match ssh.known_hosts {
                     KnownHostsPolicy::Strict => KnownHosts::Strict,
                     KnownHostsPolicy::AcceptNew => KnownHosts::Add,
                 });
+            match &reuse {
+                Some(link) => {
+                    let secs = usize::try_from(ssh.persist.as_secs()).unwrap_or(usize::MAX);
+                    b.control_directory(link.parent().unwrap_or(link))
+                        .control_persist(ControlPersist::IdleFor(
+                            NonZeroUsize::new(secs).unwrap_or(NonZeroUsize::MIN),
+                        ));
+                }
+                None => {
+                    // A killed shipit leaves no master behind for long.
+                    b.control_directory(std::env::temp_dir()).control_persist(
+                        ControlPersist::IdleFor(NonZeroUsize::MIN.saturating_add(29)),
+                    );
+                }
+            }
             if let Some(identity) = &ssh.identity {
                 b.keyfile(identity);
             }
@@ -66,10 +99,28 @@ impl Host {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "connected"
             );
+            let session = match &reuse {
+                Some(link) => {
+                    // Keep the master for the next run: remember its socket under a name
+                    // derived from the host and the settings that authenticated it.
+                    let (ctl, log) = session.detach();
+                    let tmp = link.with_extension("new");
+                    let _ = std::fs::remove_file(&tmp);
+                    if std::os::unix::fs::symlink(&ctl, &tmp)
+                        .and_then(|()| std::fs::rename(&tmp, link))
+                        .is_err()
+                    {
+                        debug!("could not remember the master connection");
+                    }
+                    Session::resume_mux(ctl, log)
+                }
+                None => session,
+            };
             Ok(Host {
                 spec: spec.clone(),
                 session,
-                sudo: spec.user != "root",
+                sudo,
+                persistent: reuse.is_some(),
             })
         }
         .instrument(span)
@@ -140,10 +191,64 @@ impl Host {
         &self.session
     }
 
-    /// Close the master connection.
+    /// Close the master connection (a persistent one is left to expire on its own).
     pub async fn close(self) {
+        if self.persistent {
+            return;
+        }
         if let Err(e) = self.session.close().await {
             debug!(host = %self.spec, error = %e, "closing the master connection");
+        }
+    }
+}
+
+/// Where the master connection of `spec` with these settings is remembered, when masters
+/// persist: `~/.cache/shipit/ssh/cm-HASH` (the directory is private to the user).
+fn persisted_link(spec: &HostSpec, ssh: &Ssh) -> Option<std::path::PathBuf> {
+    use sha2::Digest;
+    if ssh.persist.is_zero() {
+        return None;
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    let dir = base.join("shipit").join("ssh");
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).ok()?;
+    }
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).ok()?;
+    let key = format!(
+        "{spec}\n{:?}\n{:?}\n{:?}",
+        ssh.identity, ssh.known_hosts, ssh.known_hosts_file
+    );
+    let hash = hex::encode(&sha2::Sha256::digest(key)[..8]);
+    Some(dir.join(format!("cm-{hash}")))
+}
+
+/// Remove what expired masters left in the control directory: the directories of masters
+/// that no longer listen (older than a minute, so a master being started is never touched)
+/// and links to them.
+fn sweep_expired_masters(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("cm-") && !path.exists() {
+            // A link whose master directory is gone.
+            let _ = std::fs::remove_file(&path);
+        } else if name.starts_with(".ssh-connection") && !path.join("master").exists() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+            if old {
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
     }
 }
@@ -206,6 +311,9 @@ impl Fleet {
     /// Connect to every host in parallel; fails, naming each host that could not be reached,
     /// before anything runs anywhere.
     pub async fn connect(hosts: &[HostSpec], ssh: &Ssh) -> Result<Fleet, Error> {
+        if let Some(link) = hosts.first().and_then(|h| persisted_link(h, ssh)) {
+            sweep_expired_masters(link.parent().unwrap_or(&link));
+        }
         let results = each_bounded(hosts.to_vec(), ssh.max_parallel, |spec| async move {
             Host::connect(&spec, ssh).await
         })

@@ -125,6 +125,10 @@ pub struct Ssh {
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     pub max_parallel: usize,
+    /// How long a master connection stays open after a run for the next one to reuse
+    /// (like Ansible's ControlPersist); zero closes it at the end of each run.
+    #[serde(with = "humantime_serde")]
+    pub persist: Duration,
 }
 
 #[derive(Clone, Debug, Serialize)]

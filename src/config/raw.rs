@@ -147,6 +147,7 @@ raw_table!(RawSsh {
     known_hosts_file: Val<String>,
     connect_timeout: Val<String>,
     max_parallel: Val<i64>,
+    persist: Val<String>,
 });
 
 raw_table!(RawTls {

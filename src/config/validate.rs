@@ -682,12 +682,19 @@ fn check_ssh(c: &mut Checker<'_>, r: raw::RawSsh) -> Option<Ssh> {
         Duration::from_secs(10),
     );
     let max_parallel = c.count(&r.max_parallel, "ssh.max_parallel", 1..=256, 10);
+    let persist = c.duration_from(
+        &r.persist,
+        "ssh.persist",
+        Duration::from_secs(60),
+        Duration::ZERO,
+    );
     Some(Ssh {
         identity: identity?,
         known_hosts: known_hosts?,
         known_hosts_file: known_hosts_file?,
         connect_timeout,
         max_parallel,
+        persist,
     })
 }
 
@@ -949,7 +956,7 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         assert_eq!(
             errors(BASE, &env),
             [
-                "environments/production.toml:4:1: unknown key `banana`\n  help: the keys here are `identity`, `known_hosts`, `known_hosts_file`, `connect_timeout`, `max_parallel`"
+                "environments/production.toml:4:1: unknown key `banana`\n  help: the keys here are `identity`, `known_hosts`, `known_hosts_file`, `connect_timeout`, `max_parallel`, `persist`"
             ]
         );
     }

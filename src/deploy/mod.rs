@@ -625,10 +625,17 @@ impl<'a> Run<'a> {
             Kind::Deploy => Outcome::Deployed,
             Kind::Rollback => Outcome::RolledBack,
         };
-        tokio::join!(
-            self.record(&all, target, outcome, None),
-            self.prune(&all, target)
-        );
+        match self.kind {
+            // A deploy may have pulled an image: drop those beyond `retain`.
+            Kind::Deploy => {
+                tokio::join!(
+                    self.record(&all, target, outcome, None),
+                    self.prune(&all, target)
+                );
+            }
+            // A rollback pulls nothing new, at most a retained image.
+            Kind::Rollback => self.record(&all, target, outcome, None).await,
+        }
         if self.config.deploy.keep_previous == KeepPrevious::Stop {
             self.stop_previous(&changing).await;
         }
