@@ -43,23 +43,24 @@ impl Host {
             let started = Instant::now();
             let sudo = spec.user != "root";
             let reuse = persisted_link(spec, ssh);
-            if let Some(link) = &reuse {
-                if let Ok(ctl) = std::fs::read_link(link) {
-                    let session = Session::resume_mux(ctl.into_boxed_path(), None);
-                    if session.check().await.is_ok() {
-                        debug!(
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "reused the master connection"
-                        );
-                        return Ok(Host {
-                            spec: spec.clone(),
-                            session,
-                            sudo,
-                            persistent: true,
-                        });
-                    }
-                    let _ = std::fs::remove_file(link);
+            if let Some((link, ctl)) = reuse
+                .as_ref()
+                .and_then(|l| Some((l, std::fs::read_link(l).ok()?)))
+            {
+                let session = Session::resume_mux(ctl.into_boxed_path(), None);
+                if session.check().await.is_ok() {
+                    debug!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "reused the master connection"
+                    );
+                    return Ok(Host {
+                        spec: spec.clone(),
+                        session,
+                        sudo,
+                        persistent: true,
+                    });
                 }
+                let _ = std::fs::remove_file(link);
             }
             let mut b = SessionBuilder::default();
             b.user(spec.user.clone())
