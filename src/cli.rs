@@ -102,6 +102,26 @@ pub enum Command {
         #[command(subcommand)]
         action: LockAction,
     },
+    /// Create shipit.toml, environments/production.toml and staging.toml, a Dockerfile.production
+    /// (unless there is one) and a .dockerignore, with comments; never overwrites
+    #[command(after_help = "Example:\n  shipit init --app web-shop")]
+    Init {
+        /// The app's name (default: the directory's name)
+        #[arg(long, value_name = "NAME")]
+        app: Option<String>,
+    },
+    /// Which secrets an environment needs and whether each is set (values are never shown)
+    #[command(after_help = "Example:\n  shipit secrets check production")]
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
+    /// Print a shell completion script
+    #[command(after_help = "Example:\n  shipit completions bash > /etc/bash_completion.d/shipit")]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff)
+    #[command(after_help = "Example:\n  shipit man > /usr/local/share/man/man1/shipit.1")]
+    Man,
     /// Render, validate and install nginx, systemd and logrotate configs on every host
     #[command(
         after_help = "Examples:\n  shipit provision production\n  shipit provision production --dry-run"
@@ -147,6 +167,16 @@ pub struct ChangeArgs {
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Say which secrets are missing, without printing any value
+    Check {
+        environment: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +241,67 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             if change.json {
                 crate::ui::out(&json(&report));
             }
+            Ok(())
+        }
+        Command::Init { app } => {
+            let dir = &cli.app_dir;
+            let name = match app {
+                Some(name) => name,
+                None => std::fs::canonicalize(dir)
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_lowercase()))
+                    .unwrap_or_else(|| "app".into()),
+            };
+            crate::init::init(dir, &name)
+        }
+        Command::Secrets {
+            action:
+                SecretsAction::Check {
+                    environment,
+                    json: as_json,
+                },
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            let states = crate::show::secrets(&config)?;
+            if as_json {
+                crate::ui::out(&json(&states));
+            } else {
+                for s in &states {
+                    let state = s
+                        .source
+                        .as_ref()
+                        .map_or("MISSING".to_owned(), |src| format!("set, from {src}"));
+                    crate::ui::out(&format!("{}: {state}\n", s.name));
+                }
+            }
+            let missing: Vec<String> = states
+                .into_iter()
+                .filter(|s| s.source.is_none())
+                .map(|s| s.name)
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::SecretsMissing { names: missing })
+            }
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "shipit", &mut out);
+            crate::ui::out(&String::from_utf8_lossy(&out));
+            Ok(())
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut out)
+                .map_err(|source| Error::Write {
+                    path: "stdout".into(),
+                    source,
+                })?;
+            crate::ui::out(&String::from_utf8_lossy(&out));
             Ok(())
         }
         Command::Status {

@@ -203,6 +203,17 @@ pub enum Error {
     #[error("secret{} missing: {}\n  help: export each, or add it to `{}`", if names.len() == 1 { "" } else { "s" }, names.join(", "), dotenv.display())]
     MissingSecrets { names: Vec<String>, dotenv: PathBuf },
 
+    #[error("refusing to overwrite {}\n  help: move them away, or edit them instead of running `shipit init`", files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "))]
+    InitExists { files: Vec<String> },
+
+    #[error(
+        "app name `{name}` is not valid\n  help: use a lowercase letter, then lowercase letters, digits or `-`, such as `web-shop`"
+    )]
+    InitName { name: String },
+
+    #[error("secret{} missing: {}", if names.len() == 1 { "" } else { "s" }, names.join(", "))]
+    SecretsMissing { names: Vec<String> },
+
     #[error("failed to write `{}`: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -260,7 +271,10 @@ impl Error {
             | Error::NeedsConfirmation { .. } => 2,
             Error::HealthGate(_) | Error::VerifyFailed { .. } | Error::SwitchFailed { .. } => 7,
             Error::Interrupted { .. } => 130,
-            Error::MissingSecrets { .. } => 2,
+            Error::MissingSecrets { .. }
+            | Error::InitExists { .. }
+            | Error::InitName { .. }
+            | Error::SecretsMissing { .. } => 2,
             Error::Remote { .. }
             | Error::Protocol { .. }
             | Error::Read { .. }

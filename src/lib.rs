@@ -16,6 +16,7 @@ pub mod config;
 pub mod deploy;
 pub mod docker;
 pub mod error;
+pub mod init;
 pub mod layout;
 pub mod lock;
 pub mod model;

@@ -43,3 +43,27 @@ pub fn config(config: &Config, json: bool) -> Result<String, Error> {
         message,
     })
 }
+
+/// One secret the configuration needs, and where its value comes from (never the value).
+#[derive(Debug, Serialize)]
+pub struct SecretState {
+    pub name: String,
+    /// `None` when it is missing.
+    pub source: Option<String>,
+}
+
+/// Every secret `config` needs: the container's and the registry password.
+pub fn secrets(config: &Config) -> Result<Vec<SecretState>, Error> {
+    let sources = Secrets::load(&config.app_dir)?;
+    let mut names: Vec<&str> = config.env.secret.iter().map(String::as_str).collect();
+    if let Some(r) = &config.registry {
+        names.push(&r.password_env);
+    }
+    Ok(names
+        .into_iter()
+        .map(|name| SecretState {
+            name: name.to_owned(),
+            source: sources.get(name).map(|(_, source)| source.to_string()),
+        })
+        .collect())
+}
