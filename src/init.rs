@@ -97,7 +97,7 @@ pub fn init(dir: &Path, app: &str) -> Result<(), Error> {
     let existing: Vec<String> = files
         .iter()
         .map(|(rel, _)| *rel)
-        .filter(|rel| dir.join(rel).exists() && !(*rel == "Dockerfile.production"))
+        .filter(|rel| dir.join(rel).exists() && *rel != "Dockerfile.production")
         .map(str::to_owned)
         .collect();
     if !existing.is_empty() {
