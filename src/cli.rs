@@ -116,6 +116,28 @@ pub enum Command {
         #[command(subcommand)]
         action: SecretsAction,
     },
+    /// Stream the live colour's logs from every host, prefixed by host
+    #[command(
+        after_help = "Examples:\n  shipit logs production\n  shipit logs production --follow --lines 20"
+    )]
+    Logs {
+        environment: String,
+        /// Keep printing new lines until interrupted
+        #[arg(short, long)]
+        follow: bool,
+        /// How many past lines per host
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: u32,
+    },
+    /// Serve a maintenance page from nginx (`on`), or the app again (`off`)
+    #[command(
+        after_help = "Examples:\n  shipit maintenance on production\n  shipit maintenance off production\n\nA templates/maintenance.html in the app replaces the default page."
+    )]
+    Maintenance {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        environment: String,
+    },
     /// Print a shell completion script
     #[command(after_help = "Example:\n  shipit completions bash > /etc/bash_completion.d/shipit")]
     Completions { shell: clap_complete::Shell },
@@ -284,6 +306,18 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             } else {
                 Err(Error::SecretsMissing { names: missing })
             }
+        }
+        Command::Logs {
+            environment,
+            follow,
+            lines,
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            crate::operate::logs(&config, lines, follow).await
+        }
+        Command::Maintenance { state, environment } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            crate::operate::maintenance(&config, state == "on").await
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -20,6 +20,7 @@ pub mod init;
 pub mod layout;
 pub mod lock;
 pub mod model;
+pub mod operate;
 pub mod probe;
 pub mod provision;
 pub mod remote;

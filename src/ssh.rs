@@ -167,6 +167,35 @@ impl Host {
         .await
     }
 
+    /// Run `cmd` and hand each line of its stdout to `on_line` as it comes (for `logs
+    /// --follow`); ends when the command does.
+    pub async fn stream_lines(
+        &self,
+        cmd: &RemoteCommand,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<(), Error> {
+        use tokio::io::AsyncBufReadExt;
+        let transport = |e: &dyn std::fmt::Display| Error::Transport {
+            host: self.spec.to_string(),
+            command: cmd.to_string(),
+            message: e.to_string(),
+        };
+        let mut command = self.session.raw_command(cmd.command_line(self.sudo));
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().await.map_err(|e| transport(&e))?;
+        if let Some(stdout) = child.stdout().take() {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Some(line) = lines.next_line().await.map_err(|e| transport(&e))? {
+                on_line(&line);
+            }
+        }
+        child.wait().await.map_err(|e| transport(&e))?;
+        Ok(())
+    }
+
     /// Run `cmd` and return its stdout; a non-zero exit becomes [`Error::Remote`].
     pub async fn check(&self, cmd: &RemoteCommand) -> Result<Vec<u8>, Error> {
         let out = self.run(cmd).await?;

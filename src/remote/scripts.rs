@@ -259,8 +259,26 @@ exit 1
 /// Stop units `$@` and keep them from starting at boot.
 pub const STOP: &str = r#"systemctl disable --quiet --now -- "$@""#;
 
-/// The last 50 lines a unit `$1` logged (the container's output).
+/// The last `$2` lines a unit `$1` logged (the container's output).
 pub const LOGS: &str = r#"journalctl -u "$1" -n "${2:-50}" --no-pager -o cat 2>&1"#;
+
+/// The last `$2` lines of unit `$1`, then what it logs from now on.
+pub const FOLLOW_LOGS: &str = r#"exec journalctl -u "$1" -n "$2" --no-pager -o cat -f"#;
+
+/// Maintenance on: `$1` the page (HTML on stdin) and `$2` the flag nginx tests per request.
+/// Both written beside their target and renamed; no reload is needed.
+pub const MAINTENANCE_ON: &str = r#"
+set -e
+umask 022
+mkdir -p -- "$(dirname -- "$1")"
+cat > "$1.shipit-tmp~"
+mv -f -- "$1.shipit-tmp~" "$1"
+: > "$2.shipit-tmp~"
+mv -f -- "$2.shipit-tmp~" "$2"
+"#;
+
+/// Maintenance off: remove the flag `$1`.
+pub const MAINTENANCE_OFF: &str = r#"rm -f -- "$1""#;
 
 /// Append a line `$2` to the history file `$1`.
 pub const RECORD: &str = r#"

@@ -1,0 +1,105 @@
+//! Day-to-day operations on a running environment: `shipit logs` and `shipit maintenance`.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::layout;
+use crate::remote::{RemoteCommand, scripts};
+use crate::ssh::{Fleet, Host};
+use crate::templates;
+use crate::ui;
+
+/// The default maintenance page; a `templates/maintenance.html` in the app overrides it.
+pub const MAINTENANCE_PAGE: &str = include_str!("../templates/maintenance.html");
+
+/// Print the live colour's logs of every host, each line prefixed by its host; with `follow`,
+/// keep printing until interrupted.
+pub async fn logs(config: &Config, lines: u32, follow: bool) -> Result<(), Error> {
+    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+    let result = async {
+        let states = crate::deploy::observe(&fleet, config).await?;
+        let width = fleet
+            .hosts
+            .iter()
+            .map(|h| h.spec.to_string().len())
+            .max()
+            .unwrap_or(0);
+        let streams = fleet.hosts.iter().zip(&states).map(|(host, (_, state))| {
+            let host: Arc<Host> = Arc::clone(host);
+            let live = state.live(config);
+            async move {
+                let Some(colour) = live else {
+                    ui::out(&format!(
+                        "{:<width$} | (no live colour: nothing deployed yet)\n",
+                        host.spec.to_string()
+                    ));
+                    return Ok(());
+                };
+                let unit = templates::unit_instance(&config.app, colour);
+                let script = if follow {
+                    scripts::FOLLOW_LOGS
+                } else {
+                    scripts::LOGS
+                };
+                let cmd = RemoteCommand::new(format!("logs of {unit}"), script)
+                    .arg(unit)
+                    .arg(lines.to_string());
+                let prefix = format!("{:<width$} |", host.spec.to_string());
+                host.stream_lines(&cmd, |line| ui::out(&format!("{prefix} {line}\n")))
+                    .await
+            }
+        });
+        let results = futures::future::join_all(streams).await;
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, Error>>()
+            .map(|_| ())
+    }
+    .await;
+    fleet.close().await;
+    result
+}
+
+/// Serve the maintenance page from every host's nginx (`on`), or the app again (`off`).
+/// Switching is a file that nginx tests per request: no reload, no dropped connection.
+pub async fn maintenance(config: &Config, on: bool) -> Result<(), Error> {
+    let page = match std::fs::read_to_string(config.app_dir.join("templates/maintenance.html")) {
+        Ok(page) => page,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MAINTENANCE_PAGE.to_owned(),
+        Err(source) => {
+            return Err(Error::Read {
+                path: config.app_dir.join("templates/maintenance.html"),
+                source,
+            });
+        }
+    };
+    let dir = layout::config_dir(&config.app);
+    let flag = format!("{dir}/maintenance.on");
+    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+    let results = fleet
+        .each(|host| {
+            let cmd = if on {
+                RemoteCommand::new("maintenance on", scripts::MAINTENANCE_ON)
+                    .arg(format!("{dir}/maintenance.html"))
+                    .arg(flag.clone())
+                    .stdin(page.clone())
+            } else {
+                RemoteCommand::new("maintenance off", scripts::MAINTENANCE_OFF).arg(flag.clone())
+            };
+            async move { host.check(&cmd).await }
+        })
+        .await;
+    fleet.close().await;
+    results.into_iter().collect::<Result<Vec<_>, Error>>()?;
+    ui::status(
+        if on { "Maintenance" } else { "Serving" },
+        &format!(
+            "{} on {} host{}",
+            if on { "page served" } else { "the app again" },
+            config.hosts.len(),
+            if config.hosts.len() == 1 { "" } else { "s" }
+        ),
+    );
+    Ok(())
+}

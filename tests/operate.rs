@@ -1,0 +1,136 @@
+//! Day-to-day operations on the real testbed: logs, maintenance page, init, secrets check.
+
+mod support;
+
+use support::{App, Testbed};
+
+#[test]
+fn logs_come_from_every_host_prefixed_by_it() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-logs", &hosts, 4301, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    let run = app
+        .shipit(&["logs", "production", "--lines", "5"])
+        .success();
+    for h in &hosts {
+        let mine: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(&h.dest))
+            .collect();
+        assert!(!mine.is_empty() && mine.len() <= 5, "{}", run.stdout);
+        assert!(
+            mine.iter().any(|l| l.contains("GET /health 200")),
+            "{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn maintenance_serves_a_page_without_a_reload_and_deploys_still_verify() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-maint", &hosts, 4311, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    let workers =
+        |h: &support::TestHost| tb.sh_ok(h, "pgrep -f '^nginx: worker' | sort | tr '\\n' ' '");
+    let before: Vec<String> = hosts.iter().map(workers).collect();
+
+    app.shipit(&["maintenance", "on", "production"]).success();
+    for h in &hosts {
+        let (status, head, body) = tb.http_get(h, &app.domain, "/version");
+        assert_eq!(status, 503, "{head}");
+        assert!(body.contains("Down for maintenance"), "{body}");
+        assert!(
+            head.contains("X-Frame-Options: DENY"),
+            "security headers stay on: {head}"
+        );
+    }
+    assert_eq!(
+        before,
+        hosts.iter().map(workers).collect::<Vec<_>>(),
+        "maintenance reloaded nginx"
+    );
+
+    // shipit's own checks pass the page, so a deploy during maintenance verifies.
+    app.shipit(&["deploy", "production", "--version", "2.0.0"])
+        .success();
+    assert_eq!(
+        tb.http_get(&hosts[0], &app.domain, "/version").0,
+        503,
+        "still in maintenance"
+    );
+
+    app.shipit(&["maintenance", "off", "production"]).success();
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 2]);
+}
+
+#[test]
+fn init_scaffolds_a_valid_app_and_secrets_check_names_what_is_missing() {
+    let tb = Testbed::from_env();
+    let app = App::new(&tb, "t-init", &tb.hosts(1));
+    let dir = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_shipit"))
+        .args(["-C"])
+        .arg(dir.path())
+        .args(["init", "--app", "web-shop"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for f in [
+        "shipit.toml",
+        "environments/production.toml",
+        "environments/staging.toml",
+        "Dockerfile.production",
+        ".dockerignore",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f}");
+    }
+    let config = std::process::Command::new(env!("CARGO_BIN_EXE_shipit"))
+        .arg("-C")
+        .arg(dir.path())
+        .args(["config", "staging"])
+        .output()
+        .unwrap();
+    assert!(
+        config.status.success(),
+        "{}",
+        String::from_utf8_lossy(&config.stderr)
+    );
+
+    // secrets check: set, from where; missing, by name; never a value.
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    app.file(
+        "shipit.toml",
+        &format!("{text}\n[env]\nsecret = [\"DATABASE_URL\", \"API_KEY\"]\n"),
+    );
+    app.file(".env", "DATABASE_URL=postgres://u:hunter2@db/app\n");
+    let run = app.shipit(&["secrets", "check", "production"]).failure(2);
+    assert!(
+        run.stdout
+            .contains("DATABASE_URL: set, from `DATABASE_URL` in .env"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("API_KEY: MISSING"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("SHIPIT_REGISTRY_PASSWORD: set, from environment variable"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("secret missing: API_KEY"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"));
+}
