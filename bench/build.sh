@@ -17,10 +17,10 @@ for i in $(seq "$runs"); do
   git -C "$work/app" -c user.email=b@b -c user.name=b add -A
   git -C "$work/app" -c user.email=b@b -c user.name=b commit -qm "run $i"
   t=$(now_ns); "$shipit" -q -C "$work/app" build bench --json > "$work/out"
-  echo "$(secs $(( $(now_ns) - t )))" >> "$work/cold"
+  secs $(( $(now_ns) - t )) >> "$work/cold"
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers_pushed"])' "$work/out" >> "$work/cold-layers"
   t=$(now_ns); "$shipit" -q -C "$work/app" build bench --json > "$work/out"
-  echo "$(secs $(( $(now_ns) - t )))" >> "$work/warm"
+  secs $(( $(now_ns) - t )) >> "$work/warm"
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers_pushed"])' "$work/out" >> "$work/warm-layers"
 done
 cold=$(median < "$work/cold"); warm=$(median < "$work/warm")

@@ -49,17 +49,17 @@ floor_once green 5302   # warm-up: the image is pulled
 : > "$work/a"; : > "$work/b"; : > "$work/c"; : > "$work/d"; : > "$work/e"
 for i in $(seq "$runs"); do
   if (( i % 2 )); then c=blue p=5301; else c=green p=5302; fi
-  t=$(now_ns); floor_once $c $p; echo "$(secs $(( $(now_ns) - t )))" >> "$work/a"
+  t=$(now_ns); floor_once $c $p; secs $(( $(now_ns) - t )) >> "$work/a"
 
   v=$(( i % 2 ? 1 : 2 )).0.0
-  t=$(now_ns); "$shipit" -q -C "$work/one" deploy bench --version "$v"; echo "$(secs $(( $(now_ns) - t )))" >> "$work/b"
+  t=$(now_ns); "$shipit" -q -C "$work/one" deploy bench --version "$v"; secs $(( $(now_ns) - t )) >> "$work/b"
 
   t=$(now_ns)
   /usr/bin/time -f '%M' -o "$work/rss" "$shipit" -q -C "$work/ten" deploy bench --version "$v"
-  echo "$(secs $(( $(now_ns) - t )))" >> "$work/c"
+  secs $(( $(now_ns) - t )) >> "$work/c"
   echo $(( $(tail -n 1 "$work/rss") / 1024 )) >> "$work/e"
 
-  t=$(now_ns); "$shipit" -q -C "$work/ten" rollback bench; echo "$(secs $(( $(now_ns) - t )))" >> "$work/d"
+  t=$(now_ns); "$shipit" -q -C "$work/ten" rollback bench; secs $(( $(now_ns) - t )) >> "$work/d"
   "$shipit" -q -C "$work/ten" rollback bench   # back to $v, for the next round's deploy
 done
 

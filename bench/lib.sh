@@ -16,11 +16,12 @@ bench_setup() {
   . "$state/env.sh"
   bash examples/hello/build.sh >&2
   cargo build --release --quiet --bin shipit
+  # shellcheck disable=SC2034 # used by the scripts that source this file
   shipit=$PWD/target/release/shipit
 }
 
 now_ns() { date +%s%N; }
-secs() { awk -v ns="$1" 'BEGIN { printf "%.3f", ns / 1e9 }'; }
+secs() { awk -v ns="$1" 'BEGIN { printf "%.3f\n", ns / 1e9 }'; }
 
 # median of numbers on stdin
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }

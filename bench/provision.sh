@@ -2,15 +2,15 @@
 # bench/provision.sh [N]: `shipit provision` against the same work done by a well-tuned Ansible
 # playbook (bench/ansible/provision.yml), on the same N testbed hosts (default 3), in one run.
 #
-# Both start from clean each time (both apps' files wiped, as tests/support/mod.rs
-# `Testbed::wipe` does): shipit first run, shipit re-run (must change nothing), Ansible first
-# run, Ansible re-run (changed=0 on every host); 3 repetitions, median wall-clock times. After
-# each first run every host's nginx must serve the new site; after an untimed warm-up of both,
-# both sites must answer side by side and the files of both apps must be the same, names aside
-# (contents, modes, owners: the Jinja2 copies must render what shipit's templates do). Each
-# timed run opens its own SSH connections, as shipit does: Ansible's ControlPersist masters are
-# closed before each timed run. A third Ansible figure, the re-run with the masters of the run
-# before still open (a developer re-running within 60 s), is reported on the side.
+# For each tool, from clean (both apps' files wiped, as tests/support/mod.rs `Testbed::wipe`
+# does) and with no SSH master open: the first run; the re-run right after it (shipit: must
+# print `0 changes, nothing reloaded`; Ansible: changed=0 on every host), which may use the
+# SSH masters the first run left open (Ansible's ControlPersist=60s; shipit's own, if this
+# version keeps them); and, on the side, a re-run with every master closed first. 3
+# repetitions, medians of wall-clock times. After each first run every host's nginx must
+# serve the new site. After an untimed warm-up of both, both sites must answer side by side
+# and both apps' files must be the same, names aside (contents, modes, owners: the Jinja2
+# copies must render what shipit's templates do).
 #
 # Prints a table and the ratios, writes the figures to $SHIPIT_TESTBED_DIR/bench-provision.json.
 # Leaves the testbed up (N hosts) and both apps' files wiped.
@@ -23,6 +23,9 @@ readonly REPS=3
 readonly SHIPIT_APP=bench-shipit
 readonly ANSIBLE_APP=bench-ansible
 readonly ENV_NAME=bench
+# The files `shipit provision` manages on a host (src/templates.rs `render_all`): a first run
+# from clean changes all of them. The playbook and the files compared below list the same.
+readonly FILES_PER_HOST=4
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 readonly ROOT
@@ -38,18 +41,25 @@ N=${1:-3}
 (($# <= 1)) || die "usage: bash bench/provision.sh [N]"
 
 WORK=''
-# close_masters: end the SSH masters Ansible left running (ControlPersist), by their sockets.
+# close_masters: end the SSH masters either tool left running (Ansible's ControlPersist under
+# $WORK/cp; shipit's, when it keeps them between runs, under its XDG_CACHE_HOME $WORK/xdg).
 close_masters() {
   local sock
-  for sock in "$WORK"/cp/*; do
-    [[ -S $sock ]] || continue
+  while IFS= read -r -d '' sock; do
     ssh -o ControlPath="$sock" -O exit placeholder >/dev/null 2>&1 || true
-  done
+  done < <(find "$WORK/cp" "$WORK/xdg" -type s -print0 2>/dev/null)
 }
+# open_masters: how many master sockets are open.
+open_masters() { find "$WORK/cp" "$WORK/xdg" -type s 2>/dev/null | wc -l; }
 cleanup() {
+  local rc=$?
   [[ -n $WORK ]] || return 0
   close_masters
-  rm -rf -- "$WORK"
+  if ((rc == 0)); then
+    rm -rf -- "$WORK"
+  else
+    log "logs of the runs kept in $WORK"
+  fi
 }
 trap cleanup EXIT
 
@@ -87,8 +97,22 @@ log "cargo build --release --bin shipit"
 SHIPIT=${CARGO_TARGET_DIR:-$ROOT/target}/release/shipit
 [[ $SHIPIT == /* ]] || SHIPIT=$ROOT/$SHIPIT
 [[ -x $SHIPIT ]] || die "$SHIPIT is missing after the build"
+# What was measured: the commit, and whether the build had uncommitted changes.
+SHIPIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || SHIPIT_REV=unknown
+if [[ -n $(git -C "$ROOT" status --porcelain -- src templates Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+  SHIPIT_REV+=" with uncommitted changes"
+fi
+readonly SHIPIT_REV
 
 WORK=$(mktemp -d /tmp/shipit-bench.XXXXXX)
+
+# The playbook's Jinja2 templates are made from shipit's own Tera templates at each run, so
+# they cannot drift: the only differences are Tera's `self::` macro calls and its named
+# `endmacro NAME`.
+for t in nginx.conf app.service logrotate; do
+  sed -e 's/self:://g' -e 's/endmacro [a-z_]*/endmacro/' "$ROOT/templates/$t.tera" \
+    >"$ROOT/bench/ansible/templates/$t.j2"
+done
 
 # host_port I: the ssh port of host I (0-based), from root@127.0.0.1:PORT.
 host_port() { printf '%s' "${HOSTS[$1]##*:}"; }
@@ -98,7 +122,7 @@ on_host() {
   local dest=${HOSTS[$1]}
   ssh -i "$SHIPIT_TESTBED_KEY" -o IdentitiesOnly=yes -o BatchMode=yes \
     -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$SHIPIT_TESTBED_KNOWN_HOSTS" \
-    -o ConnectTimeout=5 -o LogLevel=ERROR -p "${dest##*:}" "${dest%@*}@127.0.0.1" "$2" </dev/null
+    -o ConnectTimeout=5 -o LogLevel=ERROR -p "${dest##*:}" "${dest%:*}" "$2" </dev/null
 }
 
 # on_all CMD: run CMD on every host in parallel; fails when any host fails (output in $WORK).
@@ -189,7 +213,7 @@ INVENTORY=$WORK/inventory.ini
   printf "ansible_ssh_common_args='-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes'\n" \
     "$SHIPIT_TESTBED_KNOWN_HOSTS"
 } >"$INVENTORY"
-mkdir -p "$WORK/cp" "$WORK/ansible-tmp"
+mkdir -p "$WORK/cp" "$WORK/xdg" "$WORK/ansible-tmp"
 export ANSIBLE_CONFIG=$ROOT/bench/ansible/ansible.cfg
 export ANSIBLE_SSH_CONTROL_PATH_DIR=$WORK/cp
 export ANSIBLE_LOCAL_TEMP=$WORK/ansible-tmp
@@ -243,7 +267,7 @@ timed() {
   fi
 }
 
-shipit_provision() { (cd "$APP_DIR" && "$SHIPIT" provision "$ENV_NAME"); }
+shipit_provision() { (cd "$APP_DIR" && XDG_CACHE_HOME=$WORK/xdg "$SHIPIT" provision "$ENV_NAME"); }
 ansible_provision() {
   "$VENV/bin/ansible-playbook" --forks "$N" -i "$INVENTORY" "$ROOT/bench/ansible/provision.yml"
 }
@@ -275,8 +299,6 @@ check_recap() {
   done < <(recap "$log")
   ((seen == N)) || die "ansible: the recap lists $seen hosts, expected $N; see $log"
 }
-
-SHIPIT_FIRST=() SHIPIT_RERUN=() ANSIBLE_FIRST=() ANSIBLE_RERUN=() ANSIBLE_WARM=()
 
 # Untimed warm-up: the page cache holds both tools, and every host has its Docker login (the
 # wipe, like Testbed::wipe, leaves it: the timed runs find it and skip the login alike).
@@ -313,36 +335,50 @@ for ((i = 0; i < N; i++)); do
   fi
 done
 
-for ((rep = 1; rep <= REPS; rep++)); do
-  log "repetition $rep of $REPS: shipit"
-  wipe
-  timed "$WORK/shipit-first.$rep.log" shipit_provision
-  SHIPIT_FIRST+=("$(secs "$LAST_NS")")
-  grep -Eq "Provisioned $N hosts? in [0-9.]+s: $((4 * N)) changes" "$WORK/shipit-first.$rep.log" ||
-    die "shipit's first run did not change 4 files on each host: $(tail -n 3 "$WORK/shipit-first.$rep.log")"
-  check_site "$SHIPIT_APP.test"
-  timed "$WORK/shipit-rerun.$rep.log" shipit_provision
-  SHIPIT_RERUN+=("$(secs "$LAST_NS")")
-  grep -q '0 changes, nothing reloaded' "$WORK/shipit-rerun.$rep.log" ||
-    die "shipit re-run changed something: $(tail -n 3 "$WORK/shipit-rerun.$rep.log")"
+# check_shipit LOG first|rerun: a first run changed every managed file on every host, a re-run
+# nothing.
+check_shipit() {
+  if [[ $2 == first ]]; then
+    grep -Eq "Provisioned $N hosts? in [0-9.]+s: $((FILES_PER_HOST * N)) changes" "$1" ||
+      die "shipit's first run did not change $FILES_PER_HOST files on each host: $(tail -n 3 "$1")"
+  else
+    grep -q '0 changes, nothing reloaded' "$1" ||
+      die "shipit's re-run changed something: $(tail -n 3 "$1")"
+  fi
+}
+check_ansible() { check_recap "$@"; }
 
-  log "repetition $rep of $REPS: ansible"
+# measure TOOL APP REP: from clean and without SSH masters, the first run; then the re-run
+# right after it (with the masters the first run left open, when the tool keeps them: Ansible
+# does for 60 s); then a re-run without masters. Appends the times to TOOL_first, TOOL_rerun
+# and TOOL_cold.
+declare -A KEPT_MASTERS=()
+shipit_first=() shipit_rerun=() shipit_cold=() ansible_first=() ansible_rerun=() ansible_cold=()
+measure() {
+  local tool=$1 app=$2 rep=$3
+  local -n first=${tool}_first rerun=${tool}_rerun cold=${tool}_cold
   wipe
   close_masters
-  timed "$WORK/ansible-first.$rep.log" ansible_provision
-  ANSIBLE_FIRST+=("$(secs "$LAST_NS")")
-  check_recap "$WORK/ansible-first.$rep.log" first
-  check_site "$ANSIBLE_APP.test"
+  timed "$WORK/$tool-first.$rep.log" "${tool}_provision"
+  first+=("$(secs "$LAST_NS")")
+  "check_$tool" "$WORK/$tool-first.$rep.log" first
+  check_site "$app.test"
+  KEPT_MASTERS[$tool]=$(open_masters)
+  timed "$WORK/$tool-rerun.$rep.log" "${tool}_provision"
+  rerun+=("$(secs "$LAST_NS")")
+  "check_$tool" "$WORK/$tool-rerun.$rep.log" rerun
   close_masters
-  timed "$WORK/ansible-rerun.$rep.log" ansible_provision
-  ANSIBLE_RERUN+=("$(secs "$LAST_NS")")
-  check_recap "$WORK/ansible-rerun.$rep.log" rerun
-  # The masters of the re-run are still open: the warm figure.
-  timed "$WORK/ansible-warm.$rep.log" ansible_provision
-  ANSIBLE_WARM+=("$(secs "$LAST_NS")")
-  check_recap "$WORK/ansible-warm.$rep.log" rerun
+  timed "$WORK/$tool-cold.$rep.log" "${tool}_provision"
+  cold+=("$(secs "$LAST_NS")")
+  "check_$tool" "$WORK/$tool-cold.$rep.log" rerun
   close_masters
-  log "shipit ${SHIPIT_FIRST[-1]}s / ${SHIPIT_RERUN[-1]}s, ansible ${ANSIBLE_FIRST[-1]}s / ${ANSIBLE_RERUN[-1]}s (warm ${ANSIBLE_WARM[-1]}s)"
+}
+
+for ((rep = 1; rep <= REPS; rep++)); do
+  log "repetition $rep of $REPS"
+  measure shipit "$SHIPIT_APP" "$rep"
+  measure ansible "$ANSIBLE_APP" "$rep"
+  log "first run, re-run, re-run without masters: shipit ${shipit_first[-1]}s ${shipit_rerun[-1]}s ${shipit_cold[-1]}s; ansible ${ansible_first[-1]}s ${ansible_rerun[-1]}s ${ansible_cold[-1]}s"
 done
 
 # --- 6. results ----------------------------------------------------------------------------
@@ -350,18 +386,29 @@ done
 log "wiping both apps"
 wipe
 
-S1=$(median "${SHIPIT_FIRST[@]}") S2=$(median "${SHIPIT_RERUN[@]}")
-A1=$(median "${ANSIBLE_FIRST[@]}") A2=$(median "${ANSIBLE_RERUN[@]}") A3=$(median "${ANSIBLE_WARM[@]}")
-R1=$(ratio "$A1" "$S1") R2=$(ratio "$A2" "$S2") R3=$(ratio "$A3" "$S2")
+S1=$(median "${shipit_first[@]}") S2=$(median "${shipit_rerun[@]}") S3=$(median "${shipit_cold[@]}")
+A1=$(median "${ansible_first[@]}") A2=$(median "${ansible_rerun[@]}") A3=$(median "${ansible_cold[@]}")
+R1=$(ratio "$A1" "$S1") R2=$(ratio "$A2" "$S2") R3=$(ratio "$A3" "$S3")
+# kept TOOL yes|no or true|false: whether TOOL left masters open for its re-run.
+kept() {
+  if ((KEPT_MASTERS[$1] > 0)); then
+    [[ $2 == json ]] && printf 'true' || printf 'yes'
+  else
+    [[ $2 == json ]] && printf 'false' || printf 'no'
+  fi
+}
 
-printf '\nshipit provision vs ansible-core %s, %d hosts, median of %d (wall-clock, s)\n\n' \
-  "$ANSIBLE_CORE" "$N" "$REPS"
-printf '%-8s %12s %10s\n' tool 'first run' 're-run'
-printf '%-8s %12s %10s\n' shipit "$S1" "$S2" ansible "$A1" "$A2"
+printf '\nshipit provision (%s) vs ansible-core %s, %d hosts, median of %d (wall-clock, s)\n\n' \
+  "$SHIPIT_REV" "$ANSIBLE_CORE" "$N" "$REPS"
+printf '%-8s %10s %8s   %s\n' tool 'first run' 're-run' 're-run opening new SSH connections' \
+  shipit "$S1" "$S2" "$S3" ansible "$A1" "$A2" "$A3"
 printf '\nshipit is %sx faster on the first run, %sx on the re-run\n' "$R1" "$R2"
-printf '(ansible re-run with its SSH masters still open from the run before: %ss, %sx)\n' "$A3" "$R3"
-printf 'runs: shipit %s / %s; ansible %s / %s / warm %s\n' "${SHIPIT_FIRST[*]}" \
-  "${SHIPIT_RERUN[*]}" "${ANSIBLE_FIRST[*]}" "${ANSIBLE_RERUN[*]}" "${ANSIBLE_WARM[*]}"
+printf '(%sx on a re-run that opens new SSH connections)\n' "$R3"
+printf 'SSH masters left open by the first run for the re-run: shipit %s, ansible %s\n' \
+  "$(kept shipit text)" "$(kept ansible text)"
+printf 'runs: shipit %s | %s | %s; ansible %s | %s | %s\n' "${shipit_first[*]}" \
+  "${shipit_rerun[*]}" "${shipit_cold[*]}" "${ansible_first[*]}" "${ansible_rerun[*]}" \
+  "${ansible_cold[*]}"
 
 JSON=$SHIPIT_TESTBED_DIR/bench-provision.json
 cat >"$JSON.tmp" <<EOF
@@ -369,25 +416,34 @@ cat >"$JSON.tmp" <<EOF
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "hosts": $N,
   "repetitions": $REPS,
+  "shipit_revision": "$SHIPIT_REV",
   "ansible_core": "$ANSIBLE_CORE",
   "shipit": {
     "first_run_s": $S1,
     "rerun_s": $S2,
-    "first_run_runs_s": $(json_list "${SHIPIT_FIRST[@]}"),
-    "rerun_runs_s": $(json_list "${SHIPIT_RERUN[@]}")
+    "rerun_new_connections_s": $S3,
+    "kept_masters_for_rerun": $(kept shipit json),
+    "runs_s": {
+      "first_run": $(json_list "${shipit_first[@]}"),
+      "rerun": $(json_list "${shipit_rerun[@]}"),
+      "rerun_new_connections": $(json_list "${shipit_cold[@]}")
+    }
   },
   "ansible": {
     "first_run_s": $A1,
     "rerun_s": $A2,
-    "rerun_warm_masters_s": $A3,
-    "first_run_runs_s": $(json_list "${ANSIBLE_FIRST[@]}"),
-    "rerun_runs_s": $(json_list "${ANSIBLE_RERUN[@]}"),
-    "rerun_warm_masters_runs_s": $(json_list "${ANSIBLE_WARM[@]}")
+    "rerun_new_connections_s": $A3,
+    "kept_masters_for_rerun": $(kept ansible json),
+    "runs_s": {
+      "first_run": $(json_list "${ansible_first[@]}"),
+      "rerun": $(json_list "${ansible_rerun[@]}"),
+      "rerun_new_connections": $(json_list "${ansible_cold[@]}")
+    }
   },
   "ansible_over_shipit": {
     "first_run": $R1,
     "rerun": $R2,
-    "rerun_warm_masters": $R3
+    "rerun_new_connections": $R3
   }
 }
 EOF

@@ -29,9 +29,9 @@ STATE=$(realpath -m -- "${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}")
 readonly STATE
 readonly IMAGE=shipit-testhost:1
 # Bump when customize_rootfs changes: a cached image of another recipe is rebuilt.
-readonly IMAGE_RECIPE=1
+readonly IMAGE_RECIPE=2
 readonly SUITE=bookworm
-readonly INCLUDE=systemd,systemd-sysv,dbus,openssh-server,nginx-light,logrotate,procps,curl,iproute2,ca-certificates,docker.io,sudo
+readonly INCLUDE=systemd,systemd-sysv,dbus,openssh-server,nginx-light,logrotate,procps,curl,iproute2,ca-certificates,docker.io,sudo,python3
 readonly REGISTRY=registry.test:5000
 readonly REGISTRY_USER=shipit
 readonly HOST_PREFIX=shipit-th
@@ -514,7 +514,9 @@ EOF
 }
 
 build_image() {
-  local build rootfs base=$STATE/cache/rootfs-$SUITE-base.tar mirror t0
+  local build rootfs mirror t0 base
+  # The base tree depends on the package list: a changed list makes a new one.
+  base=$STATE/cache/rootfs-$SUITE-$(printf %s "$INCLUDE" | sha256sum | cut -c1-12).tar
   mkdir -p "$STATE/cache/debs"
   build=$(mktemp -d "$STATE/build.XXXXXX")
   CLEANUP+=("$build")
