@@ -3,6 +3,7 @@
 # a warm one (unchanged context: the engine's cache, 0 layers pushed), 5 runs each, medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
 source bench/lib.sh
 runs=${RUNS:-5}
 bench_setup 1

@@ -214,6 +214,25 @@ pub enum Error {
     #[error("secret{} missing: {}", if names.len() == 1 { "" } else { "s" }, names.join(", "))]
     SecretsMissing { names: Vec<String> },
 
+    #[error("{stage} command `{command}` failed{}{}", code.map(|c| format!(" with exit code {c}")).unwrap_or_default(),
+        if output.is_empty() { String::new() } else { format!("\n{}", indent(output)) })]
+    Hook {
+        stage: &'static str,
+        command: String,
+        code: Option<i32>,
+        output: String,
+    },
+
+    #[error(
+        "the smoke check through nginx failed: {reason}\n  every host was switched back to the previous release"
+    )]
+    SmokeFailed { reason: String },
+
+    #[error(
+        "a post-deploy hook failed: {reason}\n  every host was switched back to the previous release"
+    )]
+    PostDeployFailed { reason: String },
+
     #[error("failed to write `{}`: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -271,6 +290,8 @@ impl Error {
             | Error::NeedsConfirmation { .. } => 2,
             Error::HealthGate(_) | Error::VerifyFailed { .. } | Error::SwitchFailed { .. } => 7,
             Error::Interrupted { .. } => 130,
+            Error::Hook { .. } => 8,
+            Error::SmokeFailed { .. } | Error::PostDeployFailed { .. } => 7,
             Error::MissingSecrets { .. }
             | Error::InitExists { .. }
             | Error::InitName { .. }

@@ -45,6 +45,37 @@ pub struct Config {
     pub ssh: Ssh,
     pub tls: Option<Tls>,
     pub deploy: Deploy,
+    pub hooks: Hooks,
+    pub smoke: Smoke,
+    pub notify: Notify,
+}
+
+/// Commands run on the deploying machine, with `sh -c`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Hooks {
+    /// Before anything changes on a host (holding the lock); a failure stops the deploy.
+    pub pre_deploy: Vec<String>,
+    /// After the switch and verification, still holding the lock; a failure rolls back.
+    pub post_deploy: Vec<String>,
+}
+
+/// The built-in smoke check: a burst of requests through every host's nginx after the switch.
+#[derive(Clone, Debug, Serialize)]
+pub struct Smoke {
+    /// Requests per host; 0 turns the check off.
+    pub requests: usize,
+    pub max_error_rate: f64,
+    #[serde(with = "humantime_serde")]
+    pub max_p95: Duration,
+    pub path: String,
+}
+
+/// Where deploys, rollbacks and automatic rollbacks are announced.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Notify {
+    pub webhook: Option<String>,
+    pub slack: Option<String>,
+    pub discord: Option<String>,
 }
 
 /// One SSH destination, `user@host:port`.

@@ -110,8 +110,29 @@ raw_table!(
         ssh: RawSsh,
         tls: RawTls,
         deploy: RawDeploy,
+        hooks: RawHooks,
+        smoke: RawSmoke,
+        notify: RawNotify,
     }
 );
+
+raw_table!(RawHooks {
+    pre_deploy: Val<Vec<Val<String>>>,
+    post_deploy: Val<Vec<Val<String>>>,
+});
+
+raw_table!(RawSmoke {
+    requests: Val<i64>,
+    max_error_rate: Val<f64>,
+    max_p95: Val<String>,
+    path: Val<String>,
+});
+
+raw_table!(RawNotify {
+    webhook: Val<String>,
+    slack: Val<String>,
+    discord: Val<String>,
+});
 
 raw_table!(RawRegistry {
     server: Val<String>,

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::raw::{self, FileId, Merge, RawConfig, Val};
 use super::{
-    Config, Container, Deploy, Env, Health, HostSpec, KeepPrevious, KnownHostsPolicy, Ports,
-    Registry, Ssh, Tls,
+    Config, Container, Deploy, Env, Health, Hooks, HostSpec, KeepPrevious, KnownHostsPolicy,
+    Notify, Ports, Registry, Smoke, Ssh, Tls,
 };
 
 /// The two files' names (as shown to the user) and their text.
@@ -376,6 +376,69 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
             ),
         }
     };
+    let hooks = {
+        let h = raw.hooks.unwrap_or_default();
+        let mut list = |v: &Option<Val<Vec<Val<String>>>>, key: &str| -> Vec<String> {
+            v.iter()
+                .flat_map(|l| l.value.iter())
+                .filter_map(|cmd| {
+                    c.string(
+                        cmd,
+                        key,
+                        |s| !s.trim().is_empty() && !s.contains('\0'),
+                        "a command",
+                    )
+                })
+                .collect()
+        };
+        Hooks {
+            pre_deploy: list(&h.pre_deploy, "hooks.pre_deploy"),
+            post_deploy: list(&h.post_deploy, "hooks.post_deploy"),
+        }
+    };
+    let smoke = {
+        let s = raw.smoke.unwrap_or_default();
+        let max_error_rate = match &s.max_error_rate {
+            None => 0.01,
+            Some(v) if (0.0..=1.0).contains(&v.value) => v.value,
+            Some(v) => {
+                c.at(
+                    v,
+                    format!(
+                        "`smoke.max_error_rate` must be between 0 and 1, got {}",
+                        v.value
+                    ),
+                    Some("0.01 means 1 %".into()),
+                );
+                0.01
+            }
+        };
+        Smoke {
+            requests: c.count(&s.requests, "smoke.requests", 0..=10_000, 20),
+            max_error_rate,
+            max_p95: c.duration(&s.max_p95, "smoke.max_p95", Duration::from_millis(400)),
+            path: s
+                .path
+                .as_ref()
+                .and_then(|v| {
+                    c.string(v, "smoke.path", is_url_path, "a URL path starting with `/`")
+                })
+                .unwrap_or_else(|| "/".to_owned()),
+        }
+    };
+    let notify = {
+        let n = raw.notify.unwrap_or_default();
+        let mut url = |v: &Option<Val<String>>, key: &str| {
+            v.as_ref()
+                .and_then(|v| c.string(v, key, is_http_url, "an http:// or https:// URL"))
+        };
+        Notify {
+            webhook: url(&n.webhook, "notify.webhook"),
+            slack: url(&n.slack, "notify.slack"),
+            discord: url(&n.discord, "notify.discord"),
+        }
+    };
+
     Some(Config {
         app_dir: PathBuf::new(),
         environment: environment.to_owned(),
@@ -395,6 +458,9 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         ssh: ssh?,
         tls: tls?,
         deploy,
+        hooks,
+        smoke,
+        notify,
     })
 }
 
@@ -842,6 +908,12 @@ fn is_safe_abs_path(s: &str) -> bool {
         && !s
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "'\";{}$#\\`".contains(c))
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://"))
+        && s.len() > 8
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn is_url_path(s: &str) -> bool {

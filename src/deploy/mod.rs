@@ -277,6 +277,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
     )
     .await;
     fleet.close().await;
+    announce(config, Kind::Deploy, &target.release, &result).await;
     let plan = result?;
     ui::status(
         "Deployed",
@@ -368,6 +369,10 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
     )
     .await;
     fleet.close().await;
+    let release = result
+        .as_ref()
+        .map_or(label.clone(), |p| p.target.release.clone());
+    announce(config, Kind::Rollback, &release, &result).await;
     let plan = result?;
     ui::status(
         "Rolled back",
@@ -380,6 +385,48 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         ),
     );
     Ok(report(plan, started))
+}
+
+/// Tell the configured webhooks what a deploy or rollback came to. Errors before the hosts
+/// were touched (a held lock, a plan that cannot be made) are not announced.
+async fn announce(config: &Config, kind: Kind, release: &str, result: &Result<Plan, Error>) {
+    let (event, reason) = match (result, kind) {
+        (Ok(plan), _) if plan.is_noop() => return,
+        (Ok(_), Kind::Deploy) => ("deployed", None),
+        (Ok(_), Kind::Rollback) => ("rolled-back", None),
+        (
+            Err(
+                e @ (Error::VerifyFailed { .. }
+                | Error::SwitchFailed { .. }
+                | Error::SmokeFailed { .. }
+                | Error::PostDeployFailed { .. }),
+            ),
+            _,
+        ) => ("auto-rolled-back", Some(first_line(e))),
+        (
+            Err(
+                e @ (Error::HealthGate(_)
+                | Error::Remote { .. }
+                | Error::Transport { .. }
+                | Error::Hook { .. }
+                | Error::Interrupted { .. }),
+            ),
+            _,
+        ) => ("failed", Some(first_line(e))),
+        (Err(_), _) => return,
+    };
+    let me = lock::me();
+    let event = crate::notify::Event {
+        event,
+        app: &config.app,
+        environment: &config.environment,
+        release,
+        hosts: config.hosts.iter().map(ToString::to_string).collect(),
+        user: me.user,
+        machine: me.machine,
+        reason,
+    };
+    crate::notify::send(config, &event).await;
 }
 
 fn report(plan: Plan, started: Instant) -> Report {
@@ -481,6 +528,16 @@ impl<'a> Run<'a> {
                 &format!("{} already serves on every host", plan.target.release),
             );
             return Ok(());
+        }
+        if self.kind == Kind::Deploy {
+            // Before anything changes on a host; a failure stops here.
+            crate::hooks::run(
+                self.config,
+                crate::hooks::Stage::PreDeploy,
+                &plan.target.release,
+                &plan.target.image,
+            )
+            .await?;
         }
         let changing: Vec<Work<'a>> = all
             .iter()
@@ -620,6 +677,32 @@ impl<'a> Run<'a> {
                 t.elapsed().as_secs_f64()
             ),
         );
+
+        if self.kind == Kind::Deploy {
+            // Still holding the lock: the smoke check and the post-deploy hooks can undo it all.
+            let after = async {
+                if let Err(reason) = self.smoke(&all).await {
+                    return Err(Error::SmokeFailed { reason });
+                }
+                crate::hooks::run(
+                    self.config,
+                    crate::hooks::Stage::PostDeploy,
+                    &target.release,
+                    &target.image,
+                )
+                .await
+                .map_err(|e| Error::PostDeployFailed {
+                    reason: e.to_string(),
+                })
+            };
+            if let Err(e) = after.await {
+                self.revert(&changing).await;
+                self.stop_new(&started).await;
+                self.record(&all, target, Outcome::AutoRolledBack, Some(&first_line(&e)))
+                    .await;
+                return Err(e);
+            }
+        }
 
         let outcome = match self.kind {
             Kind::Deploy => Outcome::Deployed,
@@ -862,6 +945,84 @@ impl<'a> Run<'a> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A bounded burst through every host's nginx: the error rate and the 95th percentile
+    /// latency must stay within `[smoke]`'s thresholds.
+    async fn smoke(&self, all: &[Work<'a>]) -> Result<(), String> {
+        let smoke = &self.config.smoke;
+        if smoke.requests == 0 {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let client = probe::client(false).map_err(|e| e.to_string())?;
+        let opened = futures::future::join_all(all.iter().map(|w| Tunnel::open(&w.host, 80))).await;
+        let tunnels = opened
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let results = futures::future::join_all(tunnels.iter().map(|tunnel| {
+            let client = client.clone();
+            async move {
+                use futures::StreamExt;
+                futures::stream::iter(0..smoke.requests)
+                    .map(|_| {
+                        let client = client.clone();
+                        async move {
+                            let started = Instant::now();
+                            let answer =
+                                probe::get(&client, tunnel, &smoke.path, Some(&self.config.domain))
+                                    .await;
+                            (
+                                answer.status.is_some_and(|s| (200..400).contains(&s)),
+                                started.elapsed(),
+                            )
+                        }
+                    })
+                    .buffer_unordered(4)
+                    .collect::<Vec<_>>()
+                    .await
+            }
+        }))
+        .await;
+        let mut latencies: Vec<Duration> = results.iter().flatten().map(|(_, d)| *d).collect();
+        let failed = results.iter().flatten().filter(|(ok, _)| !ok).count();
+        let total = latencies.len().max(1);
+        latencies.sort();
+        let p95 = latencies
+            .get((total * 95).div_ceil(100).saturating_sub(1))
+            .copied()
+            .unwrap_or_default();
+        let rate = failed as f64 / total as f64;
+        info!(
+            failed,
+            total,
+            p95_ms = p95.as_millis() as u64,
+            "smoke check"
+        );
+        if rate > smoke.max_error_rate {
+            return Err(format!(
+                "{failed} of {total} requests failed ({:.1} %, more than {:.1} %)",
+                rate * 100.0,
+                smoke.max_error_rate * 100.0
+            ));
+        }
+        if p95 > smoke.max_p95 {
+            return Err(format!(
+                "p95 latency {} ms is over {} ms",
+                p95.as_millis(),
+                smoke.max_p95.as_millis()
+            ));
+        }
+        ui::status(
+            "Smoke",
+            &format!(
+                "{total} requests through nginx in {:.2}s: {failed} failed, p95 {} ms",
+                t.elapsed().as_secs_f64(),
+                p95.as_millis()
+            ),
+        );
+        Ok(())
     }
 
     async fn record(

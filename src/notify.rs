@@ -1,0 +1,141 @@
+//! Announcing deploys, rollbacks and automatic rollbacks: a generic JSON webhook, Slack and
+//! Discord. Retried with backoff; a failing webhook is reported and never fails a deploy.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::ui;
+
+/// What happened, for the announcement.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event<'a> {
+    /// `deployed`, `rolled-back`, `auto-rolled-back` or `failed`.
+    pub event: &'a str,
+    pub app: &'a str,
+    pub environment: &'a str,
+    pub release: &'a str,
+    pub hosts: Vec<String>,
+    pub user: String,
+    pub machine: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Event<'_> {
+    /// One line for chat.
+    pub fn text(&self) -> String {
+        let what = match self.event {
+            "deployed" => "deployed",
+            "rolled-back" => "rolled back to",
+            "auto-rolled-back" => "rolled back automatically from",
+            _ => "failed to deploy",
+        };
+        let mut s = format!(
+            "{} {what} {} on {} ({} host{}), by {}@{}",
+            self.app,
+            self.release,
+            self.environment,
+            self.hosts.len(),
+            if self.hosts.len() == 1 { "" } else { "s" },
+            self.user,
+            self.machine
+        );
+        if let Some(reason) = &self.reason {
+            s.push_str(&format!(": {reason}"));
+        }
+        s
+    }
+}
+
+/// The body each kind of endpoint takes.
+pub fn bodies(config: &Config, event: &Event<'_>) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    if let Some(url) = &config.notify.webhook {
+        out.push((url.clone(), serde_json::to_value(event).unwrap_or_default()));
+    }
+    if let Some(url) = &config.notify.slack {
+        out.push((url.clone(), serde_json::json!({ "text": event.text() })));
+    }
+    if let Some(url) = &config.notify.discord {
+        out.push((url.clone(), serde_json::json!({ "content": event.text() })));
+    }
+    out
+}
+
+/// Send `event` to every configured endpoint, each retried up to 3 times.
+pub async fn send(config: &Config, event: &Event<'_>) {
+    let targets = bodies(config, event);
+    if targets.is_empty() {
+        return;
+    }
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return;
+    };
+    let sends = targets.into_iter().map(|(url, body)| {
+        let client = client.clone();
+        async move {
+            let attempt = || async {
+                let resp = client
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if resp.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {}", resp.status()))
+                }
+            };
+            let policy = ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(2))
+                .with_max_times(3)
+                .with_jitter();
+            if let Err(e) = attempt.retry(policy).await {
+                ui::warn(&format!("could not notify `{}`: {e}", redact_url(&url)));
+            }
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// Webhook URLs carry their secret in the path: show only the scheme and host.
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split('/').next().unwrap_or_default();
+    format!("{scheme}://{host}/…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_text_and_url_redaction() {
+        let e = Event {
+            event: "auto-rolled-back",
+            app: "shop",
+            environment: "production",
+            release: "1.2.0+abc",
+            hosts: vec!["a".into(), "b".into()],
+            user: "alice".into(),
+            machine: "laptop".into(),
+            reason: Some("verification failed".into()),
+        };
+        assert_eq!(
+            e.text(),
+            "shop rolled back automatically from 1.2.0+abc on production (2 hosts), by alice@laptop: verification failed"
+        );
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T0/B0/secret"),
+            "https://hooks.slack.com/…"
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! Hooks, the built-in smoke check and notifications, on real testbed hosts, with a local
+//! HTTP server recording what the webhooks received.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use support::{App, Testbed};
+
+/// A webhook receiver on 127.0.0.1: records `(path, body)`, answers 500 to the first
+/// `fail_first` requests (to exercise the retries), then 200.
+struct Receiver {
+    url: String,
+    received: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            for stream in listener.incoming().take(200) {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                seen += 1;
+                let status = if seen <= fail_first {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                if seen > fail_first {
+                    store
+                        .lock()
+                        .unwrap()
+                        .push((path, serde_json::from_slice(&body).unwrap_or_default()));
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { url, received }
+    }
+
+    fn received(&self) -> Vec<(String, serde_json::Value)> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+fn configure(app: &App, extra: &str) {
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    let base = text.split("\n# hooks test\n").next().unwrap().to_owned();
+    app.file("shipit.toml", &format!("{base}\n# hooks test\n{extra}\n"))
+        .commit();
+}
+
+#[test]
+fn hooks_run_with_the_deploy_facts_and_every_webhook_hears_of_it() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-hooks", &hosts, 4401, "");
+    let rx = Receiver::start(1);
+    configure(
+        &app,
+        &format!(
+            "[hooks]\npre_deploy = [\"echo \\\"pre $SHIPIT_ENVIRONMENT $SHIPIT_VERSION $SHIPIT_HOSTS\\\" > hooks.log\"]\n\
+             post_deploy = [\"echo \\\"post $SHIPIT_VERSION\\\" >> hooks.log\"]\n\n\
+             [notify]\nwebhook = \"{0}/hook\"\nslack = \"{0}/slack\"\ndiscord = \"{0}/discord\"\n",
+            rx.url
+        ),
+    );
+    let run = app
+        .shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    assert!(
+        run.stderr.contains("Smoke"),
+        "the smoke check ran: {}",
+        run.stderr
+    );
+    let log = std::fs::read_to_string(app.path().join("hooks.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines[0].starts_with("pre production 1.0.0+"), "{log}");
+    assert!(
+        lines[0].ends_with(&format!("{} {}", hosts[0].dest, hosts[1].dest)),
+        "{log}"
+    );
+    assert!(lines[1].starts_with("post 1.0.0+"), "{log}");
+
+    let got = rx.received();
+    let by = |p: &str| {
+        got.iter()
+            .find(|(path, _)| path == p)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_else(|| panic!("{p} not called: {got:?}"))
+    };
+    let hook = by("/hook");
+    assert_eq!(hook["event"], "deployed");
+    assert_eq!(hook["app"], "t-hooks");
+    assert!(hook["release"].as_str().unwrap().starts_with("1.0.0+"));
+    assert!(
+        by("/slack")["text"]
+            .as_str()
+            .unwrap()
+            .contains("t-hooks deployed 1.0.0+")
+    );
+    assert!(
+        by("/discord")["content"]
+            .as_str()
+            .unwrap()
+            .contains("on production (2 hosts)")
+    );
+}
+
+#[test]
+fn a_failing_pre_deploy_hook_changes_nothing_and_a_failing_post_deploy_hook_rolls_back() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-hookfail", &hosts, 4411, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    let rx = Receiver::start(0);
+
+    configure(
+        &app,
+        "[hooks]\npre_deploy = [\"echo backup failed >&2; exit 3\"]\n",
+    );
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .failure(8);
+    assert!(
+        run.stderr.contains(
+            "hooks.pre_deploy command `echo backup failed >&2; exit 3` failed with exit code 3"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("backup failed"), "{}", run.stderr);
+    assert!(!run.stderr.contains("Started"), "{}", run.stderr);
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
+
+    configure(
+        &app,
+        &format!(
+            "[hooks]\npost_deploy = [\"exit 1\"]\n\n[notify]\nwebhook = \"{}/hook\"\n",
+            rx.url
+        ),
+    );
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .failure(7);
+    assert!(
+        run.stderr.contains("a post-deploy hook failed") && run.stderr.contains("switched back"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
+    let got = rx.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1["event"], "auto-rolled-back");
+    assert!(
+        got[0].1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("post-deploy hook"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_smoke_check_over_its_thresholds_rolls_back_and_a_dead_webhook_never_fails_a_deploy() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-smoke", &hosts, 4421, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+
+    // Through SSH, nginx and the app, no p95 stays under 1 ms: the threshold is exceeded.
+    configure(&app, "[smoke]\nrequests = 10\nmax_p95 = \"1ms\"\n");
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .failure(7);
+    assert!(
+        run.stderr
+            .contains("the smoke check through nginx failed: p95 latency"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
+
+    // A webhook that always fails is retried, reported, and the deploy still succeeds.
+    let rx = Receiver::start(usize::MAX);
+    configure(
+        &app,
+        &format!("[notify]\nwebhook = \"{}/secret-token\"\n", rx.url),
+    );
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .success();
+    assert!(
+        run.stderr.contains("could not notify `http://127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("secret-token"),
+        "the webhook's path is its secret: {}",
+        run.stderr
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 2]);
+}
