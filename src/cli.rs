@@ -116,6 +116,14 @@ pub enum Command {
         #[command(subcommand)]
         action: SecretsAction,
     },
+    /// Check, locally and on every host, what a deploy needs: SSH and host key, root or sudo,
+    /// Docker and the registry login, nginx, systemd, disk space, clock skew
+    #[command(after_help = "Example:\n  shipit doctor production")]
+    Doctor {
+        environment: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stream the live colour's logs from every host, prefixed by host
     #[command(
         after_help = "Examples:\n  shipit logs production\n  shipit logs production --follow --lines 20"
@@ -306,6 +314,19 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             } else {
                 Err(Error::SecretsMissing { names: missing })
             }
+        }
+        Command::Doctor {
+            environment,
+            json: as_json,
+        } => {
+            let config = crate::config::load(&cli.app_dir, &environment)?;
+            let checks = crate::doctor::doctor(&config).await;
+            if as_json {
+                crate::ui::out(&json(&checks));
+            } else {
+                crate::ui::out(&crate::doctor::render(&checks));
+            }
+            crate::doctor::verdict(&checks)
         }
         Command::Logs {
             environment,

@@ -233,6 +233,9 @@ pub enum Error {
     )]
     PostDeployFailed { reason: String },
 
+    #[error("{failed} check{} failed", if *failed == 1 { "" } else { "s" })]
+    DoctorFailed { failed: usize },
+
     #[error("failed to write `{}`: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -291,6 +294,7 @@ impl Error {
             Error::HealthGate(_) | Error::VerifyFailed { .. } | Error::SwitchFailed { .. } => 7,
             Error::Interrupted { .. } => 130,
             Error::Hook { .. } => 8,
+            Error::DoctorFailed { .. } => 9,
             Error::SmokeFailed { .. } | Error::PostDeployFailed { .. } => 7,
             Error::MissingSecrets { .. }
             | Error::InitExists { .. }

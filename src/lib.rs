@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod docker;
+pub mod doctor;
 pub mod error;
 pub mod hooks;
 pub mod init;

@@ -134,3 +134,79 @@ fn init_scaffolds_a_valid_app_and_secrets_check_names_what_is_missing() {
     );
     assert!(!run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"));
 }
+
+#[test]
+fn doctor_checks_each_host_and_says_how_to_fix_what_is_wrong() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::new(&tb, "t-doctor", &hosts);
+    app.shipit(&["provision", "production"]).success();
+    let run = app.shipit(&["doctor", "production"]).success();
+    for h in &hosts {
+        for what in [
+            "ssh and host key",
+            "root or sudo",
+            "docker engine",
+            "registry login",
+            "nginx",
+            "systemd",
+            "disk space",
+            "clock",
+        ] {
+            assert!(
+                run.stdout.contains(&format!("ok   {}: {what}:", h.dest)),
+                "{what} on {}: {}",
+                h.dest,
+                run.stdout
+            );
+        }
+    }
+    assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
+
+    // An unreachable host, and a registry the hosts never logged in to.
+    let mut with_dead = hosts.clone();
+    with_dead.push(support::TestHost {
+        dest: "root@127.0.0.1:1".into(),
+        ssh_port: 1,
+        http_port: 1,
+    });
+    app.env_file("production", &tb, &with_dead, "");
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    app.file(
+        "shipit.toml",
+        &text.replace(
+            &format!("server = \"{}\"", tb.registry),
+            "server = \"elsewhere.test:5000\"",
+        ),
+    );
+    let run = app.shipit(&["doctor", "production", "--json"]).failure(9);
+    let checks: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let failed: Vec<(String, String)> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| {
+            (
+                c["place"].as_str().unwrap().to_owned(),
+                c["what"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (hosts[0].dest.clone(), "registry login".to_owned()),
+            (hosts[1].dest.clone(), "registry login".to_owned()),
+            ("root@127.0.0.1:1".to_owned(), "ssh and host key".to_owned()),
+        ]
+    );
+    assert!(
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ok"] == false)
+            .all(|c| c["fix"].as_str().is_some_and(|f| !f.is_empty()))
+    );
+}
