@@ -236,6 +236,9 @@ pub enum Error {
     #[error("{failed} check{} failed", if *failed == 1 { "" } else { "s" })]
     DoctorFailed { failed: usize },
 
+    #[error("{context}: {message}")]
+    Internal { context: String, message: String },
+
     #[error("failed to write `{}`: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -294,6 +297,7 @@ impl Error {
             Error::HealthGate(_) | Error::VerifyFailed { .. } | Error::SwitchFailed { .. } => 7,
             Error::Interrupted { .. } => 130,
             Error::Hook { .. } => 8,
+            Error::Internal { .. } => 1,
             Error::DoctorFailed { .. } => 9,
             Error::SmokeFailed { .. } | Error::PostDeployFailed { .. } => 7,
             Error::MissingSecrets { .. }

@@ -114,8 +114,8 @@ pub fn client(fresh_connections: bool) -> Result<reqwest::Client, Error> {
     if fresh_connections {
         b = b.pool_max_idle_per_host(0);
     }
-    b.build().map_err(|e| Error::Template {
-        name: "HTTP client".into(),
+    b.build().map_err(|e| Error::Internal {
+        context: "making the HTTP client".into(),
         message: e.to_string(),
     })
 }

@@ -38,8 +38,8 @@ pub fn config(config: &Config, json: bool) -> Result<String, Error> {
     } else {
         toml::to_string(&shown).map_err(|e| e.to_string())
     };
-    text.map_err(|message| Error::Template {
-        name: "configuration".into(),
+    text.map_err(|message| Error::Internal {
+        context: "printing the configuration".into(),
         message,
     })
 }

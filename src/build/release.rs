@@ -45,8 +45,8 @@ impl Release {
             }
         };
         let mut version = version.clone();
-        version.build = semver::BuildMetadata::new(&build).map_err(|e| Error::Template {
-            name: "release version".into(),
+        version.build = semver::BuildMetadata::new(&build).map_err(|e| Error::Internal {
+            context: "the release version".into(),
             message: e.to_string(),
         })?;
         Ok(Release { version })
