@@ -134,11 +134,7 @@ impl Host {
         let span = info_span!("remote", host = %self.spec, cmd = %cmd.label);
         async {
             let started = Instant::now();
-            let transport = |e: &dyn std::fmt::Display| Error::Transport {
-                host: self.spec.to_string(),
-                command: cmd.to_string(),
-                message: e.to_string(),
-            };
+            let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
             let mut command = self.session.raw_command(cmd.command_line(self.sudo));
             command
                 .stdin(if cmd.stdin.is_some() {
@@ -175,11 +171,7 @@ impl Host {
         mut on_line: impl FnMut(&str),
     ) -> Result<(), Error> {
         use tokio::io::AsyncBufReadExt;
-        let transport = |e: &dyn std::fmt::Display| Error::Transport {
-            host: self.spec.to_string(),
-            command: cmd.to_string(),
-            message: e.to_string(),
-        };
+        let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
         let mut command = self.session.raw_command(cmd.command_line(self.sudo));
         command
             .stdin(Stdio::null())
@@ -203,6 +195,15 @@ impl Host {
             Ok(out.stdout)
         } else {
             Err(self.failed(cmd, &out))
+        }
+    }
+
+    /// The error for a connection that failed while `cmd` ran.
+    fn transport_error(&self, cmd: &RemoteCommand, e: &dyn std::fmt::Display) -> Error {
+        Error::Transport {
+            host: self.spec.to_string(),
+            command: cmd.to_string(),
+            message: e.to_string(),
         }
     }
 
