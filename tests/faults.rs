@@ -503,3 +503,38 @@ fn a_registry_a_host_cannot_reach_fails_before_any_switch() {
     app.shipit(&["deploy", "production", "--version", "2.0.0"])
         .success();
 }
+
+#[test]
+fn an_ssh_cut_at_the_switch_leaves_no_host_switched_alone() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let app = App::hello(&tb, "t-sshcut2", &hosts, 4261, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app.spawn_until(&["deploy", "production", "--version", "2.0.0"], "Healthy");
+    // Every host passed the gate; host 2 loses its SSH sessions as the switch starts (or, if
+    // the switch wins the race, during the verification right after it).
+    let _ = tb.sh(&hosts[1], "pkill -KILL -f '^sshd: root@'");
+    let (status, stderr) = run.finish();
+    let report = load.stop();
+    assert_eq!(status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains(&format!("`{}`", hosts[1].dest)),
+        "the error names the host: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Reverted").count(),
+        3,
+        "every host went back, the cut one on a new connection: {stderr}"
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
+    report.assert_no_failures("an SSH cut at the switch");
+
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .success();
+    assert!(run.stderr.contains("Deployed 2.0.0+"), "{}", run.stderr);
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
+}

@@ -622,18 +622,14 @@ impl<'a> Run<'a> {
             self.switch(w)
         })
         .await;
-        let mut failure = None;
-        let mut switched = Vec::new();
-        for (w, r) in changing.iter().zip(switches) {
-            match r {
-                Ok(()) => switched.push(w.clone()),
-                Err(e) => {
-                    failure.get_or_insert((w.host.spec.to_string(), e));
-                }
-            }
-        }
+        let failure = changing
+            .iter()
+            .zip(switches)
+            .find_map(|(w, r)| r.err().map(|e| (w.host.spec.to_string(), e)));
         if let Some((host, e)) = failure {
-            self.revert(&switched).await;
+            // Every host goes back, the failed one too: a switch that lost its connection may
+            // have happened before the answer was lost.
+            self.revert(&changing).await;
             self.stop_new(&started).await;
             let reason = format!("switch failed on {host}: {}", first_line(&e));
             self.record(&all, target, Outcome::AutoRolledBack, Some(&reason))
@@ -820,14 +816,25 @@ impl<'a> Run<'a> {
         host.check(&cmd).await.map(|_| ())
     }
 
-    /// Put each host's upstream back as it was before this run.
+    /// Put each host's upstream back as it was before this run. A host whose connection was
+    /// lost gets one more try on a new connection, so that no host is left switched alone.
     async fn revert(&self, hosts: &[Work<'a>]) {
         let results = each_bounded(hosts.to_vec(), self.fleet.max_parallel, |w| async move {
             let previous = w.state.upstream.clone().unwrap_or_default();
-            (
-                w.host.spec.to_string(),
-                self.write_upstream(&w.host, previous, "switch back").await,
-            )
+            let mut result = self
+                .write_upstream(&w.host, previous.clone(), "switch back")
+                .await;
+            if matches!(result, Err(Error::Transport { .. })) {
+                result = match Host::connect(&w.host.spec, &self.config.ssh).await {
+                    Ok(fresh) => {
+                        let r = self.write_upstream(&fresh, previous, "switch back").await;
+                        fresh.close().await;
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            (w.host.spec.to_string(), result)
         })
         .await;
         for (host, r) in results {
