@@ -11,22 +11,38 @@ fn logs_come_from_every_host_prefixed_by_it() {
     let app = App::hello(&tb, "t-logs", &hosts, 4301, "");
     app.shipit(&["deploy", "production", "--version", "1.0.0"])
         .success();
+    // The health gate and the verification ask /health; the smoke check after them asks /.
     let run = app
-        .shipit(&["logs", "production", "--lines", "5"])
+        .shipit(&["logs", "production", "--lines", "60"])
         .success();
     for h in &hosts {
+        let prefix = format!("{} | ", h.dest);
         let mine: Vec<&str> = run
             .stdout
             .lines()
-            .filter(|l| l.starts_with(&h.dest))
+            .filter(|l| l.starts_with(&prefix))
             .collect();
-        assert!(!mine.is_empty() && mine.len() <= 5, "{}", run.stdout);
+        assert!(!mine.is_empty() && mine.len() <= 60, "{}", run.stdout);
         assert!(
             mine.iter().any(|l| l.contains("GET /health 200")),
             "{}",
             run.stdout
         );
+        assert!(
+            mine.iter().any(|l| l.contains("GET / 200")),
+            "{}",
+            run.stdout
+        );
     }
+    let few = app
+        .shipit(&["logs", "production", "--lines", "3"])
+        .success();
+    assert_eq!(
+        few.stdout.lines().count(),
+        6,
+        "3 lines from each of 2 hosts: {}",
+        few.stdout
+    );
 }
 
 #[test]
