@@ -416,3 +416,44 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
         assert_eq!(protocols, "tls1_1 refused\ntls1_2 ok\n");
     }
 }
+
+#[test]
+fn keep_previous_stop_drains_and_stops_the_old_colour_and_old_images_are_pruned() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-prune", &hosts, 4171, "");
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    app.file(
+        "shipit.toml",
+        &text.replace("[deploy]\nverify_window = \"1500ms\"", "[deploy]\nverify_window = \"1500ms\"\nkeep_previous = \"stop\"\ndrain = \"500ms\"\nretain = 2"),
+    )
+    .commit();
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    for v in ["2.0.0", "3.0.0", "4.0.0"] {
+        let load = Load::start(&hosts, &app.domain, 2);
+        app.shipit(&["deploy", "production", "--version", v])
+            .success();
+        load.stop().assert_no_failures(&format!(
+            "deploy {v} with the previous colour stopped after a drain"
+        ));
+    }
+    for h in &hosts {
+        // Only the live colour runs, and nginx has no backup to fall back on.
+        let live = tb.sh_ok(h, "cat /etc/shipit/t-prune/upstream.conf");
+        assert!(!live.contains("backup"), "{live}");
+        let units = tb.sh_ok(
+            h,
+            "systemctl is-active t-prune@blue t-prune@green | sort | tr '\\n' ' '",
+        );
+        assert_eq!(units, "active inactive ", "{units}");
+        // Images: the last `retain` releases and what either colour holds, no more.
+        let images = tb.sh_ok(h, "docker image ls --digests --format '{{.Digest}}' registry.test:5000/tests/t-prune | sort");
+        let colours = tb.sh_ok(h, "sed -n 's/^SHIPIT_IMAGE=.*@//p' /etc/shipit/t-prune/blue.env /etc/shipit/t-prune/green.env | sort");
+        assert_eq!(
+            images, colours,
+            "only the images of 4.0.0 (live) and 3.0.0 (stopped, retained) are left"
+        );
+    }
+    assert_eq!(app.versions(&tb, &hosts), ["4.0.0"; 2]);
+}

@@ -194,7 +194,7 @@ mod tests {
     fn rel(v: &str) -> ReleaseRef {
         ReleaseRef {
             release: v.into(),
-            image: format!("r/a:{v}@sha256:0"),
+            image: format!("r/a:{v}@sha256:{v}"),
             config: String::new(),
         }
     }
@@ -458,6 +458,22 @@ mod tests {
             .collect();
         let hosts = vec![("h1".to_owned(), s.clone())];
         let keep = retained_images(&config(), &hosts, &s, &rel("8"));
-        assert_eq!(keep, ["r/a:3", "r/a:4", "r/a:5", "r/a:6", "r/a:7", "r/a:8"]);
+        assert_eq!(
+            keep,
+            [
+                "r/a@sha256:3",
+                "r/a@sha256:4",
+                "r/a@sha256:5",
+                "r/a@sha256:6",
+                "r/a@sha256:7",
+                "r/a@sha256:8"
+            ]
+        );
+        assert_eq!(
+            by_digest("reg.test:5000/x/app:1.0.0_ab@sha256:12").as_deref(),
+            Some("reg.test:5000/x/app@sha256:12")
+        );
+        assert_eq!(by_digest("app@sha256:12").as_deref(), Some("app@sha256:12"));
+        assert_eq!(by_digest("app:1"), None);
     }
 }

@@ -285,11 +285,13 @@ pub const RECORD: &str = r#"
 mkdir -p -- "$(dirname -- "$1")" && printf '%s\n' "$2" >> "$1"
 "#;
 
-/// Remove images of repository `$1` whose `repo:tag` is not among `$2...` (retained releases).
+/// Remove images of repository `$1` whose `repo@digest` is not among `$2...` (the retained
+/// releases). Images are pulled by digest, so the digest (not a tag) names them.
 pub const PRUNE: &str = r#"
 repo=$1
 shift
-docker image ls --format '{{.Repository}}:{{.Tag}}' -- "$repo" | while read -r ref; do
+docker image ls --digests --format '{{.Repository}}@{{.Digest}}' -- "$repo" | while read -r ref; do
+  case $ref in *@\<none\>) continue ;; esac
   keep=0
   for k; do [ "$ref" = "$k" ] && keep=1; done
   if [ "$keep" = 0 ]; then docker image rm -- "$ref" > /dev/null 2>&1 && echo "$ref"; fi
