@@ -168,14 +168,22 @@ pub fn retained_images(
             .into_iter()
             .filter_map(|c| c.release.as_ref().map(|r| r.image.clone())),
     );
-    // `docker image ls` shows `repo:tag`, without the digest.
-    let mut tags: Vec<String> = keep
-        .iter()
-        .map(|i| i.split('@').next().unwrap_or(i).to_owned())
-        .collect();
-    tags.sort();
-    tags.dedup();
-    tags
+    // Images are pulled by digest: `docker image ls --digests` names them `repo@digest`.
+    let mut refs: Vec<String> = keep.iter().filter_map(|i| by_digest(i)).collect();
+    refs.sort();
+    refs.dedup();
+    refs
+}
+
+/// `registry:5000/app:tag@sha256:x` as `registry:5000/app@sha256:x`.
+fn by_digest(image: &str) -> Option<String> {
+    let (name, digest) = image.split_once('@')?;
+    let slash = name.rfind('/').unwrap_or(0);
+    let repo = match name[slash..].rfind(':') {
+        Some(colon) => &name[..slash + colon],
+        None => name,
+    };
+    Some(format!("{repo}@{digest}"))
 }
 
 #[cfg(test)]
