@@ -149,30 +149,33 @@ pub fn rollback_target(
     }
 }
 
-/// Image references to keep on a host: the last `retain` releases and whatever either colour
-/// runs.
+/// Image references to keep on a host after `target` went live: `retain` releases counting
+/// `target` (the newest of the history before it fill the rest), and the release that served
+/// before it (the warm colour, the first rollback target).
 pub fn retained_images(
     config: &Config,
     hosts: &[(String, HostState)],
     state: &HostState,
-    extra: &ReleaseRef,
+    target: &ReleaseRef,
 ) -> Vec<String> {
-    let mut keep: Vec<String> = live_history(hosts)
-        .into_iter()
-        .take(config.deploy.retain)
-        .map(|r| r.image)
-        .collect();
-    keep.push(extra.image.clone());
+    let mut keep: Vec<String> = vec![target.image.clone()];
     keep.extend(
-        [&state.blue, &state.green]
+        live_history(hosts)
             .into_iter()
-            .filter_map(|c| c.release.as_ref().map(|r| r.image.clone())),
+            .filter(|r| r.release != target.release)
+            .take(config.deploy.retain.saturating_sub(1))
+            .map(|r| r.image),
     );
+    keep.extend(config_live_image(config, state));
     // Images are pulled by digest: `docker image ls --digests` names them `repo@digest`.
     let mut refs: Vec<String> = keep.iter().filter_map(|i| by_digest(i)).collect();
     refs.sort();
     refs.dedup();
     refs
+}
+
+fn config_live_image(config: &Config, state: &HostState) -> Option<String> {
+    state.live_release(config).map(|r| r.image.clone())
 }
 
 /// `registry:5000/app:tag@sha256:x` as `registry:5000/app@sha256:x`.
@@ -469,7 +472,6 @@ mod tests {
         assert_eq!(
             keep,
             [
-                "r/a@sha256:3",
                 "r/a@sha256:4",
                 "r/a@sha256:5",
                 "r/a@sha256:6",
