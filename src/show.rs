@@ -15,19 +15,14 @@ struct Shown<'a> {
 }
 
 pub fn config(config: &Config, json: bool) -> Result<String, Error> {
-    let sources = Secrets::load(&config.app_dir)?;
-    let mut names: Vec<&str> = config.env.secret.iter().map(String::as_str).collect();
-    if let Some(r) = &config.registry {
-        names.push(&r.password_env);
-    }
-    let secrets = names
+    let secrets = secrets(config)?
         .into_iter()
-        .map(|name| {
-            let state = match sources.get(name) {
-                Some((_, source)) => format!("[REDACTED] from {source}"),
-                None => "missing".to_owned(),
-            };
-            (name.to_owned(), state)
+        .map(|s| {
+            let state = s.source.map_or_else(
+                || "missing".to_owned(),
+                |src| format!("[REDACTED] from {src}"),
+            );
+            (s.name, state)
         })
         .collect();
     let shown = Shown { config, secrets };

@@ -239,7 +239,7 @@ fn template_error(name: &str, e: &dyn std::error::Error) -> Error {
     }
 }
 
-/// For tests and docs: the unit instance name for a colour.
+/// The systemd unit of one colour, such as `hello@blue.service`.
 pub fn unit_instance(app: &str, colour: Colour) -> String {
     format!("{app}@{colour}.service")
 }
