@@ -19,6 +19,7 @@ fn main() {
         .with_target(false)
         .init();
     shipit::ui::set_quiet(cli.quiet);
+    shipit::ui::set_verbose(cli.verbose > 0 || std::env::var_os("SHIPIT_LOG").is_some());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

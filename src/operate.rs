@@ -98,7 +98,7 @@ pub async fn maintenance(config: &Config, on: bool) -> Result<(), Error> {
             "{} on {} host{}",
             if on { "page served" } else { "the app again" },
             config.hosts.len(),
-            if config.hosts.len() == 1 { "" } else { "s" }
+            ui::plural(config.hosts.len())
         ),
     );
     Ok(())

@@ -39,6 +39,18 @@ impl std::fmt::Display for Answer {
     }
 }
 
+impl Answer {
+    /// One short line for progress: the status or the error, without the body.
+    pub fn summary(&self) -> String {
+        let text = match (&self.error, self.status) {
+            (Some(e), _) => e.rsplit(": ").next().unwrap_or(e).to_owned(),
+            (None, Some(s)) => format!("HTTP {s}"),
+            (None, None) => "no answer".to_owned(),
+        };
+        text.chars().take(80).collect()
+    }
+}
+
 /// What a healthy answer looks like.
 #[derive(Clone, Debug)]
 pub struct Expect<'a> {
@@ -206,11 +218,13 @@ pub fn attempt_limit(attempt: u32) -> Duration {
 }
 
 /// Poll until healthy or `deadline` passes; returns the time it took, or the last answer.
+/// `seen` is told each unhealthy answer with its attempt number (from 0).
 pub async fn wait_healthy(
     client: &reqwest::Client,
     tunnel: &Tunnel,
     expect: &Expect<'_>,
     deadline: Duration,
+    seen: impl Fn(u32, &Answer),
 ) -> Result<Duration, Answer> {
     let started = Instant::now();
     let last = std::sync::Mutex::new(None::<Answer>);
@@ -219,6 +233,9 @@ pub async fn wait_healthy(
         let n = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let answer = get_within(client, tunnel, expect.path, None, Some(attempt_limit(n))).await;
         let ok = expect.healthy(&answer);
+        if !ok {
+            seen(n, &answer);
+        }
         if let Ok(mut l) = last.lock() {
             *l = Some(answer);
         }

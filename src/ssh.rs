@@ -345,10 +345,17 @@ impl Fleet {
         if let Some(link) = hosts.first().and_then(|h| persisted_link(h, ssh)) {
             sweep_expired_masters(link.parent().unwrap_or(&link));
         }
-        let results = each_bounded(hosts.to_vec(), ssh.max_parallel, |spec| async move {
-            Host::connect(&spec, ssh).await
+        let progress = crate::ui::Step::new("Connecting", hosts, "SSH");
+        let results = each_bounded(hosts.to_vec(), ssh.max_parallel, |spec| {
+            let line = progress.line(&spec);
+            async move {
+                let r = Host::connect(&spec, ssh).await;
+                line.finish_with(&r, "connected");
+                r
+            }
         })
         .await;
+        drop(progress);
         let mut connected = Vec::new();
         let mut errors = Vec::new();
         for r in results {

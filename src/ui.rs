@@ -1,9 +1,14 @@
 //! What the user reads: status lines on stderr (like cargo's), results on stdout.
 //!
-//! Logs (tracing) are separate and go to stderr only with `-v`.
+//! Logs (tracing) are separate and go to stderr only with `-v`. Long steps show a live line
+//! per host on a terminal, and plain lines elsewhere ([`Step`]).
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 
@@ -16,12 +21,19 @@ pub fn status(verb: &str, message: &str) {
     if QUIET.load(Ordering::Relaxed) {
         return;
     }
-    let mut err = std::io::stderr().lock();
-    let _ = if std::io::stderr().is_terminal() {
-        writeln!(err, "\x1b[1;32m{verb:>12}\x1b[0m {message}")
-    } else {
-        writeln!(err, "{verb:>12} {message}")
-    };
+    let colour = std::io::stderr().is_terminal();
+    above_progress(|err| {
+        let _ = if colour {
+            writeln!(err, "\x1b[1;32m{verb:>12}\x1b[0m {message}")
+        } else {
+            writeln!(err, "{verb:>12} {message}")
+        };
+    });
+}
+
+/// `s` for every count but one.
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// A result on stdout.
@@ -32,10 +44,309 @@ pub fn out(text: &str) {
 
 /// A warning line on stderr (even with `-q`: it says something was done on the user's behalf).
 pub fn warn(message: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = if std::io::stderr().is_terminal() {
-        writeln!(err, "\x1b[1;33mwarning\x1b[0m: {message}")
+    let colour = std::io::stderr().is_terminal();
+    above_progress(|err| {
+        let _ = if colour {
+            writeln!(err, "\x1b[1;33mwarning\x1b[0m: {message}")
+        } else {
+            writeln!(err, "warning: {message}")
+        };
+    });
+}
+
+// --- progress per host ---------------------------------------------------------------------
+
+/// How often a plain (non-terminal) run says a host is still busy with a step.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// With `-v`, log lines go to stderr: live progress lines would tear them, so plain lines.
+pub fn set_verbose(verbose: bool) {
+    VERBOSE.store(verbose, Ordering::Relaxed);
+}
+
+/// Whether progress is drawn live (spinners redrawn in place): only on a terminal that can
+/// move the cursor, and neither with `-q` nor with `-v`.
+fn live() -> bool {
+    !QUIET.load(Ordering::Relaxed)
+        && !VERBOSE.load(Ordering::Relaxed)
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+/// The live lines, drawn on stderr; every other line on stderr goes above them.
+fn multi() -> &'static MultiProgress {
+    static MULTI: OnceLock<MultiProgress> = OnceLock::new();
+    MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+/// Writes `f` on stderr above the live lines (if any are drawn).
+fn above_progress(f: impl FnOnce(&mut std::io::StderrLock<'_>)) {
+    let write = || f(&mut std::io::stderr().lock());
+    if LIVE_STEPS.load(Ordering::Relaxed) > 0 {
+        multi().suspend(write);
     } else {
-        writeln!(err, "warning: {message}")
+        write();
+    }
+}
+
+static LIVE_STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One step (starting, health gate, switch, ...) on several hosts at once. On a terminal each
+/// host gets a line with a spinner and what it is doing, cleared when the step ends (the step's
+/// summary line follows). Elsewhere nothing is drawn, but a host still busy after
+/// [`HEARTBEAT`] gets a plain line saying what it waits for, every [`HEARTBEAT`].
+pub struct Step {
+    lines: Vec<HostLine>,
+    live: bool,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A host's line in a [`Step`]; cheap to clone into the host's task.
+#[derive(Clone)]
+pub struct HostLine(Arc<LineInner>);
+
+struct LineInner {
+    verb: &'static str,
+    host: String,
+    started: Instant,
+    bar: Option<ProgressBar>,
+    state: Mutex<LineState>,
+}
+
+struct LineState {
+    message: String,
+    finished: bool,
+    said: Instant,
+}
+
+impl Step {
+    /// A step named by `verb` ("Starting") on `hosts`, each waiting with `message`.
+    pub fn new<I, H>(verb: &'static str, hosts: I, message: &str) -> Step
+    where
+        I: IntoIterator<Item = H>,
+        H: std::fmt::Display,
+    {
+        let live = live();
+        let now = Instant::now();
+        let lines: Vec<HostLine> = hosts
+            .into_iter()
+            .map(|host| {
+                let host = host.to_string();
+                let bar = live.then(|| {
+                    let bar = multi().add(
+                        ProgressBar::new_spinner()
+                            .with_style(running_style())
+                            .with_prefix(verb)
+                            .with_message(format!("{host}: {message}")),
+                    );
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                    bar
+                });
+                HostLine(Arc::new(LineInner {
+                    verb,
+                    host,
+                    started: now,
+                    bar,
+                    state: Mutex::new(LineState {
+                        message: message.to_owned(),
+                        finished: false,
+                        said: now,
+                    }),
+                }))
+            })
+            .collect();
+        if live {
+            LIVE_STEPS.fetch_add(1, Ordering::Relaxed);
+        }
+        let heartbeat = (!live && !QUIET.load(Ordering::Relaxed) && !lines.is_empty())
+            .then(|| tokio::runtime::Handle::try_current().ok())
+            .flatten()
+            .map(|rt| {
+                let lines = lines.clone();
+                rt.spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        for line in &lines {
+                            if let Some(text) = line.heartbeat(Instant::now()) {
+                                status(line.0.verb, &text);
+                            }
+                        }
+                    }
+                })
+            });
+        Step {
+            lines,
+            live,
+            heartbeat,
+        }
+    }
+
+    /// The line of `host` (a detached one, drawn nowhere, for a host not in the step).
+    pub fn line(&self, host: &impl std::fmt::Display) -> HostLine {
+        let host = host.to_string();
+        self.lines
+            .iter()
+            .find(|l| l.0.host == host)
+            .cloned()
+            .unwrap_or_else(|| {
+                HostLine(Arc::new(LineInner {
+                    verb: "",
+                    host,
+                    started: Instant::now(),
+                    bar: None,
+                    state: Mutex::new(LineState {
+                        message: String::new(),
+                        finished: true,
+                        said: Instant::now(),
+                    }),
+                }))
+            })
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        for line in &self.lines {
+            if let Some(bar) = &line.0.bar {
+                bar.finish_and_clear();
+                multi().remove(bar);
+            }
+        }
+        if self.live {
+            LIVE_STEPS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl HostLine {
+    /// What the host is doing now.
+    pub fn set(&self, message: impl Into<String>) {
+        let message = message.into();
+        if let Some(bar) = &self.0.bar {
+            bar.set_message(format!("{}: {message}", self.0.host));
+        }
+        if let Ok(mut s) = self.0.state.lock() {
+            s.message = message;
+        }
+    }
+
+    /// The host is done with the step: `ok` or not, with a last word.
+    pub fn finish(&self, ok: bool, message: impl Into<String>) {
+        let message = message.into();
+        if let Some(bar) = &self.0.bar {
+            bar.set_style(finished_style(ok));
+            bar.finish_with_message(format!(
+                "{} {}: {message} ({:.2}s)",
+                if ok { "✓" } else { "✗" },
+                self.0.host,
+                self.0.started.elapsed().as_secs_f64()
+            ));
+        }
+        if let Ok(mut s) = self.0.state.lock() {
+            s.finished = true;
+            s.message = message;
+        }
+    }
+
+    /// The host failed the step: the error's first line.
+    pub fn failed(&self, error: &impl std::fmt::Display) {
+        let text = error.to_string();
+        self.finish(false, text.lines().next().unwrap_or_default().to_owned());
+    }
+
+    /// Finishes the line from a result.
+    pub fn finish_with<T, E: std::fmt::Display>(&self, result: &Result<T, E>, ok: &str) {
+        match result {
+            Ok(_) => self.finish(true, ok),
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// The plain line due at `now`, if the host has been busy for another [`HEARTBEAT`].
+    fn heartbeat(&self, now: Instant) -> Option<String> {
+        let mut s = self.0.state.lock().ok()?;
+        if s.finished || now.duration_since(s.said) < HEARTBEAT {
+            return None;
+        }
+        s.said = now;
+        Some(heartbeat_text(
+            &self.0.host,
+            &s.message,
+            now.duration_since(self.0.started),
+        ))
+    }
+}
+
+/// `web1: waiting for /health (12s so far)`.
+pub fn heartbeat_text(host: &str, message: &str, busy: Duration) -> String {
+    format!("{host}: {message} ({}s so far)", busy.as_secs())
+}
+
+fn running_style() -> ProgressStyle {
+    // The template is a constant that parses (a unit test checks it).
+    ProgressStyle::with_template("{prefix:>12.cyan.bold} {spinner:.cyan} {wide_msg} {elapsed:.dim}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn finished_style(ok: bool) -> ProgressStyle {
+    let template = if ok {
+        "{prefix:>12.green.bold} {wide_msg}"
+    } else {
+        "{prefix:>12.red.bold} {wide_msg}"
     };
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn styles_parse() {
+        for t in [
+            "{prefix:>12.cyan.bold} {spinner:.cyan} {wide_msg} {elapsed:.dim}",
+            "{prefix:>12.green.bold} {wide_msg}",
+            "{prefix:>12.red.bold} {wide_msg}",
+        ] {
+            ProgressStyle::with_template(t).unwrap();
+        }
+    }
+
+    #[test]
+    fn plain_lines_come_every_heartbeat_while_busy() {
+        let t0 = Instant::now();
+        let line = HostLine(Arc::new(LineInner {
+            verb: "Checking",
+            host: "web1".into(),
+            started: t0,
+            bar: None,
+            state: Mutex::new(LineState {
+                message: "waiting for /health".into(),
+                finished: false,
+                said: t0,
+            }),
+        }));
+        assert_eq!(line.heartbeat(t0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            line.heartbeat(t0 + HEARTBEAT).as_deref(),
+            Some("web1: waiting for /health (5s so far)")
+        );
+        // Not again until another heartbeat has passed.
+        assert_eq!(
+            line.heartbeat(t0 + HEARTBEAT + Duration::from_secs(1)),
+            None
+        );
+        line.set("waiting for /health: HTTP 503 (attempt 40)");
+        assert_eq!(
+            line.heartbeat(t0 + HEARTBEAT * 2).as_deref(),
+            Some("web1: waiting for /health: HTTP 503 (attempt 40) (10s so far)")
+        );
+        line.finish(true, "healthy");
+        assert_eq!(line.heartbeat(t0 + HEARTBEAT * 4), None);
+    }
 }

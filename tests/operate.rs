@@ -226,3 +226,69 @@ fn doctor_checks_each_host_and_says_how_to_fix_what_is_wrong() {
             .all(|c| c["fix"].as_str().is_some_and(|f| !f.is_empty()))
     );
 }
+
+#[test]
+fn progress_is_live_per_host_on_a_terminal_and_plain_lines_elsewhere() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-progress", &hosts, 4321, "");
+
+    // At a terminal: a live line per host for each long step, redrawn in place.
+    let tty = app
+        .shipit_on_terminal(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    assert!(tty.stdout.contains("\x1b["), "{}", tty.stdout);
+    for h in &hosts {
+        for done in [
+            "connected",
+            "started",
+            "healthy",
+            "switched",
+            "healthy through nginx",
+        ] {
+            assert!(
+                tty.stdout.contains(&format!("✓ {}: {done} (", h.dest)),
+                "no `{done}` line for {}:\n{}",
+                h.dest,
+                tty.stdout
+            );
+        }
+    }
+    assert!(tty.stdout.contains("Deployed"), "{}", tty.stdout);
+
+    // Not a terminal (CI logs): no escape codes and no redrawn lines, only plain lines; a host
+    // still busy after 5 s says what it waits for, every 5 s. The new copy binds after 7 s.
+    app.set_hello_env(4321, "HELLO_START_DELAY = \"7\"");
+    let plain = app
+        .shipit(&["deploy", "production", "--version", "1.0.1"])
+        .success();
+    assert!(!plain.stderr.contains('\x1b'), "{}", plain.stderr);
+    assert!(!plain.stderr.contains('✓'), "{}", plain.stderr);
+    for h in &hosts {
+        let waiting: Vec<&str> = plain
+            .stderr
+            .lines()
+            .filter(|l| {
+                l.trim_start()
+                    .starts_with(&format!("Checking {}: waiting for /health", h.dest))
+            })
+            .collect();
+        assert_eq!(
+            waiting.len(),
+            1,
+            "one line at 5 s for {}:\n{}",
+            h.dest,
+            plain.stderr
+        );
+        assert!(waiting[0].ends_with("(5s so far)"), "{}", waiting[0]);
+        assert!(waiting[0].contains("(attempt "), "{}", waiting[0]);
+    }
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.1", "1.0.1"]);
+
+    // `-q`: nothing on stderr at all for a run that succeeds.
+    app.set_hello_env(4321, "");
+    let quiet = app
+        .shipit(&["deploy", "production", "--version", "1.0.2", "-q"])
+        .success();
+    assert_eq!(quiet.stderr, "");
+}

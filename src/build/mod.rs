@@ -174,7 +174,7 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         &format!(
             "{reference} in {push_seconds:.2}s: {} layer{} pushed ({} KiB), {} already there",
             pushed.layers_pushed,
-            if pushed.layers_pushed == 1 { "" } else { "s" },
+            ui::plural(pushed.layers_pushed),
             pushed.bytes.div_ceil(1024),
             pushed.layers_reused
         ),

@@ -27,7 +27,7 @@ use crate::secret::Secrets;
 use crate::ssh::{Fleet, Host, each_bounded};
 use crate::state::{self, HistoryEntry, HostState, Outcome, ReleaseRef};
 use crate::templates;
-use crate::ui;
+use crate::ui::{self, plural};
 use plan::{Action, HostStep, Plan, PlanError};
 
 #[derive(Clone, Debug, Default)]
@@ -438,10 +438,6 @@ fn report(plan: Plan, started: Instant) -> Report {
     }
 }
 
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
 /// Run `f` holding the environment lock on every host; the lock is released on every exit
 /// path, Ctrl-C and SIGTERM included.
 async fn locked<T, F, Fut>(
@@ -557,10 +553,21 @@ impl<'a> Run<'a> {
         let tunnels = each_bounded(changing.clone(), self.fleet.max_parallel, |w| async move {
             Tunnel::open(&w.host, self.config.port_of(w.step.to)).await
         });
+        let progress = ui::Step::new(
+            "Starting",
+            started.iter().map(|w| &w.host.spec),
+            &format!("pulling and starting {}", target.release),
+        );
         let prepared = each_bounded(started.clone(), self.fleet.max_parallel, |w| {
-            self.prepare(w, target)
+            let line = progress.line(&w.host.spec);
+            async move {
+                let r = self.prepare(w, target).await;
+                line.finish_with(&r, "started");
+                r
+            }
         });
         let (tunnels, prepared) = tokio::join!(tunnels, prepared);
+        drop(progress);
         let tunnels = match collect(tunnels) {
             Ok(t) => t,
             Err(e) => {
@@ -589,12 +596,25 @@ impl<'a> Run<'a> {
 
         // Health gate: every new copy, directly on its own port.
         let t = Instant::now();
+        let progress = ui::Step::new(
+            "Checking",
+            changing.iter().map(|w| &w.host.spec),
+            &format!("waiting for {}", self.config.health.path),
+        );
         let gated = each_bounded(
             changing.clone().into_iter().zip(tunnels).collect(),
             self.fleet.max_parallel,
-            |(w, t)| self.gate(w, t, target),
+            |(w, t)| {
+                let line = progress.line(&w.host.spec);
+                async move {
+                    let r = self.gate(w, t, target, &line).await;
+                    line.finish_with(&r, "healthy");
+                    r
+                }
+            },
         )
         .await;
+        drop(progress);
         let direct: Vec<Tunnel> = match collect(gated) {
             Ok(tunnels) => tunnels,
             Err(e) => {
@@ -618,10 +638,21 @@ impl<'a> Run<'a> {
         // Switch every host, or none.
         let t = Instant::now();
         self.switched.store(true, Ordering::SeqCst);
+        let progress = ui::Step::new(
+            "Switching",
+            changing.iter().map(|w| &w.host.spec),
+            "nginx -t, reload, waiting for the new workers",
+        );
         let switches = each_bounded(changing.clone(), self.fleet.max_parallel, |w| {
-            self.switch(w)
+            let line = progress.line(&w.host.spec);
+            async move {
+                let r = self.switch(w).await;
+                line.finish_with(&r, "switched");
+                r
+            }
         })
         .await;
+        drop(progress);
         let failure = changing
             .iter()
             .zip(switches)
@@ -751,6 +782,7 @@ impl<'a> Run<'a> {
         w: Work<'a>,
         tunnel: Tunnel,
         target: &ReleaseRef,
+        line: &ui::HostLine,
     ) -> Result<Tunnel, Error> {
         let colour = w.step.to;
         let client = probe::client(false)?;
@@ -758,7 +790,16 @@ impl<'a> Run<'a> {
             path: &self.config.health.path,
             json: self.config.health.expect_json.as_ref(),
         };
-        match probe::wait_healthy(&client, &tunnel, &expect, self.config.health.timeout).await {
+        let seen = |attempt: u32, answer: &probe::Answer| {
+            line.set(format!(
+                "waiting for {}: {} (attempt {})",
+                expect.path,
+                answer.summary(),
+                attempt + 1
+            ));
+        };
+        match probe::wait_healthy(&client, &tunnel, &expect, self.config.health.timeout, seen).await
+        {
             Ok(took) => {
                 info!(host = %w.host.spec, colour = %colour, elapsed_ms = took.as_millis() as u64, "healthy");
                 Ok(tunnel)
@@ -895,11 +936,6 @@ impl<'a> Run<'a> {
         direct: &[Tunnel],
         window: Duration,
     ) -> Result<(), (String, String)> {
-        let client = probe::client(true).map_err(|e| (String::new(), e.to_string()))?;
-        let expect = Expect {
-            path: &self.config.health.path,
-            json: self.config.health.expect_json.as_ref(),
-        };
         let mut nginx = Vec::new();
         for w in all {
             let t = Tunnel::open(&w.host, 80)
@@ -907,8 +943,42 @@ impl<'a> Run<'a> {
                 .map_err(|e| (w.host.spec.to_string(), e.to_string()))?;
             nginx.push(t);
         }
+        let progress = ui::Step::new(
+            "Verifying",
+            all.iter().map(|w| &w.host.spec),
+            "through nginx",
+        );
+        let result = self
+            .verify_rounds(all, changing, direct, &nginx, window, &progress)
+            .await;
+        match &result {
+            Ok(()) => all.iter().for_each(|w| {
+                progress
+                    .line(&w.host.spec)
+                    .finish(true, "healthy through nginx")
+            }),
+            Err((host, reason)) => progress.line(host).finish(false, reason.clone()),
+        }
+        result
+    }
+
+    /// [`Self::verify`]'s checks, round after round until `window` has passed.
+    async fn verify_rounds(
+        &self,
+        all: &[Work<'a>],
+        changing: &[Work<'a>],
+        direct: &[Tunnel],
+        nginx: &[Tunnel],
+        window: Duration,
+        progress: &ui::Step,
+    ) -> Result<(), (String, String)> {
+        let expect = Expect {
+            path: &self.config.health.path,
+            json: self.config.health.expect_json.as_ref(),
+        };
+        let client = probe::client(true).map_err(|e| (String::new(), e.to_string()))?;
         let started = Instant::now();
-        loop {
+        for round in 1.. {
             let through_nginx = futures::future::join_all(
                 nginx
                     .iter()
@@ -950,8 +1020,15 @@ impl<'a> Run<'a> {
             if started.elapsed() >= window {
                 return Ok(());
             }
+            let left = window.saturating_sub(started.elapsed()).as_secs_f64();
+            for w in all {
+                progress
+                    .line(&w.host.spec)
+                    .set(format!("healthy through nginx {round}x, {left:.1}s to go"));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(())
     }
 
     /// A bounded burst through every host's nginx: the error rate and the 95th percentile
@@ -968,11 +1045,17 @@ impl<'a> Run<'a> {
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
-        let results = futures::future::join_all(tunnels.iter().map(|tunnel| {
+        let progress = ui::Step::new(
+            "Testing",
+            all.iter().map(|w| &w.host.spec),
+            &format!("smoke burst of {} requests through nginx", smoke.requests),
+        );
+        let results = futures::future::join_all(all.iter().zip(&tunnels).map(|(w, tunnel)| {
             let client = client.clone();
+            let line = progress.line(&w.host.spec);
             async move {
                 use futures::StreamExt;
-                futures::stream::iter(0..smoke.requests)
+                let results = futures::stream::iter(0..smoke.requests)
                     .map(|_| {
                         let client = client.clone();
                         async move {
@@ -988,10 +1071,17 @@ impl<'a> Run<'a> {
                     })
                     .buffer_unordered(4)
                     .collect::<Vec<_>>()
-                    .await
+                    .await;
+                let failed = results.iter().filter(|(ok, _)| !ok).count();
+                line.finish(
+                    failed == 0,
+                    format!("{failed} of {} requests failed", results.len()),
+                );
+                results
             }
         }))
         .await;
+        drop(progress);
         let mut latencies: Vec<Duration> = results.iter().flatten().map(|(_, d)| *d).collect();
         let failed = results.iter().flatten().filter(|(ok, _)| !ok).count();
         let total = latencies.len().max(1);

@@ -21,7 +21,7 @@ use crate::remote::{RemoteCommand, scripts};
 use crate::secret::Secrets;
 use crate::ssh::{Fleet, Host};
 use crate::templates::{ManagedFile, Templates};
-use crate::ui;
+use crate::ui::{self, plural};
 use plan::{HostPlan, Login};
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,9 +67,9 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
             &format!(
                 "{} host{} in {:.2}s: {changes} change{}, {}",
                 reports.len(),
-                if reports.len() == 1 { "" } else { "s" },
+                plural(reports.len()),
                 started.elapsed().as_secs_f64(),
-                if changes == 1 { "" } else { "s" },
+                plural(changes),
                 if reloads == 0 {
                     "nothing reloaded".to_owned()
                 } else {
@@ -103,17 +103,47 @@ async fn run(
     options: Options,
 ) -> Result<Vec<HostReport>, Error> {
     // Phase 1: observe, plan, stage, validate.
+    let progress = ui::Step::new(
+        "Checking",
+        fleet.hosts.iter().map(|h| &h.spec),
+        "reading the managed files",
+    );
     let prepared = fleet
-        .each(|host| async move {
-            let plan = observe_and_plan(&host, desired, dirs, login).await?;
-            if !options.dry_run && !plan.is_empty() {
-                stage_and_validate(&host, &plan)
-                    .await
-                    .map_err(|e| (e, Some(plan.clone())))?;
+        .each(|host| {
+            let line = progress.line(&host.spec);
+            async move {
+                let result = async {
+                    let plan = observe_and_plan(&host, desired, dirs, login).await?;
+                    if !options.dry_run && !plan.is_empty() {
+                        line.set(format!(
+                            "staging and validating {} changed file{}",
+                            plan.changes.len(),
+                            plural(plan.changes.len())
+                        ));
+                        stage_and_validate(&host, &plan)
+                            .await
+                            .map_err(|e| (e, Some(plan.clone())))?;
+                    }
+                    Ok::<_, (Error, Option<HostPlan>)>(plan)
+                }
+                .await;
+                match &result {
+                    Ok(plan) if plan.is_empty() => line.finish(true, "up to date"),
+                    Ok(plan) => line.finish(
+                        true,
+                        format!(
+                            "{} change{} validated",
+                            plan.changes.len(),
+                            plural(plan.changes.len())
+                        ),
+                    ),
+                    Err((e, _)) => line.failed(e),
+                }
+                result.map(|plan| (host, plan))
             }
-            Ok::<_, (Error, Option<HostPlan>)>((host, plan))
         })
         .await;
+    drop(progress);
 
     if prepared.iter().any(Result::is_err) {
         let mut errors = Vec::new();
@@ -154,11 +184,24 @@ async fn run(
     }
 
     // Phase 2: every host validated its candidates; install and reload.
-    let results =
-        crate::ssh::each_bounded(prepared, fleet.max_parallel, |(host, plan)| async move {
-            commit(&host, &plan, login).await
-        })
-        .await;
+    let progress = ui::Step::new(
+        "Installing",
+        prepared
+            .iter()
+            .filter(|(_, plan)| !plan.is_empty())
+            .map(|(h, _)| &h.spec),
+        "installing the validated files and reloading what changed",
+    );
+    let results = crate::ssh::each_bounded(prepared, fleet.max_parallel, |(host, plan)| {
+        let line = progress.line(&host.spec);
+        async move {
+            let result = commit(&host, &plan, login).await;
+            line.finish_with(&result, "installed");
+            result
+        }
+    })
+    .await;
+    drop(progress);
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     for r in results {

@@ -296,6 +296,33 @@ timeout = "20s"
 }
 
 impl App {
+    /// `shipit args` on a pseudo-terminal (util-linux `script`), as an operator at a terminal
+    /// runs it: the output is what the terminal received, both streams together.
+    pub fn shipit_on_terminal(&self, args: &[&str]) -> Run {
+        let command = std::iter::once(env!("CARGO_BIN_EXE_shipit"))
+            .chain(args.iter().copied())
+            .map(|a| shell_escape::unix::escape(a.into()).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let output = Command::new("script")
+            .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+            .current_dir(self.dir.path())
+            .env_remove("SHIPIT_REGISTRY_PASSWORD")
+            .env_remove("SHIPIT_LOG")
+            .env("TERM", "xterm-256color")
+            .envs(&self.envs)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script (util-linux) runs");
+        Run {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            output,
+        }
+    }
+}
+
+impl App {
     /// A tiny real web app image: busybox httpd serving a JSON `/health` and `/version`,
     /// `FROM scratch`. `marker` goes into a file, so different markers give different layers.
     pub fn busybox_app(&self, marker: &str) -> &App {
