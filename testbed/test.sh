@@ -10,6 +10,10 @@ state=${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}
 # shellcheck source=/dev/null
 . "$state/env.sh"
 if [[ -x examples/hello/build.sh ]]; then bash examples/hello/build.sh; fi
+# The local base images of shipit's own image (tests/packaging.rs), made before the tests so
+# that a first debootstrap does not count against a test's time limit; a check when cached.
+# Should it fail, the other tests still run (the packaging tests then fail, saying why).
+bash testbed/bases.sh </dev/null >/dev/null || echo "test.sh: testbed/bases.sh failed" >&2
 
 # The fuzz targets (configuration files, what hosts answer), bounded in time; then every test.
 # The test runner's summary comes last.
