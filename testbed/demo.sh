@@ -12,7 +12,7 @@ state=${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}
 bash examples/hello/build.sh
 cargo build --release --quiet --bin shipit
 shipit=$PWD/target/release/shipit
-cd examples/hello
+# The repository's shipit.toml and environments/local.toml deploy examples/hello to the testbed.
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 serving() {

@@ -267,10 +267,13 @@ fn ci_app(testbed: &Testbed) -> App {
     std::fs::remove_file(app.path().join("environments/production.toml")).unwrap();
     let hello = repo().join("examples/hello");
     let read = |rel: &str| std::fs::read_to_string(hello.join(rel)).unwrap();
+    let read_top = |rel: &str| std::fs::read_to_string(repo().join(rel)).unwrap();
 
     // Its own app and repository, so that nothing of the demo's `hello` is touched.
-    let config = read("shipit.toml")
+    // The copy is its own build context (the Dockerfile and app/hello are copied beside it).
+    let config = read_top("shipit.toml")
         .lines()
+        .filter(|l| !l.starts_with("context = "))
         .map(|l| match l {
             l if l.starts_with("app = ") => "app = \"t-packaging\"".to_owned(),
             l if l.starts_with("image = ") => {
@@ -288,7 +291,7 @@ fn ci_app(testbed: &Testbed) -> App {
         .map(|h| format!("{:?}", h.dest))
         .collect::<Vec<_>>()
         .join(", ");
-    let env = read("environments/local.toml")
+    let env = read_top("environments/local.toml")
         .lines()
         .map(|l| match l {
             l if l.starts_with("hosts = ") => format!("hosts = [{list}]"),
@@ -303,7 +306,7 @@ fn ci_app(testbed: &Testbed) -> App {
     assert!(
         env.contains("identity = \"~/.ssh/id_ed25519\"")
             && env.contains("known_hosts_file = \"~/.ssh/known_hosts\""),
-        "examples/hello/environments/local.toml no longer sets ssh.identity and \
+        "environments/local.toml no longer sets ssh.identity and \
          ssh.known_hosts_file: {env}"
     );
     app.file("environments/local.toml", &(env + "\n"));
