@@ -40,8 +40,9 @@ pub enum Command {
     /// Print the merged configuration of an environment, secrets redacted
     #[command(after_help = "Example:\n  shipit config production\n  shipit config staging --json")]
     Config {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
-        /// As JSON
+        /// Print as JSON
         #[arg(long)]
         json: bool,
     },
@@ -50,6 +51,7 @@ pub enum Command {
         after_help = "Examples:\n  shipit build production\n  shipit build production --version 1.5.0 --allow-dirty\n\nThe tag is the version plus the app's git commit: 1.4.2+3f9c2ab is tagged 1.4.2_3f9c2ab."
     )]
     Build {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
         #[command(flatten)]
         release: ReleaseArgs,
@@ -59,12 +61,17 @@ pub enum Command {
     },
     /// Build, push and deploy blue/green to every host, rolling back by itself on failure
     #[command(
-        after_help = "Examples:\n  shipit deploy production\n  shipit deploy production --dry-run\n  shipit deploy staging --version 1.5.0-rc.1 --lock-wait 5m"
+        after_help = "Examples:\n  shipit deploy production\n  shipit deploy production --dry-run\n  shipit deploy staging --version 1.5.0-rc.1 --lock-wait 5m\n\nBuild once, then promote the same image (a CI pipeline):\n  shipit build staging && shipit deploy staging --no-build\n  shipit deploy production --no-build"
     )]
     Deploy {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
         #[command(flatten)]
         release: ReleaseArgs,
+        /// Deploy the release's image already in the registry (from `shipit build` or an
+        /// earlier deploy of this commit) instead of building: one image, every environment
+        #[arg(long)]
+        no_build: bool,
         #[command(flatten)]
         change: ChangeArgs,
     },
@@ -73,6 +80,7 @@ pub enum Command {
         after_help = "Examples:\n  shipit rollback production\n  shipit rollback production --to 1.4.1"
     )]
     Rollback {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
         /// A retained release, such as `1.4.1` or `1.4.1+3f9c2ab`
         #[arg(long, value_name = "VERSION")]
@@ -83,14 +91,18 @@ pub enum Command {
     /// Per host: live colour, release, health, unit states, lock holder
     #[command(after_help = "Example:\n  shipit status production --json")]
     Status {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
+        /// Print as JSON
         #[arg(long)]
         json: bool,
     },
     /// Release history merged from all hosts, newest first
     #[command(after_help = "Example:\n  shipit releases production")]
     Releases {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
+        /// Print as JSON
         #[arg(long)]
         json: bool,
     },
@@ -120,15 +132,18 @@ pub enum Command {
     /// Docker and the registry login, nginx, systemd, disk space, clock skew
     #[command(after_help = "Example:\n  shipit doctor production")]
     Doctor {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
+        /// Print as JSON
         #[arg(long)]
         json: bool,
     },
     /// Stream the live colour's logs from every host, prefixed by host
     #[command(
-        after_help = "Examples:\n  shipit logs production\n  shipit logs production --follow --lines 20"
+        after_help = "Examples:\n  shipit logs production\n  shipit logs production --follow --lines 20\n  shipit logs production --json | jq -r 'select(.host | test(\"web1\")) | .line'"
     )]
     Logs {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
         /// Keep printing new lines until interrupted
         #[arg(short, long)]
@@ -136,6 +151,9 @@ pub enum Command {
         /// How many past lines per host
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: u32,
+        /// A JSON object per line: {"host", "unit", "line"}
+        #[arg(long)]
+        json: bool,
     },
     /// Serve a maintenance page from nginx (`on`), or the app again (`off`)
     #[command(
@@ -144,6 +162,7 @@ pub enum Command {
     Maintenance {
         #[arg(value_parser = ["on", "off"])]
         state: String,
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
     },
     /// Print a shell completion script
@@ -157,6 +176,7 @@ pub enum Command {
         after_help = "Examples:\n  shipit provision production\n  shipit provision production --dry-run"
     )]
     Provision {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
         /// Show a diff of every file against each host and change nothing
         #[arg(long)]
@@ -203,7 +223,9 @@ pub struct ChangeArgs {
 pub enum SecretsAction {
     /// Say which secrets are missing, without printing any value
     Check {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
+        /// Print as JSON
         #[arg(long)]
         json: bool,
     },
@@ -213,12 +235,15 @@ pub enum SecretsAction {
 pub enum LockAction {
     /// Who holds the lock on each host, since when
     Status {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
+        /// Print as JSON
         #[arg(long)]
         json: bool,
     },
     /// Break the lock, whoever holds it (asks for confirmation)
     Release {
+        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
         /// Do not ask
         #[arg(long)]
@@ -242,6 +267,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Deploy {
             environment,
             release,
+            no_build,
             change,
         } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
@@ -249,6 +275,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 dry_run: change.dry_run,
                 lock_wait: change.lock_wait,
                 build: release.options(cli.verbose),
+                no_build,
             };
             let report = crate::deploy::deploy(&config, &options).await?;
             if change.json {
@@ -332,9 +359,15 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             environment,
             follow,
             lines,
+            json: as_json,
         } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
-            crate::operate::logs(&config, lines, follow).await
+            let format = if as_json {
+                crate::operate::LogFormat::Json
+            } else {
+                crate::operate::LogFormat::Text
+            };
+            crate::operate::logs(&config, lines, follow, format).await
         }
         Command::Maintenance { state, environment } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;

@@ -91,6 +91,16 @@ impl PushError {
     }
 }
 
+/// The registry login the engine passes on (in a header, never on a command line).
+fn credentials(registry: &str, user: &str, password: &Secret) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(user.to_owned()),
+        password: Some(password.expose().to_owned()),
+        serveraddress: Some(registry.to_owned()),
+        ..Default::default()
+    }
+}
+
 impl Engine {
     /// Connect to the local engine (`DOCKER_HOST` or the default socket) and agree on an API
     /// version: Debian's engine speaks 1.41.
@@ -187,6 +197,38 @@ impl Engine {
         Ok(Built { steps, cached })
     }
 
+    /// The digest of `image:tag` in its registry, asked through the engine; `None` when the
+    /// registry has no such tag.
+    pub async fn registry_digest(
+        &self,
+        image: &str,
+        tag: &str,
+        registry: &str,
+        user: &str,
+        password: &Secret,
+    ) -> Result<Option<String>, PushError> {
+        let credentials = credentials(registry, user, password);
+        match self
+            .docker
+            .inspect_registry_image(&format!("{image}:{tag}"), Some(credentials))
+            .await
+        {
+            Ok(found) => Ok(found.descriptor.digest),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                message,
+                status_code,
+            }) => {
+                let lower = message.to_lowercase();
+                if lower.contains("manifest unknown") || lower.contains("not found") {
+                    Ok(None)
+                } else {
+                    Err(PushError::classify(format!("{status_code}: {message}")))
+                }
+            }
+            Err(e) => Err(PushError::classify(e.to_string())),
+        }
+    }
+
     /// Push `image:tag` once; layers are counted from the engine's per-layer statuses.
     pub async fn push_once(
         &self,
@@ -197,12 +239,7 @@ impl Engine {
         password: &Secret,
     ) -> Result<Pushed, PushError> {
         let options = PushImageOptionsBuilder::default().tag(tag).build();
-        let credentials = DockerCredentials {
-            username: Some(user.to_owned()),
-            password: Some(password.expose().to_owned()),
-            serveraddress: Some(registry.to_owned()),
-            ..Default::default()
-        };
+        let credentials = credentials(registry, user, password);
         let started = Instant::now();
         let mut stream = self
             .docker

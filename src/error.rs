@@ -153,6 +153,14 @@ pub enum Error {
     Push { reference: String, message: String },
 
     #[error(
+        "`{reference}` is not in the registry: --no-build deploys a release built and pushed before\n  help: build it first (`shipit build {environment}`, from the same commit and with the same --version), or deploy without --no-build"
+    )]
+    NotBuilt {
+        reference: String,
+        environment: String,
+    },
+
+    #[error(
         "the deploy lock of `{environment}` is held on `{host}` by {holder}\n  help: wait for it (`--lock-wait 5m`), or if that deploy is dead, run `shipit lock release {environment}`"
     )]
     LockHeld {
@@ -285,7 +293,8 @@ impl Error {
             | Error::BuildStep { .. }
             | Error::RegistryUnauthorized { .. }
             | Error::RegistryUnreachable { .. }
-            | Error::Push { .. } => 5,
+            | Error::Push { .. }
+            | Error::NotBuilt { .. } => 5,
             Error::Connect { .. } | Error::Transport { .. } => 3,
             Error::Hosts { hosts } => hosts.iter().map(Error::exit_code).max().unwrap_or(1),
             Error::Validation { .. } => 4,

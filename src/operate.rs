@@ -13,9 +13,40 @@ use crate::ui;
 /// The default maintenance page; a `templates/maintenance.html` in the app overrides it.
 pub const MAINTENANCE_PAGE: &str = include_str!("../templates/maintenance.html");
 
+/// One log line as `shipit logs --json` prints it: a JSON object per line (NDJSON).
+#[derive(serde::Serialize)]
+struct LogLine<'a> {
+    host: &'a str,
+    unit: Option<&'a str>,
+    line: &'a str,
+}
+
+/// How `shipit logs` prints: `host | line`, or a JSON object per line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn log_line(format: LogFormat, width: usize, host: &str, unit: Option<&str>, line: &str) -> String {
+    match format {
+        LogFormat::Text => format!("{host:<width$} | {line}\n"),
+        LogFormat::Json => {
+            let record = LogLine { host, unit, line };
+            // A struct of strings always serializes.
+            serde_json::to_string(&record).unwrap_or_default() + "\n"
+        }
+    }
+}
+
 /// Print the live colour's logs of every host, each line prefixed by its host; with `follow`,
 /// keep printing until interrupted.
-pub async fn logs(config: &Config, lines: u32, follow: bool) -> Result<(), Error> {
+pub async fn logs(
+    config: &Config,
+    lines: u32,
+    follow: bool,
+    format: LogFormat,
+) -> Result<(), Error> {
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
     let result = async {
         let states = crate::deploy::observe(&fleet, config).await?;
@@ -29,10 +60,14 @@ pub async fn logs(config: &Config, lines: u32, follow: bool) -> Result<(), Error
             let host: Arc<Host> = Arc::clone(host);
             let live = state.live(config);
             async move {
+                let name = host.spec.to_string();
                 let Some(colour) = live else {
-                    ui::out(&format!(
-                        "{:<width$} | (no live colour: nothing deployed yet)\n",
-                        host.spec.to_string()
+                    ui::out(&log_line(
+                        format,
+                        width,
+                        &name,
+                        None,
+                        "(no live colour: nothing deployed yet)",
                     ));
                     return Ok(());
                 };
@@ -43,11 +78,12 @@ pub async fn logs(config: &Config, lines: u32, follow: bool) -> Result<(), Error
                     scripts::LOGS
                 };
                 let cmd = RemoteCommand::new(format!("logs of {unit}"), script)
-                    .arg(unit)
+                    .arg(unit.clone())
                     .arg(lines.to_string());
-                let prefix = format!("{:<width$} |", host.spec.to_string());
-                host.stream_lines(&cmd, |line| ui::out(&format!("{prefix} {line}\n")))
-                    .await
+                host.stream_lines(&cmd, |line| {
+                    ui::out(&log_line(format, width, &name, Some(&unit), line))
+                })
+                .await
             }
         });
         let results = futures::future::join_all(streams).await;
@@ -102,4 +138,31 @@ pub async fn maintenance(config: &Config, on: bool) -> Result<(), Error> {
         ),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_as_text_and_as_json() {
+        assert_eq!(
+            log_line(LogFormat::Text, 8, "web1", Some("app@blue"), "GET / 200"),
+            "web1     | GET / 200\n"
+        );
+        let json = log_line(
+            LogFormat::Json,
+            8,
+            "web1",
+            Some("app@blue"),
+            "say \"hi\"\t\\",
+        );
+        let v: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+        assert_eq!(v["host"], "web1");
+        assert_eq!(v["unit"], "app@blue");
+        assert_eq!(v["line"], "say \"hi\"\t\\");
+        assert!(json.ends_with('\n') && json.matches('\n').count() == 1);
+        let none = log_line(LogFormat::Json, 0, "web1", None, "x");
+        assert!(none.contains("\"unit\":null"), "{none}");
+    }
 }

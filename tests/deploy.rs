@@ -457,3 +457,62 @@ fn keep_previous_stop_drains_and_stops_the_old_colour_and_old_images_are_pruned(
     }
     assert_eq!(app.versions(&tb, &hosts), ["4.0.0"; 2]);
 }
+
+/// A CI pipeline builds once and promotes that image: `deploy --no-build` finds the release of
+/// the current commit in the registry, builds nothing, and refuses (changing nothing) when the
+/// release was never pushed.
+#[test]
+fn no_build_deploys_the_image_already_pushed_to_every_environment() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-nobuild", &hosts, 4331, "");
+    // staging is the first host, production the second: one image for both.
+    app.env_file(
+        "staging",
+        &tb,
+        &hosts[..1],
+        "[deploy]\nverify_window = \"0s\"\n",
+    );
+    app.env_file(
+        "production",
+        &tb,
+        &hosts[1..],
+        "[deploy]\nverify_window = \"0s\"\n",
+    );
+    app.commit();
+    app.shipit(&["provision", "staging"]).success();
+    app.shipit(&["provision", "production"]).success();
+
+    // Never built at this version: refused before any host is touched.
+    let refused = app
+        .shipit(&["deploy", "staging", "--no-build", "--version", "3.0.0"])
+        .failure(5);
+    assert!(
+        refused.stderr.contains("is not in the registry")
+            && refused.stderr.contains("shipit build staging"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains("Building"), "{}", refused.stderr);
+    for h in &hosts {
+        let (status, _, _) = tb.http_get(h, &app.domain, "/version");
+        assert_ne!(status, 200, "{}: nothing may serve yet", h.dest);
+    }
+
+    let built = app
+        .shipit(&["build", "staging", "--version", "3.0.0"])
+        .success();
+    let pushed = built.stdout.trim().to_owned();
+    let report = |env: &str| {
+        let run = app
+            .shipit(&["deploy", env, "--no-build", "--version", "3.0.0", "--json"])
+            .success();
+        assert!(!run.stderr.contains("Building"), "{}", run.stderr);
+        assert!(run.stderr.contains("Found"), "{}", run.stderr);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        v["image"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(report("staging"), pushed);
+    assert_eq!(report("production"), pushed);
+    assert_eq!(app.versions(&tb, &hosts), ["3.0.0", "3.0.0"]);
+}

@@ -43,6 +43,31 @@ fn logs_come_from_every_host_prefixed_by_it() {
         "3 lines from each of 2 hosts: {}",
         few.stdout
     );
+    // The same as a JSON object per line, for tools.
+    let json = app
+        .shipit(&["logs", "production", "--lines", "3", "--json"])
+        .success();
+    let records: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(records.len(), 6, "{}", json.stdout);
+    for h in &hosts {
+        let mine: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| r["host"] == h.dest.as_str())
+            .collect();
+        assert_eq!(mine.len(), 3, "{}", json.stdout);
+        assert!(
+            mine.iter().all(
+                |r| r["unit"].as_str().is_some_and(|u| u.starts_with("t-logs@"))
+                    && r["line"].is_string()
+            ),
+            "{}",
+            json.stdout
+        );
+    }
 }
 
 #[test]

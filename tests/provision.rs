@@ -25,6 +25,12 @@ fn provision_applies_then_changes_nothing_on_a_rerun() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::new(&tb, "t-prov-apply", &hosts);
+    // Ports of its own: nothing may answer there, so nginx answers 502 until a deploy.
+    app.file(
+        "shipit.toml",
+        &(std::fs::read_to_string(app.path().join("shipit.toml")).unwrap()
+            + "\n[ports]\nblue = 4351\ngreen = 4352\n"),
+    );
     for h in &hosts {
         tb.wipe(h, &app.name);
     }
@@ -105,6 +111,12 @@ fn broken_template_is_refused_and_the_old_config_keeps_serving() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::new(&tb, "t-prov-broken", &hosts);
+    // Ports of its own: nothing may answer there, so nginx answers 502 until a deploy.
+    app.file(
+        "shipit.toml",
+        &(std::fs::read_to_string(app.path().join("shipit.toml")).unwrap()
+            + "\n[ports]\nblue = 4361\ngreen = 4362\n"),
+    );
     for h in &hosts {
         tb.wipe(h, &app.name);
     }

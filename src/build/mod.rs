@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::docker::{Engine, PushError};
 use crate::error::Error;
-use crate::secret::Secrets;
+use crate::secret::{Secret, Secrets};
 use crate::ui;
 
 #[derive(Clone, Debug, Default)]
@@ -72,7 +72,10 @@ pub fn prepare(
     Ok((release, context))
 }
 
-pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image, Error> {
+/// The registry, its password and where the password came from.
+fn registry_login(
+    config: &Config,
+) -> Result<(&crate::config::Registry, Secret, crate::secret::Source), Error> {
     let registry = config.registry.as_ref().ok_or(Error::NoRegistry)?;
     let secrets = Secrets::load(&config.app_dir)?;
     let (password, source) =
@@ -82,7 +85,97 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
                 var: registry.password_env.clone(),
                 dotenv: config.app_dir.join(".env"),
             })?;
+    Ok((registry, password, source))
+}
 
+/// A registry error after `attempts` tries, as the user reads it.
+fn registry_error(
+    e: PushError,
+    registry: &crate::config::Registry,
+    source: &crate::secret::Source,
+    attempts: usize,
+    reference: &str,
+) -> Error {
+    match e {
+        PushError::Unauthorized(message) => Error::RegistryUnauthorized {
+            registry: registry.server.clone(),
+            username: registry.username.clone(),
+            source_used: source.to_string(),
+            message,
+        },
+        PushError::Transient(message) => Error::RegistryUnreachable {
+            registry: registry.server.clone(),
+            attempts,
+            message,
+        },
+        PushError::Other(message) => Error::Push {
+            reference: reference.to_owned(),
+            message,
+        },
+    }
+}
+
+/// `--no-build`: the image of the release the current tree names, already in the registry
+/// (pushed by an earlier `shipit build` or deploy, on this machine or another), found by its
+/// tag. Nothing is built or pushed: staging and production get the very same image.
+pub async fn find_pushed(config: &Config, options: &Options) -> Result<Image, Error> {
+    let (registry, password, source) = registry_login(config)?;
+    let (release, _) = prepare(config, options)?;
+    let tag = release.tag();
+    let reference = format!("{}:{tag}", config.image);
+    let engine = Engine::connect().await?;
+    let started = Instant::now();
+    let attempts = AtomicUsize::new(0);
+    let found = (|| async {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        engine
+            .registry_digest(
+                &config.image,
+                &tag,
+                &registry.server,
+                &registry.username,
+                &password,
+            )
+            .await
+    })
+    .retry(push_retry_policy())
+    .when(|e| matches!(e, PushError::Transient(_)))
+    .await
+    .map_err(|e| {
+        registry_error(
+            e,
+            registry,
+            &source,
+            attempts.load(Ordering::Relaxed),
+            &reference,
+        )
+    })?;
+    let Some(digest) = found else {
+        return Err(Error::NotBuilt {
+            reference,
+            environment: config.environment.clone(),
+        });
+    };
+    let push_seconds = started.elapsed().as_secs_f64();
+    ui::status(
+        "Found",
+        &format!("{reference} in the registry ({digest}): not building"),
+    );
+    Ok(Image {
+        reference,
+        tag,
+        release: release.version.to_string(),
+        digest,
+        layers_pushed: 0,
+        layers_reused: 0,
+        bytes_pushed: 0,
+        build_seconds: 0.0,
+        push_seconds,
+    })
+}
+
+pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image, Error> {
+    let (registry, password, source) = registry_login(config)?;
     let (release, context) = prepare(config, options)?;
     let tag = release.tag();
     let reference = format!("{}:{tag}", config.image);
@@ -151,22 +244,14 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         );
     })
     .await
-    .map_err(|e| match e {
-        PushError::Unauthorized(message) => Error::RegistryUnauthorized {
-            registry: registry.server.clone(),
-            username: registry.username.clone(),
-            source_used: source.to_string(),
-            message,
-        },
-        PushError::Transient(message) => Error::RegistryUnreachable {
-            registry: registry.server.clone(),
-            attempts: attempts.load(Ordering::Relaxed),
-            message,
-        },
-        PushError::Other(message) => Error::Push {
-            reference: reference.clone(),
-            message,
-        },
+    .map_err(|e| {
+        registry_error(
+            e,
+            registry,
+            &source,
+            attempts.load(Ordering::Relaxed),
+            &reference,
+        )
     })?;
     let push_seconds = started.elapsed().as_secs_f64();
     ui::status(

@@ -35,6 +35,8 @@ pub struct DeployOptions {
     pub dry_run: bool,
     pub lock_wait: Option<Duration>,
     pub build: crate::build::Options,
+    /// Deploy the release's image already in the registry instead of building it.
+    pub no_build: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -257,8 +259,12 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
         return Ok(report(plan, started));
     }
 
-    // Build and push first: a failure here touches no host.
-    let image = crate::build::build_and_push(config, &options.build).await?;
+    // Build and push first (or find the pushed image): a failure here touches no host.
+    let image = if options.no_build {
+        crate::build::find_pushed(config, &options.build).await?
+    } else {
+        crate::build::build_and_push(config, &options.build).await?
+    };
     let mut target = ReleaseRef {
         release: image.release.clone(),
         image: format!("{}@{}", image.reference, image.digest),
