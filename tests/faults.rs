@@ -51,8 +51,11 @@ fn a_rebooted_host_comes_back_serving_the_live_release() {
         .status
         .success()
     });
+    // Served for 3 s straight: while the units come up, each nginx worker may still hold the
+    // live copy as failed for its `fail_timeout` (2 s) after a refused connection of its own.
+    let mut serving_since: Option<Instant> = None;
     wait_for(
-        "the live release serving after the reboot",
+        "the live release serving for 3 s after the reboot",
         Duration::from_secs(90),
         || {
             let out = Command::new("curl")
@@ -60,7 +63,12 @@ fn a_rebooted_host_comes_back_serving_the_live_release() {
                 .arg(format!("http://127.0.0.1:{}/version", host.http_port))
                 .output()
                 .unwrap();
-            String::from_utf8_lossy(&out.stdout).contains("\"version\":\"2.0.0+")
+            if String::from_utf8_lossy(&out.stdout).contains("\"version\":\"2.0.0+") {
+                serving_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(3)
+            } else {
+                serving_since = None;
+                false
+            }
         },
     );
     assert_eq!(app.versions(&tb, std::slice::from_ref(&host)), ["2.0.0"]);
