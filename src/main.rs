@@ -15,7 +15,8 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_env("SHIPIT_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(shipit::ui::log_writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     shipit::ui::set_quiet(cli.quiet);

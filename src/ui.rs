@@ -91,6 +91,36 @@ fn above_progress(f: impl FnOnce(&mut std::io::StderrLock<'_>)) {
     }
 }
 
+/// Where log lines (tracing) go: stderr, above the live lines, one whole event at a time.
+pub fn log_writer() -> LogLine {
+    LogLine(Vec::new())
+}
+
+/// One log event, written on stderr when it is dropped (the formatter drops it after the event).
+pub struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let bytes = std::mem::take(&mut self.0);
+            above_progress(|err| {
+                let _ = err.write_all(&bytes);
+            });
+        }
+    }
+}
+
 static LIVE_STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// One step (starting, health gate, switch, ...) on several hosts at once. On a terminal each

@@ -310,6 +310,11 @@ fn progress_is_live_per_host_on_a_terminal_and_plain_lines_elsewhere() {
     }
     assert_eq!(app.versions(&tb, &hosts), ["1.0.1", "1.0.1"]);
 
+    // Log lines (`-vv`) in a CI log are plain too.
+    let logged = app.shipit(&["status", "production", "-vv"]).success();
+    assert!(logged.stderr.contains("DEBUG"), "{}", logged.stderr);
+    assert!(!logged.stderr.contains('\x1b'), "{}", logged.stderr);
+
     // `-q`: nothing on stderr at all for a run that succeeds.
     app.set_hello_env(4321, "");
     let quiet = app
