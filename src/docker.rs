@@ -149,26 +149,22 @@ impl Engine {
         while let Some(item) = stream.next().await {
             let info = match item {
                 Ok(info) => info,
-                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                Err(e) => {
+                    // Before the first step: the engine refused the build, or the upload failed.
+                    let (before_any_step, error) = match e {
+                        bollard::errors::Error::DockerStreamError { error } => {
+                            ("preparing the build", error)
+                        }
+                        e => ("sending the context", e.to_string()),
+                    };
                     return Err(Error::BuildStep {
                         step: if step.is_empty() {
-                            "preparing the build".into()
+                            before_any_step.into()
                         } else {
                             step
                         },
                         output: step_output,
                         error,
-                    });
-                }
-                Err(e) => {
-                    return Err(Error::BuildStep {
-                        step: if step.is_empty() {
-                            "sending the context".into()
-                        } else {
-                            step
-                        },
-                        output: step_output,
-                        error: e.to_string(),
                     });
                 }
             };

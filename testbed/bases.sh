@@ -23,6 +23,8 @@
 # BUILDER_IMAGE=... and RUNTIME_IMAGE=... on stdout (eval-able) and writes them to
 # $STATE/bases.env; logs and timings go to stderr.
 set -euo pipefail
+# shellcheck source=testbed/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 STATE=$(realpath -m -- "${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}")
@@ -45,12 +47,6 @@ die() {
   exit 1
 }
 
-now_us() { printf '%s' "${EPOCHREALTIME/[.,]/}"; }
-since_us() {
-  local us=$(($(now_us) - $1))
-  printf '%d.%ds' $((us / 1000000)) $(((us / 100000) % 10))
-}
-
 sha12() { sha256sum | cut -c1-12; }
 
 # Temporary trees, removed on exit whatever happens (as testbed.sh does).
@@ -62,58 +58,6 @@ cleanup() {
   done
 }
 trap cleanup EXIT
-
-# remove_tree DIR: unmount what debootstrap may have left mounted below DIR, then delete DIR
-# without crossing filesystems. (Same as testbed.sh.)
-remove_tree() {
-  [[ -e $1 ]] || return 0
-  remove_mounts_below "$1"
-  rm -rf --one-file-system -- "$1"
-}
-
-remove_mounts_below() {
-  local mnt
-  while read -r mnt; do
-    umount -l "$mnt" 2>/dev/null || true
-  done < <(awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r)
-}
-
-# The Debian mirror apt uses here (bookworm, not security), else deb.debian.org. A copy of
-# testbed.sh's debian_mirror: keep the two alike.
-debian_mirror() {
-  local files=() f
-  if [[ -n ${SHIPIT_TESTBED_MIRROR:-} ]]; then
-    printf '%s\n' "$SHIPIT_TESTBED_MIRROR"
-    return
-  fi
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-    [[ -f $f ]] && files+=("$f")
-  done
-  ((${#files[@]} > 0)) && awk -v suite="$SUITE" '
-    function flush() {
-      if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && enabled != "no" && uri != "" && !found) {
-        print uri; found = 1
-      }
-      types = ""; suites = ""; uri = ""; enabled = ""
-    }
-    FNR == 1 { flush() }
-    FILENAME ~ /\.sources$/ {
-      if ($0 ~ /^[[:space:]]*$/) { flush(); next }
-      if ($1 == "Types:") { types = $0; sub(/^Types:[[:space:]]*/, "", types) }
-      if ($1 == "URIs:") uri = $2
-      if ($1 == "Suites:") { suites = $0; sub(/^Suites:[[:space:]]*/, "", suites) }
-      if ($1 == "Enabled:") enabled = $2
-      next
-    }
-    /^[[:space:]]*deb[[:space:]]/ && !found {
-      flush()
-      i = 2
-      if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-      if ($(i + 1) == suite) { print $i; found = 1 }
-    }
-    END { flush() }
-  ' "${files[@]}" | grep . || printf '%s\n' http://deb.debian.org/debian
-}
 
 lock_bases() {
   mkdir -p "$STATE/cache/debs"

@@ -360,15 +360,20 @@ fn ci_args(app: &Path, key: &Path, testbed: &Testbed) -> Vec<String> {
     ]
 }
 
-#[test]
-fn from_ci_reaches_every_host_of_the_testbed() {
-    let testbed = Testbed::from_env();
-    let image = Image::build("status");
-    let app = ci_app(&testbed);
-    let (_keydir, key) = key_for_the_image(&testbed);
-
-    let mut args = ci_args(app.path(), &key, &testbed);
-    args.extend([image.tag.clone(), "status".into(), "local".into()]);
+/// `docker run` of the image as a CI job runs it on `app` (see [`ci_args`]), with `extra`
+/// docker options and `shipit_args`; it must succeed. Returns shipit's stdout.
+fn run_as_ci_job(
+    testbed: &Testbed,
+    image: &Image,
+    app: &App,
+    extra: &[&str],
+    shipit_args: &[&str],
+) -> String {
+    let (_keydir, key) = key_for_the_image(testbed);
+    let mut args = ci_args(app.path(), &key, testbed);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.push(image.tag.clone());
+    args.extend(shipit_args.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
     let out = image.run(
@@ -383,9 +388,19 @@ fn from_ci_reaches_every_host_of_the_testbed() {
     );
     assert!(
         out.status.success(),
-        "shipit status failed in the image ({}):\n{stderr}",
+        "shipit {} failed in the image ({}):\n{stderr}",
+        shipit_args.join(" "),
         out.status
     );
+    stdout
+}
+
+#[test]
+fn from_ci_reaches_every_host_of_the_testbed() {
+    let testbed = Testbed::from_env();
+    let image = Image::build("status");
+    let app = ci_app(&testbed);
+    let stdout = run_as_ci_job(&testbed, &image, &app, &[], &["status", "local"]);
     for host in testbed.hosts(3) {
         assert!(
             stdout
@@ -401,39 +416,19 @@ fn from_ci_reaches_every_host_of_the_testbed() {
 fn from_ci_builds_and_pushes_through_the_mounted_docker_socket() {
     let testbed = Testbed::from_env();
     let image = Image::build("build");
-    let app = ci_app(&testbed);
-    let (_keydir, key) = key_for_the_image(&testbed);
     let socket = Path::new("/var/run/docker.sock");
     let gid = std::fs::metadata(socket)
         .expect("the Docker socket /var/run/docker.sock")
         .gid();
-
-    let mut args = ci_args(app.path(), &key, &testbed);
-    args.extend([
-        "-v".into(),
-        format!("{}:/var/run/docker.sock", socket.display()),
-        "--group-add".into(),
-        gid.to_string(),
-        image.tag.clone(),
-        "build".into(),
-        "local".into(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let started = Instant::now();
-    let out = image.run(
-        &args,
-        &[("SHIPIT_REGISTRY_PASSWORD", &testbed.registry_password)],
-    );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    eprintln!(
-        "docker run {} ({:.1?}):\n{stdout}{stderr}",
-        args.join(" "),
-        started.elapsed()
-    );
-    assert!(
-        out.status.success(),
-        "shipit build failed in the image ({}):\n{stderr}",
-        out.status
+    let mount = format!("{}:/var/run/docker.sock", socket.display());
+    let gid = gid.to_string();
+    let app = ci_app(&testbed);
+    let stdout = run_as_ci_job(
+        &testbed,
+        &image,
+        &app,
+        &["-v", &mount, "--group-add", &gid],
+        &["build", "local"],
     );
 
     // The release is named after the checkout's commit: git ran inside, on a tree another uid owns.

@@ -115,6 +115,50 @@ fn registry_error(
     }
 }
 
+/// One call to the registry (through the engine): transient errors are retried with backon,
+/// each retry announced as `Retrying <what> <registry> ...`; a final error as the user reads it.
+async fn registry_call<T, F, Fut>(
+    what: &str,
+    registry: &crate::config::Registry,
+    source: &crate::secret::Source,
+    reference: &str,
+    call: F,
+) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PushError>>,
+{
+    let attempts = AtomicUsize::new(0);
+    (|| {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        call()
+    })
+    .retry(push_retry_policy())
+    .when(|e| matches!(e, PushError::Transient(_)))
+    .notify(|e, delay| {
+        let left = 4usize.saturating_sub(attempts.load(Ordering::Relaxed) - 1);
+        ui::status(
+            "Retrying",
+            &format!(
+                "{what} {} in {:.1}s ({left} left): {}",
+                registry.server,
+                delay.as_secs_f64(),
+                e.message()
+            ),
+        );
+    })
+    .await
+    .map_err(|e| {
+        registry_error(
+            e,
+            registry,
+            source,
+            attempts.load(Ordering::Relaxed),
+            reference,
+        )
+    })
+}
+
 /// `--no-build`: the image of the release the current tree names, already in the registry
 /// (pushed by an earlier `shipit build` or deploy, on this machine or another), found by its
 /// tag. Nothing is built or pushed: staging and production get the very same image.
@@ -125,31 +169,16 @@ pub async fn find_pushed(config: &Config, options: &Options) -> Result<Image, Er
     let reference = format!("{}:{tag}", config.image);
     let engine = Engine::connect().await?;
     let started = Instant::now();
-    let attempts = AtomicUsize::new(0);
-    let found = (|| async {
-        attempts.fetch_add(1, Ordering::Relaxed);
-        engine
-            .registry_digest(
-                &config.image,
-                &tag,
-                &registry.server,
-                &registry.username,
-                &password,
-            )
-            .await
-    })
-    .retry(push_retry_policy())
-    .when(|e| matches!(e, PushError::Transient(_)))
-    .await
-    .map_err(|e| {
-        registry_error(
-            e,
-            registry,
-            &source,
-            attempts.load(Ordering::Relaxed),
-            &reference,
+    let found = registry_call("look up", registry, &source, &reference, || {
+        engine.registry_digest(
+            &config.image,
+            &tag,
+            &registry.server,
+            &registry.username,
+            &password,
         )
-    })?;
+    })
+    .await?;
     let Some(digest) = found else {
         return Err(Error::NotBuilt {
             reference,
@@ -215,44 +244,16 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
     );
 
     let started = Instant::now();
-    let attempts = AtomicUsize::new(0);
-    let policy = push_retry_policy();
-    let pushed = (|| async {
-        attempts.fetch_add(1, Ordering::Relaxed);
-        engine
-            .push_once(
-                &config.image,
-                &tag,
-                &registry.server,
-                &registry.username,
-                &password,
-            )
-            .await
-    })
-    .retry(policy)
-    .when(|e| matches!(e, PushError::Transient(_)))
-    .notify(|e, delay| {
-        let left = 4usize.saturating_sub(attempts.load(Ordering::Relaxed) - 1);
-        ui::status(
-            "Retrying",
-            &format!(
-                "push to {} in {:.1}s ({left} left): {}",
-                registry.server,
-                delay.as_secs_f64(),
-                e.message()
-            ),
-        );
-    })
-    .await
-    .map_err(|e| {
-        registry_error(
-            e,
-            registry,
-            &source,
-            attempts.load(Ordering::Relaxed),
-            &reference,
+    let pushed = registry_call("push to", registry, &source, &reference, || {
+        engine.push_once(
+            &config.image,
+            &tag,
+            &registry.server,
+            &registry.username,
+            &password,
         )
-    })?;
+    })
+    .await?;
     let push_seconds = started.elapsed().as_secs_f64();
     ui::status(
         "Pushed",

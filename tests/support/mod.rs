@@ -176,6 +176,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            output,
+        }
+    }
+}
+
 impl Run {
     pub fn code(&self) -> i32 {
         self.output.status.code().unwrap_or(-1)
@@ -287,11 +297,7 @@ timeout = "20s"
             .envs(&self.envs)
             .output()
             .expect("shipit runs");
-        Run {
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            output,
-        }
+        Run::from(output)
     }
 }
 
@@ -314,11 +320,7 @@ impl App {
             .stdin(std::process::Stdio::null())
             .output()
             .expect("script (util-linux) runs");
-        Run {
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            output,
-        }
+        Run::from(output)
     }
 }
 
