@@ -164,6 +164,8 @@ pub enum Command {
         state: String,
         /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
         environment: String,
+        #[command(flatten)]
+        lock: LockWaitArg,
     },
     /// Print a shell completion script
     #[command(after_help = "Example:\n  shipit completions bash > /etc/bash_completion.d/shipit")]
@@ -181,7 +183,17 @@ pub enum Command {
         /// Show a diff of every file against each host and change nothing
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        lock: LockWaitArg,
     },
+}
+
+/// Waiting for the environment's lock.
+#[derive(Debug, clap::Args)]
+pub struct LockWaitArg {
+    /// Wait this long for a held deploy lock instead of failing (such as `30s`, `5m`)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    lock_wait: Option<std::time::Duration>,
 }
 
 /// What release a build makes.
@@ -369,9 +381,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             };
             crate::operate::logs(&config, lines, follow, format).await
         }
-        Command::Maintenance { state, environment } => {
+        Command::Maintenance {
+            state,
+            environment,
+            lock,
+        } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
-            crate::operate::maintenance(&config, state == "on").await
+            crate::operate::maintenance(&config, state == "on", lock.lock_wait).await
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -397,21 +413,12 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             json: as_json,
         } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
-            let rows = crate::deploy::status(&config).await?;
+            let rows = crate::deploy::status::status(&config).await?;
             if as_json {
                 crate::ui::out(&json(&rows));
             } else {
                 for r in rows {
-                    crate::ui::out(&format!(
-                        "{}: live {} {} ({}); blue {}, green {}; lock {}\n",
-                        r.host,
-                        r.live.map_or("-".to_owned(), |c| c.to_string()),
-                        r.release.as_deref().unwrap_or("(no release)"),
-                        r.health,
-                        r.blue,
-                        r.green,
-                        r.lock.as_deref().unwrap_or("free"),
-                    ));
+                    crate::ui::out(&r.text());
                 }
             }
             Ok(())
@@ -421,32 +428,12 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             json: as_json,
         } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
-            let lines = crate::deploy::releases(&config).await?;
+            let lines = crate::deploy::history::releases(&config).await?;
             if as_json {
                 crate::ui::out(&json(&lines));
             } else {
                 for l in lines {
-                    let when = humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(l.time),
-                    );
-                    let outcome = serde_json::to_value(l.outcome)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    let mut line = format!(
-                        "{when}  {:<28} {:<17} {}@{}",
-                        l.release, outcome, l.user, l.machine
-                    );
-                    if !l.missing_on.is_empty() {
-                        line.push_str(&format!(
-                            "  [hosts disagree: missing on {}]",
-                            l.missing_on.join(", ")
-                        ));
-                    }
-                    if let Some(reason) = l.reason {
-                        line.push_str(&format!("  ({reason})"));
-                    }
-                    crate::ui::out(&format!("{line}\n"));
+                    crate::ui::out(&format!("{}\n", l.text()));
                 }
             }
             Ok(())
@@ -535,9 +522,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Provision {
             environment,
             dry_run,
+            lock,
         } => {
             let config = crate::config::load(&cli.app_dir, &environment)?;
-            crate::provision::provision(&config, crate::provision::Options { dry_run }).await?;
+            let options = crate::provision::Options {
+                dry_run,
+                lock_wait: lock.lock_wait,
+            };
+            crate::provision::provision(&config, options).await?;
             Ok(())
         }
     }
@@ -551,7 +543,7 @@ fn confirm(question: &str) -> Result<bool, Error> {
             action: "break the lock".into(),
         });
     }
-    eprint!("{question}");
+    let _ = write!(std::io::stderr(), "{question}");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);

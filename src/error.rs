@@ -200,8 +200,36 @@ pub enum Error {
     )]
     SwitchFailed { host: String, reason: String },
 
-    #[error("interrupted: the lock was released{}", if *switched { "; some hosts may have switched: run the deploy or a rollback again to converge" } else { "; no host was switched" })]
-    Interrupted { switched: bool },
+    #[error("interrupted by {signal}: {}", if *switched {
+        "every host that had switched was switched back (read back from each host), the new copies were stopped and the lock was released"
+    } else {
+        "no host was switched; the new copies were stopped and the lock was released"
+    })]
+    Interrupted {
+        signal: &'static str,
+        /// Whether some hosts had switched (and were switched back) before it.
+        switched: bool,
+    },
+
+    #[error("{0}")]
+    FleetSplit(Box<FleetSplit>),
+
+    #[error(
+        "on `{host}`: port {port} is already held by {holder}; nothing was started\n  help: give this app (and environment) ports of its own in `[ports]`; `shipit doctor {environment}` lists what holds each port"
+    )]
+    PortHeld {
+        host: String,
+        port: u16,
+        holder: String,
+        environment: String,
+    },
+
+    #[error("the hosts do not agree on the release to roll back to{}:\n{}\n  help: pick a release every host has (`shipit releases {environment}` lists them) and pass `--to`", wanted.as_ref().map(|w| format!(" (`--to {w}`)")).unwrap_or_default(), choices.iter().map(|c| format!("    {c}")).collect::<Vec<_>>().join("\n"))]
+    RollbackDisagree {
+        wanted: Option<String>,
+        choices: Vec<String>,
+        environment: String,
+    },
 
     #[error(
         "refusing to {action} without confirmation: standard input is not a terminal\n  help: pass `--yes`"
@@ -252,6 +280,89 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// A deploy that failed and could not be undone on every host.
+#[derive(Debug)]
+pub struct FleetSplit {
+    /// The first line of what failed.
+    pub cause: String,
+    pub environment: String,
+    /// Every host that had switched, and what it serves now, as read back.
+    pub hosts: Vec<SplitHost>,
+    /// The release the hosts that went back serve.
+    pub previous: Option<String>,
+    pub target: String,
+    /// Hosts where the lock could not be released.
+    pub lock_kept: Vec<String>,
+}
+
+impl std::fmt::Display for FleetSplit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let environment = &self.environment;
+        let target = &self.target;
+        write!(
+            f,
+            "the fleet is split: {} could not be switched back after `{}`",
+            split_names(&self.hosts),
+            self.cause
+        )?;
+        if !self.lock_kept.is_empty() {
+            write!(
+                f,
+                "; the lock is still held on {}",
+                self.lock_kept
+                    .iter()
+                    .map(|h| format!("`{h}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
+        for h in &self.hosts {
+            let what = if h.back {
+                "switched back, serves"
+            } else {
+                "NOT switched back, serves"
+            };
+            write!(f, "\n    `{}`: {what} {}", h.host, h.serves)?;
+        }
+        match &self.previous {
+            Some(p) => write!(
+                f,
+                "\n  help: when every host is reachable, run `shipit rollback {environment} --to {p}` to put them all back on {p} (or `shipit deploy {environment}` again to move them all to {target})"
+            )?,
+            None => write!(
+                f,
+                "\n  help: when every host is reachable, run `shipit deploy {environment}` again to converge them on {target}"
+            )?,
+        }
+        if !self.lock_kept.is_empty() {
+            write!(
+                f,
+                "; the next shipit run on this machine takes the lock over, elsewhere run `shipit lock release {environment}` first"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A host that had switched, after a failed deploy tried to put it back.
+#[derive(Debug, Clone)]
+pub struct SplitHost {
+    pub host: String,
+    /// Its upstream is again what it was before the deploy (read back).
+    pub back: bool,
+    /// What it serves, as read back, or why that is unknown.
+    pub serves: String,
+}
+
+fn split_names(hosts: &[SplitHost]) -> String {
+    hosts
+        .iter()
+        .filter(|h| !h.back)
+        .map(|h| format!("`{}`", h.host))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What a failed health gate saw, for its message.
@@ -305,6 +416,8 @@ impl Error {
             | Error::NeedsConfirmation { .. } => 2,
             Error::HealthGate(_) | Error::VerifyFailed { .. } | Error::SwitchFailed { .. } => 7,
             Error::Interrupted { .. } => 130,
+            Error::FleetSplit(_) => 10,
+            Error::PortHeld { .. } | Error::RollbackDisagree { .. } => 2,
             Error::Hook { .. } => 8,
             Error::Internal { .. } => 1,
             Error::DoctorFailed { .. } => 9,

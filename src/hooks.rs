@@ -34,7 +34,7 @@ pub async fn run(config: &Config, stage: Stage, release: &str, image: &str) -> R
     let hosts: Vec<String> = config.hosts.iter().map(ToString::to_string).collect();
     for command in commands {
         ui::status("Hook", &format!("{}: {command}", stage.key()));
-        let output = tokio::process::Command::new("sh")
+        let child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(command)
             .current_dir(&config.app_dir)
@@ -45,14 +45,27 @@ pub async fn run(config: &Config, stage: Stage, release: &str, image: &str) -> R
             .env("SHIPIT_HOSTS", hosts.join(" "))
             .env("SHIPIT_DOMAIN", &config.domain)
             .stdin(Stdio::null())
-            .output()
-            .await
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so that everything it started can be ended with it.
+            .process_group(0)
+            .spawn()
             .map_err(|e| Error::Hook {
                 stage: stage.key(),
                 command: command.clone(),
                 code: None,
                 output: e.to_string(),
             })?;
+        // A deploy interrupted during a hook does not leave the hook, or what it started,
+        // running: the group is killed when this wait is dropped unfinished.
+        let group = GroupGuard(child.id());
+        let output = child.wait_with_output().await.map_err(|e| Error::Hook {
+            stage: stage.key(),
+            command: command.clone(),
+            code: None,
+            output: e.to_string(),
+        })?;
+        std::mem::forget(group);
         if !output.status.success() {
             let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&output.stderr));
@@ -66,4 +79,20 @@ pub async fn run(config: &Config, stage: Stage, release: &str, image: &str) -> R
         }
     }
     Ok(())
+}
+
+/// Kills a hook's process group when dropped (the hook's wait was abandoned).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| libc::pid_t::try_from(p).ok())
+            && pid > 0
+        {
+            // SAFETY: sends SIGKILL to the process group the hook leads, which we created.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub mod provision;
 pub mod remote;
 pub mod secret;
 pub mod show;
+pub mod signals;
 pub mod ssh;
 pub mod state;
 pub mod suggest;

@@ -1,9 +1,10 @@
 //! The environment lock: a directory on every host, taken with `mkdir` (atomic), holding who
 //! took it, when, from which machine and process, for which command and version.
 //!
-//! A deploy holds it on every host or on none. A lock left by a shipit that died on this same
-//! machine (its process is gone) is taken over with a warning that names it; any other held
-//! lock is refused with its holder's details, or waited for with `--lock-wait`.
+//! A deploy holds it on every host or on none. A lock left by a shipit that provably died (same
+//! machine and running kernel, same PID namespace, its process gone) is taken over with a
+//! warning that names it; any other held lock is refused with its holder's details, or waited
+//! for with `--lock-wait`.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +12,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::layout;
 use crate::remote::{RemoteCommand, scripts};
+use crate::signals::Cancel;
 use crate::ssh::Fleet;
 use crate::state::LockInfo;
 use crate::ui;
@@ -27,28 +29,49 @@ pub struct Me {
     pub user: String,
     pub machine: String,
     pub machine_id: String,
+    pub boot_id: String,
+    pub pid_ns: String,
     pub pid: u32,
+    pub start_time: u64,
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 pub fn me() -> Me {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
-    };
     let user = std::env::var("SHIPIT_USER")
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| user_from_uid(&read("/proc/self/status"), &read("/etc/passwd")));
-    let machine = Some(read("/proc/sys/kernel/hostname"))
+        .unwrap_or_else(|_| {
+            user_from_uid(
+                &read_trimmed("/proc/self/status"),
+                &read_trimmed("/etc/passwd"),
+            )
+        });
+    let machine = Some(read_trimmed("/proc/sys/kernel/hostname"))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into());
     Me {
         user,
         machine,
-        machine_id: read("/etc/machine-id"),
+        machine_id: read_trimmed("/etc/machine-id"),
+        boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
+        pid_ns: std::fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         pid: std::process::id(),
+        start_time: start_time(&read_trimmed("/proc/self/stat")).unwrap_or(0),
     }
+}
+
+/// The start time (field 22, clock ticks after boot) in a `/proc/PID/stat` line. The command
+/// name (field 2) is in parentheses and may hold spaces and parentheses itself.
+fn start_time(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// The login name of this process's uid, from `/proc/self/status` and `/etc/passwd`.
@@ -68,6 +91,20 @@ fn user_from_uid(status: &str, passwd: &str) -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
+/// Whether process `pid` exists in our PID namespace, asked with `kill(pid, 0)`: unlike
+/// `/proc/PID`, which `hidepid` hides, it tells a process of another user from none.
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 impl Me {
     pub fn lock_info(&self, command: &str, version: &str) -> LockInfo {
         let nanos = SystemTime::now()
@@ -78,25 +115,47 @@ impl Me {
             user: self.user.clone(),
             machine: self.machine.clone(),
             machine_id: self.machine_id.clone(),
+            boot_id: self.boot_id.clone(),
+            pid_ns: self.pid_ns.clone(),
             pid: self.pid,
+            start_time: self.start_time,
             since: now(),
             command: command.to_owned(),
             version: version.to_owned(),
         }
     }
 
-    /// A holder that was a shipit process on this machine which no longer runs.
-    pub fn is_dead_local_holder(&self, holder: &LockInfo) -> bool {
-        if holder.machine_id.is_empty()
-            || holder.machine_id != self.machine_id
+    /// Whether the holder is provably gone: a shipit of this machine's running kernel, in our
+    /// PID namespace, whose process no longer exists (or whose pid now belongs to a process
+    /// started at another time). Anything we cannot prove (another machine, a container with
+    /// a copied machine id, another PID namespace, a lock from an older shipit without these
+    /// details) is not gone.
+    pub fn holder_is_gone(&self, holder: &LockInfo) -> bool {
+        self.holder_is_gone_with(holder, process_exists, |pid| {
+            start_time(&read_trimmed(&format!("/proc/{pid}/stat")))
+        })
+    }
+
+    fn holder_is_gone_with(
+        &self,
+        holder: &LockInfo,
+        exists: impl Fn(u32) -> bool,
+        started: impl Fn(u32) -> Option<u64>,
+    ) -> bool {
+        let same = |a: &str, b: &str| !a.is_empty() && a == b;
+        if !same(&holder.machine_id, &self.machine_id)
+            || !same(&holder.boot_id, &self.boot_id)
+            || !same(&holder.pid_ns, &self.pid_ns)
             || holder.pid == self.pid
+            || holder.start_time == 0
         {
             return false;
         }
-        match std::fs::read_to_string(format!("/proc/{}/comm", holder.pid)) {
-            Err(_) => true,
-            Ok(comm) => comm.trim() != "shipit",
+        if !exists(holder.pid) {
+            return true;
         }
+        // The pid exists: it is another process only if it provably started at another time.
+        started(holder.pid).is_some_and(|t| t != holder.start_time)
     }
 }
 
@@ -130,14 +189,22 @@ enum Outcome {
     Held(Option<LockInfo>),
 }
 
-/// Take the lock on every host, or on none. `state_args`, when given, are the arguments of
-/// [`scripts::DEPLOY_STATE`]: each host then answers with its state too.
+/// What to read from each host in the same round trip as taking the lock: the arguments of
+/// [`scripts::DEPLOY_STATE`] and its stdin (the settings each colour is compared with).
+#[derive(Clone, Debug, Default)]
+pub struct StateQuery {
+    pub args: Vec<String>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+/// Take the lock on every host, or on none. With a `query`, each host answers with its state
+/// too, read under the lock.
 pub async fn acquire(
     fleet: &Fleet,
     config: &Config,
     info: &LockInfo,
     wait: Option<Duration>,
-    state_args: &[String],
+    query: Option<&StateQuery>,
 ) -> Result<Held, Error> {
     let me = me();
     let dir = layout::lock_dir(&config.app);
@@ -146,10 +213,15 @@ pub async fn acquire(
     loop {
         let results = fleet
             .each(|host| {
-                let cmd = RemoteCommand::new("take the lock", scripts::LOCK)
+                let mut cmd = RemoteCommand::new("take the lock", scripts::LOCK)
                     .arg(dir.clone())
-                    .arg(info.to_json())
-                    .args(state_args.iter().cloned());
+                    .arg(info.to_json());
+                if let Some(q) = query {
+                    cmd = cmd.args(q.args.iter().cloned());
+                    if let Some(stdin) = &q.stdin {
+                        cmd = cmd.stdin(stdin.clone());
+                    }
+                }
                 async move {
                     let out = host.check(&cmd).await?;
                     let text = String::from_utf8_lossy(&out);
@@ -173,7 +245,7 @@ pub async fn acquire(
         for (host, r) in fleet.hosts.iter().zip(results) {
             match r {
                 Ok(Outcome::Acquired(state)) => states.push(state),
-                Ok(Outcome::Held(Some(holder))) if me.is_dead_local_holder(&holder) => {
+                Ok(Outcome::Held(Some(holder))) if me.holder_is_gone(&holder) => {
                     ui::warn(&format!(
                         "{}: taking over the lock left by a shipit that is no longer running: {}",
                         host.spec,
@@ -238,8 +310,51 @@ pub async fn acquire(
     }
 }
 
-/// Release our lock on every host (a lock someone else holds is left alone).
-pub async fn release(fleet: &Fleet, config: &Config, id: &str) {
+/// Run `f` holding the environment lock on every host, listening for SIGINT, SIGTERM and
+/// SIGHUP (`f` is told through its [`Cancel`] and decides how to stop). The lock is released
+/// on every exit path; hosts where it could not be are named, and listed in a fleet split.
+pub async fn with_lock<T, F, Fut>(
+    fleet: &Fleet,
+    config: &Config,
+    command: &str,
+    version: &str,
+    wait: Option<Duration>,
+    query: Option<&StateQuery>,
+    f: F,
+) -> Result<T, Error>
+where
+    F: FnOnce(Held, Cancel) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let (cancel, _listener) = Cancel::listen();
+    let info = me().lock_info(command, version);
+    let held = match cancel
+        .guard(acquire(fleet, config, &info, wait, query))
+        .await
+    {
+        Ok(held) => held,
+        Err(e) => {
+            // Interrupted while taking it: some hosts may have it already.
+            if matches!(e, Error::Interrupted { .. }) {
+                release(fleet, config, &info.id).await;
+            }
+            return Err(e);
+        }
+    };
+    let result = f(held, cancel).await;
+    let kept = release(fleet, config, &info.id).await;
+    match result {
+        Err(Error::FleetSplit(mut split)) => {
+            split.lock_kept = kept.into_iter().map(|(host, _)| host).collect();
+            Err(Error::FleetSplit(split))
+        }
+        other => other,
+    }
+}
+
+/// Release our lock on every host (a lock someone else holds is left alone). Returns the hosts
+/// where it could not be released, each with why; each is also warned about by name.
+pub async fn release(fleet: &Fleet, config: &Config, id: &str) -> Vec<(String, String)> {
     let dir = layout::lock_dir(&config.app);
     let results = fleet
         .each(|host| {
@@ -249,11 +364,18 @@ pub async fn release(fleet: &Fleet, config: &Config, id: &str) {
             async move { host.check(&cmd).await }
         })
         .await;
-    for r in results {
+    let mut kept = Vec::new();
+    for (host, r) in fleet.hosts.iter().zip(results) {
         if let Err(e) = r {
-            ui::warn(&format!("could not release the lock: {e}"));
+            ui::warn(&format!(
+                "could not release the lock on `{}`: {}",
+                host.spec,
+                e.to_string().lines().next().unwrap_or_default()
+            ));
+            kept.push((host.spec.to_string(), e.to_string()));
         }
     }
+    kept
 }
 
 /// Break the lock whoever holds it (`shipit lock release`).
@@ -271,4 +393,75 @@ pub async fn force_release(fleet: &Fleet, config: &Config) -> Result<(), Error> 
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> Me {
+        Me {
+            user: "ci".into(),
+            machine: "runner".into(),
+            machine_id: "m1".into(),
+            boot_id: "b1".into(),
+            pid_ns: "pid:[4026531836]".into(),
+            pid: 100,
+            start_time: 5000,
+        }
+    }
+
+    fn holder(change: impl FnOnce(&mut LockInfo)) -> LockInfo {
+        let mut h = Me {
+            pid: 42,
+            start_time: 777,
+            ..me()
+        }
+        .lock_info("deploy", "1.0.0");
+        change(&mut h);
+        h
+    }
+
+    #[test]
+    fn a_holder_is_gone_only_when_that_is_provable() {
+        let me = me();
+        let absent = |_| false;
+        let present = |_| true;
+        let started_at = |t: u64| move |_| Some(t);
+        let unreadable = |_| None;
+        // Same machine, kernel and PID namespace, process absent: gone.
+        assert!(me.holder_is_gone_with(&holder(|_| {}), absent, unreadable));
+        // The pid now belongs to a process started at another time: gone.
+        assert!(me.holder_is_gone_with(&holder(|_| {}), present, started_at(900)));
+        // The same process (same start time), or one we cannot read (hidepid): alive.
+        assert!(!me.holder_is_gone_with(&holder(|_| {}), present, started_at(777)));
+        assert!(!me.holder_is_gone_with(&holder(|_| {}), present, unreadable));
+        // Another PID namespace (a CI container, `unshare`): its pids mean nothing here.
+        let other_ns = holder(|h| h.pid_ns = "pid:[4026532179]".into());
+        assert!(!me.holder_is_gone_with(&other_ns, absent, unreadable));
+        // A machine id copied into another machine's image: another kernel, not provable.
+        let other_kernel = holder(|h| h.boot_id = "b2".into());
+        assert!(!me.holder_is_gone_with(&other_kernel, absent, unreadable));
+        let other_machine = holder(|h| h.machine_id = "m2".into());
+        assert!(!me.holder_is_gone_with(&other_machine, absent, unreadable));
+        // A lock written by an older shipit, without these details: never taken over.
+        let old = holder(|h| {
+            h.pid_ns = String::new();
+            h.boot_id = String::new();
+            h.start_time = 0;
+        });
+        assert!(!me.holder_is_gone_with(&old, absent, unreadable));
+        // Our own pid is never "gone".
+        assert!(!me.holder_is_gone_with(&holder(|h| h.pid = 100), absent, unreadable));
+    }
+
+    #[test]
+    fn start_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat =
+            "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(start_time(stat), Some(987_654));
+        assert_eq!(start_time("garbage"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(start_time(&own).is_some_and(|t| t > 0));
+    }
 }

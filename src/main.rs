@@ -28,12 +28,18 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say_error(&format!("cannot start the async runtime: {e}"));
             std::process::exit(1);
         }
     };
     if let Err(e) = runtime.block_on(cli::run(cli)) {
-        eprintln!("error: {e}");
+        say_error(&e.to_string());
         std::process::exit(e.exit_code());
     }
+}
+
+/// `error: ...` on stderr; a stderr that is gone (a closed terminal) is no reason to panic.
+fn say_error(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "error: {message}");
 }

@@ -58,7 +58,7 @@ pub async fn logs(
             .unwrap_or(0);
         let streams = fleet.hosts.iter().zip(&states).map(|(host, (_, state))| {
             let host: Arc<Host> = Arc::clone(host);
-            let live = state.live(config);
+            let live = state.live().map(|l| l.colour);
             async move {
                 let name = host.spec.to_string();
                 let Some(colour) = live else {
@@ -99,7 +99,11 @@ pub async fn logs(
 
 /// Serve the maintenance page from every host's nginx (`on`), or the app again (`off`).
 /// Switching is a file that nginx tests per request: no reload, no dropped connection.
-pub async fn maintenance(config: &Config, on: bool) -> Result<(), Error> {
+pub async fn maintenance(
+    config: &Config,
+    on: bool,
+    lock_wait: Option<std::time::Duration>,
+) -> Result<(), Error> {
     let page = match std::fs::read_to_string(config.app_dir.join("templates/maintenance.html")) {
         Ok(page) => page,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => MAINTENANCE_PAGE.to_owned(),
@@ -113,21 +117,17 @@ pub async fn maintenance(config: &Config, on: bool) -> Result<(), Error> {
     let dir = layout::config_dir(&config.app);
     let flag = format!("{dir}/maintenance.on");
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
-    let results = fleet
-        .each(|host| {
-            let cmd = if on {
-                RemoteCommand::new("maintenance on", scripts::MAINTENANCE_ON)
-                    .arg(format!("{dir}/maintenance.html"))
-                    .arg(flag.clone())
-                    .stdin(page.clone())
-            } else {
-                RemoteCommand::new("maintenance off", scripts::MAINTENANCE_OFF).arg(flag.clone())
-            };
-            async move { host.check(&cmd).await }
-        })
-        .await;
+    let command = if on {
+        "maintenance on"
+    } else {
+        "maintenance off"
+    };
+    let result = crate::lock::with_lock(&fleet, config, command, "-", lock_wait, None, |_, _| {
+        switch_maintenance(&fleet, on, &dir, &flag, &page)
+    })
+    .await;
     fleet.close().await;
-    results.into_iter().collect::<Result<Vec<_>, Error>>()?;
+    result?;
     ui::status(
         if on { "Maintenance" } else { "Serving" },
         &format!(
@@ -138,6 +138,32 @@ pub async fn maintenance(config: &Config, on: bool) -> Result<(), Error> {
         ),
     );
     Ok(())
+}
+
+async fn switch_maintenance(
+    fleet: &Fleet,
+    on: bool,
+    dir: &str,
+    flag: &str,
+    page: &str,
+) -> Result<(), Error> {
+    let results = fleet
+        .each(|host| {
+            let cmd = if on {
+                RemoteCommand::new("maintenance on", scripts::MAINTENANCE_ON)
+                    .arg(format!("{dir}/maintenance.html"))
+                    .arg(flag.to_owned())
+                    .stdin(page.to_owned())
+            } else {
+                RemoteCommand::new("maintenance off", scripts::MAINTENANCE_OFF).arg(flag.to_owned())
+            };
+            async move { host.check(&cmd).await }
+        })
+        .await;
+    results
+        .into_iter()
+        .collect::<Result<Vec<_>, Error>>()
+        .map(|_| ())
 }
 
 #[cfg(test)]

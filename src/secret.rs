@@ -54,6 +54,7 @@ impl fmt::Display for Source {
 }
 
 /// The deployer's secret sources: the process environment, then `.env` beside shipit.toml.
+#[derive(Default)]
 pub struct Secrets {
     dotenv: BTreeMap<String, String>,
 }

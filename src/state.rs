@@ -1,35 +1,51 @@
 //! What a host holds about an app's releases, and how it is read. Pure.
 //!
-//! The hosts hold the truth: the upstream include says which colour nginx serves, each
-//! colour's unit env file says which release that colour runs, the lock directory says who is
-//! deploying, and the append-only history says what happened. Owns: parsing the answer to
-//! [`crate::remote::scripts::DEPLOY_STATE`], the lock details and history line formats.
+//! The hosts hold the truth, and nothing here consults the configuration being deployed: the
+//! upstream include says which port nginx serves (and, in a comment written with it, which
+//! colour); each colour's unit env file says which release runs there, on which port, checked
+//! on which health path; the host itself says whether a colour's settings (its environment and
+//! secrets) equal the deploy's, without any value derived from a secret leaving it; the lock
+//! directory says who is deploying, and the append-only history says what happened.
+//! Owns: parsing the answer to [`crate::remote::scripts::DEPLOY_STATE`], the lock details and
+//! the history line formats.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::model::Colour;
 
-/// A release as it runs in a colour.
+/// A release: its version and the image it runs, pinned by digest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseRef {
     /// Semver with build metadata, such as `1.4.2+3f9c2ab`.
     pub release: String,
     /// Image reference pinned by digest, `registry/app:tag@sha256:...`.
     pub image: String,
-    /// A hash of the container's environment (values included, so a changed setting or secret
-    /// makes a new copy); empty when unknown.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub config: String,
 }
 
-/// One colour on a host.
+/// Whether a colour's settings (the container's environment, secrets included) are the ones
+/// the deploy would give it. The host compares; only this verdict comes back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Settings {
+    Same,
+    Differs,
+    /// Not compared (a read-only command), or the colour has no env file.
+    #[default]
+    Unknown,
+}
+
+/// One colour on a host, as its unit env file and systemd say.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ColourState {
     pub release: Option<ReleaseRef>,
     /// `systemctl is-active`: `active`, `inactive`, `failed`, `activating`...
     pub unit: String,
+    /// The loopback port this colour was started on (`SHIPIT_PORT`).
+    pub port: Option<u16>,
+    /// The health path it was started with (`SHIPIT_HEALTH_PATH`; older hosts lack it).
+    pub health_path: Option<String>,
+    pub settings: Settings,
 }
 
 impl ColourState {
@@ -45,10 +61,21 @@ pub struct LockInfo {
     pub id: String,
     pub user: String,
     pub machine: String,
-    /// Identifies the machine beyond its name (`/etc/machine-id`), to tell a dead local holder.
+    /// Identifies the machine beyond its name (`/etc/machine-id`).
     #[serde(default)]
     pub machine_id: String,
+    /// The running kernel (`/proc/sys/kernel/random/boot_id`): machine ids are copied into
+    /// container images, boot ids are not.
+    #[serde(default)]
+    pub boot_id: String,
+    /// The holder's PID namespace (`/proc/self/ns/pid`): a pid means something only there.
+    #[serde(default)]
+    pub pid_ns: String,
     pub pid: u32,
+    /// The holder's start time in clock ticks after boot (`/proc/PID/stat`), so that a
+    /// recycled pid is not taken for the holder.
+    #[serde(default)]
+    pub start_time: u64,
     /// Unix seconds.
     pub since: u64,
     pub command: String,
@@ -57,6 +84,7 @@ pub struct LockInfo {
 
 impl LockInfo {
     pub fn to_json(&self) -> String {
+        // A struct of strings and integers always serializes.
         serde_json::to_string(self).unwrap_or_default()
     }
 }
@@ -73,7 +101,26 @@ pub enum Outcome {
     AutoRolledBack,
     /// A deploy that failed before any switch: nothing changed for users.
     Failed,
+    /// A deploy that failed and could not be undone on every host: the fleet serves two
+    /// releases (reason names the hosts).
+    FleetSplit,
 }
+
+impl Outcome {
+    /// The word used in history, `--json` and webhooks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deployed => "deployed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::AutoRolledBack => "auto-rolled-back",
+            Outcome::Failed => "failed",
+            Outcome::FleetSplit => "fleet-split",
+        }
+    }
+}
+
+/// The latest time a history line may carry (9999-12-31): beyond it, it is garbage.
+pub const MAX_TIME: u64 = 253_402_300_799;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -87,6 +134,9 @@ pub struct HistoryEntry {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The shipit run that wrote it (its lock id): the same on every host of a run.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run: String,
 }
 
 impl HistoryEntry {
@@ -94,6 +144,14 @@ impl HistoryEntry {
     pub fn went_live(&self) -> bool {
         matches!(self.outcome, Outcome::Deployed | Outcome::RolledBack)
     }
+}
+
+/// A history line that was skipped, with why (for a warning naming the host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The line's number in the history file, from 1.
+    pub line: usize,
+    pub reason: String,
 }
 
 /// Everything read from one host.
@@ -104,9 +162,18 @@ pub struct HostState {
     pub blue: ColourState,
     pub green: ColourState,
     pub lock: Option<LockInfo>,
-    /// Oldest first.
+    /// Oldest first, in the file's order (which is the order they happened on this host).
     pub history: Vec<HistoryEntry>,
+    /// History lines that could not be used.
+    pub skipped: Vec<Skipped>,
     pub nginx_active: bool,
+}
+
+/// What nginx serves on a host, read back from the upstream include and the colours' records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Live {
+    pub colour: Colour,
+    pub port: u16,
 }
 
 impl HostState {
@@ -117,24 +184,90 @@ impl HostState {
         }
     }
 
-    /// The colour nginx sends traffic to, from the upstream include and the colours' ports.
-    pub fn live(&self, config: &Config) -> Option<Colour> {
-        let port = crate::templates::upstream_live_port(self.upstream.as_deref()?)?;
-        [Colour::Blue, Colour::Green]
+    /// The port nginx sends traffic to (the upstream's first server that is not a backup).
+    pub fn live_port(&self) -> Option<u16> {
+        upstream_live_port(self.upstream.as_deref()?)
+    }
+
+    /// The colour nginx sends traffic to: the colour recorded as started on the upstream's live
+    /// port (the include's own comment breaks a tie). Never the configuration's ports: they may
+    /// have changed since that colour started.
+    pub fn live(&self) -> Option<Live> {
+        let text = self.upstream.as_deref()?;
+        let port = upstream_live_port(text)?;
+        let on_port: Vec<Colour> = [Colour::Blue, Colour::Green]
             .into_iter()
-            .find(|c| config.port_of(*c) == port)
+            .filter(|c| self.colour(*c).port == Some(port))
+            .collect();
+        let colour = match on_port.as_slice() {
+            [one] => *one,
+            [_, _] => upstream_live_colour(text)
+                .or_else(|| {
+                    [Colour::Blue, Colour::Green]
+                        .into_iter()
+                        .find(|c| self.colour(*c).running())
+                })
+                .unwrap_or(Colour::Blue),
+            _ => return None,
+        };
+        Some(Live { colour, port })
     }
 
     /// The release nginx serves, if its colour runs one.
-    pub fn live_release(&self, config: &Config) -> Option<&ReleaseRef> {
-        let live = self.live(config)?;
-        let c = self.colour(live);
+    pub fn live_release(&self) -> Option<&ReleaseRef> {
+        let c = self.colour(self.live()?.colour);
         if c.running() {
             c.release.as_ref()
         } else {
             None
         }
     }
+}
+
+/// The upstream include: the live colour's port, and the previous colour's as nginx's `backup`
+/// while it is still warm (nginx then retries a refused request there). A comment records the
+/// live colour, written in the same atomic rename as the switch itself.
+pub fn upstream(live: Option<Colour>, live_port: u16, warm_backup_port: Option<u16>) -> String {
+    let mut s = String::from("# Managed by shipit deploy.\n");
+    if let Some(colour) = live {
+        s.push_str(&format!("# live: {colour}\n"));
+    }
+    s.push_str(&format!(
+        "server 127.0.0.1:{live_port} max_fails=1 fail_timeout=2s;\n"
+    ));
+    if let Some(port) = warm_backup_port {
+        s.push_str(&format!("server 127.0.0.1:{port} backup;\n"));
+    }
+    s
+}
+
+/// The upstream include provisioning creates, before any deploy: its one server is marked
+/// `down`, so the site answers 502 rather than proxy to whatever holds that port.
+pub fn upstream_not_deployed(port: u16) -> String {
+    format!(
+        "# Managed by shipit deploy.\n# Nothing deployed yet: nginx answers 502.\nserver 127.0.0.1:{port} down;\n"
+    )
+}
+
+/// The port an upstream include sends traffic to, read back from its text.
+pub fn upstream_live_port(text: &str) -> Option<u16> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("server ") && !l.contains(" backup") && !l.contains(" down"))
+        .find_map(|l| {
+            l.strip_prefix("server 127.0.0.1:")?
+                .split([' ', ';'])
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
+/// The colour an upstream include's comment names.
+fn upstream_live_colour(text: &str) -> Option<Colour> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("# live: "))
+        .and_then(|c| Colour::parse(c.trim()))
 }
 
 /// Parse the answer to `DEPLOY_STATE`.
@@ -149,60 +282,179 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             .map_err(|e| format!("bad base64: {e}"))?;
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     };
+    let settings = |v: &str| match v {
+        "same" => Ok(Settings::Same),
+        "differs" => Ok(Settings::Differs),
+        "-" => Ok(Settings::Unknown),
+        other => Err(format!("unexpected settings verdict `{other}`")),
+    };
     let mut seen = 0;
     for line in stdout.lines() {
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
         seen += 1;
         match key {
             "upstream" => state.upstream = decode(value)?,
-            "env-blue" => state.blue.release = decode(value)?.and_then(|t| parse_unit_env(&t)),
-            "env-green" => state.green.release = decode(value)?.and_then(|t| parse_unit_env(&t)),
+            "env-blue" => parse_unit_env(&mut state.blue, decode(value)?.as_deref()),
+            "env-green" => parse_unit_env(&mut state.green, decode(value)?.as_deref()),
             "active-blue" => state.blue.unit = value.to_owned(),
             "active-green" => state.green.unit = value.to_owned(),
+            "settings-blue" => state.blue.settings = settings(value)?,
+            "settings-green" => state.green.settings = settings(value)?,
             "lock" => {
                 state.lock = decode(value)?.and_then(|t| serde_json::from_str(t.trim()).ok());
             }
             "history" => {
-                state.history = decode(value)?
-                    .map(|t| {
-                        t.lines()
-                            .filter_map(|l| serde_json::from_str(l).ok())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let (first, data) = match value.split_once(' ') {
+                    Some((first, data)) => (
+                        first
+                            .parse::<usize>()
+                            .map_err(|_| format!("bad history line number `{first}`"))?,
+                        data,
+                    ),
+                    None => (1, value),
+                };
+                let text = decode(data)?.unwrap_or_default();
+                let (history, skipped) = parse_history(&text, first);
+                state.history = history;
+                state.skipped = skipped;
             }
             "nginx" => state.nginx_active = value == "active",
             _ => return Err(format!("unexpected line `{line}`")),
         }
     }
-    if seen != 8 {
-        return Err(format!("expected 8 lines, got {seen}"));
+    if seen != 10 {
+        return Err(format!("expected 10 lines, got {seen}"));
     }
     Ok(state)
 }
 
-/// The unit env file of a colour: `SHIPIT_IMAGE`, `SHIPIT_RELEASE`, `SHIPIT_PORT`.
-pub fn unit_env(release: &ReleaseRef, port: u16, colour: Colour) -> Vec<String> {
+/// The history lines of a host, from line number `first`; lines that are not history entries
+/// (garbage, a time beyond [`MAX_TIME`], an empty release) are skipped and listed.
+pub fn parse_history(text: &str, first: usize) -> (Vec<HistoryEntry>, Vec<Skipped>) {
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let number = first.saturating_add(i);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reason = match serde_json::from_str::<HistoryEntry>(line) {
+            Err(e) => format!("not a history entry ({e})"),
+            Ok(e) if e.time > MAX_TIME => format!("time {} is out of range", e.time),
+            Ok(e) if e.release.trim().is_empty() => "empty release".to_owned(),
+            Ok(e) => {
+                entries.push(e);
+                continue;
+            }
+        };
+        skipped.push(Skipped {
+            line: number,
+            reason,
+        });
+    }
+    (entries, skipped)
+}
+
+/// The unit env file of a colour: image, release, port, colour and health path.
+pub fn unit_env(release: &ReleaseRef, port: u16, colour: Colour, health_path: &str) -> Vec<String> {
     vec![
         format!("SHIPIT_IMAGE={}", release.image),
         format!("SHIPIT_RELEASE={}", release.release),
         format!("SHIPIT_PORT={port}"),
         format!("SHIPIT_COLOUR={colour}"),
-        format!("SHIPIT_CONFIG={}", release.config),
+        format!("SHIPIT_HEALTH_PATH={health_path}"),
     ]
 }
 
-fn parse_unit_env(text: &str) -> Option<ReleaseRef> {
+fn parse_unit_env(colour: &mut ColourState, text: Option<&str>) {
+    let Some(text) = text else {
+        return;
+    };
     let get = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
             .map(str::to_owned)
     };
-    Some(ReleaseRef {
-        release: get("SHIPIT_RELEASE")?,
-        image: get("SHIPIT_IMAGE")?,
-        config: get("SHIPIT_CONFIG").unwrap_or_default(),
-    })
+    colour.release = get("SHIPIT_RELEASE")
+        .zip(get("SHIPIT_IMAGE"))
+        .map(|(release, image)| ReleaseRef { release, image });
+    colour.port = get("SHIPIT_PORT").and_then(|p| p.parse().ok());
+    colour.health_path = get("SHIPIT_HEALTH_PATH").filter(|p| p.starts_with('/'));
+}
+
+/// Who answers on a host port, from [`crate::remote::scripts::PORT_OWNER`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortOwner {
+    /// `true`, `false`, or `absent` (no such container).
+    pub running: String,
+    /// The image reference the container was started from.
+    pub image: String,
+    /// Where the container publishes its port, such as `127.0.0.1:3001`.
+    pub published: Option<String>,
+    /// Containers publishing the port.
+    pub holders: Vec<String>,
+    /// The process listening on the port (`docker-proxy (pid 12)`), when one does.
+    pub process: Option<String>,
+}
+
+impl PortOwner {
+    pub fn parse(text: &str) -> PortOwner {
+        let mut o = PortOwner::default();
+        for line in text.lines() {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            let value = value.trim();
+            let some = |v: &str| (!v.is_empty() && v != "-").then(|| v.to_owned());
+            match key {
+                "container" => {
+                    let (running, image) = value.split_once(' ').unwrap_or((value, ""));
+                    o.running = running.to_owned();
+                    o.image = image.to_owned();
+                }
+                "published" => o.published = some(value),
+                "holders" => o.holders = value.split_whitespace().map(str::to_owned).collect(),
+                "process" => o.process = some(value),
+                _ => {}
+            }
+        }
+        o
+    }
+
+    /// Whether the answer on `port` comes from the container that should give it: running,
+    /// from `image`, publishing `port`.
+    pub fn serves(&self, image: &str, port: u16) -> bool {
+        self.running == "true"
+            && self.image == image
+            && self
+                .published
+                .as_deref()
+                .is_some_and(|p| p.rsplit(':').next() == Some(port.to_string().as_str()))
+    }
+
+    /// What answers instead of `container`, for a message.
+    pub fn describe(&self, container: &str) -> String {
+        let mine = match self.running.as_str() {
+            "true" if !self.image.is_empty() => {
+                format!("`{container}` runs `{}`", self.image)
+            }
+            "true" => format!("`{container}` runs"),
+            "absent" | "" => format!("`{container}` does not exist"),
+            _ => format!("`{container}` is not running"),
+        };
+        let others: Vec<&String> = self.holders.iter().filter(|h| *h != container).collect();
+        let holder = match (others.as_slice(), &self.process) {
+            ([], None) => "nothing listens on the port".to_owned(),
+            ([], Some(p)) => format!("the port is held by process `{p}`"),
+            (names, _) => format!(
+                "the port is held by container {}",
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        format!("{mine}; {holder}")
+    }
 }
 
 #[cfg(test)]
@@ -213,27 +465,96 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(s)
     }
 
+    fn answer(upstream: &str, env_blue: &str, hist: &str) -> String {
+        let lock = r#"{"id":"x","user":"alice","machine":"laptop","pid":1,"since":5,"command":"deploy","version":"1.0.0"}"#;
+        format!(
+            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nsettings-blue same\nsettings-green -\nlock {}\nhistory 41 {}\nnginx active\n",
+            b64(upstream),
+            b64(env_blue),
+            b64(lock),
+            b64(hist),
+        )
+    }
+
     #[test]
     fn parses_a_host_answer() {
-        let env =
-            "SHIPIT_IMAGE=r/a:1.0.0_abc@sha256:00\nSHIPIT_RELEASE=1.0.0+abc\nSHIPIT_PORT=3001\n";
-        let lock = r#"{"id":"x","user":"alice","machine":"laptop","pid":1,"since":5,"command":"deploy","version":"1.0.0"}"#;
+        let env = "SHIPIT_IMAGE=r/a:1.0.0_abc@sha256:00\nSHIPIT_RELEASE=1.0.0+abc\nSHIPIT_PORT=3001\nSHIPIT_HEALTH_PATH=/up\n";
         let hist = r#"{"time":1,"release":"1.0.0+abc","image":"r/a:1","colour":"blue","user":"a","machine":"m","outcome":"deployed"}"#;
-        let out = format!(
-            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlock {}\nhistory {}\nnginx active\n",
-            b64("server 127.0.0.1:3001 max_fails=1 fail_timeout=2s;\n"),
-            b64(env),
-            b64(lock),
-            b64(&format!("{hist}\nnot json\n")),
+        let out = answer(
+            "server 127.0.0.1:3001 max_fails=1 fail_timeout=2s;\n",
+            env,
+            &format!("{hist}\nnot json\n"),
         );
         let s = parse_state(&out).unwrap();
         assert_eq!(s.blue.release.as_ref().unwrap().release, "1.0.0+abc");
+        assert_eq!(s.blue.port, Some(3001));
+        assert_eq!(s.blue.health_path.as_deref(), Some("/up"));
+        assert_eq!(s.blue.settings, Settings::Same);
+        assert_eq!(s.green.settings, Settings::Unknown);
         assert!(s.blue.running() && !s.green.running());
         assert_eq!(s.green.release, None);
         assert_eq!(s.lock.unwrap().user, "alice");
         assert_eq!(s.history.len(), 1, "a corrupt line is skipped, not fatal");
+        assert_eq!(s.skipped.len(), 1);
+        assert_eq!(s.skipped[0].line, 42, "numbered as in the file");
         assert!(s.nginx_active);
         assert!(parse_state("upstream -\n").is_err());
+    }
+
+    #[test]
+    fn forged_history_lines_are_skipped_with_their_line_number() {
+        let good = r#"{"time":5,"release":"1","image":"i","colour":"blue","user":"u","machine":"m","outcome":"deployed"}"#;
+        let huge = r#"{"time":18446744073709551615,"release":"9","image":"i","colour":"blue","user":"u","machine":"m","outcome":"deployed"}"#;
+        let empty = r#"{"time":5,"release":" ","image":"i","colour":"blue","user":"u","machine":"m","outcome":"deployed"}"#;
+        let text = format!("{good}\n{huge}\n\n{empty}\n{{\"time\":\n");
+        let (entries, skipped) = parse_history(&text, 1);
+        assert_eq!(entries.len(), 1);
+        let lines: Vec<usize> = skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [2, 4, 5]);
+        assert!(skipped[0].reason.contains("out of range"), "{skipped:?}");
+    }
+
+    #[test]
+    fn the_live_colour_comes_from_what_the_host_recorded_not_the_configuration() {
+        let colour = |port: u16, unit: &str| ColourState {
+            release: Some(ReleaseRef {
+                release: format!("r{port}"),
+                image: "i".into(),
+            }),
+            unit: unit.into(),
+            port: Some(port),
+            ..ColourState::default()
+        };
+        // Green started on 4002 (before `[ports]` changed): it is live, whatever ports say now.
+        let s = HostState {
+            upstream: Some(upstream(Some(Colour::Green), 4002, Some(3001))),
+            blue: colour(3001, "active"),
+            green: colour(4002, "active"),
+            ..HostState::default()
+        };
+        assert_eq!(
+            s.live(),
+            Some(Live {
+                colour: Colour::Green,
+                port: 4002
+            })
+        );
+        assert_eq!(s.live_release().unwrap().release, "r4002");
+        // Both recorded on the same port: the include's comment decides.
+        let s = HostState {
+            upstream: Some(upstream(Some(Colour::Blue), 3001, None)),
+            blue: colour(3001, "inactive"),
+            green: colour(3001, "active"),
+            ..HostState::default()
+        };
+        assert_eq!(s.live().unwrap().colour, Colour::Blue);
+        assert_eq!(s.live_release(), None, "blue is not running");
+        // No colour on the upstream's port: nothing is live.
+        let s = HostState {
+            upstream: Some(upstream(None, 3001, None)),
+            ..HostState::default()
+        };
+        assert_eq!(s.live(), None);
     }
 
     #[test]
@@ -241,9 +562,47 @@ mod tests {
         let r = ReleaseRef {
             release: "2.0.0+x".into(),
             image: "i@sha256:1".into(),
-            config: "abc".into(),
         };
-        let text = unit_env(&r, 3002, Colour::Green).join("\n");
-        assert_eq!(parse_unit_env(&text), Some(r));
+        let text = unit_env(&r, 3002, Colour::Green, "/health").join("\n");
+        let mut c = ColourState::default();
+        parse_unit_env(&mut c, Some(&text));
+        assert_eq!(c.release, Some(r));
+        assert_eq!(c.port, Some(3002));
+        assert_eq!(c.health_path.as_deref(), Some("/health"));
+    }
+
+    #[test]
+    fn upstream_round_trips_its_live_port_and_colour() {
+        let text = upstream(Some(Colour::Green), 3002, Some(3001));
+        assert_eq!(upstream_live_port(&text), Some(3002));
+        assert_eq!(upstream_live_colour(&text), Some(Colour::Green));
+        assert_eq!(upstream_live_port(&upstream(None, 3002, None)), Some(3002));
+        assert_eq!(upstream_live_port("# nothing\n"), None);
+        assert_eq!(upstream_live_port(&upstream_not_deployed(3001)), None);
+    }
+
+    #[test]
+    fn who_answers_on_a_port() {
+        let mine = PortOwner::parse(
+            "container true r/a@sha256:1\npublished 127.0.0.1:3001\nholders a-blue \nprocess docker-proxy (pid 9)\n",
+        );
+        assert!(mine.serves("r/a@sha256:1", 3001));
+        assert!(!mine.serves("r/a@sha256:2", 3001), "another release");
+        assert!(!mine.serves("r/a@sha256:1", 3002), "another port");
+        let squatted = PortOwner::parse(
+            "container absent -\npublished -\nholders other-blue \nprocess docker-proxy (pid 7)\n",
+        );
+        assert!(!squatted.serves("r/a@sha256:1", 3001));
+        assert_eq!(
+            squatted.describe("a-blue"),
+            "`a-blue` does not exist; the port is held by container `other-blue`"
+        );
+        let process = PortOwner::parse(
+            "container false r/a@sha256:1\npublished -\nholders \nprocess busybox (pid 77)\n",
+        );
+        assert_eq!(
+            process.describe("a-blue"),
+            "`a-blue` is not running; the port is held by process `busybox (pid 77)`"
+        );
     }
 }

@@ -159,7 +159,7 @@ impl Templates {
         Ok(vec![
             ManagedFile {
                 path: layout::upstream_include(app),
-                content: upstream(config.ports.blue, None),
+                content: crate::state::upstream_not_deployed(config.ports.blue),
                 mode: "644",
                 owner: "root:root",
                 kind: FileKind::Upstream,
@@ -179,32 +179,6 @@ impl Templates {
             )?,
         ])
     }
-}
-
-/// The upstream include: the live colour's port, and the previous colour as nginx's `backup`
-/// while it is still warm (nginx then retries a refused request there).
-pub fn upstream(live_port: u16, warm_backup_port: Option<u16>) -> String {
-    let mut s = format!(
-        "# Managed by shipit deploy.\nserver 127.0.0.1:{live_port} max_fails=1 fail_timeout=2s;\n"
-    );
-    if let Some(port) = warm_backup_port {
-        s.push_str(&format!("server 127.0.0.1:{port} backup;\n"));
-    }
-    s
-}
-
-/// The colour an upstream include sends traffic to, read back from its text.
-pub fn upstream_live_port(text: &str) -> Option<u16> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("server ") && !l.contains(" backup"))
-        .find_map(|l| {
-            l.strip_prefix("server 127.0.0.1:")?
-                .split([' ', ';'])
-                .next()?
-                .parse()
-                .ok()
-        })
 }
 
 /// `200%` (systemd) as docker's `--cpus 2.00`.
@@ -239,6 +213,11 @@ fn template_error(name: &str, e: &dyn std::error::Error) -> Error {
     }
 }
 
+/// The container of one colour, such as `hello-blue` (the unit's `--name`).
+pub fn container_name(app: &str, colour: Colour) -> String {
+    format!("{app}-{colour}")
+}
+
 /// The systemd unit of one colour, such as `hello@blue.service`.
 pub fn unit_instance(app: &str, colour: Colour) -> String {
     format!("{app}@{colour}.service")
@@ -253,13 +232,6 @@ mod tests {
         assert_eq!(docker_cpus("200%"), "2.00");
         assert_eq!(docker_cpus("50%"), "0.50");
         assert_eq!(docker_cpus("125%"), "1.25");
-    }
-
-    #[test]
-    fn upstream_round_trips_its_live_port() {
-        assert_eq!(upstream_live_port(&upstream(3001, Some(3002))), Some(3001));
-        assert_eq!(upstream_live_port(&upstream(3002, None)), Some(3002));
-        assert_eq!(upstream_live_port("# nothing\n"), None);
     }
 }
 

@@ -119,7 +119,7 @@ fn deploy_rollback_and_back_again_without_dropping_a_request() {
     let status = app.shipit(&["status", "production", "--json"]).success();
     let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     for row in rows.as_array().unwrap() {
-        assert_eq!(row["health"], "healthy", "{row}");
+        assert_eq!(row["health"]["state"], "healthy", "{row}");
         assert!(row["release"].as_str().unwrap().starts_with("1.0.0+"));
         assert!(row["lock"].is_null());
     }

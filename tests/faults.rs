@@ -74,10 +74,10 @@ fn a_rebooted_host_comes_back_serving_the_live_release() {
     assert_eq!(app.versions(&tb, std::slice::from_ref(&host)), ["2.0.0"]);
     let status = app.shipit(&["status", "production", "--json"]).success();
     let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
-    assert_eq!(rows[0]["health"], "healthy", "{rows}");
+    assert_eq!(rows[0]["health"]["state"], "healthy", "{rows}");
     assert!(rows[0]["release"].as_str().unwrap().starts_with("2.0.0+"));
     assert!(
-        rows[0]["blue"].as_str().unwrap().starts_with("active"),
+        rows[0]["blue"]["unit"] == "active",
         "the warm colour is back too: {rows}"
     );
     // And a rollback right after the reboot is still a switch to the warm colour.

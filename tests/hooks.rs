@@ -3,76 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
-use support::{App, Testbed};
-
-/// A webhook receiver on 127.0.0.1: records `(path, body)`, answers 500 to the first
-/// `fail_first` requests (to exercise the retries), then 200.
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
-}
-
-impl Receiver {
-    fn start(fail_first: usize) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let store = Arc::clone(&received);
-        std::thread::spawn(move || {
-            let mut seen = 0;
-            for stream in listener.incoming().take(200) {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_owned();
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                seen += 1;
-                let status = if seen <= fail_first {
-                    "500 Internal Server Error"
-                } else {
-                    "200 OK"
-                };
-                if seen > fail_first {
-                    store
-                        .lock()
-                        .unwrap()
-                        .push((path, serde_json::from_slice(&body).unwrap_or_default()));
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
-        });
-        Receiver { url, received }
-    }
-
-    fn received(&self) -> Vec<(String, serde_json::Value)> {
-        self.received.lock().unwrap().clone()
-    }
-}
+use support::{App, Receiver, Testbed};
 
 fn configure(app: &App, extra: &str) {
     let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();

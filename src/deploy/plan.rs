@@ -2,14 +2,18 @@
 //! &observed) -> Plan`, tested over a table of host states.
 //!
 //! Per host the target release goes to the idle colour (the one nginx does not serve), unless
-//! it already runs there (a warm colour: just switch) or is already live (nothing to do).
-//! Hosts are planned independently, so a fleet left half-switched by a killed deploy converges.
+//! it already runs there with the same settings (a warm colour: just switch) or already serves
+//! (nothing to do). What serves is what the host recorded, never what the configuration says
+//! now: after a change of `[ports]` the live colour keeps its old port until it is idle, and
+//! the new copy starts on its colour's new port (or, when the live copy still holds that one,
+//! on the other configured port). Hosts are planned independently, so a fleet left
+//! half-switched by a killed deploy converges.
 
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::model::Colour;
-use crate::state::{HostState, ReleaseRef};
+use crate::state::{HostState, ReleaseRef, Settings};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -22,12 +26,24 @@ pub enum Action {
     StartAndSwitch,
 }
 
+/// What serves on a host before the run: a colour, its port and its release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Serving {
+    pub colour: Colour,
+    pub port: u16,
+    #[serde(flatten)]
+    pub release: ReleaseRef,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HostStep {
     pub host: String,
-    /// The colour serving now, with its release, if any runs.
-    pub from: Option<(Colour, ReleaseRef)>,
+    /// What serves now, if a copy of the app does.
+    pub from: Option<Serving>,
+    /// The colour that serves the target afterwards.
     pub to: Colour,
+    /// The port that colour listens on.
+    pub port: u16,
     pub action: Action,
 }
 
@@ -44,6 +60,13 @@ impl Plan {
     }
 }
 
+/// Where one host would take a rollback, for a refusal naming each host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostChoice {
+    pub host: String,
+    pub release: Option<ReleaseRef>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlanError {
     NotProvisioned {
@@ -56,6 +79,11 @@ pub enum PlanError {
         wanted: String,
         available: Vec<String>,
     },
+    /// The hosts' histories do not name one release (with one image) to roll back to.
+    HostsDisagree {
+        wanted: Option<String>,
+        choices: Vec<HostChoice>,
+    },
 }
 
 /// Plan putting `target` live on every host.
@@ -64,53 +92,82 @@ pub fn plan(
     target: &ReleaseRef,
     hosts: &[(String, HostState)],
 ) -> Result<Plan, PlanError> {
-    let mut steps = Vec::with_capacity(hosts.len());
-    for (host, state) in hosts {
-        if state.upstream.is_none() {
-            return Err(PlanError::NotProvisioned { host: host.clone() });
-        }
-        let live = state.live(config);
-        let from = live.and_then(|c| state.live_release(config).map(|r| (c, r.clone())));
-        let (to, action) = match (&from, live) {
-            (Some((c, r)), _) if r == target => (*c, Action::AlreadyLive),
-            (_, live) => {
-                let to = live.map_or(Colour::Blue, Colour::other);
-                let idle = state.colour(to);
-                if idle.running() && idle.release.as_ref() == Some(target) {
-                    (to, Action::SwitchToWarm)
-                } else {
-                    (to, Action::StartAndSwitch)
-                }
-            }
-        };
-        steps.push(HostStep {
-            host: host.clone(),
-            from,
-            to,
-            action,
-        });
-    }
+    let steps = hosts
+        .iter()
+        .map(|(host, state)| plan_host(config, target, host, state))
+        .collect::<Result<_, _>>()?;
     Ok(Plan {
         target: target.clone(),
         steps,
     })
 }
 
-/// The releases that went live, newest first, one entry per release, from all hosts.
-pub fn live_history(hosts: &[(String, HostState)]) -> Vec<ReleaseRef> {
-    let mut entries: Vec<_> = hosts
-        .iter()
-        .flat_map(|(_, s)| s.history.iter())
-        .filter(|e| e.went_live())
-        .collect();
-    entries.sort_by_key(|e| std::cmp::Reverse(e.time));
+fn plan_host(
+    config: &Config,
+    target: &ReleaseRef,
+    host: &str,
+    state: &HostState,
+) -> Result<HostStep, PlanError> {
+    if state.upstream.is_none() {
+        return Err(PlanError::NotProvisioned {
+            host: host.to_owned(),
+        });
+    }
+    let live = state.live();
+    let from = live.and_then(|l| {
+        state.live_release().map(|r| Serving {
+            colour: l.colour,
+            port: l.port,
+            release: r.clone(),
+        })
+    });
+    let step = |to, port, action| HostStep {
+        host: host.to_owned(),
+        from: from.clone(),
+        to,
+        port,
+        action,
+    };
+    if let Some(serving) = &from
+        && serving.release == *target
+        && state.colour(serving.colour).settings == Settings::Same
+    {
+        return Ok(step(serving.colour, serving.port, Action::AlreadyLive));
+    }
+    // Nothing live (a first deploy, or the live copy gone): green, unless only green runs.
+    let to = match live {
+        Some(l) => l.colour.other(),
+        None if state.green.running() && !state.blue.running() => Colour::Blue,
+        None => Colour::Green,
+    };
+    let idle = state.colour(to);
+    let live_port = live.map(|l| l.port);
+    if let Some(port) = idle.port
+        && idle.running()
+        && idle.release.as_ref() == Some(target)
+        && idle.settings == Settings::Same
+        && Some(port) != live_port
+    {
+        return Ok(step(to, port, Action::SwitchToWarm));
+    }
+    // The idle colour's configured port, unless the live copy still holds it (the ports were
+    // changed, or swapped): then the other configured port, which the live copy does not hold.
+    let port = match config.port_of(to) {
+        p if Some(p) == live_port => config.port_of(to.other()),
+        p => p,
+    };
+    Ok(step(to, port, Action::StartAndSwitch))
+}
+
+/// The releases that went live on one host, newest first, one entry per release, in the
+/// order the host's history file has them (not by the time a line claims).
+pub fn went_live(state: &HostState) -> Vec<ReleaseRef> {
     let mut out: Vec<ReleaseRef> = Vec::new();
-    for e in entries {
+    for e in state.history.iter().rev().filter(|e| e.went_live()) {
         if !out.iter().any(|r| r.release == e.release) {
             out.push(ReleaseRef {
                 release: e.release.clone(),
                 image: e.image.clone(),
-                config: String::new(),
             });
         }
     }
@@ -118,64 +175,98 @@ pub fn live_history(hosts: &[(String, HostState)]) -> Vec<ReleaseRef> {
 }
 
 /// The release a rollback goes to: `to` (a release, or a version naming its newest build), or
-/// else the newest release that is not the one serving now. Only the last `retain` releases.
+/// else the newest release before the one serving now; only among each host's last `retain`
+/// releases. Every host must name the same release with the same image: one host's history
+/// never chooses for the fleet.
 pub fn rollback_target(
     config: &Config,
     hosts: &[(String, HostState)],
     to: Option<&str>,
 ) -> Result<ReleaseRef, PlanError> {
-    let current = hosts
+    let choices: Vec<HostChoice> = hosts
         .iter()
-        .find_map(|(_, s)| s.live_release(config))
-        .map(|r| r.release.clone());
-    let retained: Vec<ReleaseRef> = live_history(hosts)
-        .into_iter()
-        .take(config.deploy.retain)
+        .map(|(host, state)| {
+            let retained = went_live(state).into_iter().take(config.deploy.retain);
+            let current = state.live_release().map(|r| r.release.clone());
+            let mut retained = retained.collect::<Vec<_>>().into_iter();
+            let release = match to {
+                Some(wanted) => retained
+                    .find(|r| r.release == wanted || r.release.split('+').next() == Some(wanted)),
+                // The release that served before the current one, as this host recorded it;
+                // when the current one is not in its history, the newest other.
+                None => {
+                    let list: Vec<ReleaseRef> = retained.collect();
+                    match list
+                        .iter()
+                        .position(|r| Some(&r.release) == current.as_ref())
+                    {
+                        Some(i) => list.get(i + 1).cloned(),
+                        None => list
+                            .into_iter()
+                            .find(|r| Some(&r.release) != current.as_ref()),
+                    }
+                }
+            };
+            HostChoice {
+                host: host.clone(),
+                release,
+            }
+        })
         .collect();
-    match to {
-        Some(wanted) => retained
-            .iter()
-            .find(|r| r.release == wanted || r.release.split('+').next() == Some(wanted))
-            .cloned()
-            .ok_or_else(|| PlanError::NotRetained {
-                wanted: wanted.to_owned(),
-                available: retained.iter().map(|r| r.release.clone()).collect(),
-            }),
-        None => retained
-            .iter()
-            .find(|r| Some(&r.release) != current.as_ref())
-            .cloned()
-            .ok_or(PlanError::NoPrevious { current }),
+    let first = choices.first().and_then(|c| c.release.clone());
+    if let Some(first) = &first
+        && choices.iter().all(|c| c.release.as_ref() == Some(first))
+    {
+        return Ok(first.clone());
     }
+    if choices.iter().all(|c| c.release.is_none()) {
+        return Err(match to {
+            Some(wanted) => {
+                let mut available: Vec<String> = Vec::new();
+                for (_, state) in hosts {
+                    for r in went_live(state).into_iter().take(config.deploy.retain) {
+                        if !available.contains(&r.release) {
+                            available.push(r.release);
+                        }
+                    }
+                }
+                PlanError::NotRetained {
+                    wanted: wanted.to_owned(),
+                    available,
+                }
+            }
+            None => PlanError::NoPrevious {
+                current: hosts
+                    .iter()
+                    .find_map(|(_, s)| s.live_release())
+                    .map(|r| r.release.clone()),
+            },
+        });
+    }
+    Err(PlanError::HostsDisagree {
+        wanted: to.map(str::to_owned),
+        choices,
+    })
 }
 
 /// Image references to keep on a host after `target` went live: `retain` releases counting
-/// `target` (the newest of the history before it fill the rest), and the release that served
-/// before it (the warm colour, the first rollback target).
-pub fn retained_images(
-    config: &Config,
-    hosts: &[(String, HostState)],
-    state: &HostState,
-    target: &ReleaseRef,
-) -> Vec<String> {
+/// `target` (the newest of the host's history before it fill the rest), and the release that
+/// served before it (the warm colour, the first rollback target).
+pub fn retained_images(config: &Config, state: &HostState, target: &ReleaseRef) -> Vec<String> {
     let mut keep: Vec<String> = vec![target.image.clone()];
     keep.extend(
-        live_history(hosts)
+        went_live(state)
             .into_iter()
             .filter(|r| r.release != target.release)
             .take(config.deploy.retain.saturating_sub(1))
             .map(|r| r.image),
     );
-    keep.extend(config_live_image(config, state));
+    keep.extend(state.live_release().map(|r| r.image.clone()));
     // Images are pulled by digest: `docker image ls --digests` names them `repo@digest`.
     let mut refs: Vec<String> = keep.iter().filter_map(|i| by_digest(i)).collect();
     refs.sort();
     refs.dedup();
     refs
-}
-
-fn config_live_image(config: &Config, state: &HostState) -> Option<String> {
-    state.live_release(config).map(|r| r.image.clone())
 }
 
 /// `registry:5000/app:tag@sha256:x` as `registry:5000/app@sha256:x`.
@@ -192,34 +283,56 @@ fn by_digest(image: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ColourState, HistoryEntry, Outcome};
+    use crate::state::{ColourState, HistoryEntry, Outcome, upstream};
 
     fn config() -> Config {
-        let sources = crate::config::validate_for_tests(
+        crate::config::validate_for_tests(
             "app = \"a\"\nimage = \"r/a\"\nversion = \"1.0.0\"\n",
             "domain = \"a.test\"\nhosts = [\"h1\", \"h2\"]\n",
-        );
-        sources.unwrap()
+        )
+        .unwrap()
+    }
+
+    fn ported(blue: u16, green: u16) -> Config {
+        let mut c = config();
+        c.ports.blue = blue;
+        c.ports.green = green;
+        c
     }
 
     fn rel(v: &str) -> ReleaseRef {
         ReleaseRef {
             release: v.into(),
             image: format!("r/a:{v}@sha256:{v}"),
-            config: String::new(),
         }
     }
 
-    fn colour(release: Option<&str>, unit: &str) -> ColourState {
+    /// A colour running `release` (or none) on `port`, with settings equal to the deploy's.
+    fn colour(release: Option<&str>, unit: &str, port: u16) -> ColourState {
         ColourState {
             release: release.map(rel),
             unit: unit.into(),
+            port: release.map(|_| port),
+            health_path: Some("/health".into()),
+            settings: if release.is_some() {
+                Settings::Same
+            } else {
+                Settings::Unknown
+            },
         }
     }
 
+    fn none() -> ColourState {
+        ColourState {
+            unit: "inactive".into(),
+            ..ColourState::default()
+        }
+    }
+
+    /// A host whose upstream serves `live_port` (as `live`, when known).
     fn host(live_port: Option<u16>, blue: ColourState, green: ColourState) -> HostState {
         HostState {
-            upstream: live_port.map(|p| crate::templates::upstream(p, None)),
+            upstream: live_port.map(|p| upstream(None, p, None)),
             blue,
             green,
             ..HostState::default()
@@ -236,83 +349,109 @@ mod tests {
             machine: "m".into(),
             outcome,
             reason: None,
+            run: String::new(),
         }
     }
 
-    fn one(state: HostState, target: &str) -> Result<HostStep, PlanError> {
-        plan(&config(), &rel(target), &[("h1".into(), state)]).map(|p| p.steps[0].clone())
+    fn one(config: &Config, state: HostState, target: &str) -> Result<HostStep, PlanError> {
+        plan(config, &rel(target), &[("h1".into(), state)]).map(|p| p.steps[0].clone())
     }
 
-    type Case = (
-        &'static str,
-        HostState,
-        &'static str,
-        Result<(Option<Colour>, Colour, Action), PlanError>,
-    );
+    type Want = Result<(Option<Colour>, Colour, u16, Action), PlanError>;
 
     #[test]
     fn table_of_observed_states() {
-        let none = || colour(None, "inactive");
-        let cases: Vec<Case> = vec![
+        let cases: Vec<(&str, HostState, &str, Want)> = vec![
             (
                 "first deploy after provision",
                 host(Some(3001), none(), none()),
                 "1",
-                Ok((None, Colour::Green, Action::StartAndSwitch)),
+                Ok((None, Colour::Green, 3002, Action::StartAndSwitch)),
             ),
             (
                 "blue live, deploy v2",
-                host(Some(3001), colour(Some("1"), "active"), none()),
+                host(Some(3001), colour(Some("1"), "active", 3001), none()),
                 "2",
-                Ok((Some(Colour::Blue), Colour::Green, Action::StartAndSwitch)),
+                Ok((
+                    Some(Colour::Blue),
+                    Colour::Green,
+                    3002,
+                    Action::StartAndSwitch,
+                )),
             ),
             (
                 "green live, old blue warm",
                 host(
                     Some(3002),
-                    colour(Some("1"), "active"),
-                    colour(Some("2"), "active"),
+                    colour(Some("1"), "active", 3001),
+                    colour(Some("2"), "active", 3002),
                 ),
                 "3",
-                Ok((Some(Colour::Green), Colour::Blue, Action::StartAndSwitch)),
+                Ok((
+                    Some(Colour::Green),
+                    Colour::Blue,
+                    3001,
+                    Action::StartAndSwitch,
+                )),
             ),
             (
                 "rollback to the warm colour",
                 host(
                     Some(3002),
-                    colour(Some("1"), "active"),
-                    colour(Some("2"), "active"),
+                    colour(Some("1"), "active", 3001),
+                    colour(Some("2"), "active", 3002),
                 ),
                 "1",
-                Ok((Some(Colour::Green), Colour::Blue, Action::SwitchToWarm)),
+                Ok((
+                    Some(Colour::Green),
+                    Colour::Blue,
+                    3001,
+                    Action::SwitchToWarm,
+                )),
             ),
             (
                 "rollback to a stopped colour",
                 host(
                     Some(3002),
-                    colour(Some("1"), "inactive"),
-                    colour(Some("2"), "active"),
+                    colour(Some("1"), "inactive", 3001),
+                    colour(Some("2"), "active", 3002),
                 ),
                 "1",
-                Ok((Some(Colour::Green), Colour::Blue, Action::StartAndSwitch)),
+                Ok((
+                    Some(Colour::Green),
+                    Colour::Blue,
+                    3001,
+                    Action::StartAndSwitch,
+                )),
             ),
             (
                 "already live: nothing to do",
-                host(Some(3002), none(), colour(Some("2"), "active")),
+                host(Some(3002), none(), colour(Some("2"), "active", 3002)),
                 "2",
-                Ok((Some(Colour::Green), Colour::Green, Action::AlreadyLive)),
+                Ok((
+                    Some(Colour::Green),
+                    Colour::Green,
+                    3002,
+                    Action::AlreadyLive,
+                )),
             ),
             (
                 "live colour crashed",
-                host(Some(3001), colour(Some("1"), "failed"), none()),
+                host(Some(3001), colour(Some("1"), "failed", 3001), none()),
                 "1",
-                Ok((None, Colour::Green, Action::StartAndSwitch)),
+                Ok((None, Colour::Green, 3002, Action::StartAndSwitch)),
             ),
             (
-                "upstream on an unknown port",
+                "upstream on a port no colour recorded",
                 host(Some(9999), none(), none()),
                 "1",
-                Ok((None, Colour::Blue, Action::StartAndSwitch)),
+                Ok((None, Colour::Green, 3002, Action::StartAndSwitch)),
+            ),
+            (
+                "nothing live, green runs (not served): blue is started",
+                host(Some(9999), none(), colour(Some("1"), "active", 3002)),
+                "2",
+                Ok((None, Colour::Blue, 3001, Action::StartAndSwitch)),
             ),
             (
                 "never provisioned",
@@ -322,30 +461,70 @@ mod tests {
             ),
         ];
         for (name, state, target, want) in cases {
-            let got = one(state, target).map(|s| (s.from.map(|f| f.0), s.to, s.action));
+            let got = one(&config(), state, target)
+                .map(|s| (s.from.map(|f| f.colour), s.to, s.port, s.action));
             assert_eq!(got, want, "{name}");
         }
     }
 
     #[test]
-    fn a_changed_setting_restarts_even_the_same_release() {
-        let state = host(
-            Some(3001),
-            colour(Some("1"), "active"),
-            colour(Some("2"), "active"),
-        );
-        let mut target = rel("1");
-        target.config = "new-settings".into();
-        let p = plan(&config(), &target, &[("h1".into(), state.clone())]).unwrap();
+    fn a_port_change_never_restarts_the_colour_that_serves() {
+        // Blue serves on 3001; `[ports]` now says blue = 3002, green = 3001 (swapped).
+        let state = host(Some(3001), colour(Some("1"), "active", 3001), none());
+        let step = one(&ported(3002, 3001), state.clone(), "2").unwrap();
+        assert_eq!(step.from.as_ref().unwrap().colour, Colour::Blue);
+        assert_eq!(step.from.as_ref().unwrap().port, 3001);
         assert_eq!(
-            (p.steps[0].to, p.steps[0].action),
+            (step.to, step.port, step.action),
+            (Colour::Green, 3002, Action::StartAndSwitch),
+            "green starts on the port the live copy does not hold"
+        );
+        // Moved to new ports altogether: green starts on its new one; blue keeps 3001.
+        let step = one(&ported(4001, 4002), state.clone(), "2").unwrap();
+        assert_eq!((step.to, step.port), (Colour::Green, 4002));
+        assert_eq!(step.from.unwrap().port, 3001);
+        // Green serves on its old 3002 and blue's new port is 3002: blue takes green's new one.
+        let state = host(
+            Some(3002),
+            colour(Some("1"), "active", 3001),
+            colour(Some("2"), "active", 3002),
+        );
+        let step = one(&ported(3002, 3003), state, "3").unwrap();
+        assert_eq!((step.to, step.port), (Colour::Blue, 3003));
+    }
+
+    #[test]
+    fn a_warm_copy_is_switched_to_on_the_port_it_runs_on() {
+        // Blue (v1) is warm on its old port 3001; the ports changed since.
+        let state = host(
+            Some(3002),
+            colour(Some("1"), "active", 3001),
+            colour(Some("2"), "active", 3002),
+        );
+        let step = one(&ported(5001, 5002), state, "1").unwrap();
+        assert_eq!(
+            (step.to, step.port, step.action),
+            (Colour::Blue, 3001, Action::SwitchToWarm)
+        );
+    }
+
+    #[test]
+    fn changed_settings_restart_even_the_same_release() {
+        let mut state = host(
+            Some(3001),
+            colour(Some("1"), "active", 3001),
+            colour(Some("2"), "active", 3002),
+        );
+        state.blue.settings = Settings::Differs;
+        state.green.settings = Settings::Differs;
+        let step = one(&config(), state.clone(), "1").unwrap();
+        assert_eq!(
+            (step.to, step.action),
             (Colour::Green, Action::StartAndSwitch)
         );
-        let mut target = rel("2");
-        target.config = "new-settings".into();
-        let p = plan(&config(), &target, &[("h1".into(), state)]).unwrap();
+        let step = one(&config(), state, "2").unwrap();
         assert_eq!(
-            p.steps[0].action,
+            step.action,
             Action::StartAndSwitch,
             "a warm copy with old settings is not reused"
         );
@@ -356,13 +535,13 @@ mod tests {
         // Killed mid-switch: h1 serves v2 on green, h2 still serves v1 on blue with v2 warm.
         let h1 = host(
             Some(3002),
-            colour(Some("1"), "active"),
-            colour(Some("2"), "active"),
+            colour(Some("1"), "active", 3001),
+            colour(Some("2"), "active", 3002),
         );
         let h2 = host(
             Some(3001),
-            colour(Some("1"), "active"),
-            colour(Some("2"), "active"),
+            colour(Some("1"), "active", 3001),
+            colour(Some("2"), "active", 3002),
         );
         let p = plan(
             &config(),
@@ -378,33 +557,44 @@ mod tests {
         assert!(!p.is_noop());
     }
 
+    fn with_history(mut s: HostState, entries: Vec<HistoryEntry>) -> HostState {
+        s.history = entries;
+        s
+    }
+
     #[test]
     fn rollback_goes_to_the_previous_release_and_a_rollback_of_it_goes_forward() {
-        let mut s = host(
+        let base = host(
             Some(3002),
-            colour(Some("1"), "active"),
-            colour(Some("2"), "active"),
+            colour(Some("1"), "active", 3001),
+            colour(Some("2"), "active", 3002),
         );
-        s.history = vec![
+        let mut entries = vec![
             entry(1, "1", Outcome::Deployed),
             entry(2, "2", Outcome::Deployed),
         ];
-        let hosts = vec![("h1".to_owned(), s.clone())];
+        let hosts = vec![("h1".to_owned(), with_history(base.clone(), entries.clone()))];
         assert_eq!(
             rollback_target(&config(), &hosts, None).unwrap().release,
             "1"
         );
-        // After the rollback: blue (v1) is live and the history says so.
-        s.upstream = Some(crate::templates::upstream(3001, Some(3002)));
-        s.history.push(entry(3, "1", Outcome::RolledBack));
-        let hosts = vec![("h1".to_owned(), s.clone())];
+        // After the rollback, in the same second: blue (v1) is live and the history says so.
+        let mut after = base.clone();
+        after.upstream = Some(upstream(Some(Colour::Blue), 3001, Some(3002)));
+        entries.push(entry(2, "1", Outcome::RolledBack));
+        let hosts = vec![(
+            "h1".to_owned(),
+            with_history(after.clone(), entries.clone()),
+        )];
         assert_eq!(
             rollback_target(&config(), &hosts, None).unwrap().release,
-            "2"
+            "2",
+            "a line of the same second sorts after the one before it"
         );
         // Failed deploys never count as releases to go back to.
-        s.history.push(entry(4, "3", Outcome::AutoRolledBack));
-        let hosts = vec![("h1".to_owned(), s)];
+        entries.push(entry(4, "3", Outcome::AutoRolledBack));
+        entries.push(entry(5, "3", Outcome::FleetSplit));
+        let hosts = vec![("h1".to_owned(), with_history(after, entries))];
         assert_eq!(
             rollback_target(&config(), &hosts, None).unwrap().release,
             "2"
@@ -412,13 +602,75 @@ mod tests {
     }
 
     #[test]
-    fn rollback_to_a_named_release() {
-        let mut s = host(Some(3001), colour(Some("3.0.0+c"), "active"), none_green());
-        s.history = vec![
-            entry(1, "1.0.0+a", Outcome::Deployed),
-            entry(2, "2.0.0+b", Outcome::Deployed),
-            entry(3, "3.0.0+c", Outcome::Deployed),
+    fn one_hosts_history_never_chooses_the_rollback_target() {
+        let live = || {
+            host(
+                Some(3002),
+                colour(Some("1"), "active", 3001),
+                colour(Some("2"), "active", 3002),
+            )
+        };
+        let honest = vec![
+            entry(1, "1", Outcome::Deployed),
+            entry(2, "2", Outcome::Deployed),
         ];
+        // A forged line far in the future naming a release only this host has.
+        let mut forged = honest.clone();
+        forged.insert(0, entry(u64::MAX / 2, "6.6.6", Outcome::Deployed));
+        let hosts = vec![
+            ("h1".to_owned(), with_history(live(), honest.clone())),
+            ("h2".to_owned(), with_history(live(), forged)),
+        ];
+        assert_eq!(
+            rollback_target(&config(), &hosts, None).unwrap().release,
+            "1",
+            "file order, not a claimed time"
+        );
+        // Appended last, claiming to have gone live after what the host serves: the release
+        // before the serving one is still the one that served before it.
+        let mut appended = honest.clone();
+        appended.push(entry(3, "6.6.6", Outcome::Deployed));
+        let hosts = vec![
+            ("h1".to_owned(), with_history(live(), honest.clone())),
+            ("h2".to_owned(), with_history(live(), appended)),
+        ];
+        assert_eq!(
+            rollback_target(&config(), &hosts, None).unwrap().release,
+            "1"
+        );
+        assert!(matches!(
+            rollback_target(&config(), &hosts, Some("6.6.6")),
+            Err(PlanError::HostsDisagree { .. })
+        ));
+        // Same release name, another image on one host: refused, naming both.
+        let mut other_image = honest.clone();
+        other_image[0].image = "evil/a@sha256:666".into();
+        let hosts = vec![
+            ("h1".to_owned(), with_history(live(), honest)),
+            ("h2".to_owned(), with_history(live(), other_image)),
+        ];
+        let Err(PlanError::HostsDisagree { choices, .. }) =
+            rollback_target(&config(), &hosts, None)
+        else {
+            panic!("hosts that disagree must be refused");
+        };
+        assert_eq!(choices[0].release.as_ref().unwrap().image, "r/a:1@sha256:1");
+        assert_eq!(
+            choices[1].release.as_ref().unwrap().image,
+            "evil/a@sha256:666"
+        );
+    }
+
+    #[test]
+    fn rollback_to_a_named_release() {
+        let s = with_history(
+            host(Some(3001), colour(Some("3.0.0+c"), "active", 3001), none()),
+            vec![
+                entry(1, "1.0.0+a", Outcome::Deployed),
+                entry(2, "2.0.0+b", Outcome::Deployed),
+                entry(3, "3.0.0+c", Outcome::Deployed),
+            ],
+        );
         let hosts = vec![("h1".to_owned(), s)];
         assert_eq!(
             rollback_target(&config(), &hosts, Some("1.0.0"))
@@ -441,14 +693,12 @@ mod tests {
         );
     }
 
-    fn none_green() -> ColourState {
-        colour(None, "inactive")
-    }
-
     #[test]
     fn nothing_to_roll_back_to() {
-        let mut s = host(Some(3001), colour(Some("1"), "active"), none_green());
-        s.history = vec![entry(1, "1", Outcome::Deployed)];
+        let s = with_history(
+            host(Some(3001), colour(Some("1"), "active", 3001), none()),
+            vec![entry(1, "1", Outcome::Deployed)],
+        );
         assert_eq!(
             rollback_target(&config(), &[("h1".to_owned(), s)], None),
             Err(PlanError::NoPrevious {
@@ -459,16 +709,17 @@ mod tests {
 
     #[test]
     fn pruning_keeps_retained_and_running_images() {
-        let mut s = host(
-            Some(3001),
-            colour(Some("7"), "active"),
-            colour(Some("6"), "active"),
+        let s = with_history(
+            host(
+                Some(3001),
+                colour(Some("7"), "active", 3001),
+                colour(Some("6"), "active", 3002),
+            ),
+            (1..=7)
+                .map(|i| entry(i, &i.to_string(), Outcome::Deployed))
+                .collect(),
         );
-        s.history = (1..=7)
-            .map(|i| entry(i, &i.to_string(), Outcome::Deployed))
-            .collect();
-        let hosts = vec![("h1".to_owned(), s.clone())];
-        let keep = retained_images(&config(), &hosts, &s, &rel("8"));
+        let keep = retained_images(&config(), &s, &rel("8"));
         assert_eq!(
             keep,
             [

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::layout;
 use crate::remote::{RemoteCommand, scripts};
 use crate::secret::Secrets;
+use crate::signals::Cancel;
 use crate::ssh::{Fleet, Host};
 use crate::templates::{ManagedFile, Templates};
 use crate::ui::{self, plural};
@@ -27,6 +28,8 @@ use plan::{HostPlan, Login};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
     pub dry_run: bool,
+    /// How long to wait for the environment's lock (held by a deploy, say) instead of failing.
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 /// What happened on one host.
@@ -55,7 +58,36 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
     };
 
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
-    let result = run(&fleet, &desired, &dirs, login.as_ref(), options).await;
+    let result = if options.dry_run {
+        run(
+            &fleet,
+            &desired,
+            &dirs,
+            login.as_ref(),
+            options,
+            &Cancel::never(),
+        )
+        .await
+    } else {
+        // Under the environment's lock: never a reload or a daemon-reload in the middle of
+        // someone else's switch.
+        crate::lock::with_lock(
+            &fleet,
+            config,
+            "provision",
+            "-",
+            options.lock_wait,
+            None,
+            |_, cancel| {
+                let fleet = &fleet;
+                let desired = &desired;
+                let dirs = &dirs;
+                let login = login.as_ref();
+                async move { run(fleet, desired, dirs, login, options, &cancel).await }
+            },
+        )
+        .await
+    };
     fleet.close().await;
     let reports = result?;
 
@@ -101,8 +133,11 @@ async fn run(
     dirs: &[(&'static str, String)],
     login: Option<&Login<'_>>,
     options: Options,
+    cancel: &Cancel,
 ) -> Result<Vec<HostReport>, Error> {
-    // Phase 1: observe, plan, stage, validate.
+    // Phase 1: observe, plan, stage, validate. A signal is acted on when it ends (staged
+    // candidates are hidden files no service reads, and the next run replaces them); phase 2
+    // is never cut short.
     let progress = ui::Step::new(
         "Checking",
         fleet.hosts.iter().map(|h| &h.spec),
@@ -144,6 +179,7 @@ async fn run(
         })
         .await;
     drop(progress);
+    cancel.check()?;
 
     if prepared.iter().any(Result::is_err) {
         let mut errors = Vec::new();

@@ -146,13 +146,17 @@ pub const DOCKER_LOGIN: &str = r#"docker login --username "$1" --password-stdin 
 pub const ECHO_ARGS: &str = r#"for a; do printf '%s\0' "$a"; done"#;
 
 /// A shell function printing a host's deploy state: `$1` upstream include, `$2`/`$3`
-/// blue/green unit env files, `$4`/`$5` blue/green unit names, `$6` lock dir, `$7` history
-/// file. One `KEY VALUE` line each, file contents base64-encoded (`-` when absent).
+/// blue/green unit env files, `$4`/`$5` blue/green unit names, `$6`/`$7` blue/green app env
+/// files, `$8` lock dir, `$9` history file, `${10}` = 1 to compare each colour's settings with
+/// the ones on stdin. One `KEY VALUE` line each, file contents base64-encoded (`-` when
+/// absent). The comparison happens here, on the host: only `same` or `differs` leaves it,
+/// never the settings nor anything derived from them.
 macro_rules! dump_state_fn {
     () => {
         r#"
 b64() { if [ -f "$1" ]; then base64 -w0 < "$1"; echo; else echo -; fi; }
 dump_state() {
+  if [ "${10}" = 1 ]; then want=$(cat); fi
   printf 'upstream '; b64 "$1"
   printf 'env-blue '; b64 "$2"
   printf 'env-green '; b64 "$3"
@@ -160,8 +164,19 @@ dump_state() {
   systemctl is-active -- "$4" "$5" nginx.service 2>/dev/null | {
     read -r blue; read -r green; read -r nginx
     printf 'active-blue %s\nactive-green %s\n' "$blue" "$green"
-    printf 'lock '; b64 "$6/info.json"
-    if [ -f "$7" ]; then printf 'history '; tail -n 200 -- "$7" | base64 -w0; echo; else echo 'history -'; fi
+    for c in blue:"$6" green:"$7"; do
+      f=${c#*:}
+      if [ "${10}" != 1 ] || [ ! -f "$f" ]; then v=-
+      elif [ "$(grep -v '^SHIPIT_' "$f")" = "$want" ]; then v=same
+      else v=differs; fi
+      printf 'settings-%s %s\n' "${c%%:*}" "$v"
+    done
+    printf 'lock '; b64 "$8/info.json"
+    if [ -f "$9" ]; then
+      total=$(wc -l < "$9")
+      first=$((total > 200 ? total - 199 : 1))
+      printf 'history %s ' "$first"; tail -n 200 -- "$9" | base64 -w0; echo
+    else echo 'history -'; fi
     printf 'nginx %s\n' "$nginx"
   }
 }
@@ -169,7 +184,7 @@ dump_state() {
     };
 }
 
-/// Print a host's deploy state (see `dump_state_fn`; the same seven arguments).
+/// Print a host's deploy state (see `dump_state_fn`; the same ten arguments).
 pub const DEPLOY_STATE: &str = concat!(dump_state_fn!(), r#"dump_state "$@""#);
 
 /// Take the environment lock: `$1` lock dir, `$2` holder details (JSON). `mkdir` is atomic:
@@ -184,7 +199,7 @@ if mkdir -- "$1" 2>/dev/null; then
   printf '%s\n' "$2" > "$1/info.json.tmp" && mv -f -- "$1/info.json.tmp" "$1/info.json" || { rm -rf -- "$1"; exit 1; }
   echo acquired
   shift 2
-  if [ "$#" -ge 7 ]; then dump_state "$@"; fi
+  if [ "$#" -ge 10 ]; then dump_state "$@"; fi
 else
   printf 'held '; if [ -f "$1/info.json" ]; then base64 -w0 < "$1/info.json"; fi; echo
 fi
@@ -203,13 +218,36 @@ pub const UNLOCK: &str = r#"
 if [ -z "$2" ] || grep -qF -- "\"id\":\"$2\"" "$1/info.json" 2>/dev/null; then rm -rf -- "$1"; fi
 "#;
 
-/// Start a release in a colour, and at every boot: `$1` image, `$2` unit, `$3` unit env file,
-/// `$4` app env file, then the unit env lines. The app env (it holds secrets) arrives on stdin. Both files are
+/// Start a release in a colour: `$1` image, `$2` unit, `$3` unit env file, `$4` app env
+/// file, `$5` the unit's container, `$6` the port it will publish, `$7` the upstream include;
+/// then the unit env lines. The app env (it holds secrets) arrives on stdin. Both files are
 /// written beside their target at mode 0600 and renamed into place.
+///
+/// Refuses, changing nothing, to restart a colour that nginx serves (exit 5,
+/// `shipit-refused-live`), and to start on a port something else holds (exit 6,
+/// `shipit-port-held PORT KIND NAME`).
 pub const PREPARE: &str = r#"
 set -e
-image=$1 unit=$2 unit_env=$3 app_env=$4
-shift 4
+image=$1 unit=$2 unit_env=$3 app_env=$4 container=$5 port=$6 upstream=$7
+shift 7
+old=$(sed -n 's/^SHIPIT_PORT=//p' "$unit_env" 2>/dev/null || true)
+if [ -n "$old" ] && grep -q "^server 127\.0\.0\.1:$old max_fails" "$upstream" 2>/dev/null \
+   && systemctl is-active --quiet -- "$unit"; then
+  echo "shipit-refused-live $unit serves port $old" >&2
+  exit 5
+fi
+others=$(docker ps --filter "publish=$port" --format '{{.Names}}' | grep -vxF -- "$container" || true)
+if [ -n "$others" ]; then
+  echo "shipit-port-held $port container $(echo $others)" >&2
+  exit 6
+fi
+if [ -z "$(docker ps -q --filter "name=^$container\$" --filter "publish=$port")" ]; then
+  holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -n 1)
+  if [ -n "$holder" ]; then
+    echo "shipit-port-held $port process $holder" >&2
+    exit 6
+  fi
+fi
 docker image inspect -- "$image" > /dev/null 2>&1 || docker pull -q -- "$image" > /dev/null
 umask 077
 mkdir -p -- "$(dirname -- "$app_env")"
@@ -224,6 +262,18 @@ mv -f -- "$tmp" "$unit_env"
 systemctl reset-failed -- "$unit" 2> /dev/null || true
 systemctl enable --quiet -- "$unit"
 systemctl restart -- "$unit"
+"#;
+
+/// Who answers on a port: `$1` the container that should, `$2` the host port, `$3` the
+/// container's port. One `KEY VALUE` line each: `container RUNNING IMAGE` (or `absent -`),
+/// `published ADDRESS` (or `-`), `holders` (containers publishing the port), `process` (the
+/// process listening on it).
+pub const PORT_OWNER: &str = r#"
+printf 'container %s\n' "$(docker inspect -f '{{.State.Running}} {{.Config.Image}}' -- "$1" 2>/dev/null || echo 'absent -')"
+published=$(docker port -- "$1" "$3/tcp" 2>/dev/null | head -n 1)
+printf 'published %s\n' "${published:--}"
+printf 'holders %s\n' "$(docker ps --filter "publish=$2" --format '{{.Names}}' 2>/dev/null | tr '\n' ' ')"
+printf 'process %s\n' "$(ss -Hltnp "sport = :$2" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -n 1)"
 "#;
 
 /// Point nginx at a colour: `$1` upstream include, `$2` its new content. Atomic rename,

@@ -8,8 +8,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 
 pub struct Testbed {
     pub hosts: Vec<TestHost>,
@@ -129,6 +131,7 @@ impl Testbed {
             host,
             &format!(
                 "systemctl stop '{app}@blue' '{app}@green' 2>/dev/null; \
+                 systemctl reset-failed '{app}@blue' '{app}@green' 2>/dev/null; \
                  rm -rf /etc/nginx/conf.d/shipit-{app}.conf /etc/nginx/conf.d/.shipit-{app}.conf.* \
                  /etc/systemd/system/{app}@.service /etc/systemd/system/.{app}@.service.* \
                  /etc/logrotate.d/shipit-{app} /etc/logrotate.d/.shipit-{app}.* \
@@ -659,5 +662,70 @@ impl Spawned {
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: records `(path, body)`, answers 500 to the first
+/// `fail_first` requests (to exercise the retries), then 200.
+pub struct Receiver {
+    pub url: String,
+    received: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Receiver {
+    pub fn start(fail_first: usize) -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            for stream in listener.incoming().take(200) {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                seen += 1;
+                let status = if seen <= fail_first {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                if seen > fail_first {
+                    store
+                        .lock()
+                        .unwrap()
+                        .push((path, serde_json::from_slice(&body).unwrap_or_default()));
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { url, received }
+    }
+
+    pub fn received(&self) -> Vec<(String, serde_json::Value)> {
+        self.received.lock().unwrap().clone()
     }
 }

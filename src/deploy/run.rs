@@ -1,0 +1,1005 @@
+//! One deploy or rollback, holding the lock: its stages in the order of the README's "How a
+//! deploy goes", and the one undo path.
+//!
+//! Stages ([`Run::stages`]): pre-deploy hooks; per host, start the new copy and gate it on its
+//! health (each host on its own, meeting the others only at the switch); switch every host;
+//! verify through nginx; smoke check and post-deploy hooks. Each stage records in [`Done`] what
+//! it is about to change before it changes it, so that [`Run::undo`] undoes exactly that: it
+//! switches back every host that may have switched and reads each one back, stops the new
+//! copies on hosts that do not serve them, and records the outcome. What it prints and
+//! returns is what it read back: a host it could not put back makes the outcome a fleet split.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tracing::{Instrument, info, info_span};
+
+use super::plan::{Action, HostStep, Plan};
+use super::{Kind, env, first_line, parse_host_state, state_query};
+use crate::config::{Config, KeepPrevious};
+use crate::error::{Error, FleetSplit, HealthGateFailure, SplitHost};
+use crate::layout;
+use crate::lock::{self, Me};
+use crate::probe::{self, Expect, Tunnel};
+use crate::remote::{RemoteCommand, scripts};
+use crate::secret::Secrets;
+use crate::signals::Cancel;
+use crate::ssh::{Fleet, Host, each_bounded};
+use crate::state::{self, HistoryEntry, HostState, Outcome, PortOwner};
+use crate::templates;
+use crate::ui::{self, plural};
+
+/// One deploy or rollback in progress.
+pub(super) struct Run<'a> {
+    pub config: &'a Config,
+    pub fleet: &'a Fleet,
+    pub secrets: &'a Secrets,
+    pub kind: Kind,
+    pub cancel: Cancel,
+    /// The lock's id: written in every history line of this run.
+    pub run_id: String,
+    pub plan: &'a Plan,
+    pub states: &'a [(String, HostState)],
+    /// Empty at the start.
+    pub done: Mutex<Done>,
+}
+
+/// How far the run got: what [`Run::undo`] must undo.
+#[derive(Default)]
+pub(super) struct Done {
+    /// Hosts (by index) whose idle colour this run (re)started or began to.
+    started: BTreeSet<usize>,
+    /// Hosts whose upstream may point at the new colour (marked before the switch is sent).
+    switched: BTreeSet<usize>,
+}
+
+/// A host with its step and what it had before.
+#[derive(Clone)]
+struct Work<'a> {
+    index: usize,
+    host: Arc<Host>,
+    step: &'a HostStep,
+    state: &'a HostState,
+}
+
+/// A host put back, or not, after a failure; read back from the host itself.
+struct Reverted<'a> {
+    work: Work<'a>,
+    /// Its upstream is again what it was before the run.
+    back: bool,
+    /// What it serves, as read back (or why it could not be read).
+    serves: String,
+    /// Whether the host answered at all (its lock can be released, its history written).
+    reachable: bool,
+}
+
+impl<'a> Run<'a> {
+    fn work(&self) -> Vec<Work<'a>> {
+        self.fleet
+            .hosts
+            .iter()
+            .zip(&self.plan.steps)
+            .zip(self.states)
+            .enumerate()
+            .map(|(index, ((host, step), (_, state)))| Work {
+                index,
+                host: Arc::clone(host),
+                step,
+                state,
+            })
+            .collect()
+    }
+
+    fn changing(&self) -> Vec<Work<'a>> {
+        self.work()
+            .into_iter()
+            .filter(|w| w.step.action != Action::AlreadyLive)
+            .collect()
+    }
+
+    fn mark(&self, f: impl FnOnce(&mut Done)) {
+        if let Ok(mut done) = self.done.lock() {
+            f(&mut done);
+        }
+    }
+
+    /// Put the plan's target live on every host, or undo what was done and say what the hosts
+    /// serve afterwards.
+    pub async fn converge(&self) -> Result<(), Error> {
+        for line in super::describe(self.plan) {
+            info!("{line}");
+        }
+        if self.plan.is_noop() {
+            ui::status(
+                "Unchanged",
+                &format!("{} already serves on every host", self.plan.target.release),
+            );
+            return Ok(());
+        }
+        match self.stages().await {
+            Ok(()) => {
+                self.finish().await;
+                Ok(())
+            }
+            Err(cause) => Err(self.undo(cause).await),
+        }
+    }
+
+    /// The stages, in order. A new stage is one line here and one function below.
+    async fn stages(&self) -> Result<(), Error> {
+        if self.kind == Kind::Deploy {
+            self.cancel
+                .guard(self.hooks(crate::hooks::Stage::PreDeploy))
+                .await?;
+        }
+        let direct = self.start_and_gate().await?;
+        self.switch().await?;
+        self.verify(&direct).await?;
+        if self.kind == Kind::Deploy {
+            self.cancel.guard(self.smoke()).await?;
+            self.cancel
+                .guard(self.hooks(crate::hooks::Stage::PostDeploy))
+                .await
+                .map_err(|e| match e {
+                    e @ Error::Interrupted { .. } => e,
+                    e => Error::PostDeployFailed {
+                        reason: e.to_string(),
+                    },
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn hooks(&self, stage: crate::hooks::Stage) -> Result<(), Error> {
+        let target = &self.plan.target;
+        crate::hooks::run(self.config, stage, &target.release, &target.image).await
+    }
+
+    // --- start and gate, per host ------------------------------------------------------------
+
+    /// Per host, on its own: open a tunnel to the new copy's port, (re)start it unless it runs
+    /// warm, and poll it until it answers healthy and is proven to be this deploy's copy. The
+    /// first failure stops the other hosts' waits. Returns the tunnels, by host index.
+    async fn start_and_gate(&self) -> Result<Vec<(usize, Tunnel)>, Error> {
+        let changing = self.changing();
+        let target = &self.plan.target;
+        let started_hosts: Vec<&Work<'a>> = changing
+            .iter()
+            .filter(|w| w.step.action == Action::StartAndSwitch)
+            .collect();
+        let starting = ui::Step::new(
+            "Starting",
+            started_hosts.iter().map(|w| &w.host.spec),
+            &format!("pulling and starting {}", target.release),
+        );
+        let gating = ui::Step::new(
+            "Checking",
+            changing.iter().map(|w| &w.host.spec),
+            &format!("waiting for {}", self.config.health.path),
+        );
+        let t = Instant::now();
+        let started_count = std::sync::atomic::AtomicUsize::new(0);
+        let announce_started = || {
+            let n = started_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if n == started_hosts.len() {
+                ui::status(
+                    "Started",
+                    &format!(
+                        "{} on {n} host{} in {:.2}s",
+                        target.release,
+                        plural(n),
+                        t.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+        };
+        let (abort, trigger) = Cancel::manual();
+        let mut results = futures::stream::iter(changing.iter().cloned())
+            .map(|w| {
+                let start_line = starting.line(&w.host.spec);
+                let gate_line = gating.line(&w.host.spec);
+                let announce_started = &announce_started;
+                let abort = &abort;
+                async move {
+                    let index = w.index;
+                    let r = self
+                        .start_and_gate_host(w, (&start_line, &gate_line), announce_started, abort)
+                        .await;
+                    (index, r)
+                }
+            })
+            .buffer_unordered(self.fleet.max_parallel.max(1));
+        let mut tunnels = Vec::new();
+        let mut failure = None;
+        // Every host's future runs to its end: the first failure ends the others' waits for
+        // health, and lets their starts in flight finish (so that the undo stops them).
+        while let Some((index, r)) = results.next().await {
+            match r {
+                Ok(tunnel) => tunnels.push((index, tunnel)),
+                Err(e) if failure.is_none() => {
+                    failure = Some(e);
+                    trigger.fire("another host's failure");
+                }
+                Err(_) => {}
+            }
+        }
+        drop(results);
+        self.cancel.check()?;
+        drop(starting);
+        drop(gating);
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        ui::status(
+            "Healthy",
+            &format!(
+                "{} on {} host{} in {:.2}s{}",
+                target.release,
+                changing.len(),
+                plural(changing.len()),
+                t.elapsed().as_secs_f64(),
+                if started_hosts.is_empty() {
+                    " (warm)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        Ok(tunnels)
+    }
+
+    /// One host: start (unless warm), then gate. A start in flight is never abandoned (its
+    /// remote command would go on and start the copy after the undo stopped it); a wait for
+    /// health ends at once on a signal or when another host failed (`abort`).
+    async fn start_and_gate_host(
+        &self,
+        w: Work<'a>,
+        lines: (&ui::HostLine, &ui::HostLine),
+        announce_started: &impl Fn(),
+        abort: &Cancel,
+    ) -> Result<Tunnel, Error> {
+        let (start_line, gate_line) = lines;
+        let tunnel = Tunnel::open(&w.host, w.step.port);
+        let tunnel = if w.step.action == Action::StartAndSwitch {
+            self.mark(|d| {
+                d.started.insert(w.index);
+            });
+            let (tunnel, started) = tokio::join!(tunnel, self.prepare(&w));
+            start_line.finish_with(&started, "started");
+            if let Err(e) = &started {
+                gate_line.failed(e);
+            }
+            started?;
+            announce_started();
+            tunnel?
+        } else {
+            tunnel.await?
+        };
+        let r = self
+            .cancel
+            .guard(abort.guard(self.gate(&w, tunnel, gate_line)))
+            .await;
+        gate_line.finish_with(&r, "healthy");
+        r
+    }
+
+    async fn prepare(&self, w: &Work<'a>) -> Result<(), Error> {
+        let app = &self.config.app;
+        let colour = w.step.to;
+        let target = &self.plan.target;
+        let span = info_span!("prepare", host = %w.host.spec, colour = %colour);
+        async {
+            let env = env::app_env(self.config, self.secrets, target, colour)?;
+            let cmd = RemoteCommand::new(
+                format!("start {} on {colour}", target.release),
+                scripts::PREPARE,
+            )
+            .arg(target.image.clone())
+            .arg(templates::unit_instance(app, colour))
+            .arg(layout::unit_env(app, colour))
+            .arg(layout::app_env(app, colour))
+            .arg(templates::container_name(app, colour))
+            .arg(w.step.port.to_string())
+            .arg(layout::upstream_include(app))
+            .args(state::unit_env(
+                target,
+                w.step.port,
+                colour,
+                &self.config.health.path,
+            ))
+            .stdin(env);
+            let t = Instant::now();
+            let out = w.host.run(&cmd).await?;
+            match out.code {
+                Some(0) => {}
+                Some(6) => return Err(port_held(self.config, &w.host, w.step.port, &out.stderr)),
+                _ => return Err(w.host.failed(&cmd, &out)),
+            }
+            info!(elapsed_ms = t.elapsed().as_millis() as u64, "started");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Poll the new copy until it answers healthy, then prove the answer came from it: the
+    /// container of this colour runs this release's image and publishes that port.
+    async fn gate(
+        &self,
+        w: &Work<'a>,
+        tunnel: Tunnel,
+        line: &ui::HostLine,
+    ) -> Result<Tunnel, Error> {
+        let colour = w.step.to;
+        let client = probe::client(false)?;
+        let expect = self.expect();
+        let seen = |attempt: u32, answer: &probe::Answer| {
+            line.set(format!(
+                "waiting for {}: {} (attempt {})",
+                expect.path,
+                answer.summary(),
+                attempt + 1
+            ));
+        };
+        let failure = match probe::wait_healthy(
+            &client,
+            &tunnel,
+            &expect,
+            self.config.health.timeout,
+            seen,
+        )
+        .await
+        {
+            Ok(took) => match self.owner(w).await {
+                Ok(owner) if owner.serves(&self.plan.target.image, w.step.port) => {
+                    info!(host = %w.host.spec, colour = %colour, elapsed_ms = took.as_millis() as u64, "healthy");
+                    return Ok(tunnel);
+                }
+                Ok(owner) => format!(
+                    "port {} answered healthy, but not from this deploy's copy: {}",
+                    w.step.port,
+                    owner.describe(&templates::container_name(&self.config.app, colour))
+                ),
+                Err(e) => format!("could not tell who answers on port {}: {e}", w.step.port),
+            },
+            Err(answer) => answer.to_string(),
+        };
+        Err(self.gate_failure(w, failure).await)
+    }
+
+    /// Who answers on the new copy's port.
+    async fn owner(&self, w: &Work<'a>) -> Result<PortOwner, Error> {
+        let cmd = RemoteCommand::new("check who answers on the port", scripts::PORT_OWNER)
+            .arg(templates::container_name(&self.config.app, w.step.to))
+            .arg(w.step.port.to_string())
+            .arg(self.config.container.port.to_string());
+        let out = w.host.check(&cmd).await?;
+        Ok(PortOwner::parse(&String::from_utf8_lossy(&out)))
+    }
+
+    async fn gate_failure(&self, w: &Work<'a>, answer: String) -> Error {
+        let unit = templates::unit_instance(&self.config.app, w.step.to);
+        let logs = w
+            .host
+            .run(
+                &RemoteCommand::new("read the unit's log", scripts::LOGS)
+                    .arg(unit.clone())
+                    .arg("50"),
+            )
+            .await
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("(could not read the log: {e})"));
+        Error::HealthGate(Box::new(HealthGateFailure {
+            host: w.host.spec.to_string(),
+            colour: w.step.to.to_string(),
+            release: self.plan.target.release.clone(),
+            timeout: humantime::format_duration(self.config.health.timeout).to_string(),
+            answer,
+            unit,
+            logs: if logs.trim().is_empty() {
+                "(empty)".into()
+            } else {
+                logs
+            },
+        }))
+    }
+
+    fn expect(&self) -> Expect<'a> {
+        Expect {
+            path: &self.config.health.path,
+            json: self.config.health.expect_json.as_ref(),
+        }
+    }
+
+    // --- switch --------------------------------------------------------------------------------
+
+    /// Every host to its new colour, or none: a failed switch anywhere is undone everywhere.
+    /// A switch in flight is never abandoned: a signal is acted on when every switch returned.
+    async fn switch(&self) -> Result<(), Error> {
+        let changing = self.changing();
+        self.mark(|d| d.switched.extend(changing.iter().map(|w| w.index)));
+        let t = Instant::now();
+        let progress = ui::Step::new(
+            "Switching",
+            changing.iter().map(|w| &w.host.spec),
+            "nginx -t, reload, waiting for the new workers",
+        );
+        let results = each_bounded(changing.clone(), self.fleet.max_parallel, |w| {
+            let line = progress.line(&w.host.spec);
+            async move {
+                let r = self
+                    .write_upstream(
+                        &w.host,
+                        self.upstream_for(&w),
+                        &format!("switch to {}", w.step.to),
+                    )
+                    .await;
+                line.finish_with(&r, "switched");
+                r
+            }
+        })
+        .await;
+        drop(progress);
+        if let Some((host, e)) = changing
+            .iter()
+            .zip(results)
+            .find_map(|(w, r)| r.err().map(|e| (w.host.spec.to_string(), e)))
+        {
+            return Err(Error::SwitchFailed {
+                host,
+                reason: e.to_string(),
+            });
+        }
+        self.cancel.check()?;
+        ui::status(
+            "Switched",
+            &format!(
+                "{} host{} to {} in {:.2}s",
+                changing.len(),
+                plural(changing.len()),
+                self.plan.target.release,
+                t.elapsed().as_secs_f64()
+            ),
+        );
+        Ok(())
+    }
+
+    /// The upstream a host gets: the new colour, and the one it leaves as backup while warm
+    /// (on the port it actually runs on).
+    fn upstream_for(&self, w: &Work<'a>) -> String {
+        let backup = w
+            .step
+            .from
+            .as_ref()
+            .filter(|_| self.config.deploy.keep_previous == KeepPrevious::Warm)
+            .filter(|from| from.port != w.step.port)
+            .map(|from| from.port);
+        state::upstream(Some(w.step.to), w.step.port, backup)
+    }
+
+    async fn write_upstream(&self, host: &Host, content: String, label: &str) -> Result<(), Error> {
+        let cmd = RemoteCommand::new(label.to_owned(), scripts::SWITCH)
+            .arg(layout::upstream_include(&self.config.app))
+            .arg(content);
+        host.check(&cmd).await.map(|_| ())
+    }
+
+    // --- verify --------------------------------------------------------------------------------
+
+    /// Requests through every host's nginx for the verify window (at least one round): each
+    /// must be healthy and answered by the new colour, not the backup; each new copy directly
+    /// too; and at the end, each new copy is still the container this deploy started.
+    async fn verify(&self, direct: &[(usize, Tunnel)]) -> Result<(), Error> {
+        let window = match self.kind {
+            Kind::Deploy => self.config.deploy.verify_window,
+            Kind::Rollback => Duration::ZERO,
+        };
+        let t = Instant::now();
+        let all = self.work();
+        let progress = ui::Step::new(
+            "Verifying",
+            all.iter().map(|w| &w.host.spec),
+            "through nginx",
+        );
+        let result = self
+            .cancel
+            .guard(async {
+                let mut nginx = Vec::new();
+                for w in &all {
+                    let t = Tunnel::open(&w.host, 80)
+                        .await
+                        .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))?;
+                    nginx.push(t);
+                }
+                self.verify_rounds(&all, direct, &nginx, window, &progress)
+                    .await?;
+                for w in self.changing() {
+                    let owner = self
+                        .owner(&w)
+                        .await
+                        .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))?;
+                    if !owner.serves(&self.plan.target.image, w.step.port) {
+                        return Err(verify_failed(
+                            &w.host.spec.to_string(),
+                            format!(
+                                "the new copy is gone: {}",
+                                owner.describe(&templates::container_name(
+                                    &self.config.app,
+                                    w.step.to
+                                ))
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        match &result {
+            Ok(()) => all.iter().for_each(|w| {
+                progress
+                    .line(&w.host.spec)
+                    .finish(true, "healthy through nginx")
+            }),
+            Err(Error::VerifyFailed { host, reason }) => {
+                progress.line(host).finish(false, reason.clone());
+            }
+            Err(_) => {}
+        }
+        drop(progress);
+        result?;
+        ui::status(
+            "Verified",
+            &format!(
+                "through nginx on {} host{} in {:.2}s",
+                all.len(),
+                plural(all.len()),
+                t.elapsed().as_secs_f64()
+            ),
+        );
+        Ok(())
+    }
+
+    /// [`Self::verify`]'s checks, round after round until `window` has passed.
+    async fn verify_rounds(
+        &self,
+        all: &[Work<'a>],
+        direct: &[(usize, Tunnel)],
+        nginx: &[Tunnel],
+        window: Duration,
+        progress: &ui::Step,
+    ) -> Result<(), Error> {
+        let expect = self.expect();
+        let client = probe::client(true)?;
+        let started = Instant::now();
+        for round in 1.. {
+            let through_nginx = futures::future::join_all(
+                nginx
+                    .iter()
+                    .map(|t| probe::get(&client, t, expect.path, Some(&self.config.domain))),
+            )
+            .await;
+            for (w, answer) in all.iter().zip(through_nginx) {
+                let host = w.host.spec.to_string();
+                if !expect.healthy(&answer) {
+                    return Err(verify_failed(&host, format!("through nginx: {answer}")));
+                }
+                let want = w.step.port;
+                if served_by(answer.upstream.as_deref()) != Some(want) {
+                    return Err(verify_failed(
+                        &host,
+                        format!(
+                            "nginx answered from `{}`, not from the new copy on port {want}",
+                            answer.upstream.as_deref().unwrap_or(
+                                "(no X-Shipit-Upstream header: run `shipit provision` to update the site)"
+                            )
+                        ),
+                    ));
+                }
+            }
+            let directly = futures::future::join_all(
+                direct
+                    .iter()
+                    .map(|(_, t)| probe::get(&client, t, expect.path, None)),
+            )
+            .await;
+            for ((index, _), answer) in direct.iter().zip(directly) {
+                if !expect.healthy(&answer) {
+                    let host = all
+                        .get(*index)
+                        .map(|w| w.host.spec.to_string())
+                        .unwrap_or_default();
+                    return Err(verify_failed(
+                        &host,
+                        format!("the new copy itself: {answer}"),
+                    ));
+                }
+            }
+            if started.elapsed() >= window {
+                return Ok(());
+            }
+            let left = window.saturating_sub(started.elapsed()).as_secs_f64();
+            for w in all {
+                progress
+                    .line(&w.host.spec)
+                    .set(format!("healthy through nginx {round}x, {left:.1}s to go"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    // --- smoke -----------------------------------------------------------------------------------
+
+    async fn smoke(&self) -> Result<(), Error> {
+        let all = self.work();
+        let hosts: Vec<Arc<Host>> = all.iter().map(|w| Arc::clone(&w.host)).collect();
+        super::smoke::burst(self.config, &hosts)
+            .await
+            .map_err(|reason| Error::SmokeFailed { reason })
+    }
+
+    // --- the end: record, prune, stop the previous colour --------------------------------------
+
+    async fn finish(&self) {
+        let all = self.work();
+        let outcome = match self.kind {
+            Kind::Deploy => Outcome::Deployed,
+            Kind::Rollback => Outcome::RolledBack,
+        };
+        match self.kind {
+            // A deploy may have pulled an image: drop those beyond `retain`.
+            Kind::Deploy => {
+                tokio::join!(self.record(&all, outcome, None), self.prune(&all));
+            }
+            // A rollback pulls nothing new, at most a retained image.
+            Kind::Rollback => self.record(&all, outcome, None).await,
+        }
+        if self.config.deploy.keep_previous == KeepPrevious::Stop {
+            self.stop_previous(&self.changing()).await;
+        }
+    }
+
+    async fn record(&self, hosts: &[Work<'a>], outcome: Outcome, reason: Option<&str>) {
+        let me: Me = lock::me();
+        let time = lock::now();
+        let target = &self.plan.target;
+        let results = each_bounded(hosts.to_vec(), self.fleet.max_parallel, |w| {
+            let entry = HistoryEntry {
+                time,
+                release: target.release.clone(),
+                image: target.image.clone(),
+                colour: w.step.to,
+                user: me.user.clone(),
+                machine: me.machine.clone(),
+                outcome,
+                reason: reason.map(str::to_owned),
+                run: self.run_id.clone(),
+            };
+            async move {
+                // A struct of strings and integers always serializes.
+                let line = serde_json::to_string(&entry).unwrap_or_default();
+                let cmd = RemoteCommand::new("record the release", scripts::RECORD)
+                    .arg(layout::history(&self.config.app))
+                    .arg(line);
+                (w.host.spec.to_string(), w.host.check(&cmd).await)
+            }
+        })
+        .await;
+        for (host, r) in results {
+            if let Err(e) = r {
+                ui::warn(&format!(
+                    "could not record the outcome on `{host}`: {}",
+                    first_line(&e)
+                ));
+            }
+        }
+    }
+
+    async fn prune(&self, all: &[Work<'a>]) {
+        let results = each_bounded(all.to_vec(), self.fleet.max_parallel, |w| {
+            let keep = super::plan::retained_images(self.config, w.state, &self.plan.target);
+            async move {
+                let cmd = RemoteCommand::new("prune old images", scripts::PRUNE)
+                    .arg(self.config.image.clone())
+                    .args(keep);
+                let out = w.host.check(&cmd).await?;
+                let removed = String::from_utf8_lossy(&out).lines().count();
+                if removed > 0 {
+                    info!(host = %w.host.spec, removed, "pruned images");
+                }
+                Ok::<_, Error>(())
+            }
+        })
+        .await;
+        for r in results {
+            if let Err(e) = r {
+                ui::warn(&format!("could not prune old images: {e}"));
+            }
+        }
+    }
+
+    /// With `keep_previous = "stop"`: the previous colour left the upstream at the switch; let
+    /// nginx's old workers drain, then stop it.
+    async fn stop_previous(&self, changing: &[Work<'a>]) {
+        let with_previous: Vec<Work<'a>> = changing
+            .iter()
+            .filter(|w| w.step.from.is_some())
+            .cloned()
+            .collect();
+        let drain = self.config.deploy.drain;
+        each_bounded(with_previous, self.fleet.max_parallel, |w| async move {
+            let Some(from) = &w.step.from else {
+                return;
+            };
+            tokio::time::sleep(drain).await;
+            let unit = templates::unit_instance(&self.config.app, from.colour);
+            if let Err(e) = w
+                .host
+                .check(&RemoteCommand::new("stop the previous colour", scripts::STOP).arg(unit))
+                .await
+            {
+                ui::warn(&e.to_string());
+            }
+        })
+        .await;
+    }
+
+    // --- undo ------------------------------------------------------------------------------------
+
+    /// Undo exactly what the run did, after `cause`: switch back every host that may have
+    /// switched (read back from each), stop the new copies where they do not serve, record
+    /// the outcome; and return the error that says what the hosts serve now.
+    async fn undo(&self, cause: Error) -> Error {
+        let (started, switched) = match self.done.lock() {
+            Ok(done) => (done.started.clone(), done.switched.clone()),
+            Err(_) => (BTreeSet::new(), BTreeSet::new()),
+        };
+        let all = self.work();
+        let to_revert: Vec<Work<'a>> = all
+            .iter()
+            .filter(|w| switched.contains(&w.index))
+            .cloned()
+            .collect();
+        let reverted = self.revert(&to_revert).await;
+        let split: Vec<&Reverted<'a>> = reverted.iter().filter(|r| !r.back).collect();
+        // A new copy is stopped only where it does not serve.
+        let stop: Vec<Work<'a>> = all
+            .iter()
+            .filter(|w| started.contains(&w.index))
+            .filter(|w| !split.iter().any(|r| r.work.index == w.index))
+            .cloned()
+            .collect();
+        self.stop_new(&stop).await;
+        let reachable: Vec<Work<'a>> = all
+            .iter()
+            .filter(|w| {
+                reverted
+                    .iter()
+                    .find(|r| r.work.index == w.index)
+                    .is_none_or(|r| r.reachable)
+            })
+            .cloned()
+            .collect();
+        let reason = match &cause {
+            Error::Interrupted { signal, .. } => format!("interrupted by {signal}"),
+            e => first_line(e),
+        };
+        if split.is_empty() {
+            let outcome = if switched.is_empty() {
+                Outcome::Failed
+            } else {
+                Outcome::AutoRolledBack
+            };
+            self.record(&reachable, outcome, Some(&reason)).await;
+            return match cause {
+                Error::Interrupted { signal, .. } => Error::Interrupted {
+                    signal,
+                    switched: !switched.is_empty(),
+                },
+                e => e,
+            };
+        }
+        let hosts: Vec<SplitHost> = reverted
+            .iter()
+            .map(|r| SplitHost {
+                host: r.work.host.spec.to_string(),
+                back: r.back,
+                serves: r.serves.clone(),
+            })
+            .collect();
+        let names: Vec<String> = split.iter().map(|r| r.work.host.spec.to_string()).collect();
+        self.record(
+            &reachable,
+            Outcome::FleetSplit,
+            Some(&format!(
+                "{reason}; not switched back: {}",
+                names.join(", ")
+            )),
+        )
+        .await;
+        // The release the hosts that went back serve: the one to converge on.
+        let previous = reverted
+            .iter()
+            .filter(|r| r.back)
+            .find_map(|r| r.work.step.from.as_ref())
+            .map(|f| f.release.release.clone());
+        Error::FleetSplit(Box::new(FleetSplit {
+            cause: reason,
+            environment: self.config.environment.clone(),
+            hosts,
+            previous,
+            target: self.plan.target.release.clone(),
+            lock_kept: Vec::new(),
+        }))
+    }
+
+    /// Put each host's upstream back as it was before this run, and read it back. A host
+    /// whose connection was lost gets one more try on a new connection.
+    async fn revert(&self, hosts: &[Work<'a>]) -> Vec<Reverted<'a>> {
+        let results = each_bounded(hosts.to_vec(), self.fleet.max_parallel, |w| async move {
+            let previous = w.state.upstream.clone().unwrap_or_default();
+            let attempt = |host: Arc<Host>| {
+                let previous = previous.clone();
+                async move {
+                    self.write_upstream(&host, previous, "switch back").await?;
+                    self.read_back(&host).await
+                }
+            };
+            let mut result = attempt(Arc::clone(&w.host)).await;
+            if matches!(result, Err(Error::Transport { .. })) {
+                result = match Host::connect(&w.host.spec, &self.config.ssh).await {
+                    Ok(fresh) => {
+                        let fresh = Arc::new(fresh);
+                        let r = attempt(Arc::clone(&fresh)).await;
+                        if let Some(fresh) = Arc::into_inner(fresh) {
+                            fresh.close().await;
+                        }
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            self.judge_revert(w, &previous, result)
+        })
+        .await;
+        for r in &results {
+            if r.back {
+                ui::status(
+                    "Reverted",
+                    &format!("{} to its previous upstream (read back)", r.work.host.spec),
+                );
+            } else {
+                ui::warn(&format!(
+                    "`{}` was NOT switched back: {}",
+                    r.work.host.spec, r.serves
+                ));
+            }
+        }
+        results
+    }
+
+    /// What a host serves after a revert attempt, from what was read back.
+    fn judge_revert(
+        &self,
+        w: Work<'a>,
+        previous: &str,
+        result: Result<HostState, Error>,
+    ) -> Reverted<'a> {
+        let target = &self.plan.target;
+        match result {
+            Ok(state) => {
+                let back = state.upstream.as_deref() == Some(previous);
+                let serves = match state.live_release() {
+                    Some(r) if *r == *target => {
+                        format!("{} (the new release, unverified)", r.release)
+                    }
+                    Some(r) => r.release.clone(),
+                    None => "no release of the app (nothing live)".to_owned(),
+                };
+                Reverted {
+                    work: w,
+                    back,
+                    serves,
+                    reachable: true,
+                }
+            }
+            Err(e) => Reverted {
+                serves: format!(
+                    "unknown, last seen switched to {} (the new release, unverified); {}",
+                    target.release,
+                    first_line(&e)
+                ),
+                reachable: !matches!(e, Error::Transport { .. } | Error::Connect { .. }),
+                work: w,
+                back: false,
+            },
+        }
+    }
+
+    async fn read_back(&self, host: &Host) -> Result<HostState, Error> {
+        let (args, _) = state_query(self.config, None);
+        let cmd =
+            RemoteCommand::new("read the deploy state back", scripts::DEPLOY_STATE).args(args);
+        let out = host.check(&cmd).await?;
+        parse_host_state(
+            self.config,
+            host,
+            &cmd.to_string(),
+            &String::from_utf8_lossy(&out),
+        )
+        .map(|(_, s)| s)
+    }
+
+    async fn stop_new(&self, started: &[Work<'a>]) {
+        let results = each_bounded(started.to_vec(), self.fleet.max_parallel, |w| async move {
+            let unit = templates::unit_instance(&self.config.app, w.step.to);
+            let r = w
+                .host
+                .check(&RemoteCommand::new("stop the new copy", scripts::STOP).arg(unit))
+                .await;
+            (w.host.spec.to_string(), r)
+        })
+        .await;
+        for (host, r) in results {
+            if let Err(e) = r {
+                ui::warn(&format!(
+                    "could not stop the new copy on `{host}`: {}",
+                    first_line(&e)
+                ));
+            }
+        }
+    }
+}
+
+fn verify_failed(host: &str, reason: String) -> Error {
+    Error::VerifyFailed {
+        host: host.to_owned(),
+        reason,
+    }
+}
+
+/// The error for PREPARE's refusal to start on a port something else holds.
+fn port_held(config: &Config, host: &Host, port: u16, stderr: &str) -> Error {
+    let holder = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("shipit-port-held "))
+        .and_then(|rest| rest.split_once(' ').map(|(_, h)| h.to_owned()))
+        .unwrap_or_else(|| stderr.trim().to_owned());
+    Error::PortHeld {
+        host: host.spec.to_string(),
+        port,
+        holder: holder.replacen(' ', " `", 1) + "`",
+        environment: config.environment.clone(),
+    }
+}
+
+/// The port of the server that finally answered, from nginx's `$upstream_addr`
+/// (`127.0.0.1:3002` or, after a retry on the backup, `127.0.0.1:3002, 127.0.0.1:3001`).
+fn served_by(upstream_addr: Option<&str>) -> Option<u16> {
+    upstream_addr?
+        .rsplit(", ")
+        .next()?
+        .rsplit(':')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_by_reads_the_last_upstream() {
+        assert_eq!(served_by(Some("127.0.0.1:3002")), Some(3002));
+        assert_eq!(
+            served_by(Some("127.0.0.1:3002, 127.0.0.1:3001")),
+            Some(3001)
+        );
+        assert_eq!(served_by(Some("")), None);
+        assert_eq!(served_by(None), None);
+    }
+}

@@ -1,0 +1,722 @@
+//! A deploy never lies and never takes down what serves: the state machine under real faults,
+//! on the real testbed, each under load through nginx. Every test here failed before the change
+//! it proves (issue 10): what shipit prints, records and announces is what the hosts serve.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{App, Load, Receiver, TestHost, Testbed};
+
+fn container_of(host: &TestHost) -> String {
+    format!("shipit-th{}", host.ssh_port - 2200)
+}
+
+/// Run `script` inside a test host's container, without SSH (for a host whose sshd is down).
+fn docker_exec(host: &TestHost, script: &str) -> String {
+    let out = Command::new("docker")
+        .args(["exec", &container_of(host), "sh", "-c", script])
+        .output()
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker exec on {}: `{script}`: {}",
+        host.dest,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Set the app's colour ports to `blue` and `green` (and `[env.clear]` to `env`); committed.
+fn set_ports(app: &App, blue: u16, green: u16, env: &str) {
+    let base = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    let base = base.split("\n# test settings\n").next().unwrap().to_owned();
+    app.file(
+        "shipit.toml",
+        &format!(
+            "{base}\n# test settings\n[ports]\nblue = {blue}\ngreen = {green}\n\n[deploy]\nverify_window = \"1500ms\"\n\n[env.clear]\n{env}\n"
+        ),
+    );
+    app.commit();
+}
+
+/// Append lines to the app's shipit.toml (after its test settings), committed.
+fn append(app: &App, extra: &str) {
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    let base = text.split("\n# truth test\n").next().unwrap().to_owned();
+    app.file("shipit.toml", &format!("{base}\n# truth test\n{extra}\n"));
+    app.commit();
+}
+
+/// Which colour's unit is active, and on which port each container publishes.
+fn listening(tb: &Testbed, host: &TestHost, app: &str) -> String {
+    tb.sh_ok(
+        host,
+        &format!(
+            "for c in blue green; do printf '%s=%s:%s ' $c \"$(systemctl is-active {app}@$c)\" \"$(docker port {app}-$c 3000/tcp 2>/dev/null | head -n1)\"; done"
+        ),
+    )
+}
+
+#[test]
+fn a_port_change_is_a_normal_deploy_and_never_restarts_the_colour_that_serves() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-ports", &hosts, 4501, "");
+    // Blue serves (on 4501), green is warm (on 4502).
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    app.shipit(&["deploy", "production", "--version", "1.1.0"])
+        .success();
+    for h in &hosts {
+        assert_eq!(
+            listening(&tb, h, "t-ports"),
+            "blue=active:127.0.0.1:4501 green=active:127.0.0.1:4502 "
+        );
+    }
+
+    // New ports and a release that never gets healthy: blue keeps serving, on its old port.
+    set_ports(&app, 4511, 4512, "HELLO_HEALTH = \"unhealthy\"");
+    let text = std::fs::read_to_string(app.path().join("shipit.toml"))
+        .unwrap()
+        .replace("timeout = \"20s\"", "timeout = \"3s\"");
+    app.file("shipit.toml", &text).commit();
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .failure(7);
+    load.stop()
+        .assert_no_failures("a deploy with new ports whose gate fails");
+    assert!(
+        run.stderr.contains("no host was switched"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(": green (2.0.0+"),
+        "the new copy went to the idle colour: {}",
+        run.stderr
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["1.1.0"; 2]);
+    for h in &hosts {
+        assert!(
+            listening(&tb, h, "t-ports").starts_with("blue=active:127.0.0.1:4501 "),
+            "blue was never restarted: {}",
+            listening(&tb, h, "t-ports")
+        );
+    }
+
+    // The same port change with a healthy release: traffic moves to green on its new port.
+    set_ports(&app, 4511, 4512, "");
+    let load = Load::start(&hosts, &app.domain, 2);
+    app.shipit(&["deploy", "production", "--version", "2.0.0"])
+        .success();
+    // Then blue, idle now, starts on its new port; then the ports are swapped: the idle
+    // colour (green) takes the port the live copy (blue) does not hold.
+    app.shipit(&["deploy", "production", "--version", "3.0.0"])
+        .success();
+    set_ports(&app, 4512, 4511, "");
+    app.shipit(&["deploy", "production", "--version", "4.0.0"])
+        .success();
+    load.stop()
+        .assert_no_failures("deploys across a port change and a port swap");
+    assert_eq!(app.versions(&tb, &hosts), ["4.0.0"; 2]);
+    let status = app.shipit(&["status", "production", "--json"]).success();
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["health"]["state"], "healthy", "{row}");
+        assert_eq!(row["live"], "green", "{row}");
+        assert_eq!(
+            row["port"], 4512,
+            "green took the port blue does not hold: {row}"
+        );
+        assert_eq!(row["blue"]["port"], 4511, "blue kept its port: {row}");
+    }
+    // A rollback is still a switch to the warm colour, on the port it runs on.
+    let run = app.shipit(&["rollback", "production"]).success();
+    assert!(run.stderr.contains("(warm)"), "{}", run.stderr);
+    assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 2]);
+}
+
+#[test]
+fn a_revert_that_cannot_reach_a_host_is_a_fleet_split_said_recorded_and_announced() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let receiver = Receiver::start(0);
+    let app = App::hello(&tb, "t-split", &hosts, 4521, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    // After the switch and verification, the post-deploy hook takes host 2's sshd away (new
+    // connections refused, its sessions killed) and fails: the revert cannot reach host 2.
+    let th2 = container_of(&hosts[1]);
+    // Whatever happens below, host 2's sshd comes back for the tests after this one.
+    struct SshBack<'a>(&'a TestHost);
+    impl Drop for SshBack<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args([
+                    "exec",
+                    &container_of(self.0),
+                    "systemctl",
+                    "start",
+                    "ssh.service",
+                ])
+                .status();
+        }
+    }
+    let _ssh_back = SshBack(&hosts[1]);
+    append(
+        &app,
+        &format!(
+            "[hooks]\npost_deploy = [\"docker exec {th2} sh -c 'systemctl stop ssh.service ssh.socket 2>/dev/null; pkill -KILL -f \\\"^sshd: \\\"' ; exit 1\"]\n\n[notify]\nwebhook = \"{}/hook\"\n",
+            receiver.url
+        ),
+    );
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .failure(10);
+    let report = load.stop();
+    let host2 = &hosts[1].dest;
+    assert!(
+        run.stderr.contains(&format!(
+            "the fleet is split: `{host2}` could not be switched back"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "`{host2}`: NOT switched back, serves unknown, last seen switched to 2.0.0+"
+        )),
+        "{}",
+        run.stderr
+    );
+    for h in [&hosts[0], &hosts[2]] {
+        assert!(
+            run.stderr
+                .contains(&format!("`{}`: switched back, serves 1.0.0+", h.dest)),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(
+        run.stderr
+            .contains("shipit rollback production --to 1.0.0+"),
+        "the command that converges it: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("the lock is still held on `{host2}`")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("Deployed"),
+        "never reported as done: {}",
+        run.stderr
+    );
+    // Users were served throughout: host 2 by the new (healthy) release, the others by the old.
+    report.assert_no_failures("a deploy whose revert cannot reach one host");
+    assert_eq!(
+        app.versions(&tb, &hosts),
+        ["1.0.0", "2.0.0", "1.0.0"],
+        "what shipit said is what the fleet serves"
+    );
+    // The history of the reachable hosts says so, and their locks are free; host 2 keeps its.
+    for h in [&hosts[0], &hosts[2]] {
+        let last = tb.sh_ok(h, "tail -n 1 /var/lib/shipit/t-split/history.jsonl");
+        assert!(last.contains(r#""outcome":"fleet-split""#), "{last}");
+        assert!(last.contains(host2.as_str()), "{last}");
+        assert_eq!(
+            tb.sh_ok(
+                h,
+                "test -e /var/lib/shipit/t-split/lock && echo held || echo free"
+            ),
+            "free\n"
+        );
+    }
+    assert_eq!(
+        docker_exec(
+            &hosts[1],
+            "test -e /var/lib/shipit/t-split/lock && echo held || echo free"
+        ),
+        "held\n"
+    );
+    let got = receiver.received();
+    let event = got.last().map(|(_, body)| body.clone()).unwrap_or_default();
+    assert_eq!(event["event"], "fleet-split", "{got:?}");
+    assert!(
+        event["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(host2.as_str()),
+        "{event}"
+    );
+
+    // Host 2 comes back; the printed command converges the fleet (taking the dead run's lock).
+    docker_exec(&hosts[1], "systemctl start ssh.service");
+    append(&app, "");
+    let command = run
+        .stderr
+        .split("run `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap()
+        .to_owned();
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app.shipit(&args).success();
+    load.stop()
+        .assert_no_failures("the rollback that converges a split fleet");
+    assert!(
+        run.stderr.contains("taking over the lock left by a shipit"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
+}
+
+#[test]
+fn sighup_mid_deploy_with_its_terminal_gone_reverts_and_releases_the_lock() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let app = App::hello(&tb, "t-hangup", &hosts, 4531, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    // Every host has switched and verified when the hook hangs shipit up, as a closed terminal
+    // or a dropped SSH session to a bastion would. stdout and stderr are gone by then.
+    append(
+        &app,
+        "[hooks]\npost_deploy = [\"kill -HUP $PPID; sleep 20\"]\n",
+    );
+    let load = Load::start(&hosts, &app.domain, 2);
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shipit"))
+        .args(["deploy", "production", "--version", "2.0.0"])
+        .current_dir(app.path())
+        .env("SHIPIT_REGISTRY_PASSWORD", &tb.registry_password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close our ends: every later write of shipit's fails with EPIPE.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    load.stop()
+        .assert_no_failures("a deploy hung up mid-flight");
+    assert_eq!(status.code(), Some(130), "interrupted: {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(18),
+        "the hook was not waited for"
+    );
+    assert_eq!(
+        app.versions(&tb, &hosts),
+        ["1.0.0"; 3],
+        "every host went back"
+    );
+    for h in &hosts {
+        assert_eq!(
+            tb.sh_ok(
+                h,
+                "test -e /var/lib/shipit/t-hangup/lock && echo held || echo free"
+            ),
+            "free\n"
+        );
+        let last = tb.sh_ok(h, "tail -n 1 /var/lib/shipit/t-hangup/history.jsonl");
+        assert!(
+            last.contains(r#""outcome":"auto-rolled-back""#) && last.contains("SIGHUP"),
+            "{last}"
+        );
+    }
+    assert!(
+        Command::new("pgrep")
+            .args(["-f", "-x", "sleep 20"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty(),
+        "the hook, and what it started, ended with the run"
+    );
+}
+
+#[test]
+fn provision_and_maintenance_wait_for_a_deploy_or_are_refused() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-locked", &hosts, 4541, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    append(&app, "[hooks]\npost_deploy = [\"sleep 4\"]\n");
+    let load = Load::start(&hosts, &app.domain, 2);
+    let deploy = app.spawn_until(
+        &["deploy", "production", "--version", "2.0.0"],
+        "hooks.post_deploy",
+    );
+    // Mid-deploy (switched, hook running): provision is refused with the holder...
+    let run = app.shipit(&["provision", "production"]).failure(6);
+    assert!(
+        run.stderr.contains("held on `") && run.stderr.contains("for `deploy 2.0.0"),
+        "{}",
+        run.stderr
+    );
+    load.stop()
+        .assert_no_failures("a deploy with a provision refused in its middle");
+    // ...and maintenance waits for the deploy, then runs.
+    let waited = Instant::now();
+    let run = app
+        .shipit(&["maintenance", "on", "production", "--lock-wait", "60s"])
+        .success();
+    assert!(run.stderr.contains("Waiting"), "{}", run.stderr);
+    let (status, stderr) = deploy.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(waited.elapsed() > Duration::from_secs(1), "it waited");
+    let (code, _, _) = tb.http_get(&hosts[0], &app.domain, "/version");
+    assert_eq!(code, 503, "the maintenance page is served");
+    app.shipit(&["maintenance", "off", "production"]).success();
+    app.shipit(&["provision", "production", "--lock-wait", "10s"])
+        .success();
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 2]);
+}
+
+#[test]
+fn a_lock_held_from_another_pid_namespace_is_never_taken_over() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-pidns", &hosts, 4551, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    append(&app, "[hooks]\npost_deploy = [\"sleep 30\"]\n");
+    // A deploy in its own PID namespace (a CI container, `unshare`), holding the lock.
+    let mut inner = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_shipit"))
+        .args(["deploy", "production", "--version", "2.0.0"])
+        .current_dir(app.path())
+        .env("SHIPIT_REGISTRY_PASSWORD", &tb.registry_password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = inner.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("hooks.post_deploy") {
+            break;
+        }
+    }
+    assert!(seen.contains("hooks.post_deploy"), "{seen}");
+    let load = Load::start(&hosts, &app.domain, 2);
+    // From this namespace, its pid means nothing: refused with the holder, never taken over.
+    let run = app
+        .shipit(&["deploy", "production", "--version", "3.0.0"])
+        .failure(6);
+    assert!(!run.stderr.contains("taking over"), "{}", run.stderr);
+    assert!(run.stderr.contains("for `deploy 2.0.0"), "{}", run.stderr);
+    // Killed there (SIGKILL, the namespace gone): still not provably dead from here.
+    inner.kill().unwrap();
+    inner.wait().unwrap();
+    drop(lines);
+    let run = app
+        .shipit(&["deploy", "production", "--version", "3.0.0"])
+        .failure(6);
+    assert!(!run.stderr.contains("taking over"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("shipit lock release production"),
+        "{}",
+        run.stderr
+    );
+    load.stop()
+        .assert_no_failures("a second deploy refused while another namespace holds the lock");
+    app.shipit(&["lock", "release", "production", "--yes"])
+        .success();
+    append(&app, "");
+    app.shipit(&["deploy", "production", "--version", "3.0.0"])
+        .success();
+    assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 2]);
+}
+
+#[test]
+fn forged_history_lines_are_skipped_and_cannot_choose_a_rollback_target() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-forged", &hosts, 4561, "");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    app.shipit(&["deploy", "production", "--version", "2.0.0"])
+        .success();
+    let future = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
+    let forged = format!(
+        r#"{{"time":{future},"release":"6.6.6+evil","image":"registry.test:5000/evil@sha256:{}","colour":"blue","user":"mallory","machine":"x","outcome":"deployed"}}"#,
+        "6".repeat(64)
+    );
+    let huge = r#"{"time":18446744073709551615,"release":"9.9.9","image":"i","colour":"blue","user":"u","machine":"m","outcome":"deployed"}"#;
+    tb.sh_ok(
+        &hosts[1],
+        &format!(
+            "printf '%s\\n' 'not json at all' '{huge}' '{forged}' >> /var/lib/shipit/t-forged/history.jsonl"
+        ),
+    );
+    let releases = app.shipit(&["releases", "production"]).success();
+    assert!(
+        releases
+            .stderr
+            .contains(&format!("`{}`: skipped line", hosts[1].dest))
+            && releases
+                .stderr
+                .contains("time 18446744073709551615 is out of range"),
+        "{}",
+        releases.stderr
+    );
+    assert!(
+        releases.stdout.contains("6.6.6+evil"),
+        "{}",
+        releases.stdout
+    );
+
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&["rollback", "production", "--to", "6.6.6"])
+        .failure(2);
+    assert!(
+        run.stderr.contains("the hosts do not agree")
+            && run
+                .stderr
+                .contains(&format!("`{}` has no such release", hosts[0].dest)),
+        "{}",
+        run.stderr
+    );
+    // Without `--to`: the release before 2.0.0 in each host's own history, not a claimed time.
+    let run = app.shipit(&["rollback", "production"]).success();
+    assert!(
+        run.stderr.contains("Rolled back to 1.0.0+"),
+        "{}",
+        run.stderr
+    );
+    load.stop()
+        .assert_no_failures("rollbacks next to forged history lines");
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
+    // The rollback, right after the deploy, lists above it.
+    let json = app.shipit(&["releases", "production", "--json"]).success();
+    let lines: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let honest: Vec<&serde_json::Value> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["user"] != "mallory")
+        .collect();
+    assert_eq!(honest[0]["outcome"], "rolled-back", "{lines}");
+    assert_eq!(honest[1]["outcome"], "deployed", "{lines}");
+}
+
+/// Digits and colours masked, so two runs compare on what does not change per run.
+fn masked(text: &str) -> String {
+    let mut out = String::new();
+    let mut digits = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !digits {
+                out.push('N');
+            }
+            digits = true;
+        } else {
+            digits = false;
+            out.push(c);
+        }
+    }
+    out.replace("blue", "C").replace("green", "C")
+}
+
+/// The arguments of each start command a host's `ps` showed (after its script), quotes
+/// removed, masked: the same whether `ps` caught the login shell's line or `sh`'s.
+fn start_arguments(ps: &str) -> std::collections::BTreeSet<String> {
+    ps.lines()
+        .filter_map(|l| l.rsplit_once("restart -- \"$unit\"").map(|(_, args)| args))
+        .map(|args| masked(&args.replace(['\'', '"'], "")))
+        .map(|args| args.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn no_value_derived_from_a_secret_leaves_the_hosts_env_file() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(1);
+    let host = &hosts[0];
+    let receiver = Receiver::start(0);
+    let mut app = App::hello(&tb, "t-derived", &hosts, 4571, "");
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    app.file(
+        "shipit.toml",
+        &format!(
+            "{}\n[env]\nsecret = [\"API_TOKEN\"]\n\n[notify]\nwebhook = \"{}/hook\"\n",
+            text.replace("[env.clear]", "[env.clear]\nKEEP = \"1\""),
+            receiver.url
+        ),
+    );
+    app.commit();
+    app.set_env("API_TOKEN", "zero");
+    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    // A run with a new secret value: what the host's `ps` saw, the history line, `--json`, the
+    // webhook body and stderr.
+    let mut run_with = |secret: &str| {
+        app.set_env("API_TOKEN", secret);
+        let log = format!("/tmp/ps-{secret}.log");
+        tb.sh_ok(
+            host,
+            &format!(
+                "rm -f {log}; (for i in $(seq 1 600); do ps -eww -o args >> {log}; sleep 0.01; done) >/dev/null 2>&1 &"
+            ),
+        );
+        let load = Load::start(&hosts, &app.domain, 1);
+        let run = app
+            .shipit(&["deploy", "production", "--version", "1.0.0", "--json"])
+            .success();
+        load.stop()
+            .assert_no_failures("a deploy with a changed secret");
+        let ps = tb.sh_ok(
+            host,
+            &format!("grep -a 'shipit-refused-live' {log} | sort -u"),
+        );
+        let history = tb.sh_ok(host, "tail -n 1 /var/lib/shipit/t-derived/history.jsonl");
+        let webhook = receiver.received().last().unwrap().1.to_string();
+        for (what, text) in [
+            ("ps", &ps),
+            ("history", &history),
+            ("--json", &run.stdout),
+            ("webhook", &webhook),
+            ("stderr", &run.stderr),
+        ] {
+            assert!(!text.contains(secret), "the secret itself in {what}");
+            assert!(
+                !text.contains("SHIPIT_CONFIG"),
+                "a settings hash in {what}: {text}"
+            );
+        }
+        let started = start_arguments(&ps);
+        assert!(
+            !started.is_empty(),
+            "the ps loop saw the start command: {ps}"
+        );
+        (
+            started,
+            masked(&history),
+            masked(&run.stdout),
+            masked(&webhook),
+            run.stderr,
+        )
+    };
+    let a = run_with("first-secret-value");
+    let b = run_with("second-secret-value");
+    // A changed secret is detected (a fresh copy of the same release, twice) while nothing
+    // derived from it leaves the host: both runs sent and recorded exactly the same words.
+    for run in [&a.4, &b.4] {
+        assert!(
+            run.contains("Started 1.0.0+"),
+            "the changed secret started a new copy: {run}"
+        );
+    }
+    assert_eq!(a.0, b.0, "the start command differs with the secret");
+    assert_eq!(a.1, b.1, "the history line differs with the secret");
+    assert_eq!(a.2, b.2, "--json differs with the secret");
+    assert_eq!(a.3, b.3, "the webhook body differs with the secret");
+    // An unchanged secret changes nothing.
+    let same = app
+        .shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    assert!(
+        same.stderr.contains("already serves on every host"),
+        "{}",
+        same.stderr
+    );
+}
+
+#[test]
+fn a_port_held_by_another_app_fails_the_deploy_and_the_other_app_keeps_serving() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(1);
+    let owner = App::hello(&tb, "t-portowner", &hosts, 4581, "");
+    owner
+        .shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    // A second app left on the same ports.
+    let squatter = App::hello(&tb, "t-squatter", &hosts, 4581, "");
+    let load = Load::start(&hosts, &owner.domain, 2);
+    let run = squatter
+        .shipit(&["deploy", "production", "--version", "9.0.0"])
+        .failure(2);
+    load.stop()
+        .assert_no_failures("another app's deploy onto the same ports");
+    assert!(
+        run.stderr.contains(&format!(
+            "on `{}`: port 4582 is already held by container `t-portowner-green`",
+            hosts[0].dest
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Switched"), "{}", run.stderr);
+    assert_eq!(owner.versions(&tb, &hosts), ["1.0.0"]);
+    let (status, _, _) = tb.http_get(&hosts[0], &squatter.domain, "/version");
+    assert_eq!(
+        status, 502,
+        "the squatter's site serves nothing, not the other app"
+    );
+    assert_ne!(
+        tb.sh_ok(&hosts[0], "systemctl is-active t-squatter@green || true"),
+        "active\n",
+        "nothing of the squatter runs"
+    );
+}
+
+#[test]
+fn a_failure_on_several_hosts_is_announced() {
+    let tb = Testbed::from_env();
+    let receiver = Receiver::start(0);
+    let app = App::new(&tb, "t-announce", &tb.hosts(1));
+    app.busybox_app("announce").commit();
+    // Two hosts nobody answers on: the deploy fails on both at once.
+    app.file(
+        "environments/production.toml",
+        &format!(
+            "domain = \"t-announce.test\"\nhosts = [\"root@127.0.0.1:1\", \"root@127.0.0.1:2\"]\n\n[ssh]\nidentity = {:?}\nknown_hosts_file = {:?}\nconnect_timeout = \"2s\"\n",
+            tb.key.display().to_string(),
+            tb.known_hosts.display().to_string()
+        ),
+    );
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    app.file(
+        "shipit.toml",
+        &format!("{text}\n[notify]\nwebhook = \"{}/hook\"\n", receiver.url),
+    );
+    app.commit();
+    let run = app.shipit(&["deploy", "production"]).failure(3);
+    assert!(
+        run.stderr.contains("`root@127.0.0.1:1`") && run.stderr.contains("`root@127.0.0.1:2`"),
+        "{}",
+        run.stderr
+    );
+    let got = receiver.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1["event"], "failed");
+    assert!(
+        got[0].1["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1:1"),
+        "{got:?}"
+    );
+}
