@@ -316,10 +316,22 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             let dir = &cli.app_dir;
             let name = match app {
                 Some(name) => name,
-                None => std::fs::canonicalize(dir)
-                    .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_lowercase()))
-                    .unwrap_or_else(|| "app".into()),
+                None => {
+                    let dir_name = std::fs::canonicalize(dir)
+                        .ok()
+                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .unwrap_or_default();
+                    let name = crate::init::derive_name(&dir_name);
+                    if name != dir_name {
+                        crate::ui::status(
+                            "Naming",
+                            &format!(
+                                "the app `{name}` (from the directory `{dir_name}`; pass `--app NAME` to choose)"
+                            ),
+                        );
+                    }
+                    name
+                }
             };
             crate::init::init(dir, &name)
         }

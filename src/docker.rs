@@ -124,7 +124,7 @@ impl Engine {
     /// every line of output. A failed step is shown with its own output only.
     pub async fn build(
         &self,
-        context: Vec<u8>,
+        context: impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
         dockerfile: &str,
         tag: &str,
         build_args: &HashMap<String, String>,
@@ -141,7 +141,7 @@ impl Engine {
             .build();
         let mut stream =
             self.docker
-                .build_image(options, None, Some(bollard::body_full(context.into())));
+                .build_image(options, None, Some(bollard::body_try_stream(context)));
         let mut steps = 0;
         let mut cached = 0;
         let mut step = String::new();

@@ -98,9 +98,37 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
                     return vec![Check { place, what: "ssh and host key", ok: false, detail, fix: fix.or(Some("check the host and `ssh.*`".into())) }];
                 }
             };
+            // What sudo allows, asked as the login user itself.
+            let probe = host
+                .run_as_login_user(&RemoteCommand::new("check sudo", scripts::SUDO_PROBE))
+                .await;
+            let probe = match probe {
+                Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+                Err(e) => {
+                    host.close().await;
+                    return vec![check(&place, "remote checks", false, e.to_string(), || "see the error above".into())];
+                }
+            };
+            if let Some(c) = sudo_check(&place, &probe) {
+                host.close().await;
+                return vec![check(&place, "ssh and host key", true, "connected", String::new), c];
+            }
             let sent = SystemTime::now();
             let out = host.check(&RemoteCommand::new("doctor", scripts::DOCTOR).arg(registry.clone())).await;
             let received = SystemTime::now();
+            let site = config.site();
+            let ports = host
+                .check(
+                    &RemoteCommand::new("check the colour ports", scripts::PORTS_HELD)
+                        .arg(config.ports.blue.to_string())
+                        .arg(config.ports.green.to_string())
+                        .arg("--")
+                        .arg(site.container(crate::model::Colour::Blue))
+                        .arg(site.container(crate::model::Colour::Green))
+                        .arg(format!("{}-blue", config.app))
+                        .arg(format!("{}-green", config.app)),
+                )
+                .await;
             host.close().await;
             let text = match out {
                 Ok(out) => String::from_utf8_lossy(&out).into_owned(),
@@ -108,7 +136,19 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
             };
             let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix(' ')).unwrap_or("").trim().to_owned();
             let mut c = vec![check(&place, "ssh and host key", true, "connected", String::new)];
-            c.push(check(&place, "root or sudo", get("root") == "yes", format!("uid {}", get("uid")), || "log in as root, or give the user passwordless sudo".into()));
+            let as_user = probe.lines().find_map(|l| l.strip_prefix("user ")).unwrap_or("?").to_owned();
+            c.push(check(&place, "root or sudo", get("root") == "yes", if as_user == "root" { "root".to_owned() } else { format!("`{as_user}` with passwordless sudo") }, || "log in as root, or give the user passwordless sudo".into()));
+            c.push(match ports {
+                Ok(out) => {
+                    let held = crate::state::ports_held(&String::from_utf8_lossy(&out));
+                    let ports = format!("{} and {}", config.ports.blue, config.ports.green);
+                    match held.first() {
+                        None => check(&place, "colour ports", true, format!("{ports} free (or this app's)"), String::new),
+                        Some(h) => check(&place, "colour ports", false, format!("port {} is held by {}", h.port, h.holder), || "give this app and environment ports of their own in `[ports]`".into()),
+                    }
+                }
+                Err(e) => check(&place, "colour ports", false, e.to_string(), || "see the error above".into()),
+            });
             let docker = get("docker");
             c.push(check(&place, "docker engine", !docker.is_empty() && docker != "-", format!("version {docker}"), || "install docker.io and start it: `systemctl enable --now docker`".into()));
             if !registry.is_empty() {
@@ -130,6 +170,50 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
     .await;
     checks.extend(hosts.into_iter().flatten());
     checks
+}
+
+/// The sudo check from [`scripts::SUDO_PROBE`]'s answer, when it fails: exactly what is
+/// missing, and the line that gives it.
+fn sudo_check(place: &str, probe: &str) -> Option<Check> {
+    let get = |k: &str| {
+        probe
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' '))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let user = get("user");
+    let sudo = get("sudo");
+    if get("root") == "yes" || sudo == "yes" {
+        return None;
+    }
+    let sudoers = format!(
+        "as root on the host: `echo '{user} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/shipit && chmod 440 /etc/sudoers.d/shipit` (check it with `visudo -cf /etc/sudoers.d/shipit`), or log in as root"
+    );
+    let detail = if sudo == "missing" {
+        format!("`{user}` is not root and sudo is not installed")
+    } else {
+        let said = sudo.strip_prefix("no").unwrap_or(&sudo).trim().to_owned();
+        if said.contains("password") {
+            format!(
+                "`{user}` is not root and sudo wants a password (sudo said: {said}); shipit runs every command with `sudo -n`"
+            )
+        } else {
+            format!("`{user}` is not root and may not use sudo (sudo said: {said})")
+        }
+    };
+    Some(Check {
+        place: place.to_owned(),
+        what: "root or sudo",
+        ok: false,
+        detail,
+        fix: Some(if sudo == "missing" {
+            format!("install sudo (`apt-get install sudo`), then {sudoers}")
+        } else {
+            sudoers
+        }),
+    })
 }
 
 /// The text of the checks, one line each, fixes indented below.

@@ -70,6 +70,15 @@ pub enum Error {
     },
 
     #[error(
+        "on `{host}`: `{user}` may not run shipit's commands as root: {said}\n  help: shipit runs every command on a host as root, with `sudo -n` for a user that is not root; give `{user}` passwordless sudo (`{user} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/shipit), or log in as root; `shipit doctor` checks it"
+    )]
+    Sudo {
+        host: String,
+        user: String,
+        said: String,
+    },
+
+    #[error(
         "on `{host}`: lost the SSH connection while running `{command}`: {message}\n  help: check that the host is up and sshd is running, then run the command again"
     )]
     Transport {
@@ -174,6 +183,20 @@ pub enum Error {
     )]
     NotProvisioned { host: String, environment: String },
 
+    #[error(
+        "`{host}` runs this app in shipit's earlier layout (one environment per app and host), not yet moved to the layout keyed by app and environment\n  help: run `shipit provision {environment}`: it moves the host without stopping what serves"
+    )]
+    NotMoved { host: String, environment: String },
+
+    #[error(
+        "on `{host}`: cannot move the app off shipit's earlier layout: {message}; nothing was changed\n  help: wait for it, then run `shipit provision {environment}` again"
+    )]
+    LegacyBusy {
+        host: String,
+        message: String,
+        environment: String,
+    },
+
     #[error("there is no earlier release to roll back to{}\n  help: `shipit releases {environment}` lists what the hosts have", current.as_ref().map(|c| format!(" (live: {c})")).unwrap_or_default())]
     NoPrevious {
         current: Option<String>,
@@ -215,7 +238,7 @@ pub enum Error {
     FleetSplit(Box<FleetSplit>),
 
     #[error(
-        "on `{host}`: port {port} is already held by {holder}; nothing was started\n  help: give this app (and environment) ports of its own in `[ports]`; `shipit doctor {environment}` lists what holds each port"
+        "on `{host}`: port {port} is already held by {holder}; nothing was changed\n  help: give this app (and environment) ports of its own in `[ports]`; `shipit doctor {environment}` lists what holds each port"
     )]
     PortHeld {
         host: String,
@@ -409,8 +432,9 @@ impl Error {
             Error::Connect { .. } | Error::Transport { .. } => 3,
             Error::Hosts { hosts } => hosts.iter().map(Error::exit_code).max().unwrap_or(1),
             Error::Validation { .. } => 4,
-            Error::LockHeld { .. } => 6,
+            Error::LockHeld { .. } | Error::LegacyBusy { .. } => 6,
             Error::NotProvisioned { .. }
+            | Error::NotMoved { .. }
             | Error::NoPrevious { .. }
             | Error::NotRetained { .. }
             | Error::NeedsConfirmation { .. } => 2,
@@ -427,6 +451,7 @@ impl Error {
             | Error::InitName { .. }
             | Error::SecretsMissing { .. } => 2,
             Error::Remote { .. }
+            | Error::Sudo { .. }
             | Error::Protocol { .. }
             | Error::Read { .. }
             | Error::Write { .. } => 1,

@@ -86,6 +86,22 @@ verify_window = "2s"
     ]
 }
 
+/// An app name made from a directory's name: lowercase, each run of other characters a `-`,
+/// starting with a letter, at most 40 characters; `app` when nothing is left.
+pub fn derive_name(dir_name: &str) -> String {
+    let mut name = String::new();
+    for c in dir_name.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || (c.is_ascii_digit() && !name.is_empty()) {
+            name.push(c);
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    name.truncate(40);
+    let name = name.trim_end_matches('-').to_owned();
+    if name.is_empty() { "app".into() } else { name }
+}
+
 /// Write the scaffold into `dir`; nothing is written if any file exists.
 pub fn init(dir: &Path, app: &str) -> Result<(), Error> {
     if !crate::config::is_name(app) || app.ends_with('-') {
@@ -154,5 +170,22 @@ mod tests {
             "{err}"
         );
         assert!(init(d.path(), "Bad Name").is_err());
+    }
+
+    #[test]
+    fn names_are_derived_from_any_directory_name() {
+        for (dir, want) in [
+            ("my-app", "my-app"),
+            ("My_App", "my-app"),
+            ("2024 Web Shop!", "web-shop"),
+            ("café.api", "caf-api"),
+            ("___", "app"),
+            ("", "app"),
+        ] {
+            let got = derive_name(dir);
+            assert_eq!(got, want, "{dir}");
+            assert!(crate::config::is_name(&got) && !got.ends_with('-'), "{got}");
+        }
+        assert_eq!(derive_name(&"a".repeat(60)).len(), 40);
     }
 }

@@ -1,50 +1,166 @@
 //! Where shipit keeps things on a host. One place, so plans, templates and tests agree.
+//!
+//! Everything is keyed by the app *and* its environment (a [`Site`]), so that staging and
+//! production of one app, and several apps, live side by side on one host. Names join the two
+//! with `_`, which neither an app nor an environment name may contain, so no two sites ever
+//! share a name: `web_production@blue.service`, container `web_production-blue`,
+//! `/etc/shipit/web/production/`. Hosts set up by earlier versions used the app alone
+//! ([`Legacy`]); `shipit provision` moves them.
 
 use crate::model::Colour;
 
-/// The nginx site of an app (Debian's nginx.conf includes `conf.d/*.conf`).
-pub fn nginx_site(app: &str) -> String {
-    format!("/etc/nginx/conf.d/shipit-{app}.conf")
+/// One environment of one app on a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    pub app: String,
+    pub env: String,
 }
 
-/// The upstream include the deploy switches between colours.
-pub fn upstream_include(app: &str) -> String {
-    format!("/etc/shipit/{app}/upstream.conf")
+impl Site {
+    pub fn new(app: &str, env: &str) -> Site {
+        Site {
+            app: app.to_owned(),
+            env: env.to_owned(),
+        }
+    }
+
+    /// `web_production`: the name of units, containers and files.
+    pub fn key(&self) -> String {
+        format!("{}_{}", self.app, self.env)
+    }
+
+    /// The nginx site (Debian's nginx.conf includes `conf.d/*.conf`).
+    pub fn nginx_site(&self) -> String {
+        format!("/etc/nginx/conf.d/shipit-{}.conf", self.key())
+    }
+
+    /// nginx's name for the site's upstream and the prefix of its variables: letters, digits
+    /// and `_` only, with the app's length first so that no two sites share it
+    /// (`shipit_3_web_production`).
+    pub fn nginx_name(&self) -> String {
+        format!(
+            "shipit_{}_{}_{}",
+            self.app.len(),
+            self.app.replace('-', "_"),
+            self.env.replace('-', "_")
+        )
+    }
+
+    /// Configuration directory: upstream include and env files.
+    pub fn config_dir(&self) -> String {
+        format!("/etc/shipit/{}/{}", self.app, self.env)
+    }
+
+    /// The upstream include the deploy switches between colours.
+    pub fn upstream_include(&self) -> String {
+        format!("{}/upstream.conf", self.config_dir())
+    }
+
+    /// The systemd template unit; `<key>@blue` and `<key>@green` are its instances.
+    pub fn systemd_unit(&self) -> String {
+        format!("/etc/systemd/system/{}@.service", self.key())
+    }
+
+    /// The unit of one colour, such as `web_production@blue.service`.
+    pub fn unit(&self, colour: Colour) -> String {
+        format!("{}@{colour}.service", self.key())
+    }
+
+    /// The container of one colour, such as `web_production-blue` (the unit's `--name`).
+    pub fn container(&self, colour: Colour) -> String {
+        format!("{}-{colour}", self.key())
+    }
+
+    pub fn logrotate(&self) -> String {
+        format!("/etc/logrotate.d/shipit-{}", self.key())
+    }
+
+    /// The env file systemd reads for one colour (image reference and port).
+    pub fn unit_env(&self, colour: Colour) -> String {
+        format!("{}/{colour}.env", self.config_dir())
+    }
+
+    /// The env file passed to the app's container for one colour (its environment and secrets).
+    pub fn app_env(&self, colour: Colour) -> String {
+        format!("{}/{colour}.app.env", self.config_dir())
+    }
+
+    /// nginx logs of the site (kept out of /var/log/nginx so Debian's own logrotate rule,
+    /// which matches `/var/log/nginx/*.log`, never rotates them twice).
+    pub fn log_dir(&self) -> String {
+        format!("/var/log/shipit/{}/{}", self.app, self.env)
+    }
+
+    /// State the hosts keep: release history, lock.
+    pub fn state_dir(&self) -> String {
+        format!("/var/lib/shipit/{}/{}", self.app, self.env)
+    }
+
+    /// The environment lock (a directory: `mkdir` is atomic) and its details file.
+    pub fn lock_dir(&self) -> String {
+        format!("{}/lock", self.state_dir())
+    }
+
+    /// The append-only release history, one JSON object a line.
+    pub fn history(&self) -> String {
+        format!("{}/history.jsonl", self.state_dir())
+    }
+
+    /// Where earlier versions of shipit kept this app (keyed by the app alone).
+    pub fn legacy(&self) -> Legacy {
+        Legacy {
+            app: self.app.clone(),
+        }
+    }
 }
 
-/// The systemd template unit; `<app>@blue` and `<app>@green` are its instances.
-pub fn systemd_unit(app: &str) -> String {
-    format!("/etc/systemd/system/{app}@.service")
+/// The layout of shipit before sites were keyed by environment: one environment per app and
+/// host. Read to move it ([`crate::provision`]), and to stop its units as deploys replace them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Legacy {
+    pub app: String,
 }
 
-pub fn logrotate(app: &str) -> String {
-    format!("/etc/logrotate.d/shipit-{app}")
-}
+impl Legacy {
+    pub fn nginx_site(&self) -> String {
+        format!("/etc/nginx/conf.d/shipit-{}.conf", self.app)
+    }
 
-/// Configuration directory of an app: upstream include and env files.
-pub fn config_dir(app: &str) -> String {
-    format!("/etc/shipit/{app}")
-}
+    pub fn config_dir(&self) -> String {
+        format!("/etc/shipit/{}", self.app)
+    }
 
-/// The env file systemd reads for one colour (image reference and port).
-pub fn unit_env(app: &str, colour: Colour) -> String {
-    format!("/etc/shipit/{app}/{colour}.env")
-}
+    pub fn upstream_include(&self) -> String {
+        format!("/etc/shipit/{}/upstream.conf", self.app)
+    }
 
-/// The env file passed to the app's container for one colour (its environment and secrets).
-pub fn app_env(app: &str, colour: Colour) -> String {
-    format!("/etc/shipit/{app}/{colour}.app.env")
-}
+    pub fn systemd_unit(&self) -> String {
+        format!("/etc/systemd/system/{}@.service", self.app)
+    }
 
-/// nginx logs of the app (kept out of /var/log/nginx so Debian's own logrotate rule, which
-/// matches `/var/log/nginx/*.log`, never rotates them twice).
-pub fn log_dir(app: &str) -> String {
-    format!("/var/log/shipit/{app}")
-}
+    pub fn unit(&self, colour: Colour) -> String {
+        format!("{}@{colour}.service", self.app)
+    }
 
-/// State the hosts keep: live colour, release history, lock.
-pub fn state_dir(app: &str) -> String {
-    format!("/var/lib/shipit/{app}")
+    pub fn logrotate(&self) -> String {
+        format!("/etc/logrotate.d/shipit-{}", self.app)
+    }
+
+    pub fn unit_env(&self, colour: Colour) -> String {
+        format!("/etc/shipit/{}/{colour}.env", self.app)
+    }
+
+    pub fn app_env(&self, colour: Colour) -> String {
+        format!("/etc/shipit/{}/{colour}.app.env", self.app)
+    }
+
+    pub fn lock_dir(&self) -> String {
+        format!("/var/lib/shipit/{}/lock", self.app)
+    }
+
+    pub fn history(&self) -> String {
+        format!("/var/lib/shipit/{}/history.jsonl", self.app)
+    }
 }
 
 /// A name beside `path` for a staged candidate. Hidden and ending in `~`, so neither nginx's
@@ -65,16 +181,6 @@ fn sibling(path: &str, suffix: &str) -> String {
     }
 }
 
-/// The environment lock (a directory: `mkdir` is atomic) and its details file.
-pub fn lock_dir(app: &str) -> String {
-    format!("/var/lib/shipit/{app}/lock")
-}
-
-/// The append-only release history, one JSON object a line.
-pub fn history(app: &str) -> String {
-    format!("/var/lib/shipit/{app}/history.jsonl")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,12 +188,45 @@ mod tests {
     #[test]
     fn staged_and_backup_names_stay_beside_the_target() {
         assert_eq!(
-            staged("/etc/nginx/conf.d/shipit-a.conf"),
-            "/etc/nginx/conf.d/.shipit-a.conf.shipit-new~"
+            staged("/etc/nginx/conf.d/shipit-a_prod.conf"),
+            "/etc/nginx/conf.d/.shipit-a_prod.conf.shipit-new~"
         );
         assert_eq!(
-            backup("/etc/logrotate.d/shipit-a"),
-            "/etc/logrotate.d/.shipit-a.shipit-prev~"
+            backup("/etc/logrotate.d/shipit-a_prod"),
+            "/etc/logrotate.d/.shipit-a_prod.shipit-prev~"
         );
+    }
+
+    #[test]
+    fn no_two_sites_share_a_name() {
+        let names = |s: &Site| {
+            [
+                s.key(),
+                s.nginx_name(),
+                s.config_dir(),
+                s.unit(Colour::Blue),
+                s.container(Colour::Blue),
+                s.state_dir(),
+            ]
+        };
+        let pairs = [
+            (Site::new("a-b", "c"), Site::new("a", "b-c")),
+            (Site::new("a", "b"), Site::new("a", "c")),
+            (
+                Site::new("web", "production"),
+                Site::new("web-production", "x"),
+            ),
+        ];
+        for (x, y) in pairs {
+            for (p, q) in names(&x).iter().zip(names(&y)) {
+                assert_ne!(*p, q, "{x:?} and {y:?}");
+            }
+        }
+        let s = Site::new("web", "production");
+        assert_eq!(s.unit(Colour::Green), "web_production@green.service");
+        assert_eq!(s.container(Colour::Blue), "web_production-blue");
+        assert_eq!(s.nginx_name(), "shipit_3_web_production");
+        assert_eq!(s.history(), "/var/lib/shipit/web/production/history.jsonl");
+        assert_eq!(s.legacy().unit(Colour::Blue), "web@blue.service");
     }
 }

@@ -34,6 +34,7 @@ pub mod ssh;
 pub mod state;
 pub mod suggest;
 pub mod templates;
+pub mod tls;
 pub mod ui;
 
 pub use error::{Error, Result};

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::layout;
 use crate::remote::{RemoteCommand, scripts};
 use crate::signals::Cancel;
 use crate::ssh::Fleet;
@@ -207,7 +206,7 @@ pub async fn acquire(
     query: Option<&StateQuery>,
 ) -> Result<Held, Error> {
     let me = me();
-    let dir = layout::lock_dir(&config.app);
+    let dir = config.site().lock_dir();
     let started = Instant::now();
     let mut announced = false;
     loop {
@@ -355,7 +354,7 @@ where
 /// Release our lock on every host (a lock someone else holds is left alone). Returns the hosts
 /// where it could not be released, each with why; each is also warned about by name.
 pub async fn release(fleet: &Fleet, config: &Config, id: &str) -> Vec<(String, String)> {
-    let dir = layout::lock_dir(&config.app);
+    let dir = config.site().lock_dir();
     let results = fleet
         .each(|host| {
             let cmd = RemoteCommand::new("release the lock", scripts::UNLOCK)
@@ -380,7 +379,7 @@ pub async fn release(fleet: &Fleet, config: &Config, id: &str) -> Vec<(String, S
 
 /// Break the lock whoever holds it (`shipit lock release`).
 pub async fn force_release(fleet: &Fleet, config: &Config) -> Result<(), Error> {
-    let dir = layout::lock_dir(&config.app);
+    let dir = config.site().lock_dir();
     let results = fleet
         .each(|host| {
             let cmd = RemoteCommand::new("break the lock", scripts::UNLOCK)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, WebhookUrl};
 use crate::ui;
 
 /// What happened, for the announcement.
@@ -51,7 +51,7 @@ impl Event<'_> {
 }
 
 /// The body each kind of endpoint takes.
-pub fn bodies(config: &Config, event: &Event<'_>) -> Vec<(String, serde_json::Value)> {
+pub fn bodies(config: &Config, event: &Event<'_>) -> Vec<(WebhookUrl, serde_json::Value)> {
     let mut out = Vec::new();
     if let Some(url) = &config.notify.webhook {
         out.push((url.clone(), serde_json::to_value(event).unwrap_or_default()));
@@ -71,26 +71,31 @@ pub async fn send(config: &Config, event: &Event<'_>) {
     if targets.is_empty() {
         return;
     }
-    let Ok(client) = reqwest::Client::builder()
+    let client = match crate::tls::client_builder()
         .timeout(Duration::from_secs(5))
         .build()
-    else {
-        return;
+    {
+        Ok(client) => client,
+        Err(e) => {
+            ui::warn(&format!("could not notify anyone: {}", error_chain(&e)));
+            return;
+        }
     };
     let sends = targets.into_iter().map(|(url, body)| {
         let client = client.clone();
         async move {
             let attempt = || async {
                 let resp = client
-                    .post(&url)
+                    .post(url.expose())
                     .json(&body)
                     .send()
                     .await
-                    .map_err(|e| e.to_string())?;
+                    // The URL is a credential: never in a message.
+                    .map_err(|e| Failure::of(&e.without_url()))?;
                 if resp.status().is_success() {
                     Ok(())
                 } else {
-                    Err(format!("HTTP {}", resp.status()))
+                    Err(Failure::Other(format!("HTTP {}", resp.status())))
                 }
             };
             let policy = ExponentialBuilder::default()
@@ -98,19 +103,51 @@ pub async fn send(config: &Config, event: &Event<'_>) {
                 .with_max_delay(Duration::from_secs(2))
                 .with_max_times(3)
                 .with_jitter();
-            if let Err(e) = attempt.retry(policy).await {
-                ui::warn(&format!("could not notify `{}`: {e}", redact_url(&url)));
+            // A certificate this machine does not trust will not be trusted on a retry.
+            let sent = attempt
+                .retry(policy)
+                .when(|e| !matches!(e, Failure::Untrusted(_)))
+                .await;
+            match sent {
+                Ok(()) => {}
+                Err(Failure::Untrusted(e)) => ui::warn(&format!(
+                    "could not notify `{url}`: its TLS certificate is not trusted by this machine ({e}); for a private CA, set SSL_CERT_FILE to a bundle that holds it (the deploy itself is not affected)"
+                )),
+                Err(Failure::Other(e)) => ui::warn(&format!("could not notify `{url}`: {e}")),
             }
         }
     });
     futures::future::join_all(sends).await;
 }
 
-/// Webhook URLs carry their secret in the path: show only the scheme and host.
-fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split('/').next().unwrap_or_default();
-    format!("{scheme}://{host}/…")
+/// Why a notification could not be sent.
+enum Failure {
+    /// The endpoint's certificate is not trusted here (unknown issuer, expired, wrong name).
+    Untrusted(String),
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: &reqwest::Error) -> Failure {
+        let text = error_chain(e);
+        let lower = text.to_lowercase();
+        if lower.contains("certificate") || lower.contains("unknownissuer") {
+            Failure::Untrusted(text.rsplit(": ").next().unwrap_or(&text).to_owned())
+        } else {
+            Failure::Other(text)
+        }
+    }
+}
+
+/// An error and its sources, one after the other (the TLS reason is in a source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(&format!(": {x}"));
+        src = x.source();
+    }
+    s
 }
 
 #[cfg(test)]
@@ -133,9 +170,16 @@ mod tests {
             e.text(),
             "shop rolled back automatically from 1.2.0+abc on production (2 hosts), by alice@laptop: verification failed"
         );
+        let url = WebhookUrl::new("https://user:pw@hooks.slack.com/services/T0/B0/secret?x=1");
+        assert_eq!(url.to_string(), "https://hooks.slack.com/…");
+        assert_eq!(format!("{url:?}"), "WebhookUrl(https://hooks.slack.com/…)");
         assert_eq!(
-            redact_url("https://hooks.slack.com/services/T0/B0/secret"),
-            "https://hooks.slack.com/…"
+            serde_json::to_string(&url).unwrap(),
+            "\"https://hooks.slack.com/…\""
+        );
+        assert_eq!(
+            crate::config::redact_url("hooks.slack.com/services/T0/secret"),
+            "hooks.slack.com/…"
         );
     }
 }

@@ -4,10 +4,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::layout;
 use crate::remote::{RemoteCommand, scripts};
 use crate::ssh::{Fleet, Host};
-use crate::templates;
 use crate::ui;
 
 /// The default maintenance page; a `templates/maintenance.html` in the app overrides it.
@@ -71,15 +69,23 @@ pub async fn logs(
                     ));
                     return Ok(());
                 };
-                let unit = templates::unit_instance(&config.app, colour);
+                let site = config.site();
+                let unit = site.unit(colour);
                 let script = if follow {
                     scripts::FOLLOW_LOGS
                 } else {
                     scripts::LOGS
                 };
+                // The colour may still run under the earlier layout's unit (a moved host).
+                let legacy = if state.colour(colour).running_here() {
+                    String::new()
+                } else {
+                    site.legacy().unit(colour)
+                };
                 let cmd = RemoteCommand::new(format!("logs of {unit}"), script)
                     .arg(unit.clone())
-                    .arg(lines.to_string());
+                    .arg(lines.to_string())
+                    .arg(legacy);
                 host.stream_lines(&cmd, |line| {
                     ui::out(&log_line(format, width, &name, Some(&unit), line))
                 })
@@ -114,7 +120,7 @@ pub async fn maintenance(
             });
         }
     };
-    let dir = layout::config_dir(&config.app);
+    let dir = config.site().config_dir();
     let flag = format!("{dir}/maintenance.on");
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
     let command = if on {

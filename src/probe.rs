@@ -118,7 +118,7 @@ impl Tunnel {
 /// An HTTP client for checks: short timeouts, no proxy, and (for checks through nginx) a new
 /// connection per request, so that every request meets nginx's current workers.
 pub fn client(fresh_connections: bool) -> Result<reqwest::Client, Error> {
-    let mut b = reqwest::Client::builder()
+    let mut b = crate::tls::client_builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(3))
@@ -217,15 +217,16 @@ pub fn attempt_limit(attempt: u32) -> Duration {
     }
 }
 
-/// Poll until healthy or `deadline` passes; returns the time it took, or the last answer.
-/// `seen` is told each unhealthy answer with its attempt number (from 0).
+/// Poll until healthy or `deadline` passes; returns the time it took, or the last answer and
+/// how many checks were made. `seen` is told each unhealthy answer with its attempt number
+/// (from 0).
 pub async fn wait_healthy(
     client: &reqwest::Client,
     tunnel: &Tunnel,
     expect: &Expect<'_>,
     deadline: Duration,
     seen: impl Fn(u32, &Answer),
-) -> Result<Duration, Answer> {
+) -> Result<Duration, (Answer, u32)> {
     let started = Instant::now();
     let last = std::sync::Mutex::new(None::<Answer>);
     let attempts = std::sync::atomic::AtomicU32::new(0);
@@ -243,17 +244,21 @@ pub async fn wait_healthy(
     };
     let polled = tokio::time::timeout(deadline, attempt.retry(gate_policy())).await;
     let last = last.into_inner().ok().flatten();
+    let checks = attempts.load(std::sync::atomic::Ordering::Relaxed);
     match polled {
         Ok(Ok(())) => Ok(started.elapsed()),
-        _ => Err(last.unwrap_or(Answer {
-            status: None,
-            body: String::new(),
-            upstream: None,
-            error: Some(format!(
-                "no answer within {}",
-                humantime::format_duration(deadline)
-            )),
-        })),
+        _ => Err((
+            last.unwrap_or(Answer {
+                status: None,
+                body: String::new(),
+                upstream: None,
+                error: Some(format!(
+                    "no answer within {}",
+                    humantime::format_duration(deadline)
+                )),
+            }),
+            checks,
+        )),
     }
 }
 

@@ -60,6 +60,11 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// The files shipit reads secrets from in `app_dir`: never part of a build context.
+    pub fn files(app_dir: &Path) -> Vec<std::path::PathBuf> {
+        vec![app_dir.join(".env")]
+    }
+
     pub fn load(app_dir: &Path) -> Result<Secrets, Error> {
         let path = app_dir.join(".env");
         let dotenv = match std::fs::read_to_string(&path) {

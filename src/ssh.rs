@@ -131,11 +131,20 @@ impl Host {
     /// Run `cmd` and return its output whatever its exit code. Errors only when the
     /// connection itself fails.
     pub async fn run(&self, cmd: &RemoteCommand) -> Result<Output, Error> {
+        self.run_with(cmd, self.sudo).await
+    }
+
+    /// Run `cmd` as the login user, without `sudo` (for checking what sudo allows).
+    pub async fn run_as_login_user(&self, cmd: &RemoteCommand) -> Result<Output, Error> {
+        self.run_with(cmd, false).await
+    }
+
+    async fn run_with(&self, cmd: &RemoteCommand, sudo: bool) -> Result<Output, Error> {
         let span = info_span!("remote", host = %self.spec, cmd = %cmd.label);
         async {
             let started = Instant::now();
             let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
-            let mut command = self.session.raw_command(cmd.command_line(self.sudo));
+            let mut command = self.session.raw_command(cmd.command_line(sudo));
             command
                 .stdin(if cmd.stdin.is_some() {
                     Stdio::piped()
@@ -209,6 +218,13 @@ impl Host {
 
     /// The error for a command that exited non-zero.
     pub fn failed(&self, cmd: &RemoteCommand, out: &Output) -> Error {
+        if self.sudo && out.stderr.starts_with("sudo: ") {
+            return Error::Sudo {
+                host: self.spec.to_string(),
+                user: self.spec.user.clone(),
+                said: trim_stderr(&out.stderr),
+            };
+        }
         Error::Remote {
             host: self.spec.to_string(),
             command: cmd.to_string(),

@@ -41,6 +41,9 @@ pub struct ColourState {
     pub release: Option<ReleaseRef>,
     /// `systemctl is-active`: `active`, `inactive`, `failed`, `activating`...
     pub unit: String,
+    /// The same of the colour's unit in the earlier layout (keyed by the app alone), which
+    /// runs on after `shipit provision` moved the host until a deploy replaces it.
+    pub legacy_unit: String,
     /// The loopback port this colour was started on (`SHIPIT_PORT`).
     pub port: Option<u16>,
     /// The health path it was started with (`SHIPIT_HEALTH_PATH`; older hosts lack it).
@@ -49,7 +52,13 @@ pub struct ColourState {
 }
 
 impl ColourState {
+    /// Whether a copy runs in this colour (under its unit, or the earlier layout's).
     pub fn running(&self) -> bool {
+        self.unit == "active" || self.legacy_unit == "active"
+    }
+
+    /// Whether it runs under this layout's unit (a warm copy shipit can switch to and check).
+    pub fn running_here(&self) -> bool {
         self.unit == "active"
     }
 }
@@ -167,6 +176,8 @@ pub struct HostState {
     /// History lines that could not be used.
     pub skipped: Vec<Skipped>,
     pub nginx_active: bool,
+    /// The earlier layout's upstream include exists (a host `shipit provision` has not moved).
+    pub legacy_layout: bool,
 }
 
 /// What nginx serves on a host, read back from the upstream include and the colours' records.
@@ -298,6 +309,9 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             "env-green" => parse_unit_env(&mut state.green, decode(value)?.as_deref()),
             "active-blue" => state.blue.unit = value.to_owned(),
             "active-green" => state.green.unit = value.to_owned(),
+            "legacy-blue" => state.blue.legacy_unit = value.to_owned(),
+            "legacy-green" => state.green.legacy_unit = value.to_owned(),
+            "legacy-upstream" => state.legacy_layout = value == "yes",
             "settings-blue" => state.blue.settings = settings(value)?,
             "settings-green" => state.green.settings = settings(value)?,
             "lock" => {
@@ -322,8 +336,8 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             _ => return Err(format!("unexpected line `{line}`")),
         }
     }
-    if seen != 10 {
-        return Err(format!("expected 10 lines, got {seen}"));
+    if seen != 13 {
+        return Err(format!("expected 13 lines, got {seen}"));
     }
     Ok(state)
 }
@@ -457,6 +471,33 @@ impl PortOwner {
     }
 }
 
+/// A port something else holds, from [`crate::remote::scripts::PORTS_HELD`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldPort {
+    pub port: u16,
+    /// ``container `name` `` or ``process `name (pid N)` ``.
+    pub holder: String,
+}
+
+/// Parse `held PORT KIND NAME...` lines.
+pub fn ports_held(text: &str) -> Vec<HeldPort> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("held ")?;
+            let (port, rest) = rest.split_once(' ')?;
+            let (kind, name) = rest.split_once(' ')?;
+            let names: Vec<String> = match kind {
+                "container" => name.split_whitespace().map(|n| format!("`{n}`")).collect(),
+                _ => vec![format!("`{}`", name.trim())],
+            };
+            Some(HeldPort {
+                port: port.parse().ok()?,
+                holder: format!("{kind} {}", names.join(", ")),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,7 +509,7 @@ mod tests {
     fn answer(upstream: &str, env_blue: &str, hist: &str) -> String {
         let lock = r#"{"id":"x","user":"alice","machine":"laptop","pid":1,"since":5,"command":"deploy","version":"1.0.0"}"#;
         format!(
-            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nsettings-blue same\nsettings-green -\nlock {}\nhistory 41 {}\nnginx active\n",
+            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nsettings-blue same\nsettings-green -\nlock {}\nhistory 41 {}\nlegacy-upstream no\nnginx active\n",
             b64(upstream),
             b64(env_blue),
             b64(lock),
@@ -491,7 +532,12 @@ mod tests {
         assert_eq!(s.blue.health_path.as_deref(), Some("/up"));
         assert_eq!(s.blue.settings, Settings::Same);
         assert_eq!(s.green.settings, Settings::Unknown);
-        assert!(s.blue.running() && !s.green.running());
+        assert!(s.blue.running() && s.blue.running_here());
+        assert!(
+            s.green.running() && !s.green.running_here(),
+            "its earlier unit runs"
+        );
+        assert!(!s.legacy_layout);
         assert_eq!(s.green.release, None);
         assert_eq!(s.lock.unwrap().user, "alice");
         assert_eq!(s.history.len(), 1, "a corrupt line is skipped, not fatal");
@@ -603,6 +649,26 @@ mod tests {
         assert_eq!(
             process.describe("a-blue"),
             "`a-blue` is not running; the port is held by process `busybox (pid 77)`"
+        );
+    }
+
+    #[test]
+    fn held_ports_name_their_holders() {
+        let held = ports_held(
+            "held 3001 container other_production-blue \nheld 3002 process busybox (pid 42)\nnoise\n",
+        );
+        assert_eq!(
+            held,
+            [
+                HeldPort {
+                    port: 3001,
+                    holder: "container `other_production-blue`".into()
+                },
+                HeldPort {
+                    port: 3002,
+                    holder: "process `busybox (pid 42)`".into()
+                }
+            ]
         );
     }
 }

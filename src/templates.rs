@@ -10,8 +10,6 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::layout;
-use crate::model::Colour;
 
 /// The templates shipit renders, by file name.
 pub const DEFAULTS: &[(&str, &str)] = &[
@@ -63,6 +61,8 @@ struct Context<'a> {
     app: &'a str,
     domain: &'a str,
     environment: &'a str,
+    /// `<app>_<environment>`: units are `<key>@<colour>`, containers `<key>-<colour>`.
+    key: String,
     upstream_name: String,
     upstream_include: String,
     config_dir: String,
@@ -127,15 +127,16 @@ impl Templates {
 
     /// Every file provisioning installs for `config`, rendered.
     pub fn render_all(&self, config: &Config) -> Result<Vec<ManagedFile>, Error> {
-        let app = config.app.as_str();
+        let site = config.site();
         let ctx = Context {
-            app,
+            app: &config.app,
             domain: &config.domain,
             environment: &config.environment,
-            upstream_name: format!("shipit_{}", app.replace('-', "_")),
-            upstream_include: layout::upstream_include(app),
-            config_dir: layout::config_dir(app),
-            log_dir: layout::log_dir(app),
+            key: site.key(),
+            upstream_name: site.nginx_name(),
+            upstream_include: site.upstream_include(),
+            config_dir: site.config_dir(),
+            log_dir: site.log_dir(),
             container_port: config.container.port,
             memory_max: &config.container.memory_max,
             cpu_quota: &config.container.cpu_quota,
@@ -158,7 +159,7 @@ impl Templates {
         };
         Ok(vec![
             ManagedFile {
-                path: layout::upstream_include(app),
+                path: site.upstream_include(),
                 content: crate::state::upstream_not_deployed(config.ports.blue),
                 mode: "644",
                 owner: "root:root",
@@ -166,17 +167,9 @@ impl Templates {
                 create_only: true,
                 template: None,
             },
-            file(layout::nginx_site(app), FileKind::Nginx, "nginx.conf.tera")?,
-            file(
-                layout::systemd_unit(app),
-                FileKind::Systemd,
-                "app.service.tera",
-            )?,
-            file(
-                layout::logrotate(app),
-                FileKind::Logrotate,
-                "logrotate.tera",
-            )?,
+            file(site.nginx_site(), FileKind::Nginx, "nginx.conf.tera")?,
+            file(site.systemd_unit(), FileKind::Systemd, "app.service.tera")?,
+            file(site.logrotate(), FileKind::Logrotate, "logrotate.tera")?,
         ])
     }
 }
@@ -211,16 +204,6 @@ fn template_error(name: &str, e: &dyn std::error::Error) -> Error {
         },
         message,
     }
-}
-
-/// The container of one colour, such as `hello-blue` (the unit's `--name`).
-pub fn container_name(app: &str, colour: Colour) -> String {
-    format!("{app}-{colour}")
-}
-
-/// The systemd unit of one colour, such as `hello@blue.service`.
-pub fn unit_instance(app: &str, colour: Colour) -> String {
-    format!("{app}@{colour}.service")
 }
 
 #[cfg(test)]
@@ -265,10 +248,10 @@ mod snapshots {
         assert_eq!(
             paths,
             [
-                "/etc/shipit/hello-web/upstream.conf",
-                "/etc/nginx/conf.d/shipit-hello-web.conf",
-                "/etc/systemd/system/hello-web@.service",
-                "/etc/logrotate.d/shipit-hello-web",
+                "/etc/shipit/hello-web/test/upstream.conf",
+                "/etc/nginx/conf.d/shipit-hello-web_test.conf",
+                "/etc/systemd/system/hello-web_test@.service",
+                "/etc/logrotate.d/shipit-hello-web_test",
             ]
         );
         insta::assert_snapshot!("upstream", files[0].content);

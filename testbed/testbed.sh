@@ -31,7 +31,7 @@ STATE=$(realpath -m -- "${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}")
 readonly STATE
 readonly IMAGE=shipit-testhost:1
 # Bump when customize_rootfs changes: a cached image of another recipe is rebuilt.
-readonly IMAGE_RECIPE=2
+readonly IMAGE_RECIPE=3
 readonly SUITE=bookworm
 readonly INCLUDE=systemd,systemd-sysv,dbus,openssh-server,nginx-light,logrotate,procps,curl,iproute2,ca-certificates,docker.io,sudo,python3
 readonly REGISTRY=registry.test:5000
@@ -414,6 +414,23 @@ customize_rootfs() {
 
   install -d "$r/etc/docker"
   printf '%s\n' '{"insecure-registries":["registry.test:5000"],"storage-driver":"vfs"}' >"$r/etc/docker/daemon.json"
+
+  # Two users as real teams have them, logging in with the same key: `deploy`, with
+  # passwordless sudo (a sudoers.d line beside Debian's default sudoers, `use_pty` and all),
+  # and `nosudo`, whose sudo asks for a password it does not have.
+  local user
+  for user in deploy nosudo; do
+    chroot "$r" useradd --create-home --shell /bin/bash "$user" ||
+      die "useradd $user failed in the host root filesystem"
+    install -d -m 0700 "$r/home/$user/.ssh"
+    install -m 0600 "$KEY.pub" "$r/home/$user/.ssh/authorized_keys"
+    chroot "$r" chown -R "$user:$user" "/home/$user/.ssh"
+  done
+  chroot "$r" usermod -aG sudo nosudo
+  printf 'deploy ALL=(ALL) NOPASSWD: ALL\n' >"$r/etc/sudoers.d/deploy"
+  chmod 0440 "$r/etc/sudoers.d/deploy"
+  grep -q '^Defaults[[:space:]]*use_pty' "$r/etc/sudoers" ||
+    die "the host's sudoers lacks Debian's default use_pty"
 
   install -d "$r/etc/ssh/sshd_config.d"
   printf 'PermitRootLogin prohibit-password\n' >"$r/etc/ssh/sshd_config.d/shipit-testbed.conf"

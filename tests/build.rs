@@ -258,3 +258,72 @@ fn engine_unreachable_says_how_to_start_it() {
     );
     assert!(run.stderr.contains("help: start it"), "{}", run.stderr);
 }
+
+#[test]
+fn shipits_secrets_never_go_into_an_image_whatever_dockerignore_says() {
+    let tb = Testbed::from_env();
+    let app = App::new(&tb, "t-build-secrets", &tb.hosts(1));
+    app.busybox_app("secrets");
+    // The README's advice: secrets in `.env` beside shipit.toml; the default context `.`; a
+    // `COPY . /app`; and a `.dockerignore` that forgets (or even re-includes) `.env`.
+    let token = format!("tok-{}", unique());
+    app.file(".env", &format!("API_TOKEN={token}\n"));
+    app.file(".gitignore", ".env\n");
+    app.file(".dockerignore", "!.env\n");
+    app.file("config/app.toml", "name = \"demo\"\n");
+    let dockerfile = std::fs::read_to_string(app.path().join("Dockerfile.production")).unwrap();
+    app.file(
+        "Dockerfile.production",
+        &dockerfile.replace("COPY www /www", "COPY www /www\nCOPY . /app"),
+    );
+    app.file(
+        "shipit.toml",
+        &format!(
+            "{}\n[env]\nsecret = [\"API_TOKEN\"]\n",
+            std::fs::read_to_string(app.path().join("shipit.toml")).unwrap()
+        ),
+    );
+    app.commit();
+    let run = app.shipit(&["build", "production"]).success();
+    assert_eq!(
+        run.stderr.matches("Excluded").count(),
+        1,
+        "said once: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("Excluded `.env` from the build context: shipit reads secrets from it"),
+        "{}",
+        run.stderr
+    );
+    let reference = run.stdout.trim().split('@').next().unwrap().to_owned();
+    let id = String::from_utf8(
+        Command::new("docker")
+            .args(["create", &reference])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let id = id.trim().to_owned();
+    let export = Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker export {id} | tar -t | grep '^app/' | sort"))
+        .output()
+        .unwrap();
+    let content = Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker export {id} | grep -ac {token} || true"))
+        .output()
+        .unwrap();
+    Command::new("docker").args(["rm", &id]).output().unwrap();
+    let files = String::from_utf8_lossy(&export.stdout);
+    assert!(files.contains("app/config/app.toml"), "{files}");
+    assert!(!files.contains(".env"), "{files}");
+    assert_eq!(
+        String::from_utf8_lossy(&content.stdout).trim(),
+        "0",
+        "the secret's value is nowhere in the image"
+    );
+}

@@ -8,7 +8,7 @@ use support::{App, Load, Testbed};
 fn units(tb: &Testbed, host: &support::TestHost, app: &str) -> String {
     tb.sh_ok(
         host,
-        &format!("systemctl is-active {app}@blue {app}@green | tr '\\n' ' '"),
+        &format!("systemctl is-active {app}_production@blue {app}_production@green | tr '\\n' ' '"),
     )
 }
 
@@ -138,7 +138,7 @@ fn deploy_rollback_and_back_again_without_dropping_a_request() {
     for h in &hosts {
         let modes = tb.sh_ok(
             h,
-            "stat -c '%a %U' /etc/shipit/t-story/blue.env /etc/shipit/t-story/blue.app.env",
+            "stat -c '%a %U' /etc/shipit/t-story/production/blue.env /etc/shipit/t-story/production/blue.app.env",
         );
         assert_eq!(modes, "600 root\n600 root\n");
     }
@@ -440,16 +440,16 @@ fn keep_previous_stop_drains_and_stops_the_old_colour_and_old_images_are_pruned(
     }
     for h in &hosts {
         // Only the live colour runs, and nginx has no backup to fall back on.
-        let live = tb.sh_ok(h, "cat /etc/shipit/t-prune/upstream.conf");
+        let live = tb.sh_ok(h, "cat /etc/shipit/t-prune/production/upstream.conf");
         assert!(!live.contains("backup"), "{live}");
         let units = tb.sh_ok(
             h,
-            "systemctl is-active t-prune@blue t-prune@green | sort | tr '\\n' ' '",
+            "systemctl is-active t-prune_production@blue t-prune_production@green | sort | tr '\\n' ' '",
         );
         assert_eq!(units, "active inactive ", "{units}");
         // Images: the last `retain` releases and what either colour holds, no more.
         let images = tb.sh_ok(h, "docker image ls --digests --format '{{.Digest}}' registry.test:5000/tests/t-prune | sort");
-        let colours = tb.sh_ok(h, "sed -n 's/^SHIPIT_IMAGE=.*@//p' /etc/shipit/t-prune/blue.env /etc/shipit/t-prune/green.env | sort");
+        let colours = tb.sh_ok(h, "sed -n 's/^SHIPIT_IMAGE=.*@//p' /etc/shipit/t-prune/production/blue.env /etc/shipit/t-prune/production/green.env | sort");
         assert_eq!(
             images, colours,
             "only the images of 4.0.0 (live) and 3.0.0 (stopped, retained) are left"

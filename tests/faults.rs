@@ -160,14 +160,14 @@ fn secrets_never_appear_in_any_output() {
     // On the hosts the secret is exactly as given, in a 0600 file owned by root.
     for h in &hosts {
         let colour = if tb
-            .sh_ok(h, "cat /etc/shipit/t-secrets/upstream.conf")
+            .sh_ok(h, "cat /etc/shipit/t-secrets/production/upstream.conf")
             .contains(":4211 max_fails")
         {
             "blue"
         } else {
             "green"
         };
-        let file = format!("/etc/shipit/t-secrets/{colour}.app.env");
+        let file = format!("/etc/shipit/t-secrets/production/{colour}.app.env");
         assert_eq!(
             tb.sh_ok(h, &format!("stat -c '%a %U' {file}")),
             "600 root\n"
@@ -201,7 +201,7 @@ fn hostile_values_reach_the_container_exactly_and_bad_ones_are_refused() {
         .success();
     let inspect = tb.sh_ok(
         &hosts[0],
-        "docker inspect --format '{{json .Config.Env}}' t-hostile-green",
+        "docker inspect --format '{{json .Config.Env}}' t-hostile_production-green",
     );
     let got: Vec<String> = serde_json::from_str(inspect.trim()).unwrap();
     for (k, v) in values {
@@ -293,7 +293,7 @@ fn a_stale_lock_is_shown_with_its_holder_and_broken_only_explicitly() {
         r#"{{"id":"ci-7-4242-1","user":"alice","machine":"ci-runner-7","machine_id":"not-this-machine","pid":4242,"since":{since},"command":"deploy","version":"0.9.0"}}"#
     );
     for h in &hosts {
-        tb.sh_ok(h, &format!("mkdir -p /var/lib/shipit/t-stale/lock && printf '%s\\n' '{info}' > /var/lib/shipit/t-stale/lock/info.json"));
+        tb.sh_ok(h, &format!("mkdir -p /var/lib/shipit/t-stale/production/lock && printf '%s\\n' '{info}' > /var/lib/shipit/t-stale/production/lock/info.json"));
     }
     let run = app
         .shipit(&["deploy", "production", "--version", "1.0.0"])
@@ -388,7 +388,7 @@ fn a_full_disk_leaves_the_old_file_and_reloads_nothing() {
     }
     app.shipit(&["provision", "production"]).success();
     let h = &hosts[0];
-    let before = tb.sh_ok(h, "sha256sum /etc/logrotate.d/shipit-t-diskfull; pgrep -f '^nginx: worker' | sort | tr '\\n' ' '");
+    let before = tb.sh_ok(h, "sha256sum /etc/logrotate.d/shipit-t-diskfull_production; pgrep -f '^nginx: worker' | sort | tr '\\n' ' '");
     // A small filesystem over /etc/logrotate.d with the same files, filled up. The guard
     // unmounts it whatever happens, so no other test meets a full disk.
     struct Unmount<'a>(&'a Testbed, &'a TestHost);
@@ -409,7 +409,7 @@ fn a_full_disk_leaves_the_old_file_and_reloads_nothing() {
     );
     app.file("templates/logrotate.tera", &big);
     let run = app.shipit(&["provision", "production"]);
-    let after = tb.sh_ok(h, "sha256sum /etc/logrotate.d/shipit-t-diskfull; pgrep -f '^nginx: worker' | sort | tr '\\n' ' '");
+    let after = tb.sh_ok(h, "sha256sum /etc/logrotate.d/shipit-t-diskfull_production; pgrep -f '^nginx: worker' | sort | tr '\\n' ' '");
     let leftovers = tb.sh_ok(h, "ls -A /etc/logrotate.d | grep -c shipit-new || true");
     drop(guard);
     assert_eq!(run.code(), 1, "{}", run.stderr);
@@ -427,8 +427,11 @@ fn a_full_disk_leaves_the_old_file_and_reloads_nothing() {
     assert_eq!(leftovers, "0\n", "a partial candidate was left behind");
     // The other host was not changed either: the fleet moves together.
     assert!(
-        tb.sh_ok(&hosts[1], "cat /etc/logrotate.d/shipit-t-diskfull")
-            .len()
+        tb.sh_ok(
+            &hosts[1],
+            "cat /etc/logrotate.d/shipit-t-diskfull_production"
+        )
+        .len()
             < 2000
     );
 }
@@ -503,7 +506,10 @@ fn a_registry_a_host_cannot_reach_fails_before_any_switch() {
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
     for host in &hosts[..2] {
         assert_eq!(
-            tb.sh_ok(host, "systemctl is-active t-regdown@blue || true"),
+            tb.sh_ok(
+                host,
+                "systemctl is-active t-regdown_production@blue || true"
+            ),
             "inactive\n",
             "the new copies were stopped"
         );

@@ -143,7 +143,23 @@ fn a_smoke_check_over_its_thresholds_rolls_back_and_a_dead_webhook_never_fails_a
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr.contains("answers: 20 × HTTP 200; p95 "),
+        "the failure says what was seen: {}",
+        run.stderr
+    );
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
+
+    // An API whose smoke path answers 404 is healthy: a 4xx is reported, never counted.
+    configure(&app, "[smoke]\nrequests = 10\npath = \"/no-such-page\"\n");
+    let run = app
+        .shipit(&["deploy", "production", "--version", "1.5.0"])
+        .success();
+    assert!(
+        run.stderr.contains("0 failed") && run.stderr.contains("(20 × HTTP 404)"),
+        "{}",
+        run.stderr
+    );
 
     // A webhook that always fails is retried, reported, and the deploy still succeeds.
     let rx = Receiver::start(usize::MAX);

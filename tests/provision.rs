@@ -9,8 +9,8 @@ fn fingerprint(tb: &Testbed, host: &support::TestHost, app: &str) -> String {
     tb.sh_ok(
         host,
         &format!(
-            "cd / && for f in /etc/nginx/conf.d/shipit-{app}.conf /etc/systemd/system/{app}@.service \
-             /etc/logrotate.d/shipit-{app} /etc/shipit/{app}/upstream.conf; do \
+            "cd / && for f in /etc/nginx/conf.d/shipit-{app}_production.conf /etc/systemd/system/{app}_production@.service \
+             /etc/logrotate.d/shipit-{app}_production /etc/shipit/{app}/production/upstream.conf; do \
              if [ -f \"$f\" ]; then stat -c '%n %a %U:%G %Y' \"$f\"; sha256sum \"$f\"; else echo \"absent $f\"; fi; done"
         ),
     )
@@ -43,25 +43,31 @@ fn provision_applies_then_changes_nothing_on_a_rerun() {
         // Files, modes and owners.
         let stat = tb.sh_ok(
             h,
-            "stat -c '%n %a %U:%G' /etc/nginx/conf.d/shipit-t-prov-apply.conf /etc/systemd/system/t-prov-apply@.service \
-             /etc/logrotate.d/shipit-t-prov-apply /etc/shipit/t-prov-apply/upstream.conf",
+            "stat -c '%n %a %U:%G' /etc/nginx/conf.d/shipit-t-prov-apply_production.conf /etc/systemd/system/t-prov-apply_production@.service \
+             /etc/logrotate.d/shipit-t-prov-apply_production /etc/shipit/t-prov-apply/production/upstream.conf",
         );
         assert_eq!(
             stat,
-            "/etc/nginx/conf.d/shipit-t-prov-apply.conf 644 root:root\n\
-             /etc/systemd/system/t-prov-apply@.service 644 root:root\n\
-             /etc/logrotate.d/shipit-t-prov-apply 644 root:root\n\
-             /etc/shipit/t-prov-apply/upstream.conf 644 root:root\n"
+            "/etc/nginx/conf.d/shipit-t-prov-apply_production.conf 644 root:root\n\
+             /etc/systemd/system/t-prov-apply_production@.service 644 root:root\n\
+             /etc/logrotate.d/shipit-t-prov-apply_production 644 root:root\n\
+             /etc/shipit/t-prov-apply/production/upstream.conf 644 root:root\n"
         );
         // Contents are the rendered templates.
-        let site = tb.sh_ok(h, "cat /etc/nginx/conf.d/shipit-t-prov-apply.conf");
+        let site = tb.sh_ok(
+            h,
+            "cat /etc/nginx/conf.d/shipit-t-prov-apply_production.conf",
+        );
         assert!(site.contains("server_name t-prov-apply.test;"));
-        assert!(site.contains("include /etc/shipit/t-prov-apply/upstream.conf;"));
+        assert!(site.contains("include /etc/shipit/t-prov-apply/production/upstream.conf;"));
         assert!(site.contains("server_tokens off;"));
-        let unit = tb.sh_ok(h, "cat /etc/systemd/system/t-prov-apply@.service");
+        let unit = tb.sh_ok(
+            h,
+            "cat /etc/systemd/system/t-prov-apply_production@.service",
+        );
         assert!(unit.contains("MemoryMax=256M") && unit.contains("CPUQuota=50%"));
-        assert!(unit.contains("EnvironmentFile=/etc/shipit/t-prov-apply/%i.env"));
-        let rotate = tb.sh_ok(h, "cat /etc/logrotate.d/shipit-t-prov-apply");
+        assert!(unit.contains("EnvironmentFile=/etc/shipit/t-prov-apply/production/%i.env"));
+        let rotate = tb.sh_ok(h, "cat /etc/logrotate.d/shipit-t-prov-apply_production");
         for want in [
             "daily",
             "rotate 30",
@@ -72,14 +78,20 @@ fn provision_applies_then_changes_nothing_on_a_rerun() {
             assert!(rotate.contains(want), "logrotate lacks {want}");
         }
         // systemd knows the template unit; no staged candidates are left behind.
-        tb.sh_ok(h, "systemctl cat t-prov-apply@blue.service > /dev/null");
+        tb.sh_ok(
+            h,
+            "systemctl cat t-prov-apply_production@blue.service > /dev/null",
+        );
         assert_eq!(tb.sh_ok(h, "ls -A /etc/nginx/conf.d /etc/systemd/system /etc/logrotate.d | grep -c 'shipit-new~' || true"), "0\n");
         // nginx serves the site: our security headers on the answer (502 until a deploy).
         let (status, head, _) = tb.http_get(h, &app.domain, "/");
         assert_eq!(status, 502, "{head}");
         assert!(head.contains("X-Frame-Options: DENY"), "{head}");
         assert!(!head.contains("nginx/"), "server tokens leak: {head}");
-        tb.sh_ok(h, "test -s /var/log/shipit/t-prov-apply/access.log");
+        tb.sh_ok(
+            h,
+            "test -s /var/log/shipit/t-prov-apply/production/access.log",
+        );
         // Docker was logged in to the registry; the password went over stdin.
         let auth = tb.sh_ok(h, "cat /root/.docker/config.json");
         assert!(auth.contains(&tb.registry), "{auth}");

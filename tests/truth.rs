@@ -54,7 +54,7 @@ fn listening(tb: &Testbed, host: &TestHost, app: &str) -> String {
     tb.sh_ok(
         host,
         &format!(
-            "for c in blue green; do printf '%s=%s:%s ' $c \"$(systemctl is-active {app}@$c)\" \"$(docker port {app}-$c 3000/tcp 2>/dev/null | head -n1)\"; done"
+            "for c in blue green; do printf '%s=%s:%s ' $c \"$(systemctl is-active {app}_production@$c)\" \"$(docker port {app}_production-$c 3000/tcp 2>/dev/null | head -n1)\"; done"
         ),
     )
 }
@@ -227,13 +227,16 @@ fn a_revert_that_cannot_reach_a_host_is_a_fleet_split_said_recorded_and_announce
     );
     // The history of the reachable hosts says so, and their locks are free; host 2 keeps its.
     for h in [&hosts[0], &hosts[2]] {
-        let last = tb.sh_ok(h, "tail -n 1 /var/lib/shipit/t-split/history.jsonl");
+        let last = tb.sh_ok(
+            h,
+            "tail -n 1 /var/lib/shipit/t-split/production/history.jsonl",
+        );
         assert!(last.contains(r#""outcome":"fleet-split""#), "{last}");
         assert!(last.contains(host2.as_str()), "{last}");
         assert_eq!(
             tb.sh_ok(
                 h,
-                "test -e /var/lib/shipit/t-split/lock && echo held || echo free"
+                "test -e /var/lib/shipit/t-split/production/lock && echo held || echo free"
             ),
             "free\n"
         );
@@ -241,7 +244,7 @@ fn a_revert_that_cannot_reach_a_host_is_a_fleet_split_said_recorded_and_announce
     assert_eq!(
         docker_exec(
             &hosts[1],
-            "test -e /var/lib/shipit/t-split/lock && echo held || echo free"
+            "test -e /var/lib/shipit/t-split/production/lock && echo held || echo free"
         ),
         "held\n"
     );
@@ -323,11 +326,14 @@ fn sighup_mid_deploy_with_its_terminal_gone_reverts_and_releases_the_lock() {
         assert_eq!(
             tb.sh_ok(
                 h,
-                "test -e /var/lib/shipit/t-hangup/lock && echo held || echo free"
+                "test -e /var/lib/shipit/t-hangup/production/lock && echo held || echo free"
             ),
             "free\n"
         );
-        let last = tb.sh_ok(h, "tail -n 1 /var/lib/shipit/t-hangup/history.jsonl");
+        let last = tb.sh_ok(
+            h,
+            "tail -n 1 /var/lib/shipit/t-hangup/production/history.jsonl",
+        );
         assert!(
             last.contains(r#""outcome":"auto-rolled-back""#) && last.contains("SIGHUP"),
             "{last}"
@@ -467,7 +473,7 @@ fn forged_history_lines_are_skipped_and_cannot_choose_a_rollback_target() {
     tb.sh_ok(
         &hosts[1],
         &format!(
-            "printf '%s\\n' 'not json at all' '{huge}' '{forged}' >> /var/lib/shipit/t-forged/history.jsonl"
+            "printf '%s\\n' 'not json at all' '{huge}' '{forged}' >> /var/lib/shipit/t-forged/production/history.jsonl"
         ),
     );
     let releases = app.shipit(&["releases", "production"]).success();
@@ -591,7 +597,10 @@ fn no_value_derived_from_a_secret_leaves_the_hosts_env_file() {
             host,
             &format!("grep -a 'shipit-refused-live' {log} | sort -u"),
         );
-        let history = tb.sh_ok(host, "tail -n 1 /var/lib/shipit/t-derived/history.jsonl");
+        let history = tb.sh_ok(
+            host,
+            "tail -n 1 /var/lib/shipit/t-derived/production/history.jsonl",
+        );
         let webhook = receiver.received().last().unwrap().1.to_string();
         for (what, text) in [
             ("ps", &ps),
@@ -662,7 +671,7 @@ fn a_port_held_by_another_app_fails_the_deploy_and_the_other_app_keeps_serving()
         .assert_no_failures("another app's deploy onto the same ports");
     assert!(
         run.stderr.contains(&format!(
-            "on `{}`: port 4582 is already held by container `t-portowner-green`",
+            "on `{}`: port 4582 is already held by container `t-portowner_production-green`",
             hosts[0].dest
         )),
         "{}",
@@ -676,7 +685,10 @@ fn a_port_held_by_another_app_fails_the_deploy_and_the_other_app_keeps_serving()
         "the squatter's site serves nothing, not the other app"
     );
     assert_ne!(
-        tb.sh_ok(&hosts[0], "systemctl is-active t-squatter@green || true"),
+        tb.sh_ok(
+            &hosts[0],
+            "systemctl is-active t-squatter_production@green || true"
+        ),
         "active\n",
         "nothing of the squatter runs"
     );

@@ -1,25 +1,37 @@
-//! The build context: the app's files, filtered by `.dockerignore`, as a deterministic tar.
+//! The build context: the app's files, filtered by `.dockerignore`, as a deterministic tar that
+//! is streamed to the engine, never held in memory whole.
 //!
 //! Deterministic (sorted entries, zero times and owners) so that an unchanged context gives
-//! the same bytes, the same hash and the engine's cache hits.
+//! the same bytes, the same hash and the engine's cache hits. shipit's own secret sources (the
+//! `.env` beside `shipit.toml`) are left out of every context, whatever `.dockerignore` says.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::ignore::DockerIgnore;
 use crate::error::Error;
 
+/// What a context holds: its entries, scanned once; the tar is written from them on demand.
 pub struct Context {
-    pub tar: Vec<u8>,
+    dir: PathBuf,
+    entries: Vec<(String, PathBuf)>,
     pub files: usize,
-    /// Hex sha256 of the tar, for a tag that names a dirty tree's content.
-    pub sha256: String,
+    /// The size of its files, in bytes.
+    pub bytes: u64,
+    /// shipit's secret files that were in the context and left out of it (relative paths).
+    pub secrets_left_out: Vec<String>,
 }
 
-/// Tar `dir`, leaving out what `.dockerignore` excludes; `dockerfile` (relative to `dir`) and
-/// `.dockerignore` are always sent, as Docker's own client does.
-pub fn tar_context(dir: &Path, dockerfile: &str) -> Result<Context, Error> {
+/// The bytes of one chunk sent to the engine; a few are in flight at once.
+const CHUNK: usize = 256 * 1024;
+
+/// Scan `dir`, leaving out what `.dockerignore` excludes and every file of `secret_files`
+/// (absolute paths); `dockerfile` (relative to `dir`) and `.dockerignore` are always sent, as
+/// Docker's own client does.
+pub fn scan(dir: &Path, dockerfile: &str, secret_files: &[PathBuf]) -> Result<Context, Error> {
     let ignore_path = dir.join(".dockerignore");
     let ignore = match std::fs::read_to_string(&ignore_path) {
         Ok(text) => DockerIgnore::parse(&text).map_err(|(line, message)| Error::DockerIgnore {
@@ -42,29 +54,144 @@ pub fn tar_context(dir: &Path, dockerfile: &str) -> Result<Context, Error> {
             entries.push((always.to_owned(), dir.join(always)));
         }
     }
+    // The secrets, by the file they are: a link or another spelling of the path is caught too.
+    let secret_ids: Vec<(u64, u64)> = secret_files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| file_id(&m))
+        .collect();
+    let mut secrets_left_out = Vec::new();
+    entries.retain(|(rel, path)| {
+        let secret = std::fs::metadata(path)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .is_some_and(|m| secret_ids.contains(&file_id(&m)));
+        if secret {
+            secrets_left_out.push(rel.clone());
+        }
+        !secret
+    });
     entries.sort();
-
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    builder.follow_symlinks(false);
+    secrets_left_out.sort();
     let mut files = 0;
-    for (rel, path) in &entries {
-        builder
-            .append_path_with_name(path, rel)
-            .map_err(|source| Error::Read {
-                path: path.clone(),
-                source,
-            })?;
-        if path.is_file() {
+    let mut bytes = 0;
+    for (_, path) in &entries {
+        if let Ok(m) = std::fs::symlink_metadata(path)
+            && m.is_file()
+        {
             files += 1;
+            bytes += m.len();
         }
     }
-    let tar = builder.into_inner().map_err(|source| Error::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let sha256 = hex::encode(Sha256::digest(&tar));
-    Ok(Context { tar, files, sha256 })
+    Ok(Context {
+        dir: dir.to_path_buf(),
+        entries,
+        files,
+        bytes,
+        secrets_left_out,
+    })
+}
+
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+impl Context {
+    /// Write the tar to `out`.
+    pub fn write_tar(&self, out: impl Write) -> Result<(), Error> {
+        let mut builder = tar::Builder::new(out);
+        builder.mode(tar::HeaderMode::Deterministic);
+        builder.follow_symlinks(false);
+        for (rel, path) in &self.entries {
+            builder
+                .append_path_with_name(path, rel)
+                .map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        builder.finish().map_err(|source| Error::Read {
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Hex sha256 of the tar (written through the hash, never held): a tag naming a dirty
+    /// tree's content.
+    pub fn sha256(&self) -> Result<String, Error> {
+        struct Hashing(Sha256);
+        impl Write for Hashing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut hashing = Hashing(Sha256::new());
+        self.write_tar(&mut hashing)?;
+        Ok(hex::encode(hashing.0.finalize()))
+    }
+
+    /// The tar as a stream of chunks, written by a blocking task a few chunks ahead of the
+    /// engine: memory stays a few chunks, whatever the context's size. A file that cannot be
+    /// read ends the stream with its error.
+    pub fn stream(self) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        tokio::task::spawn_blocking(move || {
+            let mut writer = Chunks {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let written = self.write_tar(&mut writer).and_then(|()| {
+                writer.send().map_err(|source| Error::Read {
+                    path: self.dir.clone(),
+                    source,
+                })
+            });
+            if let Err(e) = written {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+    }
+}
+
+/// A writer that sends full chunks down a bounded channel (blocking while it is full).
+struct Chunks {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl Chunks {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.blocking_send(Ok(Bytes::from(chunk))).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the engine stopped reading the context",
+            )
+        })
+    }
+}
+
+impl Write for Chunks {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn walk(
@@ -128,7 +255,9 @@ mod tests {
     use super::*;
 
     fn names(ctx: &Context) -> Vec<String> {
-        let mut a = tar::Archive::new(ctx.tar.as_slice());
+        let mut tar = Vec::new();
+        ctx.write_tar(&mut tar).unwrap();
+        let mut a = tar::Archive::new(tar.as_slice());
         a.entries()
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
@@ -156,7 +285,7 @@ mod tests {
             "target\n!target/keep\n*.md\nsrc/\nDockerfile.production\n",
         )
         .unwrap();
-        let ctx = tar_context(p, "Dockerfile.production").unwrap();
+        let ctx = scan(p, "Dockerfile.production", &[]).unwrap();
         assert_eq!(
             names(&ctx),
             [
@@ -171,14 +300,55 @@ mod tests {
             ]
         );
         // The same files give the same bytes.
+        let sha = ctx.sha256().unwrap();
         assert_eq!(
-            tar_context(p, "Dockerfile.production").unwrap().sha256,
-            ctx.sha256
+            scan(p, "Dockerfile.production", &[])
+                .unwrap()
+                .sha256()
+                .unwrap(),
+            sha
         );
         std::fs::write(p.join("app/hello"), "changed").unwrap();
         assert_ne!(
-            tar_context(p, "Dockerfile.production").unwrap().sha256,
-            ctx.sha256
+            scan(p, "Dockerfile.production", &[])
+                .unwrap()
+                .sha256()
+                .unwrap(),
+            sha
         );
+    }
+
+    #[test]
+    fn shipits_secrets_never_go_into_a_context_whatever_dockerignore_says() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::write(p.join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(p.join(".env"), "API_TOKEN=secret\n").unwrap();
+        std::fs::create_dir(p.join("sub")).unwrap();
+        std::os::unix::fs::symlink(p.join(".env"), p.join("sub/linked.env")).unwrap();
+        std::fs::hard_link(p.join(".env"), p.join("sub/hard.env")).unwrap();
+        // `.dockerignore` even re-includes it.
+        std::fs::write(p.join(".dockerignore"), "!.env\n").unwrap();
+        let ctx = scan(p, "Dockerfile", &[p.join(".env")]).unwrap();
+        assert_eq!(names(&ctx), [".dockerignore", "Dockerfile", "sub"]);
+        assert_eq!(
+            ctx.secrets_left_out,
+            [".env", "sub/hard.env", "sub/linked.env"]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_stream_is_the_tar() {
+        use futures::StreamExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::write(p.join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(p.join("big"), vec![7u8; 3 * CHUNK + 5]).unwrap();
+        let ctx = scan(p, "Dockerfile", &[]).unwrap();
+        let mut whole = Vec::new();
+        ctx.write_tar(&mut whole).unwrap();
+        let chunks: Vec<Bytes> = ctx.stream().map(|c| c.unwrap()).collect::<Vec<_>>().await;
+        assert!(chunks.len() > 3, "sent in chunks");
+        assert_eq!(chunks.concat(), whole);
     }
 }

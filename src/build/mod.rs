@@ -65,10 +65,14 @@ pub fn prepare(
             path: dockerfile_path,
         });
     }
-    let context = context::tar_context(&context_dir, &config.dockerfile)?;
+    let context = context::scan(
+        &context_dir,
+        &config.dockerfile,
+        &crate::secret::Secrets::files(&config.app_dir),
+    )?;
     let tree = release::probe_tree(&config.app_dir);
     let version = options.version.as_ref().unwrap_or(&config.version);
-    let release = release::Release::new(version, &tree, options.allow_dirty, &context.sha256)?;
+    let release = release::Release::new(version, &tree, options.allow_dirty, || context.sha256())?;
     Ok((release, context))
 }
 
@@ -210,12 +214,31 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
     let reference = format!("{}:{tag}", config.image);
 
     let engine = Engine::connect().await?;
+    if !context.secrets_left_out.is_empty() {
+        ui::status(
+            "Excluded",
+            &format!(
+                "{} from the build context: shipit reads secrets from {}, they never go into an image",
+                context
+                    .secrets_left_out
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if context.secrets_left_out.len() == 1 {
+                    "it"
+                } else {
+                    "them"
+                }
+            ),
+        );
+    }
     ui::status(
         "Building",
         &format!(
             "{reference} ({} files, {} KiB of context)",
             context.files,
-            context.tar.len().div_ceil(1024)
+            context.bytes.div_ceil(1024)
         ),
     );
     let started = Instant::now();
@@ -226,7 +249,7 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
     let build_args: HashMap<String, String> = config.build_args.clone().into_iter().collect();
     let built = engine
         .build(
-            context.tar,
+            context.stream(),
             &config.dockerfile,
             &reference,
             &build_args,

@@ -22,17 +22,21 @@ pub struct Release {
 impl Release {
     /// Combine the configured version with the tree; a dirty tree is refused unless allowed,
     /// and then marked, with a hash of the context so two dirty builds never share a tag.
+    /// `context_sha256` is asked for only when the tree is dirty.
     pub fn new(
         version: &semver::Version,
         tree: &Tree,
         allow_dirty: bool,
-        context_sha256: &str,
+        context_sha256: impl FnOnce() -> Result<String, Error>,
     ) -> Result<Release, Error> {
-        let short = &context_sha256[..context_sha256.len().min(7)];
+        let short = || -> Result<String, Error> {
+            let sha = context_sha256()?;
+            Ok(sha[..sha.len().min(7)].to_owned())
+        };
         let build = match (tree, allow_dirty) {
             (Tree::Clean { sha }, _) => sha.clone(),
-            (Tree::Dirty { sha }, true) => format!("{sha}.dirty.{short}"),
-            (Tree::NotARepository, true) => format!("nogit.{short}"),
+            (Tree::Dirty { sha }, true) => format!("{sha}.dirty.{}", short()?),
+            (Tree::NotARepository, true) => format!("nogit.{}", short()?),
             (Tree::Dirty { .. }, false) => {
                 return Err(Error::DirtyTree {
                     not_a_repository: false,
@@ -98,7 +102,7 @@ mod tests {
                 sha: "3f9c2ab".into(),
             },
             false,
-            "abcdef0123",
+            || Ok("abcdef0123".into()),
         )
         .unwrap();
         assert_eq!(clean.version.to_string(), "1.4.2+3f9c2ab");
@@ -109,12 +113,14 @@ mod tests {
                 sha: "3f9c2ab".into(),
             },
             true,
-            "abcdef0123",
+            || Ok("abcdef0123".into()),
         )
         .unwrap();
         assert_eq!(dirty.tag(), "1.4.2_3f9c2ab.dirty.abcdef0");
         assert!(matches!(
-            Release::new(&v, &Tree::Dirty { sha: "x".into() }, false, "a"),
+            Release::new(&v, &Tree::Dirty { sha: "x".into() }, false, || Ok(
+                "a".into()
+            )),
             Err(Error::DirtyTree {
                 not_a_repository: false
             })
@@ -123,7 +129,7 @@ mod tests {
             &semver::Version::parse("2.0.0-rc.1").unwrap(),
             &Tree::NotARepository,
             true,
-            "ff00",
+            || Ok("ff00".into()),
         )
         .unwrap();
         assert_eq!(pre.tag(), "2.0.0-rc.1_nogit.ff00");

@@ -73,9 +73,56 @@ pub struct Smoke {
 /// Where deploys, rollbacks and automatic rollbacks are announced.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Notify {
-    pub webhook: Option<String>,
-    pub slack: Option<String>,
-    pub discord: Option<String>,
+    pub webhook: Option<WebhookUrl>,
+    pub slack: Option<WebhookUrl>,
+    pub discord: Option<WebhookUrl>,
+}
+
+/// A webhook URL: a credential (Slack's and Discord's carry their token in the path). It
+/// prints, serializes and debugs as its scheme and host only; [`WebhookUrl::expose`] is for
+/// the one place that sends to it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl(String);
+
+impl WebhookUrl {
+    pub fn new(url: impl Into<String>) -> WebhookUrl {
+        WebhookUrl(url.into())
+    }
+
+    /// The whole URL, token included: only to send a request.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `https://hooks.slack.com/…`: the scheme and host of a URL, never its path or query.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Credentials in the authority (`user:token@host`) go too.
+    let host = host.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}{host}/…")
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebhookUrl({})", redact_url(&self.0))
+    }
+}
+
+impl Serialize for WebhookUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// One SSH destination, `user@host:port`.
@@ -278,6 +325,12 @@ pub fn validate_for_tests(base: &str, env: &str) -> Result<Config, ConfigErrors>
 }
 
 impl Config {
+    /// Where this app's environment lives on a host: what every file, unit and container of
+    /// it is named after.
+    pub fn site(&self) -> crate::layout::Site {
+        crate::layout::Site::new(&self.app, &self.environment)
+    }
+
     /// The colours' ports, by colour.
     pub fn port_of(&self, colour: crate::model::Colour) -> u16 {
         match colour {

@@ -428,9 +428,22 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
     };
     let notify = {
         let n = raw.notify.unwrap_or_default();
+        // Webhook URLs are credentials: an error shows only their scheme and host.
         let mut url = |v: &Option<Val<String>>, key: &str| {
-            v.as_ref()
-                .and_then(|v| c.string(v, key, is_http_url, "an http:// or https:// URL"))
+            let v = v.as_ref()?;
+            if is_http_url(&v.value) {
+                Some(super::WebhookUrl::new(v.value.clone()))
+            } else {
+                c.at(
+                    v,
+                    format!(
+                        "`{key}` = \"{}\" is not an http:// or https:// URL",
+                        super::redact_url(&v.value)
+                    ),
+                    None,
+                );
+                None
+            }
         };
         Notify {
             webhook: url(&n.webhook, "notify.webhook"),

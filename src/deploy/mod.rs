@@ -20,14 +20,12 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::layout;
 use crate::lock::{self, StateQuery};
 use crate::model::Colour;
 use crate::remote::{RemoteCommand, scripts};
 use crate::secret::Secrets;
 use crate::ssh::{Fleet, Host};
 use crate::state::{self, HostState, ReleaseRef};
-use crate::templates;
 use crate::ui::{self, plural};
 use plan::{Action, HostChoice, Plan, PlanError};
 
@@ -77,18 +75,22 @@ pub(crate) fn state_query(
     config: &Config,
     settings: Option<String>,
 ) -> (Vec<String>, Option<Vec<u8>>) {
-    let app = &config.app;
+    let site = config.site();
+    let legacy = site.legacy();
     let args = vec![
-        layout::upstream_include(app),
-        layout::unit_env(app, Colour::Blue),
-        layout::unit_env(app, Colour::Green),
-        templates::unit_instance(app, Colour::Blue),
-        templates::unit_instance(app, Colour::Green),
-        layout::app_env(app, Colour::Blue),
-        layout::app_env(app, Colour::Green),
-        layout::lock_dir(app),
-        layout::history(app),
+        site.upstream_include(),
+        site.unit_env(Colour::Blue),
+        site.unit_env(Colour::Green),
+        site.unit(Colour::Blue),
+        site.unit(Colour::Green),
+        site.app_env(Colour::Blue),
+        site.app_env(Colour::Green),
+        site.lock_dir(),
+        site.history(),
         if settings.is_some() { "1" } else { "0" }.to_owned(),
+        legacy.unit(Colour::Blue),
+        legacy.unit(Colour::Green),
+        legacy.upstream_include(),
     ];
     (args, settings.map(String::into_bytes))
 }
@@ -110,7 +112,7 @@ pub(crate) fn parse_host_state(
             "`{}`: skipped line {} of its history (`{}`): {}",
             host.spec,
             s.line,
-            layout::history(&config.app),
+            config.site().history(),
             s.reason
         ));
     }
@@ -190,6 +192,7 @@ fn plan_error(config: &Config, e: PlanError) -> Error {
     let environment = config.environment.clone();
     match e {
         PlanError::NotProvisioned { host } => Error::NotProvisioned { host, environment },
+        PlanError::NotMoved { host } => Error::NotMoved { host, environment },
         PlanError::NoPrevious { current } => Error::NoPrevious {
             current,
             environment,

@@ -72,6 +72,10 @@ pub enum PlanError {
     NotProvisioned {
         host: String,
     },
+    /// The host has the app in the earlier layout (keyed by the app alone), not yet moved.
+    NotMoved {
+        host: String,
+    },
     NoPrevious {
         current: Option<String>,
     },
@@ -109,8 +113,14 @@ fn plan_host(
     state: &HostState,
 ) -> Result<HostStep, PlanError> {
     if state.upstream.is_none() {
-        return Err(PlanError::NotProvisioned {
-            host: host.to_owned(),
+        return Err(if state.legacy_layout {
+            PlanError::NotMoved {
+                host: host.to_owned(),
+            }
+        } else {
+            PlanError::NotProvisioned {
+                host: host.to_owned(),
+            }
         });
     }
     let live = state.live();
@@ -143,7 +153,7 @@ fn plan_host(
     let idle = state.colour(to);
     let live_port = live.map(|l| l.port);
     if let Some(port) = idle.port
-        && idle.running()
+        && idle.running_here()
         && idle.release.as_ref() == Some(target)
         && idle.settings == Settings::Same
         && Some(port) != live_port
@@ -319,6 +329,7 @@ mod tests {
             } else {
                 Settings::Unknown
             },
+            legacy_unit: String::new(),
         }
     }
 
@@ -491,6 +502,38 @@ mod tests {
         );
         let step = one(&ported(3002, 3003), state, "3").unwrap();
         assert_eq!((step.to, step.port), (Colour::Blue, 3003));
+    }
+
+    #[test]
+    fn a_host_in_the_earlier_layout_is_moved_first_and_its_copies_are_replaced() {
+        // Not moved yet: refused, the error says how to move it.
+        let unmoved = HostState {
+            legacy_layout: true,
+            ..HostState::default()
+        };
+        assert_eq!(
+            one(&config(), unmoved, "1"),
+            Err(PlanError::NotMoved { host: "h1".into() })
+        );
+        // Moved: blue serves under its earlier unit, green is warm under its earlier unit.
+        let legacy = |release, port| ColourState {
+            unit: "inactive".into(),
+            legacy_unit: "active".into(),
+            ..colour(Some(release), "inactive", port)
+        };
+        let moved = host(Some(3001), legacy("1", 3001), legacy("2", 3002));
+        let step = one(&config(), moved.clone(), "1").unwrap();
+        assert_eq!(
+            step.action,
+            Action::AlreadyLive,
+            "what serves is still seen"
+        );
+        let step = one(&config(), moved, "2").unwrap();
+        assert_eq!(
+            (step.to, step.action),
+            (Colour::Green, Action::StartAndSwitch),
+            "an earlier unit is never switched to as a warm copy: it is started anew"
+        );
     }
 
     #[test]

@@ -20,7 +20,6 @@ use super::plan::{Action, HostStep, Plan};
 use super::{Kind, env, first_line, parse_host_state, state_query};
 use crate::config::{Config, KeepPrevious};
 use crate::error::{Error, FleetSplit, HealthGateFailure, SplitHost};
-use crate::layout;
 use crate::lock::{self, Me};
 use crate::probe::{self, Expect, Tunnel};
 use crate::remote::{RemoteCommand, scripts};
@@ -28,7 +27,6 @@ use crate::secret::Secrets;
 use crate::signals::Cancel;
 use crate::ssh::{Fleet, Host, each_bounded};
 use crate::state::{self, HistoryEntry, HostState, Outcome, PortOwner};
-use crate::templates;
 use crate::ui::{self, plural};
 
 /// One deploy or rollback in progress.
@@ -286,7 +284,7 @@ impl<'a> Run<'a> {
     }
 
     async fn prepare(&self, w: &Work<'a>) -> Result<(), Error> {
-        let app = &self.config.app;
+        let site = self.config.site();
         let colour = w.step.to;
         let target = &self.plan.target;
         let span = info_span!("prepare", host = %w.host.spec, colour = %colour);
@@ -297,12 +295,13 @@ impl<'a> Run<'a> {
                 scripts::PREPARE,
             )
             .arg(target.image.clone())
-            .arg(templates::unit_instance(app, colour))
-            .arg(layout::unit_env(app, colour))
-            .arg(layout::app_env(app, colour))
-            .arg(templates::container_name(app, colour))
+            .arg(site.unit(colour))
+            .arg(site.unit_env(colour))
+            .arg(site.app_env(colour))
+            .arg(site.container(colour))
             .arg(w.step.port.to_string())
-            .arg(layout::upstream_include(app))
+            .arg(site.upstream_include())
+            .arg(site.legacy().unit(colour))
             .args(state::unit_env(
                 target,
                 w.step.port,
@@ -360,11 +359,11 @@ impl<'a> Run<'a> {
                 Ok(owner) => format!(
                     "port {} answered healthy, but not from this deploy's copy: {}",
                     w.step.port,
-                    owner.describe(&templates::container_name(&self.config.app, colour))
+                    owner.describe(&self.config.site().container(colour))
                 ),
                 Err(e) => format!("could not tell who answers on port {}: {e}", w.step.port),
             },
-            Err(answer) => answer.to_string(),
+            Err((answer, checks)) => format!("{answer} (after {checks} checks)"),
         };
         Err(self.gate_failure(w, failure).await)
     }
@@ -372,7 +371,7 @@ impl<'a> Run<'a> {
     /// Who answers on the new copy's port.
     async fn owner(&self, w: &Work<'a>) -> Result<PortOwner, Error> {
         let cmd = RemoteCommand::new("check who answers on the port", scripts::PORT_OWNER)
-            .arg(templates::container_name(&self.config.app, w.step.to))
+            .arg(self.config.site().container(w.step.to))
             .arg(w.step.port.to_string())
             .arg(self.config.container.port.to_string());
         let out = w.host.check(&cmd).await?;
@@ -380,7 +379,7 @@ impl<'a> Run<'a> {
     }
 
     async fn gate_failure(&self, w: &Work<'a>, answer: String) -> Error {
-        let unit = templates::unit_instance(&self.config.app, w.step.to);
+        let unit = self.config.site().unit(w.step.to);
         let logs = w
             .host
             .run(
@@ -481,7 +480,7 @@ impl<'a> Run<'a> {
 
     async fn write_upstream(&self, host: &Host, content: String, label: &str) -> Result<(), Error> {
         let cmd = RemoteCommand::new(label.to_owned(), scripts::SWITCH)
-            .arg(layout::upstream_include(&self.config.app))
+            .arg(self.config.site().upstream_include())
             .arg(content);
         host.check(&cmd).await.map(|_| ())
     }
@@ -525,10 +524,7 @@ impl<'a> Run<'a> {
                             &w.host.spec.to_string(),
                             format!(
                                 "the new copy is gone: {}",
-                                owner.describe(&templates::container_name(
-                                    &self.config.app,
-                                    w.step.to
-                                ))
+                                owner.describe(&self.config.site().container(w.step.to))
                             ),
                         ));
                     }
@@ -681,7 +677,7 @@ impl<'a> Run<'a> {
                 // A struct of strings and integers always serializes.
                 let line = serde_json::to_string(&entry).unwrap_or_default();
                 let cmd = RemoteCommand::new("record the release", scripts::RECORD)
-                    .arg(layout::history(&self.config.app))
+                    .arg(self.config.site().history())
                     .arg(line);
                 (w.host.spec.to_string(), w.host.check(&cmd).await)
             }
@@ -734,10 +730,11 @@ impl<'a> Run<'a> {
                 return;
             };
             tokio::time::sleep(drain).await;
-            let unit = templates::unit_instance(&self.config.app, from.colour);
+            let site = self.config.site();
+            let units = [site.unit(from.colour), site.legacy().unit(from.colour)];
             if let Err(e) = w
                 .host
-                .check(&RemoteCommand::new("stop the previous colour", scripts::STOP).arg(unit))
+                .check(&RemoteCommand::new("stop the previous colour", scripts::STOP).args(units))
                 .await
             {
                 ui::warn(&e.to_string());
@@ -934,10 +931,11 @@ impl<'a> Run<'a> {
 
     async fn stop_new(&self, started: &[Work<'a>]) {
         let results = each_bounded(started.to_vec(), self.fleet.max_parallel, |w| async move {
-            let unit = templates::unit_instance(&self.config.app, w.step.to);
+            let site = self.config.site();
+            let units = [site.unit(w.step.to), site.legacy().unit(w.step.to)];
             let r = w
                 .host
-                .check(&RemoteCommand::new("stop the new copy", scripts::STOP).arg(unit))
+                .check(&RemoteCommand::new("stop the new copy", scripts::STOP).args(units))
                 .await;
             (w.host.spec.to_string(), r)
         })
@@ -962,15 +960,15 @@ fn verify_failed(host: &str, reason: String) -> Error {
 
 /// The error for PREPARE's refusal to start on a port something else holds.
 fn port_held(config: &Config, host: &Host, port: u16, stderr: &str) -> Error {
-    let holder = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("shipit-port-held "))
-        .and_then(|rest| rest.split_once(' ').map(|(_, h)| h.to_owned()))
-        .unwrap_or_else(|| stderr.trim().to_owned());
+    let lines = stderr.replace("shipit-port-held ", "held ");
+    let holder = state::ports_held(&lines)
+        .into_iter()
+        .next()
+        .map_or_else(|| stderr.trim().to_owned(), |h| h.holder);
     Error::PortHeld {
         host: host.spec.to_string(),
         port,
-        holder: holder.replacen(' ', " `", 1) + "`",
+        holder,
         environment: config.environment.clone(),
     }
 }

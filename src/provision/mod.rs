@@ -17,6 +17,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::error::Error;
 use crate::layout;
+use crate::model::Colour;
 use crate::remote::{RemoteCommand, scripts};
 use crate::secret::Secrets;
 use crate::signals::Cancel;
@@ -46,7 +47,7 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
     let started = Instant::now();
     let templates = Templates::load(&config.app_dir)?;
     let desired = templates.render_all(config)?;
-    let dirs = plan::directories(&config.app);
+    let dirs = plan::directories(&config.site());
     let password = registry_password(config)?;
     let login = match (&config.registry, &password) {
         (Some(r), Some(p)) => Some(Login {
@@ -60,6 +61,7 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
     let result = if options.dry_run {
         run(
+            config,
             &fleet,
             &desired,
             &dirs,
@@ -83,7 +85,7 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
                 let desired = &desired;
                 let dirs = &dirs;
                 let login = login.as_ref();
-                async move { run(fleet, desired, dirs, login, options, &cancel).await }
+                async move { run(config, fleet, desired, dirs, login, options, &cancel).await }
             },
         )
         .await
@@ -128,6 +130,7 @@ fn registry_password(config: &Config) -> Result<Option<crate::secret::Secret>, E
 }
 
 async fn run(
+    config: &Config,
     fleet: &Fleet,
     desired: &[ManagedFile],
     dirs: &[(&'static str, String)],
@@ -148,7 +151,7 @@ async fn run(
             let line = progress.line(&host.spec);
             async move {
                 let result = async {
-                    let plan = observe_and_plan(&host, desired, dirs, login).await?;
+                    let plan = observe_and_plan(config, &host, desired, dirs, login).await?;
                     if !options.dry_run && !plan.is_empty() {
                         line.set(format!(
                             "staging and validating {} changed file{}",
@@ -257,6 +260,7 @@ async fn run(
 }
 
 async fn observe_and_plan(
+    config: &Config,
     host: &Host,
     desired: &[ManagedFile],
     dirs: &[(&'static str, String)],
@@ -265,7 +269,78 @@ async fn observe_and_plan(
     let cmd = RemoteCommand::new("read managed files", scripts::OBSERVE)
         .args(desired.iter().map(|f| f.path.clone()))
         .args(dirs.iter().map(|(_, d)| format!("dir:{d}")));
-    let stdout = host.check(&cmd).await.map_err(|e| (e, None))?;
+    let site = config.site();
+    let old = site.legacy();
+    let legacy_cmd = RemoteCommand::new("read the earlier layout", scripts::LEGACY_STATE).args([
+        old.upstream_include(),
+        old.nginx_site(),
+        old.app_env(Colour::Blue),
+        old.app_env(Colour::Green),
+        old.unit(Colour::Blue),
+        old.unit(Colour::Green),
+        old.lock_dir(),
+        site.upstream_include(),
+    ]);
+    let ports_cmd = RemoteCommand::new("check the colour ports", scripts::PORTS_HELD)
+        .arg(config.ports.blue.to_string())
+        .arg(config.ports.green.to_string())
+        .arg("--")
+        .arg(site.container(Colour::Blue))
+        .arg(site.container(Colour::Green));
+    let (stdout, legacy_out, ports_out) = tokio::join!(
+        host.check(&cmd),
+        host.check(&legacy_cmd),
+        host.check(&ports_cmd)
+    );
+    let stdout = stdout.map_err(|e| (e, None))?;
+    let legacy_out = legacy_out.map_err(|e| (e, None))?;
+    let legacy_state =
+        plan::LegacyState::parse(&String::from_utf8_lossy(&legacy_out)).map_err(|message| {
+            (
+                Error::Protocol {
+                    host: host.spec.to_string(),
+                    command: legacy_cmd.to_string(),
+                    message,
+                },
+                None,
+            )
+        })?;
+    let legacy = plan::legacy_move(&site, &config.domain, &legacy_state).map_err(|message| {
+        (
+            Error::LegacyBusy {
+                host: host.spec.to_string(),
+                message,
+                environment: config.environment.clone(),
+            },
+            None,
+        )
+    })?;
+    // A colour port another app or process holds: refused before anything changes. The
+    // containers of this environment (in the earlier layout too, when it is this one's) may.
+    let mut held =
+        crate::state::ports_held(&String::from_utf8_lossy(&ports_out.map_err(|e| (e, None))?));
+    if legacy.is_some() {
+        let legacy_names = [
+            format!("{}-blue", config.app),
+            format!("{}-green", config.app),
+        ];
+        held.retain(|h| {
+            !legacy_names
+                .iter()
+                .any(|n| h.holder == format!("container `{n}`"))
+        });
+    }
+    if let Some(h) = held.into_iter().next() {
+        return Err((
+            Error::PortHeld {
+                host: host.spec.to_string(),
+                port: h.port,
+                holder: h.holder,
+                environment: config.environment.clone(),
+            },
+            None,
+        ));
+    }
     let observed = plan::parse_observed(&stdout, desired.len(), dirs.len()).map_err(|message| {
         (
             Error::Protocol {
@@ -276,7 +351,7 @@ async fn observe_and_plan(
             None,
         )
     })?;
-    let plan = plan::plan_host(desired, dirs, &observed, login);
+    let plan = plan::plan_host(desired, dirs, &observed, login, legacy);
     info!(host = %host.spec, changes = plan.changes.len(), login = plan.login, "planned");
     Ok(plan)
 }
@@ -377,31 +452,57 @@ async fn commit(
 ) -> Result<HostReport, Error> {
     // The install and the registry login are independent: both go at once.
     let install = async {
-        let triples: Vec<String> = plan
+        let legacy = plan.legacy.clone().unwrap_or_default();
+        // The earlier layout's state first: deploys read it at the new paths.
+        if !legacy.copies.is_empty() {
+            let pairs = legacy
+                .copies
+                .iter()
+                .flat_map(|(a, b)| [a.clone(), b.clone()]);
+            host.check(
+                &RemoteCommand::new("copy the earlier layout's state", scripts::COPY_MISSING)
+                    .args(pairs),
+            )
+            .await?;
+        }
+        let mut triples: Vec<String> = plan
             .validated()
             .flat_map(|c| install_triple(&c.file.path))
             .collect();
-        if triples.is_empty() {
-            return Ok(Vec::new());
+        // Its site and logrotate rule go in the same install as the new ones.
+        for path in &legacy.removals {
+            triples.extend(["-".to_owned(), path.clone(), layout::backup(path)]);
         }
-        let flag = |b: bool| if b { "1" } else { "0" };
-        let cmd = RemoteCommand::new("install and reload", scripts::COMMIT)
-            .arg(flag(plan.reload_nginx()))
-            .arg(flag(plan.daemon_reload()))
-            .arg(flag(plan.reload_nginx()))
-            .args(triples);
-        let out = host.run(&cmd).await?;
-        match out.code {
-            Some(0) => {}
-            Some(3) => return Err(refused(host, plan, &out.stderr)),
-            _ => return Err(host.failed(&cmd, &out)),
-        }
+        let nginx = plan.reload_nginx() || !legacy.removals.is_empty();
         let mut reloaded = Vec::new();
-        if plan.daemon_reload() {
-            reloaded.push("systemd");
+        if !triples.is_empty() {
+            let flag = |b: bool| if b { "1" } else { "0" };
+            let cmd = RemoteCommand::new("install and reload", scripts::COMMIT)
+                .arg(flag(nginx))
+                .arg(flag(plan.daemon_reload()))
+                .arg(flag(nginx))
+                .args(triples);
+            let out = host.run(&cmd).await?;
+            match out.code {
+                Some(0) => {}
+                Some(3) => return Err(refused(host, plan, &out.stderr)),
+                _ => return Err(host.failed(&cmd, &out)),
+            }
+            if plan.daemon_reload() {
+                reloaded.push("systemd");
+            }
+            if nginx {
+                reloaded.push("nginx");
+            }
         }
-        if plan.reload_nginx() {
-            reloaded.push("nginx");
+        if !legacy.cleanup.is_empty() {
+            let unit_removed = legacy.cleanup.iter().any(|p| p.ends_with("@.service"));
+            host.check(
+                &RemoteCommand::new("remove the earlier layout", scripts::REMOVE_LEGACY)
+                    .arg(if unit_removed { "1" } else { "0" })
+                    .args(legacy.cleanup.iter().cloned()),
+            )
+            .await?;
         }
         Ok(reloaded)
     };
@@ -434,6 +535,16 @@ async fn commit(
     if !report.reloaded.is_empty() {
         summary.push_str(&format!(", reloaded {}", report.reloaded.join(" and ")));
     }
+    if let Some(legacy) = plan.legacy.as_ref().filter(|m| !m.is_empty()) {
+        if !legacy.removals.is_empty() {
+            summary.push_str(
+                ", moved off the earlier layout (its running copies serve on until deploys replace them)",
+            );
+        }
+        if !legacy.cleanup.is_empty() {
+            summary.push_str(", removed what was left of the earlier layout");
+        }
+    }
     if report.logged_in {
         summary.push_str(", logged in to the registry");
     }
@@ -448,6 +559,21 @@ fn print_dry_run(host: &str, plan: &HostPlan) {
     }
     for (_, dir) in &plan.mkdirs {
         ui::out(&format!("{host}: would create directory {dir}\n"));
+    }
+    if let Some(legacy) = &plan.legacy {
+        for (from, to) in &legacy.copies {
+            ui::out(&format!("{host}: would copy {from} to {to} (if absent)\n"));
+        }
+        for path in &legacy.removals {
+            ui::out(&format!(
+                "{host}: would remove {path} (the earlier layout's)\n"
+            ));
+        }
+        for path in &legacy.cleanup {
+            ui::out(&format!(
+                "{host}: would remove {path} (nothing of the earlier layout runs)\n"
+            ));
+        }
     }
     for change in &plan.changes {
         ui::out(&plan::diff(host, change));

@@ -7,7 +7,8 @@
 use base64::Engine;
 use serde::Serialize;
 
-use crate::layout;
+use crate::layout::{self, Site};
+use crate::model::Colour;
 use crate::templates::{FileKind, ManagedFile};
 
 /// A file as it is on the host.
@@ -127,11 +128,16 @@ pub struct HostPlan {
     pub mkdirs: Vec<(&'static str, String)>,
     pub changes: Vec<Change>,
     pub login: bool,
+    /// Moving this environment off the earlier layout, when the host has it there.
+    pub legacy: Option<LegacyMove>,
 }
 
 impl HostPlan {
     pub fn is_empty(&self) -> bool {
-        self.mkdirs.is_empty() && self.changes.is_empty() && !self.login
+        self.mkdirs.is_empty()
+            && self.changes.is_empty()
+            && !self.login
+            && self.legacy.as_ref().is_none_or(LegacyMove::is_empty)
     }
 
     /// Files written once and owned by deploys afterwards; installed without a reload.
@@ -178,12 +184,140 @@ impl HostPlan {
 }
 
 /// Directories every host needs, `(mode, path)`.
-pub fn directories(app: &str) -> Vec<(&'static str, String)> {
+pub fn directories(site: &crate::layout::Site) -> Vec<(&'static str, String)> {
     vec![
-        ("755", layout::config_dir(app)),
-        ("755", layout::log_dir(app)),
-        ("755", layout::state_dir(app)),
+        ("755", site.config_dir()),
+        ("755", site.log_dir()),
+        ("755", site.state_dir()),
     ]
+}
+
+/// What a host holds of the app in the earlier layout, from [`crate::remote::scripts::LEGACY_STATE`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LegacyState {
+    pub upstream: Option<String>,
+    /// `SHIPIT_ENVIRONMENT` of its colours' env files: the environment it belongs to.
+    pub environment: Option<String>,
+    /// Its nginx site's `server_name`.
+    pub domain: Option<String>,
+    /// Per colour (blue, green): `systemctl is-active` and `is-enabled`.
+    pub units: Vec<(String, String)>,
+    pub lock_held: bool,
+    /// The new layout's upstream include exists already.
+    pub moved: bool,
+}
+
+impl LegacyState {
+    pub fn parse(text: &str) -> Result<LegacyState, String> {
+        let mut s = LegacyState::default();
+        let value = |v: &str| (v != "-" && !v.is_empty()).then(|| v.to_owned());
+        for line in text.lines() {
+            let (key, v) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "upstream" => {
+                    s.upstream = value(v)
+                        .map(|b| {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(b)
+                                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                                .map_err(|e| format!("bad base64: {e}"))
+                        })
+                        .transpose()?;
+                }
+                "environment" => s.environment = value(v),
+                "domain" => s.domain = value(v),
+                "unit" => {
+                    let (active, enabled) = v.split_once(' ').unwrap_or((v, ""));
+                    s.units.push((active.to_owned(), enabled.to_owned()));
+                }
+                "lock" => s.lock_held = v == "held",
+                "moved" => s.moved = v == "yes",
+                _ => return Err(format!("unexpected line `{line}`")),
+            }
+        }
+        if s.units.len() != 2 {
+            return Err(format!("expected 2 unit lines, got {}", s.units.len()));
+        }
+        Ok(s)
+    }
+
+    /// Whether a unit of the earlier layout still runs, or would start at boot.
+    fn in_use(&self) -> bool {
+        self.units.iter().any(|(active, enabled)| {
+            active == "active" || active == "activating" || enabled.starts_with("enabled")
+        })
+    }
+}
+
+/// Moving an environment off the earlier layout: its state is copied to the new paths, its
+/// nginx site and logrotate rule are replaced by the new ones in the same install (the units
+/// it started keep serving until deploys replace them), and what is left is removed once no
+/// unit of it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LegacyMove {
+    /// The earlier upstream include's text, for the new one (the live copy keeps serving).
+    pub upstream: Option<String>,
+    /// `(from, to)`: state copied where the new layout has none yet.
+    pub copies: Vec<(String, String)>,
+    /// Removed in the same install as the new files.
+    pub removals: Vec<String>,
+    /// Removed after the install: nothing of the earlier layout runs any more.
+    pub cleanup: Vec<String>,
+}
+
+impl LegacyMove {
+    pub fn is_empty(&self) -> bool {
+        self.copies.is_empty() && self.removals.is_empty() && self.cleanup.is_empty()
+    }
+}
+
+/// What to do about the earlier layout on a host, for `site` serving `domain`. `None` when the
+/// host has none, or it belongs to another environment of the app.
+pub fn legacy_move(
+    site: &Site,
+    domain: &str,
+    legacy: &LegacyState,
+) -> Result<Option<LegacyMove>, String> {
+    let Some(upstream) = &legacy.upstream else {
+        return Ok(None);
+    };
+    let ours = match &legacy.environment {
+        Some(env) => *env == site.env,
+        None => legacy.domain.as_deref() == Some(domain),
+    };
+    if !ours {
+        return Ok(None);
+    }
+    if legacy.lock_held {
+        return Err(format!(
+            "the earlier layout's lock (`{}`) is held: a deploy by an earlier shipit may be running",
+            site.legacy().lock_dir()
+        ));
+    }
+    let old = site.legacy();
+    let mut m = LegacyMove::default();
+    if !legacy.moved {
+        m.upstream = Some(upstream.clone());
+        for colour in [Colour::Blue, Colour::Green] {
+            m.copies.push((old.unit_env(colour), site.unit_env(colour)));
+            m.copies.push((old.app_env(colour), site.app_env(colour)));
+        }
+        m.copies.push((old.history(), site.history()));
+        m.removals = vec![old.nginx_site(), old.logrotate()];
+    }
+    if !legacy.in_use() {
+        m.cleanup = vec![old.systemd_unit(), old.upstream_include(), old.history()];
+        for colour in [Colour::Blue, Colour::Green] {
+            m.cleanup.push(old.unit_env(colour));
+            m.cleanup.push(old.app_env(colour));
+        }
+        m.cleanup.push(old.lock_dir());
+        m.cleanup
+            .push(format!("{}/maintenance.on", old.config_dir()));
+        m.cleanup
+            .push(format!("{}/maintenance.html", old.config_dir()));
+    }
+    Ok(Some(m))
 }
 
 /// Compare the desired files with what the host has.
@@ -192,9 +326,19 @@ pub fn plan_host(
     dirs: &[(&'static str, String)],
     observed: &Observed,
     login: Option<&Login<'_>>,
+    legacy: Option<LegacyMove>,
 ) -> HostPlan {
     let mut changes = Vec::new();
     for (file, have) in desired.iter().zip(&observed.files) {
+        // A moved host's upstream include starts as the earlier one: what serves goes on.
+        let moved_upstream = legacy.as_ref().and_then(|m| m.upstream.as_ref());
+        let file = &match (file.kind, moved_upstream) {
+            (FileKind::Upstream, Some(text)) => ManagedFile {
+                content: text.clone(),
+                ..file.clone()
+            },
+            _ => file.clone(),
+        };
         let reason = match have {
             None => Some(Reason::Created),
             Some(_) if file.create_only => None,
@@ -224,6 +368,7 @@ pub fn plan_host(
         mkdirs,
         changes,
         login: login.is_some_and(|l| !logged_in(observed.docker_config.as_ref(), l)),
+        legacy,
     }
 }
 
@@ -340,7 +485,7 @@ mod tests {
             docker_config: None,
         };
         let dirs = vec![("755", "/etc/shipit/a".to_owned())];
-        let p = plan_host(&desired(), &dirs, &obs, None);
+        let p = plan_host(&desired(), &dirs, &obs, None, None);
         assert_eq!(p.changes.len(), 4);
         assert!(p.changes.iter().all(|c| c.reason == Reason::Created));
         assert_eq!(p.mkdirs, dirs);
@@ -374,7 +519,13 @@ mod tests {
             dirs: vec![true],
             docker_config: None,
         };
-        let p = plan_host(&desired(), &[("755", "/etc/shipit/a".into())], &obs, None);
+        let p = plan_host(
+            &desired(),
+            &[("755", "/etc/shipit/a".into())],
+            &obs,
+            None,
+            None,
+        );
         assert!(p.is_empty(), "{p:?}");
         assert!(!p.reload_nginx() && !p.daemon_reload());
     }
@@ -391,7 +542,7 @@ mod tests {
             dirs: vec![],
             docker_config: None,
         };
-        let p = plan_host(&desired(), &[], &obs, None);
+        let p = plan_host(&desired(), &[], &obs, None, None);
         assert_eq!(p.changes.len(), 1);
         assert_eq!(p.changes[0].reason, Reason::Content);
         assert!(p.daemon_reload() && !p.reload_nginx());
@@ -406,7 +557,7 @@ mod tests {
             dirs: vec![],
             docker_config: None,
         };
-        let p = plan_host(&desired(), &[], &obs, None);
+        let p = plan_host(&desired(), &[], &obs, None, None);
         assert_eq!(p.changes.len(), 1);
         assert_eq!(p.changes[0].reason, Reason::Permissions);
         assert!(diff("h", &p.changes[0]).contains("mode or owner"));
@@ -426,15 +577,15 @@ mod tests {
             dirs: vec![],
             docker_config: have(&config),
         };
-        assert!(!plan_host(&[], &[], &obs, Some(&login)).login);
+        assert!(!plan_host(&[], &[], &obs, Some(&login), None).login);
         let other = Login {
             password: "new",
             ..login.clone()
         };
-        assert!(plan_host(&[], &[], &obs, Some(&other)).login);
+        assert!(plan_host(&[], &[], &obs, Some(&other), None).login);
         obs.docker_config = None;
-        assert!(plan_host(&[], &[], &obs, Some(&login)).login);
-        assert!(!plan_host(&[], &[], &obs, None).login);
+        assert!(plan_host(&[], &[], &obs, Some(&login), None).login);
+        assert!(!plan_host(&[], &[], &obs, None, None).login);
     }
 
     #[test]
@@ -447,5 +598,85 @@ mod tests {
         let d = diff("th1", &c);
         assert!(d.contains("--- th1:/etc/x"));
         assert!(d.contains("-b\n+B\n"));
+    }
+
+    fn legacy_state(env: Option<&str>, units: [(&str, &str); 2]) -> LegacyState {
+        LegacyState {
+            upstream: Some("server 127.0.0.1:3001 max_fails=1 fail_timeout=2s;\n".into()),
+            environment: env.map(str::to_owned),
+            domain: Some("web.example.com".into()),
+            units: units
+                .iter()
+                .map(|(a, e)| ((*a).to_owned(), (*e).to_owned()))
+                .collect(),
+            lock_held: false,
+            moved: false,
+        }
+    }
+
+    #[test]
+    fn the_earlier_layout_is_moved_by_the_environment_it_belongs_to() {
+        let site = Site::new("web", "production");
+        let running = [("active", "enabled"), ("active", "enabled")];
+        let state = legacy_state(Some("production"), running);
+        let m = legacy_move(&site, "web.example.com", &state)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.upstream, state.upstream, "what serves goes on serving");
+        assert!(m.copies.contains(&(
+            "/var/lib/shipit/web/history.jsonl".into(),
+            "/var/lib/shipit/web/production/history.jsonl".into()
+        )));
+        assert!(m.copies.contains(&(
+            "/etc/shipit/web/blue.app.env".into(),
+            "/etc/shipit/web/production/blue.app.env".into()
+        )));
+        assert_eq!(
+            m.removals,
+            [
+                "/etc/nginx/conf.d/shipit-web.conf",
+                "/etc/logrotate.d/shipit-web"
+            ]
+        );
+        assert!(m.cleanup.is_empty(), "its units still run");
+        // Another environment's: left alone; by domain when no env file says.
+        let staging = Site::new("web", "staging");
+        assert_eq!(
+            legacy_move(&staging, "staging.example.com", &state).unwrap(),
+            None
+        );
+        let undeployed = legacy_state(None, running);
+        assert!(
+            legacy_move(&staging, "web.example.com", &undeployed)
+                .unwrap()
+                .is_some()
+        );
+        // Moved, and nothing of it runs any more: what is left is removed.
+        let mut done = legacy_state(
+            Some("production"),
+            [("inactive", "disabled"), ("failed", "not-found")],
+        );
+        done.moved = true;
+        let m = legacy_move(&site, "web.example.com", &done)
+            .unwrap()
+            .unwrap();
+        assert!(m.copies.is_empty() && m.removals.is_empty() && m.upstream.is_none());
+        assert!(
+            m.cleanup
+                .contains(&"/etc/systemd/system/web@.service".to_owned())
+        );
+        assert!(m.cleanup.contains(&"/var/lib/shipit/web/lock".to_owned()));
+        // An earlier shipit deploying: refused.
+        let mut locked = legacy_state(Some("production"), running);
+        locked.lock_held = true;
+        assert!(legacy_move(&site, "web.example.com", &locked).is_err());
+        assert_eq!(
+            LegacyState::parse(
+                "upstream -\nenvironment -\ndomain -\nunit inactive absent\nunit inactive absent\nlock free\nmoved no\n"
+            )
+            .unwrap()
+            .upstream,
+            None
+        );
     }
 }

@@ -98,9 +98,9 @@ pub const DISCARD: &str = r#"rm -f -- "$@""#;
 
 /// Install staged files and reload what changed, all or nothing.
 /// `$1` = 1 to run a full `nginx -t` after the swap, `$2` = 1 for `daemon-reload`,
-/// `$3` = 1 to reload nginx; then `STAGED FINAL BACKUP` triples. Every previous file is kept
-/// as BACKUP (a hard link, so the swap stays atomic); on a failed full check the previous
-/// files are put back and nothing is reloaded.
+/// `$3` = 1 to reload nginx; then `STAGED FINAL BACKUP` triples, STAGED `-` to remove FINAL.
+/// Every previous file is kept as BACKUP (a hard link, so the swap stays atomic); on a failed
+/// full check the previous files are put back and nothing is reloaded.
 pub const COMMIT: &str = r#"
 check=$1 daemon=$2 reload=$3
 shift 3
@@ -112,14 +112,14 @@ backup() {
 }
 swap() {
   while [ "$#" -ge 3 ]; do
-    mv -f -- "$1" "$2" || return 1
+    if [ "$1" = - ]; then rm -f -- "$2" || return 1; else mv -f -- "$1" "$2" || return 1; fi
     shift 3
   done
 }
 restore() {
   while [ "$#" -ge 3 ]; do
     if [ -e "$3" ]; then mv -f -- "$3" "$2"; else rm -f -- "$2"; fi
-    rm -f -- "$1"
+    if [ "$1" != - ]; then rm -f -- "$1"; fi
     shift 3
   done
 }
@@ -139,6 +139,49 @@ if [ "$reload" = 1 ]; then systemctl reload-or-restart nginx || { [ -z "$pid" ] 
 if [ -n "$pid" ]; then wait "$pid" || exit 1; fi
 "#;
 
+/// What a host holds of an app in the earlier layout (keyed by the app alone): `$1` its
+/// upstream include, `$2` nginx site, `$3`/`$4` blue/green app env files, `$5`/`$6` blue/green
+/// units, `$7` lock dir, `$8` the new layout's upstream include. One `KEY VALUE` line each;
+/// from the app env files only their `SHIPIT_ENVIRONMENT` leaves the host.
+pub const LEGACY_STATE: &str = r#"
+if [ -f "$1" ]; then printf 'upstream %s\n' "$(base64 -w0 < "$1")"; else echo 'upstream -'; fi
+env=$(sed -n 's/^SHIPIT_ENVIRONMENT=//p' "$3" "$4" 2>/dev/null | head -n 1)
+printf 'environment %s\n' "${env:--}"
+domain=$(sed -n 's/^[[:space:]]*server_name[[:space:]]*\([^;]*\);.*/\1/p' "$2" 2>/dev/null | head -n 1)
+printf 'domain %s\n' "${domain:--}"
+for u in "$5" "$6"; do
+  a=$(systemctl is-active -- "$u" 2>/dev/null | head -n 1)
+  e=$(systemctl is-enabled -- "$u" 2>/dev/null | head -n 1)
+  printf 'unit %s %s\n' "${a:-unknown}" "${e:-absent}"
+done
+if [ -d "$7" ]; then echo 'lock held'; else echo 'lock free'; fi
+if [ -f "$8" ]; then echo 'moved yes'; else echo 'moved no'; fi
+"#;
+
+/// Copy the earlier layout's state into the new one: `SOURCE TARGET` pairs, each copied (mode
+/// and owner kept, written beside the target and renamed) only when the source exists and the
+/// target does not.
+pub const COPY_MISSING: &str = r#"
+set -e
+while [ "$#" -ge 2 ]; do
+  if [ -e "$1" ] && [ ! -e "$2" ]; then
+    mkdir -p -- "$(dirname -- "$2")"
+    cp -p -- "$1" "$2.shipit-tmp~"
+    mv -f -- "$2.shipit-tmp~" "$2"
+  fi
+  shift 2
+done
+"#;
+
+/// Remove what is left of the earlier layout once none of its units runs: `$1` = 1 to
+/// `daemon-reload` afterwards, then the paths (files, or the lock directory).
+pub const REMOVE_LEGACY: &str = r#"
+reload=$1
+shift
+rm -rf -- "$@" || exit 1
+if [ "$reload" = 1 ]; then systemctl daemon-reload; fi
+"#;
+
 /// `docker login` with the password on stdin: `$1` user, `$2` registry.
 pub const DOCKER_LOGIN: &str = r#"docker login --username "$1" --password-stdin "$2" > /dev/null"#;
 
@@ -148,9 +191,10 @@ pub const ECHO_ARGS: &str = r#"for a; do printf '%s\0' "$a"; done"#;
 /// A shell function printing a host's deploy state: `$1` upstream include, `$2`/`$3`
 /// blue/green unit env files, `$4`/`$5` blue/green unit names, `$6`/`$7` blue/green app env
 /// files, `$8` lock dir, `$9` history file, `${10}` = 1 to compare each colour's settings with
-/// the ones on stdin. One `KEY VALUE` line each, file contents base64-encoded (`-` when
-/// absent). The comparison happens here, on the host: only `same` or `differs` leaves it,
-/// never the settings nor anything derived from them.
+/// the ones on stdin, `${11}`/`${12}` the blue/green units of the earlier layout (keyed by the
+/// app alone), `${13}` its upstream include. One `KEY VALUE` line each, file contents
+/// base64-encoded (`-` when absent). The comparison happens here, on the host: only `same` or
+/// `differs` leaves it, never the settings nor anything derived from them.
 macro_rules! dump_state_fn {
     () => {
         r#"
@@ -160,10 +204,11 @@ dump_state() {
   printf 'upstream '; b64 "$1"
   printf 'env-blue '; b64 "$2"
   printf 'env-green '; b64 "$3"
-  # One systemctl call for the three units: its lines come in the order asked.
-  systemctl is-active -- "$4" "$5" nginx.service 2>/dev/null | {
-    read -r blue; read -r green; read -r nginx
+  # One systemctl call for the five units: its lines come in the order asked.
+  systemctl is-active -- "$4" "$5" "${11}" "${12}" nginx.service 2>/dev/null | {
+    read -r blue; read -r green; read -r old_blue; read -r old_green; read -r nginx
     printf 'active-blue %s\nactive-green %s\n' "$blue" "$green"
+    printf 'legacy-blue %s\nlegacy-green %s\n' "$old_blue" "$old_green"
     for c in blue:"$6" green:"$7"; do
       f=${c#*:}
       if [ "${10}" != 1 ] || [ ! -f "$f" ]; then v=-
@@ -177,6 +222,7 @@ dump_state() {
       first=$((total > 200 ? total - 199 : 1))
       printf 'history %s ' "$first"; tail -n 200 -- "$9" | base64 -w0; echo
     else echo 'history -'; fi
+    if [ -f "${13}" ]; then echo 'legacy-upstream yes'; else echo 'legacy-upstream no'; fi
     printf 'nginx %s\n' "$nginx"
   }
 }
@@ -184,7 +230,7 @@ dump_state() {
     };
 }
 
-/// Print a host's deploy state (see `dump_state_fn`; the same ten arguments).
+/// Print a host's deploy state (see `dump_state_fn`; the same thirteen arguments).
 pub const DEPLOY_STATE: &str = concat!(dump_state_fn!(), r#"dump_state "$@""#);
 
 /// Take the environment lock: `$1` lock dir, `$2` holder details (JSON). `mkdir` is atomic:
@@ -199,7 +245,7 @@ if mkdir -- "$1" 2>/dev/null; then
   printf '%s\n' "$2" > "$1/info.json.tmp" && mv -f -- "$1/info.json.tmp" "$1/info.json" || { rm -rf -- "$1"; exit 1; }
   echo acquired
   shift 2
-  if [ "$#" -ge 10 ]; then dump_state "$@"; fi
+  if [ "$#" -ge 13 ]; then dump_state "$@"; fi
 else
   printf 'held '; if [ -f "$1/info.json" ]; then base64 -w0 < "$1/info.json"; fi; echo
 fi
@@ -219,7 +265,8 @@ if [ -z "$2" ] || grep -qF -- "\"id\":\"$2\"" "$1/info.json" 2>/dev/null; then r
 "#;
 
 /// Start a release in a colour: `$1` image, `$2` unit, `$3` unit env file, `$4` app env
-/// file, `$5` the unit's container, `$6` the port it will publish, `$7` the upstream include;
+/// file, `$5` the unit's container, `$6` the port it will publish, `$7` the upstream include,
+/// `$8` the colour's unit in the earlier layout (stopped for good first: the colour is idle);
 /// then the unit env lines. The app env (it holds secrets) arrives on stdin. Both files are
 /// written beside their target at mode 0600 and renamed into place.
 ///
@@ -228,13 +275,16 @@ if [ -z "$2" ] || grep -qF -- "\"id\":\"$2\"" "$1/info.json" 2>/dev/null; then r
 /// `shipit-port-held PORT KIND NAME`).
 pub const PREPARE: &str = r#"
 set -e
-image=$1 unit=$2 unit_env=$3 app_env=$4 container=$5 port=$6 upstream=$7
-shift 7
+image=$1 unit=$2 unit_env=$3 app_env=$4 container=$5 port=$6 upstream=$7 legacy=$8
+shift 8
 old=$(sed -n 's/^SHIPIT_PORT=//p' "$unit_env" 2>/dev/null || true)
 if [ -n "$old" ] && grep -q "^server 127\.0\.0\.1:$old max_fails" "$upstream" 2>/dev/null \
-   && systemctl is-active --quiet -- "$unit"; then
+   && { systemctl is-active --quiet -- "$unit" || systemctl is-active --quiet -- "$legacy"; }; then
   echo "shipit-refused-live $unit serves port $old" >&2
   exit 5
+fi
+if systemctl cat -- "$legacy" > /dev/null 2>&1; then
+  systemctl disable --quiet --now -- "$legacy" 2> /dev/null || systemctl stop -- "$legacy"
 fi
 others=$(docker ps --filter "publish=$port" --format '{{.Names}}' | grep -vxF -- "$container" || true)
 if [ -n "$others" ]; then
@@ -262,6 +312,30 @@ mv -f -- "$tmp" "$unit_env"
 systemctl reset-failed -- "$unit" 2> /dev/null || true
 systemctl enable --quiet -- "$unit"
 systemctl restart -- "$unit"
+"#;
+
+/// Which of the ports before `--` something else holds than the containers after it: one
+/// `held PORT container NAMES` or `held PORT process NAME (pid N)` line per such port.
+pub const PORTS_HELD: &str = r#"
+ports=
+while [ "$#" -gt 0 ] && [ "$1" != -- ]; do ports="$ports $1"; shift; done
+[ "$#" -gt 0 ] && shift
+for p in $ports; do
+  others=$(docker ps --filter "publish=$p" --format '{{.Names}}' 2>/dev/null | while read -r n; do
+    mine=0
+    for a; do [ "$n" = "$a" ] && mine=1; done
+    [ "$mine" = 1 ] || printf '%s ' "$n"
+  done)
+  if [ -n "$others" ]; then echo "held $p container $others"; continue; fi
+  ours=0
+  for a; do
+    if [ -n "$(docker ps -q --filter "name=^$a\$" --filter "publish=$p" 2>/dev/null)" ]; then ours=1; fi
+  done
+  [ "$ours" = 1 ] && continue
+  holder=$(ss -Hltnp "sport = :$p" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -n 1)
+  if [ -n "$holder" ]; then echo "held $p process $holder"; fi
+done
+true
 "#;
 
 /// Who answers on a port: `$1` the container that should, `$2` the host port, `$3` the
@@ -306,14 +380,24 @@ echo "shipit: nginx reloaded but its new workers did not start within 5s" >&2
 exit 1
 "#;
 
-/// Stop units `$@` and keep them from starting at boot.
-pub const STOP: &str = r#"systemctl disable --quiet --now -- "$@""#;
+/// Stop units `$@` and keep them from starting at boot; a unit whose file is gone (of the
+/// earlier layout, say) is skipped.
+pub const STOP: &str = r#"
+status=0
+for u; do
+  systemctl cat -- "$u" > /dev/null 2>&1 || continue
+  systemctl disable --quiet --now -- "$u" || status=1
+done
+exit $status
+"#;
 
-/// The last `$2` lines a unit `$1` logged (the container's output).
-pub const LOGS: &str = r#"journalctl -u "$1" -n "${2:-50}" --no-pager -o cat 2>&1"#;
+/// The last `$2` lines a unit `$1` logged (the container's output), with those of `$3` (the
+/// colour's unit in the earlier layout) when given.
+pub const LOGS: &str = r#"journalctl -u "$1" ${3:+-u "$3"} -n "${2:-50}" --no-pager -o cat 2>&1"#;
 
-/// The last `$2` lines of unit `$1`, then what it logs from now on.
-pub const FOLLOW_LOGS: &str = r#"exec journalctl -u "$1" -n "$2" --no-pager -o cat -f"#;
+/// The last `$2` lines of unit `$1` (and of `$3` when given), then what it logs from now on.
+pub const FOLLOW_LOGS: &str =
+    r#"exec journalctl -u "$1" ${3:+-u "$3"} -n "$2" --no-pager -o cat -f"#;
 
 /// Maintenance on: `$1` the page (HTML on stdin) and `$2` the flag nginx tests per request.
 /// Both written beside their target and renamed; no reload is needed.
@@ -347,6 +431,16 @@ docker image ls --digests --format '{{.Repository}}@{{.Digest}}' -- "$repo" | wh
   if [ "$keep" = 0 ]; then docker image rm -- "$ref" > /dev/null 2>&1 && echo "$ref"; fi
 done
 true
+"#;
+
+/// Who the login user is and whether it may act as root, run as that user (never under
+/// sudo): `user NAME`, `uid N`, then `root yes`, `sudo yes`, or `sudo no` followed by what
+/// sudo said (`password` when it wants one).
+pub const SUDO_PROBE: &str = r#"
+printf 'user %s\nuid %s\n' "$(id -un)" "$(id -u)"
+if [ "$(id -u)" = 0 ]; then echo 'root yes'; exit 0; fi
+if ! command -v sudo > /dev/null 2>&1; then echo 'sudo missing'; exit 0; fi
+if out=$(sudo -n true 2>&1); then echo 'sudo yes'; else printf 'sudo no %s\n' "$(printf '%s' "$out" | head -n 1)"; fi
 "#;
 
 /// What `shipit doctor` checks on a host: one `KEY VALUE` line each. `$1` is the registry

@@ -8,7 +8,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -113,6 +112,37 @@ impl Testbed {
             .expect("ssh runs")
     }
 
+    /// Write `content` to `path` on a host (mode `mode`), through ssh's stdin.
+    pub fn put(&self, host: &TestHost, path: &str, content: &str, mode: &str) {
+        use std::io::Write as _;
+        let (_, port) = host.dest.rsplit_once(':').unwrap();
+        let mut child = Command::new("ssh")
+            .args(["-i"])
+            .arg(&self.key)
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .args(["-p", port, "root@127.0.0.1"])
+            .arg(format!(
+                "mkdir -p \"$(dirname '{path}')\" && cat > '{path}' && chmod {mode} '{path}'"
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(content.as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "writing {path} on {}",
+            host.dest
+        );
+    }
+
     /// Like [`sh`], but the command must succeed; returns stdout.
     pub fn sh_ok(&self, host: &TestHost, script: &str) -> String {
         let out = self.sh(host, script);
@@ -125,16 +155,20 @@ impl Testbed {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Remove everything shipit may have put on a host for `app`.
+    /// Remove everything shipit may have put on a host for `app`, in any environment, and in
+    /// the earlier layout (keyed by the app alone).
     pub fn wipe(&self, host: &TestHost, app: &str) {
         self.sh_ok(
             host,
             &format!(
-                "systemctl stop '{app}@blue' '{app}@green' 2>/dev/null; \
-                 systemctl reset-failed '{app}@blue' '{app}@green' 2>/dev/null; \
-                 rm -rf /etc/nginx/conf.d/shipit-{app}.conf /etc/nginx/conf.d/.shipit-{app}.conf.* \
-                 /etc/systemd/system/{app}@.service /etc/systemd/system/.{app}@.service.* \
-                 /etc/logrotate.d/shipit-{app} /etc/logrotate.d/.shipit-{app}.* \
+                "for u in $(systemctl list-units --all --plain --no-legend '{app}@*' '{app}_*@*' | awk '{{print $1}}'); do \
+                   systemctl disable --now \"$u\" 2>/dev/null; systemctl reset-failed \"$u\" 2>/dev/null; done; \
+                 rm -rf /etc/nginx/conf.d/shipit-{app}.conf /etc/nginx/conf.d/shipit-{app}_*.conf \
+                 /etc/nginx/conf.d/.shipit-{app}.conf.* /etc/nginx/conf.d/.shipit-{app}_*.conf.* \
+                 /etc/systemd/system/{app}@.service /etc/systemd/system/{app}_*@.service \
+                 /etc/systemd/system/.{app}@.service.* /etc/systemd/system/.{app}_*@.service.* \
+                 /etc/logrotate.d/shipit-{app} /etc/logrotate.d/shipit-{app}_* \
+                 /etc/logrotate.d/.shipit-{app}.* /etc/logrotate.d/.shipit-{app}_* \
                  /etc/shipit/{app} /var/log/shipit/{app} /var/lib/shipit/{app} && \
                  systemctl daemon-reload && (nginx -t -q && systemctl reload-or-restart nginx)"
             ),
@@ -424,6 +458,19 @@ impl App {
     /// The hello example app as `name`, its colours on `port` and `port + 1` of each host,
     /// with `env` lines in `[env.clear]`; provisioned on `hosts`.
     pub fn hello(testbed: &Testbed, name: &str, hosts: &[TestHost], port: u16, env: &str) -> App {
+        let app = App::hello_unprovisioned(testbed, name, hosts, port, env);
+        app.shipit(&["provision", "production"]).success();
+        app
+    }
+
+    /// [`App::hello`] without the provision: the hosts are wiped of the app, nothing else.
+    pub fn hello_unprovisioned(
+        testbed: &Testbed,
+        name: &str,
+        hosts: &[TestHost],
+        port: u16,
+        env: &str,
+    ) -> App {
         let app = App::new(testbed, name, hosts);
         for h in hosts {
             testbed.wipe(h, name);
@@ -444,7 +491,6 @@ impl App {
             &std::fs::read_to_string(root.join(".dockerignore")).unwrap(),
         );
         app.set_hello_env(port, env);
-        app.shipit(&["provision", "production"]).success();
         app
     }
 
@@ -521,7 +567,7 @@ impl Load {
                 let mut tasks = Vec::new();
                 for url in targets {
                     for _ in 0..clients_per_host {
-                        let client = reqwest::Client::builder()
+                        let client = shipit::tls::client_builder()
                             .no_proxy()
                             .timeout(std::time::Duration::from_secs(5))
                             .build()
@@ -665,8 +711,43 @@ impl Spawned {
     }
 }
 
-/// A webhook receiver on 127.0.0.1: records `(path, body)`, answers 500 to the first
-/// `fail_first` requests (to exercise the retries), then 200.
+/// A certificate authority of the test's own, and certificates it signs: what a team with a
+/// private CA has. Its certificate goes in a PEM file for `SSL_CERT_FILE`.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pub pem_file: tempfile::NamedTempFile,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "shipit test CA");
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let pem_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(pem_file.path(), issuer.pem()).unwrap();
+        TestCa { issuer, pem_file }
+    }
+
+    /// A certificate and key for `names` (DNS names or IP addresses), signed by this CA.
+    pub fn issue(&self, names: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert, key)
+    }
+}
+
+/// A webhook receiver on 127.0.0.1, over HTTP or HTTPS (hyper, and rustls with a certificate
+/// of a [`TestCa`] for `127.0.0.1` and `localhost`): records `(path, body)` of each POST and
+/// answers 500 to the first `fail_first` requests (to exercise the retries), then 200.
 pub struct Receiver {
     pub url: String,
     received: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
@@ -674,53 +755,96 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(fail_first: usize) -> Receiver {
+        Receiver::serve(fail_first, None)
+    }
+
+    /// Over HTTPS, with a certificate `ca` signed; the URL names `127.0.0.1`.
+    pub fn start_tls(fail_first: usize, ca: &TestCa) -> Receiver {
+        let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
+        shipit::tls::install_provider();
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        Receiver::serve(fail_first, Some(Arc::new(config)))
+    }
+
+    fn serve(fail_first: usize, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
         let store = Arc::clone(&received);
         std::thread::spawn(move || {
-            let mut seen = 0;
-            for stream in listener.incoming().take(200) {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+                for _ in 0..200 {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let store = Arc::clone(&store);
+                    let seen = Arc::clone(&seen);
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let store = Arc::clone(&store);
+                            let seen = Arc::clone(&seen);
+                            async move {
+                                use http_body_util::BodyExt;
+                                let path = req.uri().path().to_owned();
+                                let body = req.into_body().collect().await?.to_bytes();
+                                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                                let status = if n <= fail_first {
+                                    500
+                                } else {
+                                    store.lock().unwrap().push((
+                                        path,
+                                        serde_json::from_slice(&body).unwrap_or_default(),
+                                    ));
+                                    200
+                                };
+                                Ok::<_, hyper::Error>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match acceptor {
+                            Some(acceptor) => {
+                                // A client that refuses our certificate ends here.
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    let _ = http
+                                        .serve_connection(
+                                            hyper_util::rt::TokioIo::new(stream),
+                                            service,
+                                        )
+                                        .await;
+                                }
+                            }
+                            None => {
+                                let _ = http
+                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    });
                 }
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_owned();
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                seen += 1;
-                let status = if seen <= fail_first {
-                    "500 Internal Server Error"
-                } else {
-                    "200 OK"
-                };
-                if seen > fail_first {
-                    store
-                        .lock()
-                        .unwrap()
-                        .push((path, serde_json::from_slice(&body).unwrap_or_default()));
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
+            });
         });
         Receiver { url, received }
     }
