@@ -16,6 +16,9 @@ pub struct Check {
     pub place: String,
     pub what: &'static str,
     pub ok: bool,
+    /// Passed, but something wants attention soon (a certificate near its expiry).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
@@ -32,6 +35,7 @@ fn check(
         place: place.to_owned(),
         what,
         ok,
+        warning: false,
         detail: detail.into(),
         fix: (!ok).then(fix),
     }
@@ -95,7 +99,7 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
                 Err(e) => {
                     let text = e.to_string();
                     let (detail, fix) = text.split_once("\n  help: ").map_or((text.clone(), None), |(d, f)| (d.to_owned(), Some(f.to_owned())));
-                    return vec![Check { place, what: "ssh and host key", ok: false, detail, fix: fix.or(Some("check the host and `ssh.*`".into())) }];
+                    return vec![Check { place, what: "ssh and host key", ok: false, warning: false, detail, fix: fix.or(Some("check the host and `ssh.*`".into())) }];
                 }
             };
             // What sudo allows, asked as the login user itself.
@@ -129,6 +133,10 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
                         .arg(format!("{}-green", config.app)),
                 )
                 .await;
+            let tls = match &config.tls {
+                Some(_) => Some(tls_check(&place, &host, &config.domain).await),
+                None => None,
+            };
             host.close().await;
             let text = match out {
                 Ok(out) => String::from_utf8_lossy(&out).into_owned(),
@@ -164,6 +172,7 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
             let middle = (local(sent) + local(received)) / 2;
             let skew = Duration::from_nanos(u64::try_from(remote_ns.abs_diff(middle)).unwrap_or(u64::MAX));
             c.push(check(&place, "clock", skew < Duration::from_secs(2), format!("{} ms from this machine", skew.as_millis()), || "run NTP on the host (`timedatectl set-ntp true`): lock ages and history times depend on it".into()));
+            c.extend(tls);
             c
         }
     })
@@ -207,6 +216,7 @@ fn sudo_check(place: &str, probe: &str) -> Option<Check> {
         place: place.to_owned(),
         what: "root or sudo",
         ok: false,
+        warning: false,
         detail,
         fix: Some(if sudo == "missing" {
             format!("install sudo (`apt-get install sudo`), then {sudoers}")
@@ -216,13 +226,54 @@ fn sudo_check(place: &str, probe: &str) -> Option<Check> {
     })
 }
 
+/// Under this many days before it expires, the served certificate is a warning.
+pub const CERTIFICATE_WARNING_DAYS: i64 = 14;
+
+/// The certificate a host serves for `domain` (over the SSH tunnel, with the domain as SNI):
+/// its expiry (a warning under [`CERTIFICATE_WARNING_DAYS`]), issuer, and whether this machine
+/// trusts it.
+async fn tls_check(place: &str, host: &Host, domain: &str) -> Check {
+    let what = "tls certificate";
+    let tunnel = match crate::probe::Tunnel::open(host, 443).await {
+        Ok(t) => t,
+        Err(e) => return check(place, what, false, e.to_string(), || "check that nginx listens on 443 (`shipit provision`)".into()),
+    };
+    let seen = crate::probe::get_over_tls(&tunnel, domain, "/").await;
+    let Some((not_after, _subject, issuer)) = seen.certificate.as_deref().and_then(crate::probe::certificate_facts) else {
+        return check(place, what, false, format!("no certificate read for `{domain}`: {}", seen.answer), || "check `[tls]` and run `shipit provision`".into());
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let days = (not_after - now).div_euclid(86_400);
+    let expiry = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64));
+    let trust = match &seen.untrusted {
+        None => "trusted here".to_owned(),
+        Some(reason) => format!("not trusted by this machine: {reason}"),
+    };
+    let detail = format!("`{domain}` expires {expiry} (in {days} days), issued by {issuer}; {trust}");
+    if not_after <= now {
+        return check(place, what, false, detail, || "renew the certificate and install it on every host".into());
+    }
+    Check {
+        place: place.to_owned(),
+        what,
+        ok: true,
+        warning: days < CERTIFICATE_WARNING_DAYS,
+        detail,
+        fix: (days < CERTIFICATE_WARNING_DAYS).then(|| format!("renew it within {days} days and install it on every host")),
+    }
+}
+
 /// The text of the checks, one line each, fixes indented below.
 pub fn render(checks: &[Check]) -> String {
     let mut s = String::new();
     for c in checks {
         s.push_str(&format!(
             "{} {}: {}: {}\n",
-            if c.ok { "ok  " } else { "FAIL" },
+            match (c.ok, c.warning) {
+                (false, _) => "FAIL",
+                (true, true) => "WARN",
+                (true, false) => "ok  ",
+            },
             c.place,
             c.what,
             c.detail

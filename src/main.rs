@@ -4,9 +4,10 @@ use shipit::cli::{self, Cli};
 
 fn main() {
     let cli = Cli::parse();
+    // rustls logs each certificate it refuses; shipit says so itself, with what to do.
     let filter = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
+        (true, _) => "error,rustls=off",
+        (false, 0) => "warn,rustls=off",
         (false, 1) => "shipit=info",
         (false, _) => "shipit=debug",
     };

@@ -185,6 +185,96 @@ pub async fn get_within(
     }
 }
 
+/// What an HTTPS request through a host's nginx saw: the answer, whether this machine trusts
+/// the certificate served (and why not), and the certificate itself.
+pub struct TlsAnswer {
+    pub answer: Answer,
+    /// `None` when trusted; else what the verifier said (unknown issuer, expired, ...).
+    pub untrusted: Option<String>,
+    /// The certificate the host served (DER), when the handshake got that far.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// One GET over HTTPS through the tunnel to a host's 443, with `domain` as SNI and `Host`: as a
+/// user's browser reaches the site. A certificate this machine does not trust is said, and the
+/// request made again without checking it, so that the answer is still seen.
+pub async fn get_over_tls(tunnel: &Tunnel, domain: &str, path: &str) -> TlsAnswer {
+    let attempt = |check: bool| async move {
+        let client = crate::tls::client_builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(domain, tunnel.local)
+            .tls_info(true)
+            .danger_accept_invalid_certs(!check)
+            .build()?;
+        client
+            .get(format!("https://{domain}{path}"))
+            .header("X-Shipit-Verify", "1")
+            .send()
+            .await
+    };
+    let (sent, untrusted) = match attempt(true).await {
+        Err(e) if is_certificate_error(&e) => {
+            let reason = error_chain(&e);
+            let reason = reason.rsplit(": ").next().unwrap_or(&reason).to_owned();
+            (attempt(false).await, Some(reason))
+        }
+        other => (other, None),
+    };
+    match sent {
+        Ok(resp) => {
+            let certificate = resp
+                .extensions()
+                .get::<reqwest::tls::TlsInfo>()
+                .and_then(|i| i.peer_certificate().map(<[u8]>::to_vec));
+            let status = resp.status().as_u16();
+            let upstream = resp
+                .headers()
+                .get("x-shipit-upstream")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = resp.text().await.unwrap_or_default();
+            TlsAnswer {
+                answer: Answer {
+                    status: Some(status),
+                    body,
+                    upstream,
+                    error: None,
+                },
+                untrusted,
+                certificate,
+            }
+        }
+        Err(e) => TlsAnswer {
+            answer: Answer {
+                status: None,
+                body: String::new(),
+                upstream: None,
+                error: Some(error_chain(&e)),
+            },
+            untrusted,
+            certificate: None,
+        },
+    }
+}
+
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let text = error_chain(e).to_lowercase();
+    text.contains("certificate") || text.contains("unknownissuer")
+}
+
+/// A certificate's expiry (unix seconds), subject and issuer, read from its DER.
+pub fn certificate_facts(der: &[u8]) -> Option<(i64, String, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some((
+        cert.validity().not_after.timestamp(),
+        cert.subject().to_string(),
+        cert.issuer().to_string(),
+    ))
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();

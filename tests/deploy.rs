@@ -383,19 +383,30 @@ fn a_killed_deploy_is_converged_by_the_next_one() {
 fn tls_sites_serve_https_redirect_http_and_still_verify() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
+    // A certificate of the team's private CA, two days from its expiry.
+    let ca = support::TestCa::new();
+    let (cert, key) = ca.issue_for_days(&["t-tls.test"], 2);
     for h in &hosts {
-        tb.sh_ok(
-            h,
-            "mkdir -p /etc/ssl/shipit-test && cd /etc/ssl/shipit-test && [ -s key.pem ] || \
-             openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 -subj /CN=t-tls.test 2>/dev/null",
-        );
+        tb.put(h, "/etc/ssl/shipit-test-san/cert.pem", &cert.pem(), "644");
+        tb.put(h, "/etc/ssl/shipit-test-san/key.pem", &key.serialize_pem(), "600");
     }
-    let app = App::hello(&tb, "t-tls", &hosts, 4161, "");
-    let tls = "\n[tls]\ncertificate = \"/etc/ssl/shipit-test/cert.pem\"\ncertificate_key = \"/etc/ssl/shipit-test/key.pem\"\n";
+    let mut app = App::hello(&tb, "t-tls", &hosts, 4161, "");
+    let tls = "\n[tls]\ncertificate = \"/etc/ssl/shipit-test-san/cert.pem\"\ncertificate_key = \"/etc/ssl/shipit-test-san/key.pem\"\n";
     app.env_file("production", &tb, &hosts, tls).commit();
     app.shipit(&["provision", "production"]).success();
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
+    let run = app
+        .shipit(&["deploy", "production", "--version", "1.0.0"])
         .success();
+    // Verified over HTTPS with the domain as SNI too; a certificate this machine does not
+    // trust (the CA is not given yet) is said, per host.
+    assert_eq!(
+        run.stderr
+            .matches("serves `t-tls.test` over HTTPS with a certificate this machine does not trust")
+            .count(),
+        2,
+        "{}",
+        run.stderr
+    );
     for h in &hosts {
         let https = tb.sh_ok(
             h,
@@ -415,6 +426,26 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
         let protocols = tb.sh_ok(h, "for p in tls1_1 tls1_2; do echo | openssl s_client -$p -connect 127.0.0.1:443 -servername t-tls.test >/dev/null 2>&1 && echo \"$p ok\" || echo \"$p refused\"; done");
         assert_eq!(protocols, "tls1_1 refused\ntls1_2 ok\n");
     }
+    // Doctor reads the served certificate: under 14 days is a warning, not a failure.
+    let doctor = app.shipit(&["doctor", "production"]).success();
+    for h in &hosts {
+        assert!(
+            doctor.stdout.contains(&format!(
+                "WARN {}: tls certificate: `t-tls.test` expires",
+                h.dest
+            )) && doctor.stdout.contains("(in 1 days)"),
+            "{}",
+            doctor.stdout
+        );
+    }
+    // With the private CA trusted (`SSL_CERT_FILE`), nothing is said.
+    app.set_env("SSL_CERT_FILE", &ca.pem_file.path().display().to_string());
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .success();
+    assert!(!run.stderr.contains("does not trust"), "{}", run.stderr);
+    let doctor = app.shipit(&["doctor", "production"]).success();
+    assert!(doctor.stdout.contains("; trusted here"), "{}", doctor.stdout);
 }
 
 #[test]

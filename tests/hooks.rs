@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{App, Receiver, Testbed};
+use support::{App, Receiver, TestCa, Testbed};
 
 fn configure(app: &App, extra: &str) {
     let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
@@ -181,4 +181,69 @@ fn a_smoke_check_over_its_thresholds_rolls_back_and_a_dead_webhook_never_fails_a
         run.stderr
     );
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 2]);
+}
+
+#[test]
+fn https_webhooks_slack_and_discord_with_a_private_ca_and_an_untrusted_one_only_warns() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(1);
+    let ca = TestCa::new();
+    let rx = Receiver::start_tls(0, &ca);
+    let mut app = App::hello(&tb, "t-https", &hosts, 4441, "");
+    let by_name = rx.url.replace("127.0.0.1", "localhost");
+    configure(
+        &app,
+        &format!(
+            "[notify]\nwebhook = \"{0}/hook\"\nslack = \"{0}/services/T0/B0/slack-token\"\ndiscord = \"{by_name}/api/webhooks/1/discord-token\"\n",
+            rx.url
+        ),
+    );
+    // A team's private CA, given to shipit the usual way.
+    app.set_env("SSL_CERT_FILE", &ca.pem_file.path().display().to_string());
+    let run = app
+        .shipit(&["deploy", "production", "--version", "1.0.0"])
+        .success();
+    assert!(!run.stderr.contains("could not notify"), "{}", run.stderr);
+    let mut got = rx.received();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/webhooks/1/discord-token",
+            "/hook",
+            "/services/T0/B0/slack-token"
+        ]
+    );
+    assert!(
+        got[0].1["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("t-https deployed 1.0.0+"),
+        "{got:?}"
+    );
+    assert_eq!(got[1].1["event"], "deployed");
+    assert!(got[2].1["text"].as_str().unwrap().contains("deployed 1.0.0+"));
+
+    // A deployer that does not trust that CA: a clear warning per endpoint, never a failed
+    // deploy, and no token printed.
+    app.set_env("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt");
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0"])
+        .success();
+    assert_eq!(
+        run.stderr
+            .matches("its TLS certificate is not trusted by this machine")
+            .count(),
+        3,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("token"),
+        "the URLs' tokens stay out: {}",
+        run.stderr
+    );
+    assert_eq!(rx.received().len(), 3, "nothing was sent without trust");
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"]);
 }

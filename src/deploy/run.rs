@@ -514,6 +514,9 @@ impl<'a> Run<'a> {
                 }
                 self.verify_rounds(&all, direct, &nginx, window, &progress)
                     .await?;
+                if self.config.tls.is_some() {
+                    self.verify_over_tls(&all).await?;
+                }
                 for w in self.changing() {
                     let owner = self
                         .owner(&w)
@@ -554,6 +557,43 @@ impl<'a> Run<'a> {
                 t.elapsed().as_secs_f64()
             ),
         );
+        Ok(())
+    }
+
+    /// With `[tls]`: one request per host over HTTPS through nginx, with the domain as SNI, as
+    /// a browser makes it: healthy, and answered by the new colour. A certificate this machine
+    /// does not trust is a warning (it may be a private CA's), never a failure.
+    async fn verify_over_tls(&self, all: &[Work<'a>]) -> Result<(), Error> {
+        let domain = &self.config.domain;
+        let expect = self.expect();
+        for w in all {
+            let host = w.host.spec.to_string();
+            let tunnel = Tunnel::open(&w.host, 443)
+                .await
+                .map_err(|e| verify_failed(&host, e.to_string()))?;
+            let seen = probe::get_over_tls(&tunnel, domain, expect.path).await;
+            if !expect.healthy(&seen.answer) {
+                return Err(verify_failed(
+                    &host,
+                    format!("over HTTPS (SNI `{domain}`): {}", seen.answer),
+                ));
+            }
+            if served_by(seen.answer.upstream.as_deref()) != Some(w.step.port) {
+                return Err(verify_failed(
+                    &host,
+                    format!(
+                        "over HTTPS (SNI `{domain}`), nginx answered from `{}`, not from the new copy on port {}",
+                        seen.answer.upstream.as_deref().unwrap_or("-"),
+                        w.step.port
+                    ),
+                ));
+            }
+            if let Some(reason) = seen.untrusted {
+                ui::warn(&format!(
+                    "`{host}` serves `{domain}` over HTTPS with a certificate this machine does not trust ({reason}); if it is a private CA's, set SSL_CERT_FILE to a bundle that holds it"
+                ));
+            }
+        }
         Ok(())
     }
 

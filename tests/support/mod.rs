@@ -735,11 +735,19 @@ impl TestCa {
 
     /// A certificate and key for `names` (DNS names or IP addresses), signed by this CA.
     pub fn issue(&self, names: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
+        self.issue_for_days(names, 90)
+    }
+
+    /// The same, valid from an hour ago for `days` days.
+    pub fn issue_for_days(&self, names: &[&str], days: i64) -> (rcgen::Certificate, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(
+        let mut params = rcgen::CertificateParams::new(
             names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
         )
         .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(days);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert, key)
     }
