@@ -21,11 +21,12 @@ fuzz=0
 if [[ ${SHIPIT_FUZZ_SECONDS:-60} != 0 ]]; then
   bash fuzz/run.sh "${SHIPIT_FUZZ_SECONDS:-60}" || fuzz=$?
 fi
-tests=0
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@" || tests=$?
-else
-  cargo test --workspace --no-fail-fast "$@" || tests=$?
+# cargo-nextest runs the testbed tests one at a time (.config/nextest.toml) and the others
+# in parallel; a plain `cargo test` would run them all at once on the shared hosts.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
 fi
+tests=0
+cargo nextest run --workspace --no-fail-fast "$@" || tests=$?
 if (( fuzz != 0 )); then echo "test.sh: the fuzz run failed" >&2; fi
 exit $(( tests != 0 ? tests : fuzz ))
