@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::remote::{RemoteCommand, scripts};
+use crate::remote::scripts;
 use crate::ssh::Host;
 
 #[derive(Debug, Serialize)]
@@ -104,7 +104,7 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
             };
             // What sudo allows, asked as the login user itself.
             let probe = host
-                .run_as_login_user(&RemoteCommand::new("check sudo", scripts::SUDO_PROBE))
+                .run_as_login_user(&scripts::SudoProbe.command())
                 .await;
             let probe = match probe {
                 Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -118,19 +118,21 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
                 return vec![check(&place, "ssh and host key", true, "connected", String::new), c];
             }
             let sent = SystemTime::now();
-            let out = host.check(&RemoteCommand::new("doctor", scripts::DOCTOR).arg(registry.clone())).await;
+            let out = host.check(&scripts::Doctor { registry: &registry }.command()).await;
             let received = SystemTime::now();
             let site = config.site();
             let ports = host
                 .check(
-                    &RemoteCommand::new("check the colour ports", scripts::PORTS_HELD)
-                        .arg(config.ports.blue.to_string())
-                        .arg(config.ports.green.to_string())
-                        .arg("--")
-                        .arg(site.container(crate::model::Colour::Blue))
-                        .arg(site.container(crate::model::Colour::Green))
-                        .arg(format!("{}-blue", config.app))
-                        .arg(format!("{}-green", config.app)),
+                    &scripts::PortsHeld {
+                        ports: &[config.ports.blue, config.ports.green],
+                        ours: &[
+                            site.container(crate::model::Colour::Blue),
+                            site.container(crate::model::Colour::Green),
+                            format!("{}-blue", config.app),
+                            format!("{}-green", config.app),
+                        ],
+                    }
+                    .command(),
                 )
                 .await;
             let tls = match &config.tls {
@@ -236,22 +238,43 @@ async fn tls_check(place: &str, host: &Host, domain: &str) -> Check {
     let what = "tls certificate";
     let tunnel = match crate::probe::Tunnel::open(host, 443).await {
         Ok(t) => t,
-        Err(e) => return check(place, what, false, e.to_string(), || "check that nginx listens on 443 (`shipit provision`)".into()),
+        Err(e) => {
+            return check(place, what, false, e.to_string(), || {
+                "check that nginx listens on 443 (`shipit provision`)".into()
+            });
+        }
     };
     let seen = crate::probe::get_over_tls(&tunnel, domain, "/").await;
-    let Some((not_after, _subject, issuer)) = seen.certificate.as_deref().and_then(crate::probe::certificate_facts) else {
-        return check(place, what, false, format!("no certificate read for `{domain}`: {}", seen.answer), || "check `[tls]` and run `shipit provision`".into());
+    let Some((not_after, _subject, issuer)) = seen
+        .certificate
+        .as_deref()
+        .and_then(crate::probe::certificate_facts)
+    else {
+        return check(
+            place,
+            what,
+            false,
+            format!("no certificate read for `{domain}`: {}", seen.answer),
+            || "check `[tls]` and run `shipit provision`".into(),
+        );
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let days = (not_after - now).div_euclid(86_400);
-    let expiry = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64));
+    let expiry = humantime::format_rfc3339_seconds(
+        UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64),
+    );
     let trust = match &seen.untrusted {
         None => "trusted here".to_owned(),
         Some(reason) => format!("not trusted by this machine: {reason}"),
     };
-    let detail = format!("`{domain}` expires {expiry} (in {days} days), issued by {issuer}; {trust}");
+    let detail =
+        format!("`{domain}` expires {expiry} (in {days} days), issued by {issuer}; {trust}");
     if not_after <= now {
-        return check(place, what, false, detail, || "renew the certificate and install it on every host".into());
+        return check(place, what, false, detail, || {
+            "renew the certificate and install it on every host".into()
+        });
     }
     Check {
         place: place.to_owned(),
@@ -259,7 +282,8 @@ async fn tls_check(place: &str, host: &Host, domain: &str) -> Check {
         ok: true,
         warning: days < CERTIFICATE_WARNING_DAYS,
         detail,
-        fix: (days < CERTIFICATE_WARNING_DAYS).then(|| format!("renew it within {days} days and install it on every host")),
+        fix: (days < CERTIFICATE_WARNING_DAYS)
+            .then(|| format!("renew it within {days} days and install it on every host")),
     }
 }
 

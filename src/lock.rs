@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::remote::{RemoteCommand, scripts};
+use crate::remote::scripts;
 use crate::signals::Cancel;
 use crate::ssh::Fleet;
 use crate::state::LockInfo;
@@ -188,14 +188,6 @@ enum Outcome {
     Held(Option<LockInfo>),
 }
 
-/// What to read from each host in the same round trip as taking the lock: the arguments of
-/// [`scripts::DEPLOY_STATE`] and its stdin (the settings each colour is compared with).
-#[derive(Clone, Debug, Default)]
-pub struct StateQuery {
-    pub args: Vec<String>,
-    pub stdin: Option<Vec<u8>>,
-}
-
 /// Take the lock on every host, or on none. With a `query`, each host answers with its state
 /// too, read under the lock.
 pub async fn acquire(
@@ -203,7 +195,7 @@ pub async fn acquire(
     config: &Config,
     info: &LockInfo,
     wait: Option<Duration>,
-    query: Option<&StateQuery>,
+    query: Option<&scripts::ReadState>,
 ) -> Result<Held, Error> {
     let me = me();
     let dir = config.site().lock_dir();
@@ -212,15 +204,12 @@ pub async fn acquire(
     loop {
         let results = fleet
             .each(|host| {
-                let mut cmd = RemoteCommand::new("take the lock", scripts::LOCK)
-                    .arg(dir.clone())
-                    .arg(info.to_json());
-                if let Some(q) = query {
-                    cmd = cmd.args(q.args.iter().cloned());
-                    if let Some(stdin) = &q.stdin {
-                        cmd = cmd.stdin(stdin.clone());
-                    }
+                let cmd = scripts::TakeLock {
+                    lock_dir: &dir,
+                    holder: &info.to_json(),
+                    state: query,
                 }
+                .command();
                 async move {
                     let out = host.check(&cmd).await?;
                     let text = String::from_utf8_lossy(&out);
@@ -250,13 +239,12 @@ pub async fn acquire(
                         host.spec,
                         describe(&holder)
                     ));
-                    let cmd = RemoteCommand::new(
-                        "take over a dead holder's lock",
-                        scripts::LOCK_TAKEOVER,
-                    )
-                    .arg(dir.clone())
-                    .arg(holder.id.clone())
-                    .arg(info.to_json());
+                    let cmd = scripts::TakeOverLock {
+                        lock_dir: &dir,
+                        expected_id: &holder.id,
+                        holder: &info.to_json(),
+                    }
+                    .command();
                     if let Err(e) = host.check(&cmd).await {
                         first_error.get_or_insert(e);
                     }
@@ -318,7 +306,7 @@ pub async fn with_lock<T, F, Fut>(
     command: &str,
     version: &str,
     wait: Option<Duration>,
-    query: Option<&StateQuery>,
+    query: Option<&scripts::ReadState>,
     f: F,
 ) -> Result<T, Error>
 where
@@ -357,9 +345,11 @@ pub async fn release(fleet: &Fleet, config: &Config, id: &str) -> Vec<(String, S
     let dir = config.site().lock_dir();
     let results = fleet
         .each(|host| {
-            let cmd = RemoteCommand::new("release the lock", scripts::UNLOCK)
-                .arg(dir.clone())
-                .arg(id.to_owned());
+            let cmd = scripts::ReleaseLock {
+                lock_dir: &dir,
+                id: Some(id),
+            }
+            .command();
             async move { host.check(&cmd).await }
         })
         .await;
@@ -382,9 +372,11 @@ pub async fn force_release(fleet: &Fleet, config: &Config) -> Result<(), Error> 
     let dir = config.site().lock_dir();
     let results = fleet
         .each(|host| {
-            let cmd = RemoteCommand::new("break the lock", scripts::UNLOCK)
-                .arg(dir.clone())
-                .arg("");
+            let cmd = scripts::ReleaseLock {
+                lock_dir: &dir,
+                id: None,
+            }
+            .command();
             async move { host.check(&cmd).await }
         })
         .await;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::remote::{RemoteCommand, scripts};
+use crate::remote::scripts;
 use crate::ssh::{Fleet, Host};
 use crate::ui;
 
@@ -71,21 +71,15 @@ pub async fn logs(
                 };
                 let site = config.site();
                 let unit = site.unit(colour);
-                let script = if follow {
-                    scripts::FOLLOW_LOGS
-                } else {
-                    scripts::LOGS
-                };
                 // The colour may still run under the earlier layout's unit (a moved host).
-                let legacy = if state.colour(colour).running_here() {
-                    String::new()
-                } else {
-                    site.legacy().unit(colour)
-                };
-                let cmd = RemoteCommand::new(format!("logs of {unit}"), script)
-                    .arg(unit.clone())
-                    .arg(lines.to_string())
-                    .arg(legacy);
+                let legacy = site.legacy().unit(colour);
+                let cmd = scripts::Logs {
+                    unit: &unit,
+                    lines,
+                    legacy_unit: (!state.colour(colour).running_here()).then_some(legacy.as_str()),
+                    follow,
+                }
+                .command();
                 host.stream_lines(&cmd, |line| {
                     ui::out(&log_line(format, width, &name, Some(&unit), line))
                 })
@@ -155,13 +149,16 @@ async fn switch_maintenance(
 ) -> Result<(), Error> {
     let results = fleet
         .each(|host| {
+            let page_file = format!("{dir}/maintenance.html");
             let cmd = if on {
-                RemoteCommand::new("maintenance on", scripts::MAINTENANCE_ON)
-                    .arg(format!("{dir}/maintenance.html"))
-                    .arg(flag.to_owned())
-                    .stdin(page.to_owned())
+                scripts::Maintenance::On {
+                    page_file: &page_file,
+                    flag_file: flag,
+                    page,
+                }
+                .command()
             } else {
-                RemoteCommand::new("maintenance off", scripts::MAINTENANCE_OFF).arg(flag.to_owned())
+                scripts::Maintenance::Off { flag_file: flag }.command()
             };
             async move { host.check(&cmd).await }
         })

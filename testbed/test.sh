@@ -15,6 +15,11 @@ if [[ -x examples/hello/build.sh ]]; then bash examples/hello/build.sh; fi
 # Should it fail, the other tests still run (the packaging tests then fail, saying why).
 bash testbed/bases.sh </dev/null >/dev/null || echo "test.sh: testbed/bases.sh failed" >&2
 
+# The scripts shipit runs on hosts (POSIX sh), and the project's own shell scripts.
+lint=0
+shellcheck -s sh src/remote/scripts/*.sh || lint=$?
+shellcheck testbed/*.sh bench/*.sh examples/hello/build.sh fuzz/run.sh .ci/run || lint=$?
+
 # The fuzz targets (configuration files, what hosts answer), bounded in time; then every test.
 # The test runner's summary comes last.
 fuzz=0
@@ -29,4 +34,5 @@ fi
 tests=0
 cargo nextest run --workspace --no-fail-fast "$@" || tests=$?
 if (( fuzz != 0 )); then echo "test.sh: the fuzz run failed" >&2; fi
-exit $(( tests != 0 ? tests : fuzz ))
+if (( lint != 0 )); then echo "test.sh: shellcheck found problems in the scripts (above)" >&2; fi
+exit $(( tests != 0 ? tests : fuzz != 0 ? fuzz : lint ))

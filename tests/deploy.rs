@@ -176,7 +176,7 @@ fn a_release_that_never_gets_healthy_switches_no_host() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("log lines of t-unhealthy@"),
+        run.stderr.contains("log lines of t-unhealthy_production@"),
         "{}",
         run.stderr
     );
@@ -388,7 +388,12 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
     let (cert, key) = ca.issue_for_days(&["t-tls.test"], 2);
     for h in &hosts {
         tb.put(h, "/etc/ssl/shipit-test-san/cert.pem", &cert.pem(), "644");
-        tb.put(h, "/etc/ssl/shipit-test-san/key.pem", &key.serialize_pem(), "600");
+        tb.put(
+            h,
+            "/etc/ssl/shipit-test-san/key.pem",
+            &key.serialize_pem(),
+            "600",
+        );
     }
     let mut app = App::hello(&tb, "t-tls", &hosts, 4161, "");
     let tls = "\n[tls]\ncertificate = \"/etc/ssl/shipit-test-san/cert.pem\"\ncertificate_key = \"/etc/ssl/shipit-test-san/key.pem\"\n";
@@ -401,7 +406,9 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
     // trust (the CA is not given yet) is said, per host.
     assert_eq!(
         run.stderr
-            .matches("serves `t-tls.test` over HTTPS with a certificate this machine does not trust")
+            .matches(
+                "serves `t-tls.test` over HTTPS with a certificate this machine does not trust"
+            )
             .count(),
         2,
         "{}",
@@ -445,7 +452,11 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
         .success();
     assert!(!run.stderr.contains("does not trust"), "{}", run.stderr);
     let doctor = app.shipit(&["doctor", "production"]).success();
-    assert!(doctor.stdout.contains("; trusted here"), "{}", doctor.stdout);
+    assert!(
+        doctor.stdout.contains("; trusted here"),
+        "{}",
+        doctor.stdout
+    );
 }
 
 #[test]
@@ -496,7 +507,7 @@ fn keep_previous_stop_drains_and_stops_the_old_colour_and_old_images_are_pruned(
 fn no_build_deploys_the_image_already_pushed_to_every_environment() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
-    let app = App::hello(&tb, "t-nobuild", &hosts, 4331, "");
+    let app = App::hello_unprovisioned(&tb, "t-nobuild", &hosts, 4331, "");
     // staging is the first host, production the second: one image for both.
     app.env_file(
         "staging",

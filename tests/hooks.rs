@@ -223,7 +223,12 @@ fn https_webhooks_slack_and_discord_with_a_private_ca_and_an_untrusted_one_only_
         "{got:?}"
     );
     assert_eq!(got[1].1["event"], "deployed");
-    assert!(got[2].1["text"].as_str().unwrap().contains("deployed 1.0.0+"));
+    assert!(
+        got[2].1["text"]
+            .as_str()
+            .unwrap()
+            .contains("deployed 1.0.0+")
+    );
 
     // A deployer that does not trust that CA: a clear warning per endpoint, never a failed
     // deploy, and no token printed.

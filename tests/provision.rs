@@ -341,7 +341,7 @@ fn unknown_host_key_is_refused_with_how_to_accept_it() {
 
 #[test]
 fn hostile_arguments_reach_the_host_unchanged() {
-    use shipit::remote::{RemoteCommand, scripts};
+    use shipit::remote::scripts;
     let tb = Testbed::from_env();
     let host = &tb.hosts(1)[0];
     let words = [
@@ -370,7 +370,7 @@ fn hostile_arguments_reach_the_host_unchanged() {
     let out = rt.block_on(async {
         let h = shipit::ssh::Host::connect(&spec, &ssh).await.unwrap();
         let out = h
-            .check(&RemoteCommand::new("echo", scripts::ECHO_ARGS).args(words))
+            .check(&scripts::EchoArgs { words: &words }.command())
             .await
             .unwrap();
         h.close().await;

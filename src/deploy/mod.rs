@@ -20,9 +20,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::lock::{self, StateQuery};
-use crate::model::Colour;
-use crate::remote::{RemoteCommand, scripts};
+use crate::lock;
+use crate::remote::scripts;
 use crate::secret::Secrets;
 use crate::ssh::{Fleet, Host};
 use crate::state::{self, HostState, ReleaseRef};
@@ -69,32 +68,6 @@ impl Kind {
     }
 }
 
-/// The state read of `config`'s app: [`scripts::DEPLOY_STATE`]'s arguments, and, with
-/// `settings`, the settings each colour's env file is compared with (on stdin).
-pub(crate) fn state_query(
-    config: &Config,
-    settings: Option<String>,
-) -> (Vec<String>, Option<Vec<u8>>) {
-    let site = config.site();
-    let legacy = site.legacy();
-    let args = vec![
-        site.upstream_include(),
-        site.unit_env(Colour::Blue),
-        site.unit_env(Colour::Green),
-        site.unit(Colour::Blue),
-        site.unit(Colour::Green),
-        site.app_env(Colour::Blue),
-        site.app_env(Colour::Green),
-        site.lock_dir(),
-        site.history(),
-        if settings.is_some() { "1" } else { "0" }.to_owned(),
-        legacy.unit(Colour::Blue),
-        legacy.unit(Colour::Green),
-        legacy.upstream_include(),
-    ];
-    (args, settings.map(String::into_bytes))
-}
-
 /// Parse a host's state; history lines it had to skip are warned about, naming the host.
 pub(crate) fn parse_host_state(
     config: &Config,
@@ -130,14 +103,10 @@ async fn observe_with(
     config: &Config,
     settings: Option<String>,
 ) -> Result<Vec<(String, HostState)>, Error> {
-    let (args, stdin) = state_query(config, settings);
+    let cmd = scripts::ReadState::of(&config.site(), settings).command();
     let results = fleet
         .each(|host| {
-            let mut cmd =
-                RemoteCommand::new("read deploy state", scripts::DEPLOY_STATE).args(args.clone());
-            if let Some(stdin) = &stdin {
-                cmd = cmd.stdin(stdin.clone());
-            }
+            let cmd = cmd.clone();
             async move {
                 let out = host.check(&cmd).await?;
                 parse_host_state(
@@ -337,8 +306,7 @@ async fn converge_locked<F>(
 where
     F: FnOnce(&[(String, HostState)]) -> Result<ReleaseRef, Error>,
 {
-    let (args, stdin) = state_query(config, Some(settings.clone()));
-    let query = StateQuery { args, stdin };
+    let query = scripts::ReadState::of(&config.site(), Some(settings.clone()));
     lock::with_lock(
         fleet,
         config,
@@ -477,6 +445,7 @@ pub(crate) fn first_line(e: &Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Colour;
 
     fn plan() -> Plan {
         Plan {

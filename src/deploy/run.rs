@@ -17,12 +17,12 @@ use futures::StreamExt;
 use tracing::{Instrument, info, info_span};
 
 use super::plan::{Action, HostStep, Plan};
-use super::{Kind, env, first_line, parse_host_state, state_query};
+use super::{Kind, env, first_line, parse_host_state};
 use crate::config::{Config, KeepPrevious};
 use crate::error::{Error, FleetSplit, HealthGateFailure, SplitHost};
 use crate::lock::{self, Me};
 use crate::probe::{self, Expect, Tunnel};
-use crate::remote::{RemoteCommand, scripts};
+use crate::remote::scripts;
 use crate::secret::Secrets;
 use crate::signals::Cancel;
 use crate::ssh::{Fleet, Host, each_bounded};
@@ -290,25 +290,25 @@ impl<'a> Run<'a> {
         let span = info_span!("prepare", host = %w.host.spec, colour = %colour);
         async {
             let env = env::app_env(self.config, self.secrets, target, colour)?;
-            let cmd = RemoteCommand::new(
-                format!("start {} on {colour}", target.release),
-                scripts::PREPARE,
-            )
-            .arg(target.image.clone())
-            .arg(site.unit(colour))
-            .arg(site.unit_env(colour))
-            .arg(site.app_env(colour))
-            .arg(site.container(colour))
-            .arg(w.step.port.to_string())
-            .arg(site.upstream_include())
-            .arg(site.legacy().unit(colour))
-            .args(state::unit_env(
-                target,
-                w.step.port,
-                colour,
-                &self.config.health.path,
-            ))
-            .stdin(env);
+            let cmd = scripts::Prepare {
+                label: format!("start {} on {colour}", target.release),
+                image: &target.image,
+                unit: &site.unit(colour),
+                unit_env_file: &site.unit_env(colour),
+                app_env_file: &site.app_env(colour),
+                container: &site.container(colour),
+                port: w.step.port,
+                upstream_include: &site.upstream_include(),
+                legacy_unit: &site.legacy().unit(colour),
+                unit_env_lines: state::unit_env(
+                    target,
+                    w.step.port,
+                    colour,
+                    &self.config.health.path,
+                ),
+                app_env: env,
+            }
+            .command();
             let t = Instant::now();
             let out = w.host.run(&cmd).await?;
             match out.code {
@@ -370,10 +370,12 @@ impl<'a> Run<'a> {
 
     /// Who answers on the new copy's port.
     async fn owner(&self, w: &Work<'a>) -> Result<PortOwner, Error> {
-        let cmd = RemoteCommand::new("check who answers on the port", scripts::PORT_OWNER)
-            .arg(self.config.site().container(w.step.to))
-            .arg(w.step.port.to_string())
-            .arg(self.config.container.port.to_string());
+        let cmd = scripts::WhoAnswers {
+            container: &self.config.site().container(w.step.to),
+            port: w.step.port,
+            container_port: self.config.container.port,
+        }
+        .command();
         let out = w.host.check(&cmd).await?;
         Ok(PortOwner::parse(&String::from_utf8_lossy(&out)))
     }
@@ -383,9 +385,13 @@ impl<'a> Run<'a> {
         let logs = w
             .host
             .run(
-                &RemoteCommand::new("read the unit's log", scripts::LOGS)
-                    .arg(unit.clone())
-                    .arg("50"),
+                &scripts::Logs {
+                    unit: &unit,
+                    lines: 50,
+                    legacy_unit: None,
+                    follow: false,
+                }
+                .command(),
             )
             .await
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -479,9 +485,12 @@ impl<'a> Run<'a> {
     }
 
     async fn write_upstream(&self, host: &Host, content: String, label: &str) -> Result<(), Error> {
-        let cmd = RemoteCommand::new(label.to_owned(), scripts::SWITCH)
-            .arg(self.config.site().upstream_include())
-            .arg(content);
+        let cmd = scripts::Switch {
+            label,
+            upstream_include: &self.config.site().upstream_include(),
+            content: &content,
+        }
+        .command();
         host.check(&cmd).await.map(|_| ())
     }
 
@@ -716,9 +725,11 @@ impl<'a> Run<'a> {
             async move {
                 // A struct of strings and integers always serializes.
                 let line = serde_json::to_string(&entry).unwrap_or_default();
-                let cmd = RemoteCommand::new("record the release", scripts::RECORD)
-                    .arg(self.config.site().history())
-                    .arg(line);
+                let cmd = scripts::Record {
+                    history: &self.config.site().history(),
+                    line: &line,
+                }
+                .command();
                 (w.host.spec.to_string(), w.host.check(&cmd).await)
             }
         })
@@ -737,9 +748,11 @@ impl<'a> Run<'a> {
         let results = each_bounded(all.to_vec(), self.fleet.max_parallel, |w| {
             let keep = super::plan::retained_images(self.config, w.state, &self.plan.target);
             async move {
-                let cmd = RemoteCommand::new("prune old images", scripts::PRUNE)
-                    .arg(self.config.image.clone())
-                    .args(keep);
+                let cmd = scripts::Prune {
+                    repository: &self.config.image,
+                    keep: &keep,
+                }
+                .command();
                 let out = w.host.check(&cmd).await?;
                 let removed = String::from_utf8_lossy(&out).lines().count();
                 if removed > 0 {
@@ -774,7 +787,13 @@ impl<'a> Run<'a> {
             let units = [site.unit(from.colour), site.legacy().unit(from.colour)];
             if let Err(e) = w
                 .host
-                .check(&RemoteCommand::new("stop the previous colour", scripts::STOP).args(units))
+                .check(
+                    &scripts::StopUnits {
+                        label: "stop the previous colour",
+                        units: &units,
+                    }
+                    .command(),
+                )
                 .await
             {
                 ui::warn(&e.to_string());
@@ -956,9 +975,7 @@ impl<'a> Run<'a> {
     }
 
     async fn read_back(&self, host: &Host) -> Result<HostState, Error> {
-        let (args, _) = state_query(self.config, None);
-        let cmd =
-            RemoteCommand::new("read the deploy state back", scripts::DEPLOY_STATE).args(args);
+        let cmd = scripts::ReadState::of(&self.config.site(), None).command();
         let out = host.check(&cmd).await?;
         parse_host_state(
             self.config,
@@ -975,7 +992,13 @@ impl<'a> Run<'a> {
             let units = [site.unit(w.step.to), site.legacy().unit(w.step.to)];
             let r = w
                 .host
-                .check(&RemoteCommand::new("stop the new copy", scripts::STOP).args(units))
+                .check(
+                    &scripts::StopUnits {
+                        label: "stop the new copy",
+                        units: &units,
+                    }
+                    .command(),
+                )
                 .await;
             (w.host.spec.to_string(), r)
         })

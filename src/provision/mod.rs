@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::layout;
 use crate::model::Colour;
-use crate::remote::{RemoteCommand, scripts};
+use crate::remote::scripts;
 use crate::secret::Secrets;
 use crate::signals::Cancel;
 use crate::ssh::{Fleet, Host};
@@ -266,27 +266,27 @@ async fn observe_and_plan(
     dirs: &[(&'static str, String)],
     login: Option<&Login<'_>>,
 ) -> Result<HostPlan, (Error, Option<HostPlan>)> {
-    let cmd = RemoteCommand::new("read managed files", scripts::OBSERVE)
-        .args(desired.iter().map(|f| f.path.clone()))
-        .args(dirs.iter().map(|(_, d)| format!("dir:{d}")));
+    let cmd = scripts::Observe {
+        files: desired.iter().map(|f| f.path.clone()).collect(),
+        dirs: dirs.iter().map(|(_, d)| d.clone()).collect(),
+    }
+    .command();
     let site = config.site();
     let old = site.legacy();
-    let legacy_cmd = RemoteCommand::new("read the earlier layout", scripts::LEGACY_STATE).args([
-        old.upstream_include(),
-        old.nginx_site(),
-        old.app_env(Colour::Blue),
-        old.app_env(Colour::Green),
-        old.unit(Colour::Blue),
-        old.unit(Colour::Green),
-        old.lock_dir(),
-        site.upstream_include(),
-    ]);
-    let ports_cmd = RemoteCommand::new("check the colour ports", scripts::PORTS_HELD)
-        .arg(config.ports.blue.to_string())
-        .arg(config.ports.green.to_string())
-        .arg("--")
-        .arg(site.container(Colour::Blue))
-        .arg(site.container(Colour::Green));
+    let legacy_cmd = scripts::ReadLegacy {
+        upstream_include: old.upstream_include(),
+        nginx_site: old.nginx_site(),
+        app_envs: [old.app_env(Colour::Blue), old.app_env(Colour::Green)],
+        units: [old.unit(Colour::Blue), old.unit(Colour::Green)],
+        lock_dir: old.lock_dir(),
+        new_upstream_include: site.upstream_include(),
+    }
+    .command();
+    let ports_cmd = scripts::PortsHeld {
+        ports: &[config.ports.blue, config.ports.green],
+        ours: &[site.container(Colour::Blue), site.container(Colour::Green)],
+    }
+    .command();
     let (stdout, legacy_out, ports_out) = tokio::join!(
         host.check(&cmd),
         host.check(&legacy_cmd),
@@ -358,20 +358,18 @@ async fn observe_and_plan(
 
 async fn stage_and_validate(host: &Host, plan: &HostPlan) -> Result<(), Error> {
     if !plan.mkdirs.is_empty() {
-        let args = plan
-            .mkdirs
-            .iter()
-            .flat_map(|(mode, path)| [(*mode).to_owned(), path.clone()]);
-        host.check(&RemoteCommand::new("create directories", scripts::MKDIRS).args(args))
+        host.check(&scripts::Mkdirs { dirs: &plan.mkdirs }.command())
             .await?;
     }
     let staging = plan.changes.iter().map(|c| {
-        let cmd = RemoteCommand::new(format!("stage {}", c.file.path), scripts::STAGE)
-            .arg(layout::staged(&c.file.path))
-            .arg(c.file.mode)
-            .arg(c.file.owner)
-            .arg(c.file.content.len().to_string())
-            .stdin(c.file.content.clone());
+        let cmd = scripts::Stage {
+            staged: &layout::staged(&c.file.path),
+            mode: c.file.mode,
+            owner: c.file.owner,
+            content: &c.file.content,
+            target: &c.file.path,
+        }
+        .command();
         async move { host.check(&cmd).await }
     });
     for r in futures::future::join_all(staging).await {
@@ -379,15 +377,17 @@ async fn stage_and_validate(host: &Host, plan: &HostPlan) -> Result<(), Error> {
     }
     // Files created once (the upstream include) are inert until the site that includes it is
     // installed, and the site's validation needs them in place.
-    let once: Vec<String> = plan
-        .created_once()
-        .flat_map(|c| install_triple(&c.file.path))
-        .collect();
+    let once: Vec<scripts::Install> = plan.created_once().map(|c| install(&c.file.path)).collect();
     if !once.is_empty() {
         host.check(
-            &RemoteCommand::new("install created-once files", scripts::COMMIT)
-                .args(["0", "0", "0"])
-                .args(once),
+            &scripts::Commit {
+                label: "install created-once files",
+                check_nginx: false,
+                daemon_reload: false,
+                reload_nginx: false,
+                installs: &once,
+            }
+            .command(),
         )
         .await?;
     }
@@ -395,7 +395,10 @@ async fn stage_and_validate(host: &Host, plan: &HostPlan) -> Result<(), Error> {
     if validations.is_empty() {
         return Ok(());
     }
-    let cmd = RemoteCommand::new("validate candidates", scripts::VALIDATE).args(validations);
+    let cmd = scripts::Validate {
+        candidates: &validations,
+    }
+    .command();
     let out = host.run(&cmd).await?;
     match out.code {
         Some(0) => Ok(()),
@@ -425,8 +428,13 @@ fn refused(host: &Host, plan: &HostPlan, stderr: &str) -> Error {
     }
 }
 
-fn install_triple(path: &str) -> [String; 3] {
-    [layout::staged(path), path.to_owned(), layout::backup(path)]
+/// Putting `path`'s validated candidate in place, its previous version kept as a backup.
+fn install(path: &str) -> scripts::Install {
+    scripts::Install {
+        staged: Some(layout::staged(path)),
+        target: path.to_owned(),
+        backup: layout::backup(path),
+    }
 }
 
 async fn discard(host: &Host, plan: &HostPlan) {
@@ -438,7 +446,7 @@ async fn discard(host: &Host, plan: &HostPlan) {
         return;
     }
     if let Err(e) = host
-        .check(&RemoteCommand::new("discard candidates", scripts::DISCARD).args(staged))
+        .check(&scripts::Discard { staged: &staged }.command())
         .await
     {
         tracing::warn!(host = %host.spec, error = %e, "could not remove staged candidates");
@@ -455,33 +463,33 @@ async fn commit(
         let legacy = plan.legacy.clone().unwrap_or_default();
         // The earlier layout's state first: deploys read it at the new paths.
         if !legacy.copies.is_empty() {
-            let pairs = legacy
-                .copies
-                .iter()
-                .flat_map(|(a, b)| [a.clone(), b.clone()]);
             host.check(
-                &RemoteCommand::new("copy the earlier layout's state", scripts::COPY_MISSING)
-                    .args(pairs),
+                &scripts::CopyMissing {
+                    pairs: &legacy.copies,
+                }
+                .command(),
             )
             .await?;
         }
-        let mut triples: Vec<String> = plan
-            .validated()
-            .flat_map(|c| install_triple(&c.file.path))
-            .collect();
+        let mut installs: Vec<scripts::Install> =
+            plan.validated().map(|c| install(&c.file.path)).collect();
         // Its site and logrotate rule go in the same install as the new ones.
-        for path in &legacy.removals {
-            triples.extend(["-".to_owned(), path.clone(), layout::backup(path)]);
-        }
+        installs.extend(legacy.removals.iter().map(|path| scripts::Install {
+            staged: None,
+            target: path.clone(),
+            backup: layout::backup(path),
+        }));
         let nginx = plan.reload_nginx() || !legacy.removals.is_empty();
         let mut reloaded = Vec::new();
-        if !triples.is_empty() {
-            let flag = |b: bool| if b { "1" } else { "0" };
-            let cmd = RemoteCommand::new("install and reload", scripts::COMMIT)
-                .arg(flag(nginx))
-                .arg(flag(plan.daemon_reload()))
-                .arg(flag(nginx))
-                .args(triples);
+        if !installs.is_empty() {
+            let cmd = scripts::Commit {
+                label: "install and reload",
+                check_nginx: nginx,
+                daemon_reload: plan.daemon_reload(),
+                reload_nginx: nginx,
+                installs: &installs,
+            }
+            .command();
             let out = host.run(&cmd).await?;
             match out.code {
                 Some(0) => {}
@@ -498,9 +506,11 @@ async fn commit(
         if !legacy.cleanup.is_empty() {
             let unit_removed = legacy.cleanup.iter().any(|p| p.ends_with("@.service"));
             host.check(
-                &RemoteCommand::new("remove the earlier layout", scripts::REMOVE_LEGACY)
-                    .arg(if unit_removed { "1" } else { "0" })
-                    .args(legacy.cleanup.iter().cloned()),
+                &scripts::RemoveLegacy {
+                    daemon_reload: unit_removed,
+                    paths: &legacy.cleanup,
+                }
+                .command(),
             )
             .await?;
         }
@@ -509,10 +519,12 @@ async fn commit(
     let login = async {
         match (plan.login, login) {
             (true, Some(login)) => {
-                let cmd = RemoteCommand::new("docker login", scripts::DOCKER_LOGIN)
-                    .arg(login.username)
-                    .arg(login.server)
-                    .stdin(format!("{}\n", login.password));
+                let cmd = scripts::DockerLogin {
+                    username: login.username,
+                    registry: login.server,
+                    password: login.password,
+                }
+                .command();
                 host.check(&cmd).await.map(|_| ())
             }
             _ => Ok(()),

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::layout::{self, Site};
 use crate::model::Colour;
+use crate::remote::scripts::{Candidate, Validator};
 use crate::templates::{FileKind, ManagedFile};
 
 /// A file as it is on the host.
@@ -162,23 +163,22 @@ impl HostPlan {
         self.touches(FileKind::Systemd)
     }
 
-    /// The `KIND STAGED FINAL` validator arguments for the validate script.
-    pub fn validations(&self) -> Vec<String> {
+    /// The staged candidates to validate, each with its validator.
+    pub fn validations(&self) -> Vec<Candidate> {
         self.validated()
             .filter_map(|c| {
-                let kind = match c.file.kind {
-                    FileKind::Nginx => "nginx",
-                    FileKind::Systemd => "systemd",
-                    FileKind::Logrotate => "logrotate",
+                let validator = match c.file.kind {
+                    FileKind::Nginx => Validator::Nginx,
+                    FileKind::Systemd => Validator::Systemd,
+                    FileKind::Logrotate => Validator::Logrotate,
                     FileKind::Upstream => return None,
                 };
-                Some([
-                    kind.to_owned(),
-                    layout::staged(&c.file.path),
-                    c.file.path.clone(),
-                ])
+                Some(Candidate {
+                    validator,
+                    staged: layout::staged(&c.file.path),
+                    target: c.file.path.clone(),
+                })
             })
-            .flatten()
             .collect()
     }
 }
@@ -491,18 +491,30 @@ mod tests {
         assert_eq!(p.mkdirs, dirs);
         assert!(p.reload_nginx() && p.daemon_reload());
         assert_eq!(p.created_once().count(), 1);
+        let validations: Vec<(Validator, String, String)> = p
+            .validations()
+            .into_iter()
+            .map(|c| (c.validator, c.staged, c.target))
+            .collect();
+        let v = |k, a: &str, b: &str| (k, a.to_owned(), b.to_owned());
         assert_eq!(
-            p.validations(),
-            vec![
-                "nginx",
-                "/etc/nginx/conf.d/.shipit-a.conf.shipit-new~",
-                "/etc/nginx/conf.d/shipit-a.conf",
-                "systemd",
-                "/etc/systemd/system/.a@.service.shipit-new~",
-                "/etc/systemd/system/a@.service",
-                "logrotate",
-                "/etc/logrotate.d/.shipit-a.shipit-new~",
-                "/etc/logrotate.d/shipit-a",
+            validations,
+            [
+                v(
+                    Validator::Nginx,
+                    "/etc/nginx/conf.d/.shipit-a.conf.shipit-new~",
+                    "/etc/nginx/conf.d/shipit-a.conf"
+                ),
+                v(
+                    Validator::Systemd,
+                    "/etc/systemd/system/.a@.service.shipit-new~",
+                    "/etc/systemd/system/a@.service"
+                ),
+                v(
+                    Validator::Logrotate,
+                    "/etc/logrotate.d/.shipit-a.shipit-new~",
+                    "/etc/logrotate.d/shipit-a"
+                ),
             ]
         );
     }

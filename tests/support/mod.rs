@@ -739,7 +739,11 @@ impl TestCa {
     }
 
     /// The same, valid from an hour ago for `days` days.
-    pub fn issue_for_days(&self, names: &[&str], days: i64) -> (rcgen::Certificate, rcgen::KeyPair) {
+    pub fn issue_for_days(
+        &self,
+        names: &[&str],
+        days: i64,
+    ) -> (rcgen::Certificate, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(
             names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),

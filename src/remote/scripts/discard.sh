@@ -1,0 +1,3 @@
+# shellcheck shell=sh
+# Remove staged files `$@` (after a refused validation elsewhere in the fleet).
+rm -f -- "$@"

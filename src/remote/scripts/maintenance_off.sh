@@ -1,0 +1,3 @@
+# shellcheck shell=sh
+# Maintenance off: remove the flag `$1`.
+rm -f -- "$1"

@@ -1,0 +1,48 @@
+# shellcheck shell=sh
+# Start a release in a colour: `$1` image, `$2` unit, `$3` unit env file, `$4` app env
+# file, `$5` the unit's container, `$6` the port it will publish, `$7` the upstream include,
+# `$8` the colour's unit in the earlier layout (stopped for good first: the colour is idle);
+# then the unit env lines. The app env (it holds secrets) arrives on stdin. Both files are
+# written beside their target at mode 0600 and renamed into place.
+#
+# Refuses, changing nothing, to restart a colour that nginx serves (exit 5,
+# `shipit-refused-live`), and to start on a port something else holds (exit 6,
+# `shipit-port-held PORT KIND NAME`).
+set -e
+image=$1 unit=$2 unit_env=$3 app_env=$4 container=$5 port=$6 upstream=$7 legacy=$8
+shift 8
+old=$(sed -n 's/^SHIPIT_PORT=//p' "$unit_env" 2>/dev/null || true)
+if [ -n "$old" ] && grep -q "^server 127\.0\.0\.1:$old max_fails" "$upstream" 2>/dev/null \
+   && { systemctl is-active --quiet -- "$unit" || systemctl is-active --quiet -- "$legacy"; }; then
+  echo "shipit-refused-live $unit serves port $old" >&2
+  exit 5
+fi
+if systemctl cat -- "$legacy" > /dev/null 2>&1; then
+  systemctl disable --quiet --now -- "$legacy" 2> /dev/null || systemctl stop -- "$legacy"
+fi
+others=$(docker ps --filter "publish=$port" --format '{{.Names}}' | grep -vxF -- "$container" | tr '\n' ' ' || true)
+if [ -n "$others" ]; then
+  echo "shipit-port-held $port container $others" >&2
+  exit 6
+fi
+if [ -z "$(docker ps -q --filter "name=^$container\$" --filter "publish=$port")" ]; then
+  holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -n 1)
+  if [ -n "$holder" ]; then
+    echo "shipit-port-held $port process $holder" >&2
+    exit 6
+  fi
+fi
+docker image inspect -- "$image" > /dev/null 2>&1 || docker pull -q -- "$image" > /dev/null
+umask 077
+mkdir -p -- "$(dirname -- "$app_env")"
+tmp=$(mktemp -- "$app_env.XXXXXX")
+cat > "$tmp"
+chmod 600 -- "$tmp"
+mv -f -- "$tmp" "$app_env"
+tmp=$(mktemp -- "$unit_env.XXXXXX")
+printf '%s\n' "$@" > "$tmp"
+chmod 600 -- "$tmp"
+mv -f -- "$tmp" "$unit_env"
+systemctl reset-failed -- "$unit" 2> /dev/null || true
+systemctl enable --quiet -- "$unit"
+systemctl restart -- "$unit"
