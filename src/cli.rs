@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::error::Error;
+use crate::ui;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -263,17 +264,24 @@ pub enum LockAction {
     },
 }
 
-fn json(value: &impl serde::Serialize) -> String {
-    serde_json::to_string_pretty(value)
-        .map(|s| s + "\n")
-        .unwrap_or_default()
-}
-
+/// Run the command: each arm maps its arguments to one operation and prints its report.
+/// Longer than most functions here because it is the one table of commands, each arm a few
+/// lines; the work is in the operations it calls.
 pub async fn run(cli: Cli) -> Result<(), Error> {
+    let load = |environment: &str| crate::config::load(&cli.app_dir, environment);
     match cli.command {
         Command::Config { environment, json } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            crate::ui::out(&crate::show::config(&config, json)?);
+            ui::out(&crate::show::config(&load(&environment)?, json)?);
+            Ok(())
+        }
+        Command::Build {
+            environment,
+            release,
+            json,
+        } => {
+            let options = release.options(cli.verbose);
+            let image = crate::build::build_and_push(&load(&environment)?, &options).await?;
+            ui::print(&image, json);
             Ok(())
         }
         Command::Deploy {
@@ -282,17 +290,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             no_build,
             change,
         } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
             let options = crate::deploy::DeployOptions {
                 dry_run: change.dry_run,
                 lock_wait: change.lock_wait,
                 build: release.options(cli.verbose),
                 no_build,
             };
-            let report = crate::deploy::deploy(&config, &options).await?;
-            if change.json {
-                crate::ui::out(&json(&report));
-            }
+            let report = crate::deploy::deploy(&load(&environment)?, &options).await?;
+            ui::print(&report, change.json);
             Ok(())
         }
         Command::Rollback {
@@ -300,251 +305,122 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             to,
             change,
         } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
             let options = crate::deploy::RollbackOptions {
                 to,
                 dry_run: change.dry_run,
                 lock_wait: change.lock_wait,
             };
-            let report = crate::deploy::rollback(&config, &options).await?;
-            if change.json {
-                crate::ui::out(&json(&report));
-            }
+            let report = crate::deploy::rollback(&load(&environment)?, &options).await?;
+            ui::print(&report, change.json);
             Ok(())
         }
-        Command::Init { app } => {
-            let dir = &cli.app_dir;
-            let name = match app {
-                Some(name) => name,
-                None => {
-                    let dir_name = std::fs::canonicalize(dir)
-                        .ok()
-                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                        .unwrap_or_default();
-                    let name = crate::init::derive_name(&dir_name);
-                    if name != dir_name {
-                        crate::ui::status(
-                            "Naming",
-                            &format!(
-                                "the app `{name}` (from the directory `{dir_name}`; pass `--app NAME` to choose)"
-                            ),
-                        );
-                    }
-                    name
-                }
-            };
-            crate::init::init(dir, &name)
+        Command::Status { environment, json } => {
+            ui::print(
+                &crate::deploy::status::status(&load(&environment)?).await?,
+                json,
+            );
+            Ok(())
         }
+        Command::Releases { environment, json } => {
+            let lines = crate::deploy::history::releases(&load(&environment)?).await?;
+            ui::print(&lines, json);
+            Ok(())
+        }
+        Command::Lock {
+            action: LockAction::Status { environment, json },
+        } => {
+            ui::print(&crate::lock::status(&load(&environment)?).await?, json);
+            Ok(())
+        }
+        Command::Lock {
+            action: LockAction::Release { environment, yes },
+        } => crate::lock::break_lock(&load(&environment)?, yes, confirm).await,
+        Command::Init { app } => init(&cli.app_dir, app),
         Command::Secrets {
-            action:
-                SecretsAction::Check {
-                    environment,
-                    json: as_json,
-                },
+            action: SecretsAction::Check { environment, json },
         } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            let states = crate::show::secrets(&config)?;
-            if as_json {
-                crate::ui::out(&json(&states));
-            } else {
-                for s in &states {
-                    let state = s
-                        .source
-                        .as_ref()
-                        .map_or("MISSING".to_owned(), |src| format!("set, from {src}"));
-                    crate::ui::out(&format!("{}: {state}\n", s.name));
-                }
-            }
-            let missing: Vec<String> = states
-                .into_iter()
-                .filter(|s| s.source.is_none())
-                .map(|s| s.name)
-                .collect();
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(Error::SecretsMissing { names: missing })
-            }
+            let states = crate::show::secrets(&load(&environment)?)?;
+            ui::print(&states, json);
+            crate::show::secrets_verdict(&states)
         }
-        Command::Doctor {
-            environment,
-            json: as_json,
-        } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            let checks = crate::doctor::doctor(&config).await;
-            if as_json {
-                crate::ui::out(&json(&checks));
-            } else {
-                crate::ui::out(&crate::doctor::render(&checks));
-            }
+        Command::Doctor { environment, json } => {
+            let checks = crate::doctor::doctor(&load(&environment)?).await;
+            ui::print(&checks, json);
             crate::doctor::verdict(&checks)
         }
         Command::Logs {
             environment,
             follow,
             lines,
-            json: as_json,
+            json,
         } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            let format = if as_json {
+            let format = if json {
                 crate::operate::LogFormat::Json
             } else {
                 crate::operate::LogFormat::Text
             };
-            crate::operate::logs(&config, lines, follow, format).await
+            crate::operate::logs(&load(&environment)?, lines, follow, format).await
         }
         Command::Maintenance {
             state,
             environment,
             lock,
-        } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            crate::operate::maintenance(&config, state == "on", lock.lock_wait).await
-        }
-        Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut command, "shipit", &mut out);
-            crate::ui::out(&String::from_utf8_lossy(&out));
-            Ok(())
-        }
-        Command::Man => {
-            let command = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(command)
-                .render(&mut out)
-                .map_err(|source| Error::Write {
-                    path: "stdout".into(),
-                    source,
-                })?;
-            crate::ui::out(&String::from_utf8_lossy(&out));
-            Ok(())
-        }
-        Command::Status {
-            environment,
-            json: as_json,
-        } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            let rows = crate::deploy::status::status(&config).await?;
-            if as_json {
-                crate::ui::out(&json(&rows));
-            } else {
-                for r in rows {
-                    crate::ui::out(&r.text());
-                }
-            }
-            Ok(())
-        }
-        Command::Releases {
-            environment,
-            json: as_json,
-        } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            let lines = crate::deploy::history::releases(&config).await?;
-            if as_json {
-                crate::ui::out(&json(&lines));
-            } else {
-                for l in lines {
-                    crate::ui::out(&format!("{}\n", l.text()));
-                }
-            }
-            Ok(())
-        }
-        Command::Lock {
-            action:
-                LockAction::Status {
-                    environment,
-                    json: as_json,
-                },
-        } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            let fleet = crate::ssh::Fleet::connect(&config.hosts, &config.ssh).await?;
-            let states = crate::deploy::observe(&fleet, &config).await;
-            fleet.close().await;
-            let states = states?;
-            if as_json {
-                let v: Vec<_> = states
-                    .iter()
-                    .map(|(h, s)| serde_json::json!({ "host": h, "lock": s.lock }))
-                    .collect();
-                crate::ui::out(&json(&v));
-            } else {
-                for (h, s) in &states {
-                    let holder = s.lock.as_ref().map_or("free".to_owned(), |l| {
-                        format!("held by {}", crate::lock::describe(l))
-                    });
-                    crate::ui::out(&format!("{h}: {holder}\n"));
-                }
-            }
-            Ok(())
-        }
-        Command::Lock {
-            action: LockAction::Release { environment, yes },
-        } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            let fleet = crate::ssh::Fleet::connect(&config.hosts, &config.ssh).await?;
-            let result = async {
-                let states = crate::deploy::observe(&fleet, &config).await?;
-                let holders: Vec<String> = states
-                    .iter()
-                    .filter_map(|(h, s)| {
-                        s.lock
-                            .as_ref()
-                            .map(|l| format!("{h}: {}", crate::lock::describe(l)))
-                    })
-                    .collect();
-                if holders.is_empty() {
-                    crate::ui::status("Unlocked", &format!("`{environment}` was not locked"));
-                    return Ok(());
-                }
-                if !yes
-                    && !confirm(&format!(
-                        "Break the lock of `{environment}`?\n  {}\n[y/N] ",
-                        holders.join("\n  ")
-                    ))?
-                {
-                    return Ok(());
-                }
-                crate::lock::force_release(&fleet, &config).await?;
-                crate::ui::status(
-                    "Released",
-                    &format!("the lock of `{environment}` ({})", holders.join("; ")),
-                );
-                Ok(())
-            }
-            .await;
-            fleet.close().await;
-            result
-        }
-        Command::Build {
-            environment,
-            release,
-            json: as_json,
-        } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
-            let options = release.options(cli.verbose);
-            let image = crate::build::build_and_push(&config, &options).await?;
-            if as_json {
-                crate::ui::out(&json(&image));
-            } else {
-                crate::ui::out(&format!("{}@{}\n", image.reference, image.digest));
-            }
-            Ok(())
-        }
+        } => crate::operate::maintenance(&load(&environment)?, state == "on", lock.lock_wait).await,
         Command::Provision {
             environment,
             dry_run,
             lock,
         } => {
-            let config = crate::config::load(&cli.app_dir, &environment)?;
             let options = crate::provision::Options {
                 dry_run,
                 lock_wait: lock.lock_wait,
             };
-            crate::provision::provision(&config, options).await?;
+            crate::provision::provision(&load(&environment)?, options).await?;
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "shipit", &mut out);
+            ui::out(&String::from_utf8_lossy(&out));
+            Ok(())
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map_err(|source| Error::Write {
+                    path: "stdout".into(),
+                    source,
+                })?;
+            ui::out(&String::from_utf8_lossy(&out));
             Ok(())
         }
     }
+}
+
+/// `shipit init`: the app's name given, or made from the directory's.
+fn init(dir: &std::path::Path, app: Option<String>) -> Result<(), Error> {
+    let name = match app {
+        Some(name) => name,
+        None => {
+            let dir_name = std::fs::canonicalize(dir)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            let name = crate::init::derive_name(&dir_name);
+            if name != dir_name {
+                ui::status(
+                    "Naming",
+                    &format!(
+                        "the app `{name}` (from the directory `{dir_name}`; pass `--app NAME` to choose)"
+                    ),
+                );
+            }
+            name
+        }
+    };
+    crate::init::init(dir, &name)
 }
 
 /// Ask on the terminal; refuses when stdin is not one.

@@ -43,6 +43,17 @@ fn check(
 
 /// Run every check; never fails itself (a failing check is a line).
 pub async fn doctor(config: &Config) -> Vec<Check> {
+    let mut checks = local_checks(config).await;
+    let hosts = crate::ssh::each_bounded(config.hosts.clone(), config.ssh.max_parallel, |spec| {
+        host_checks(config, spec)
+    })
+    .await;
+    checks.extend(hosts.into_iter().flatten());
+    checks
+}
+
+/// What this machine needs: ssh, a Docker engine, the registry password.
+async fn local_checks(config: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
     let ssh = std::process::Command::new("ssh").arg("-V").output();
     checks.push(match ssh {
@@ -85,102 +96,202 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
             },
         ));
     }
-    let registry = config
-        .registry
-        .as_ref()
-        .map(|r| r.server.clone())
-        .unwrap_or_default();
-    let hosts = crate::ssh::each_bounded(config.hosts.clone(), config.ssh.max_parallel, |spec| {
-        let registry = registry.clone();
-        async move {
-            let place = spec.to_string();
-            let host = match Host::connect(&spec, &config.ssh).await {
-                Ok(h) => h,
-                Err(e) => {
-                    let text = e.to_string();
-                    let (detail, fix) = text.split_once("\n  help: ").map_or((text.clone(), None), |(d, f)| (d.to_owned(), Some(f.to_owned())));
-                    return vec![Check { place, what: "ssh and host key", ok: false, warning: false, detail, fix: fix.or(Some("check the host and `ssh.*`".into())) }];
-                }
-            };
-            // What sudo allows, asked as the login user itself.
-            let probe = host
-                .run_as_login_user(&scripts::SudoProbe.command())
-                .await;
-            let probe = match probe {
-                Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
-                Err(e) => {
-                    host.close().await;
-                    return vec![check(&place, "remote checks", false, e.to_string(), || "see the error above".into())];
-                }
-            };
-            if let Some(c) = sudo_check(&place, &probe) {
-                host.close().await;
-                return vec![check(&place, "ssh and host key", true, "connected", String::new), c];
-            }
-            let sent = SystemTime::now();
-            let out = host.check(&scripts::Doctor { registry: &registry }.command()).await;
-            let received = SystemTime::now();
-            let site = config.site();
-            let ports = host
-                .check(
-                    &scripts::PortsHeld {
-                        ports: &[config.ports.blue, config.ports.green],
-                        ours: &[
-                            site.container(crate::model::Colour::Blue),
-                            site.container(crate::model::Colour::Green),
-                            format!("{}-blue", config.app),
-                            format!("{}-green", config.app),
-                        ],
-                    }
-                    .command(),
-                )
-                .await;
-            let tls = match &config.tls {
-                Some(_) => Some(tls_check(&place, &host, &config.domain).await),
-                None => None,
-            };
-            host.close().await;
-            let text = match out {
-                Ok(out) => String::from_utf8_lossy(&out).into_owned(),
-                Err(e) => return vec![check(&place, "remote checks", false, e.to_string(), || "see the error above".into())],
-            };
-            let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix(' ')).unwrap_or("").trim().to_owned();
-            let mut c = vec![check(&place, "ssh and host key", true, "connected", String::new)];
-            let as_user = probe.lines().find_map(|l| l.strip_prefix("user ")).unwrap_or("?").to_owned();
-            c.push(check(&place, "root or sudo", get("root") == "yes", if as_user == "root" { "root".to_owned() } else { format!("`{as_user}` with passwordless sudo") }, || "log in as root, or give the user passwordless sudo".into()));
-            c.push(match ports {
-                Ok(out) => {
-                    let held = crate::state::ports_held(&String::from_utf8_lossy(&out));
-                    let ports = format!("{} and {}", config.ports.blue, config.ports.green);
-                    match held.first() {
-                        None => check(&place, "colour ports", true, format!("{ports} free (or this app's)"), String::new),
-                        Some(h) => check(&place, "colour ports", false, format!("port {} is held by {}", h.port, h.holder), || "give this app and environment ports of their own in `[ports]`".into()),
-                    }
-                }
-                Err(e) => check(&place, "colour ports", false, e.to_string(), || "see the error above".into()),
-            });
-            let docker = get("docker");
-            c.push(check(&place, "docker engine", !docker.is_empty() && docker != "-", format!("version {docker}"), || "install docker.io and start it: `systemctl enable --now docker`".into()));
-            if !registry.is_empty() {
-                c.push(check(&place, "registry login", get("login") == "yes", format!("for `{registry}`"), || "run `shipit provision` (it logs the host in)".into()));
-            }
-            let nginx = get("nginx");
-            c.push(check(&place, "nginx", !nginx.is_empty() && get("nginx-active") == "active", format!("{nginx}, {}", get("nginx-active")), || "install nginx and start it: `apt-get install nginx && systemctl enable --now nginx`".into()));
-            c.push(check(&place, "systemd", !get("systemd").is_empty(), format!("version {}", get("systemd")), || "shipit runs the app under systemd".into()));
-            let free_kb: u64 = get("disk").parse().unwrap_or(0);
-            c.push(check(&place, "disk space", free_kb >= 1_048_576, format!("{} MB free for Docker", free_kb / 1024), || "free at least 1 GB under /var/lib/docker (`docker image prune`)".into()));
-            let remote_ns: u128 = get("clock").parse().unwrap_or(0);
-            let local = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-            let middle = (local(sent) + local(received)) / 2;
-            let skew = Duration::from_nanos(u64::try_from(remote_ns.abs_diff(middle)).unwrap_or(u64::MAX));
-            c.push(check(&place, "clock", skew < Duration::from_secs(2), format!("{} ms from this machine", skew.as_millis()), || "run NTP on the host (`timedatectl set-ntp true`): lock ages and history times depend on it".into()));
-            c.extend(tls);
-            c
-        }
-    })
-    .await;
-    checks.extend(hosts.into_iter().flatten());
     checks
+}
+
+/// What one host needs: SSH, root or sudo, then (asked in a few round trips) Docker, the
+/// registry login, nginx, systemd, disk, clock, the colour ports, and the TLS certificate.
+async fn host_checks(config: &Config, spec: crate::config::HostSpec) -> Vec<Check> {
+    let place = spec.to_string();
+    let host = match Host::connect(&spec, &config.ssh).await {
+        Ok(h) => h,
+        Err(e) => {
+            let text = e.to_string();
+            let (detail, fix) = text
+                .split_once("\n  help: ")
+                .map_or((text.clone(), None), |(d, f)| {
+                    (d.to_owned(), Some(f.to_owned()))
+                });
+            return vec![Check {
+                place,
+                what: "ssh and host key",
+                ok: false,
+                warning: false,
+                detail,
+                fix: fix.or(Some("check the host and `ssh.*`".into())),
+            }];
+        }
+    };
+    let connected = check(&place, "ssh and host key", true, "connected", String::new);
+    // What sudo allows, asked as the login user itself.
+    let probe = match host.run_as_login_user(&scripts::SudoProbe.command()).await {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) => {
+            host.close().await;
+            return vec![remote_failed(&place, &e)];
+        }
+    };
+    if let Some(c) = sudo_check(&place, &probe) {
+        host.close().await;
+        return vec![connected, c];
+    }
+    let registry = config.registry.as_ref().map_or("", |r| r.server.as_str());
+    let sent = SystemTime::now();
+    let out = host.check(&scripts::Doctor { registry }.command()).await;
+    let received = SystemTime::now();
+    let ports = ports_check(config, &place, &host).await;
+    let tls = match &config.tls {
+        Some(_) => Some(tls_check(&place, &host, &config.domain).await),
+        None => None,
+    };
+    host.close().await;
+    let text = match out {
+        Ok(out) => String::from_utf8_lossy(&out).into_owned(),
+        Err(e) => return vec![connected, remote_failed(&place, &e)],
+    };
+    let as_user = probe
+        .lines()
+        .find_map(|l| l.strip_prefix("user "))
+        .unwrap_or("?");
+    let mut c = vec![connected];
+    c.extend(doctor_answer(
+        &place,
+        &text,
+        as_user,
+        registry,
+        (sent, received),
+    ));
+    c.push(ports);
+    c.extend(tls);
+    c
+}
+
+fn remote_failed(place: &str, e: &Error) -> Check {
+    check(place, "remote checks", false, e.to_string(), || {
+        "see the error above".into()
+    })
+}
+
+/// The checks in [`scripts::Doctor`]'s answer; `sent` and `received` bound the host's clock.
+fn doctor_answer(
+    place: &str,
+    text: &str,
+    as_user: &str,
+    registry: &str,
+    (sent, received): (SystemTime, SystemTime),
+) -> Vec<Check> {
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' '))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let who = if as_user == "root" {
+        "root".to_owned()
+    } else {
+        format!("`{as_user}` with passwordless sudo")
+    };
+    let mut c = vec![check(
+        place,
+        "root or sudo",
+        get("root") == "yes",
+        who,
+        || "log in as root, or give the user passwordless sudo".into(),
+    )];
+    let docker = get("docker");
+    c.push(check(
+        place,
+        "docker engine",
+        !docker.is_empty() && docker != "-",
+        format!("version {docker}"),
+        || "install docker.io and start it: `systemctl enable --now docker`".into(),
+    ));
+    if !registry.is_empty() {
+        c.push(check(
+            place,
+            "registry login",
+            get("login") == "yes",
+            format!("for `{registry}`"),
+            || "run `shipit provision` (it logs the host in)".into(),
+        ));
+    }
+    let nginx = get("nginx");
+    let nginx_active = get("nginx-active");
+    c.push(check(
+        place,
+        "nginx",
+        !nginx.is_empty() && nginx_active == "active",
+        format!("{nginx}, {nginx_active}"),
+        || {
+            "install nginx and start it: `apt-get install nginx && systemctl enable --now nginx`"
+                .into()
+        },
+    ));
+    c.push(check(
+        place,
+        "systemd",
+        !get("systemd").is_empty(),
+        format!("version {}", get("systemd")),
+        || "shipit runs the app under systemd".into(),
+    ));
+    let free_kb: u64 = get("disk").parse().unwrap_or(0);
+    c.push(check(
+        place,
+        "disk space",
+        free_kb >= 1_048_576,
+        format!("{} MB free for Docker", free_kb / 1024),
+        || "free at least 1 GB under /var/lib/docker (`docker image prune`)".into(),
+    ));
+    let remote_ns: u128 = get("clock").parse().unwrap_or(0);
+    let local = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let middle = (local(sent) + local(received)) / 2;
+    let skew = Duration::from_nanos(u64::try_from(remote_ns.abs_diff(middle)).unwrap_or(u64::MAX));
+    c.push(check(place, "clock", skew < Duration::from_secs(2), format!("{} ms from this machine", skew.as_millis()), || {
+        "run NTP on the host (`timedatectl set-ntp true`): lock ages and history times depend on it".into()
+    }));
+    c
+}
+
+/// Whether another app or process holds a colour port (this app's own containers may, in the
+/// earlier layout too).
+async fn ports_check(config: &Config, place: &str, host: &Host) -> Check {
+    let site = config.site();
+    let cmd = scripts::PortsHeld {
+        ports: &[config.ports.blue, config.ports.green],
+        ours: &[
+            site.container(crate::model::Colour::Blue),
+            site.container(crate::model::Colour::Green),
+            format!("{}-blue", config.app),
+            format!("{}-green", config.app),
+        ],
+    }
+    .command();
+    match host.check(&cmd).await {
+        Ok(out) => {
+            let held = crate::state::ports_held(&String::from_utf8_lossy(&out));
+            let ports = format!("{} and {}", config.ports.blue, config.ports.green);
+            match held.first() {
+                None => check(
+                    place,
+                    "colour ports",
+                    true,
+                    format!("{ports} free (or this app's)"),
+                    String::new,
+                ),
+                Some(h) => check(
+                    place,
+                    "colour ports",
+                    false,
+                    format!("port {} is held by {}", h.port, h.holder),
+                    || "give this app and environment ports of their own in `[ports]`".into(),
+                ),
+            }
+        }
+        Err(e) => check(place, "colour ports", false, e.to_string(), || {
+            "see the error above".into()
+        }),
+    }
 }
 
 /// The sudo check from [`scripts::SUDO_PROBE`]'s answer, when it fails: exactly what is
@@ -287,26 +398,25 @@ async fn tls_check(place: &str, host: &Host, domain: &str) -> Check {
     }
 }
 
-/// The text of the checks, one line each, fixes indented below.
-pub fn render(checks: &[Check]) -> String {
-    let mut s = String::new();
-    for c in checks {
-        s.push_str(&format!(
+impl crate::ui::Render for Check {
+    /// One line, the fix indented below.
+    fn text(&self) -> String {
+        let mut s = format!(
             "{} {}: {}: {}\n",
-            match (c.ok, c.warning) {
+            match (self.ok, self.warning) {
                 (false, _) => "FAIL",
                 (true, true) => "WARN",
                 (true, false) => "ok  ",
             },
-            c.place,
-            c.what,
-            c.detail
-        ));
-        if let Some(fix) = &c.fix {
+            self.place,
+            self.what,
+            self.detail
+        );
+        if let Some(fix) = &self.fix {
             s.push_str(&format!("       fix: {fix}\n"));
         }
+        s
     }
-    s
 }
 
 /// The error when any check failed.

@@ -259,8 +259,13 @@ pub enum Error {
     )]
     NeedsConfirmation { action: String },
 
-    #[error("secret{} missing: {}\n  help: export each, or add it to `{}`", if names.len() == 1 { "" } else { "s" }, names.join(", "), dotenv.display())]
-    MissingSecrets { names: Vec<String>, dotenv: PathBuf },
+    #[error("secret{} missing: {}{}", if names.len() == 1 { "" } else { "s" }, names.join(", "),
+        dotenv.as_ref().map(|d| format!("\n  help: export each, or add it to `{}`", d.display())).unwrap_or_default())]
+    MissingSecrets {
+        names: Vec<String>,
+        /// Where to add them, when the message should say so.
+        dotenv: Option<PathBuf>,
+    },
 
     #[error("refusing to overwrite {}\n  help: move them away, or edit them instead of running `shipit init`", files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "))]
     InitExists { files: Vec<String> },
@@ -269,9 +274,6 @@ pub enum Error {
         "app name `{name}` is not valid\n  help: use a lowercase letter, then lowercase letters, digits or `-`, such as `web-shop`"
     )]
     InitName { name: String },
-
-    #[error("secret{} missing: {}", if names.len() == 1 { "" } else { "s" }, names.join(", "))]
-    SecretsMissing { names: Vec<String> },
 
     #[error("{stage} command `{command}` failed{}{}", code.map(|c| format!(" with exit code {c}")).unwrap_or_default(),
         if output.is_empty() { String::new() } else { format!("\n{}", indent(output)) })]
@@ -446,10 +448,7 @@ impl Error {
             Error::Internal { .. } => 1,
             Error::DoctorFailed { .. } => 9,
             Error::SmokeFailed { .. } | Error::PostDeployFailed { .. } => 7,
-            Error::MissingSecrets { .. }
-            | Error::InitExists { .. }
-            | Error::InitName { .. }
-            | Error::SecretsMissing { .. } => 2,
+            Error::MissingSecrets { .. } | Error::InitExists { .. } | Error::InitName { .. } => 2,
             Error::Remote { .. }
             | Error::Sudo { .. }
             | Error::Protocol { .. }

@@ -197,67 +197,10 @@ pub async fn acquire(
     wait: Option<Duration>,
     query: Option<&scripts::ReadState>,
 ) -> Result<Held, Error> {
-    let me = me();
-    let dir = config.site().lock_dir();
     let started = Instant::now();
     let mut announced = false;
     loop {
-        let results = fleet
-            .each(|host| {
-                let cmd = scripts::TakeLock {
-                    lock_dir: &dir,
-                    holder: &info.to_json(),
-                    state: query,
-                }
-                .command();
-                async move {
-                    let out = host.check(&cmd).await?;
-                    let text = String::from_utf8_lossy(&out);
-                    if let Some(rest) = text.strip_prefix("acquired\n") {
-                        let state = (!rest.is_empty()).then(|| rest.to_owned());
-                        return Ok::<_, Error>(Outcome::Acquired(state));
-                    }
-                    let text = text.trim();
-                    let details = text.strip_prefix("held").map(str::trim).unwrap_or_default();
-                    let holder =
-                        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, details)
-                            .ok()
-                            .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
-                    Ok(Outcome::Held(holder))
-                }
-            })
-            .await;
-        let mut refused: Option<(String, Option<LockInfo>)> = None;
-        let mut first_error = None;
-        let mut states = Vec::with_capacity(results.len());
-        for (host, r) in fleet.hosts.iter().zip(results) {
-            match r {
-                Ok(Outcome::Acquired(state)) => states.push(state),
-                Ok(Outcome::Held(Some(holder))) if me.holder_is_gone(&holder) => {
-                    ui::warn(&format!(
-                        "{}: taking over the lock left by a shipit that is no longer running: {}",
-                        host.spec,
-                        describe(&holder)
-                    ));
-                    let cmd = scripts::TakeOverLock {
-                        lock_dir: &dir,
-                        expected_id: &holder.id,
-                        holder: &info.to_json(),
-                    }
-                    .command();
-                    if let Err(e) = host.check(&cmd).await {
-                        first_error.get_or_insert(e);
-                    }
-                    states.push(None);
-                }
-                Ok(Outcome::Held(holder)) => {
-                    refused.get_or_insert((host.spec.to_string(), holder));
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
+        let (states, refused, first_error) = take_round(fleet, config, info, query).await;
         if refused.is_none() && first_error.is_none() {
             return Ok(Held {
                 id: info.id.clone(),
@@ -295,6 +238,83 @@ pub async fn acquire(
             }
         }
     }
+}
+
+/// What one try at the lock on every host came to: each host's state read under it (`None`
+/// where a gone holder's lock was taken over), the first host that refused with its holder,
+/// and the first error.
+type Round = (
+    Vec<Option<String>>,
+    Option<(String, Option<LockInfo>)>,
+    Option<Error>,
+);
+
+/// Try to take the lock on every host once; a lock whose holder is provably gone is taken over.
+async fn take_round(
+    fleet: &Fleet,
+    config: &Config,
+    info: &LockInfo,
+    query: Option<&scripts::ReadState>,
+) -> Round {
+    let me = me();
+    let dir = config.site().lock_dir();
+    let results = fleet
+        .each(|host| {
+            let cmd = scripts::TakeLock {
+                lock_dir: &dir,
+                holder: &info.to_json(),
+                state: query,
+            }
+            .command();
+            async move {
+                let out = host.check(&cmd).await?;
+                let text = String::from_utf8_lossy(&out);
+                if let Some(rest) = text.strip_prefix("acquired\n") {
+                    let state = (!rest.is_empty()).then(|| rest.to_owned());
+                    return Ok::<_, Error>(Outcome::Acquired(state));
+                }
+                let text = text.trim();
+                let details = text.strip_prefix("held").map(str::trim).unwrap_or_default();
+                let holder =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, details)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
+                Ok(Outcome::Held(holder))
+            }
+        })
+        .await;
+    let mut refused: Option<(String, Option<LockInfo>)> = None;
+    let mut first_error = None;
+    let mut states = Vec::with_capacity(results.len());
+    for (host, r) in fleet.hosts.iter().zip(results) {
+        match r {
+            Ok(Outcome::Acquired(state)) => states.push(state),
+            Ok(Outcome::Held(Some(holder))) if me.holder_is_gone(&holder) => {
+                ui::warn(&format!(
+                    "{}: taking over the lock left by a shipit that is no longer running: {}",
+                    host.spec,
+                    describe(&holder)
+                ));
+                let cmd = scripts::TakeOverLock {
+                    lock_dir: &dir,
+                    expected_id: &holder.id,
+                    holder: &info.to_json(),
+                }
+                .command();
+                if let Err(e) = host.check(&cmd).await {
+                    first_error.get_or_insert(e);
+                }
+                states.push(None);
+            }
+            Ok(Outcome::Held(holder)) => {
+                refused.get_or_insert((host.spec.to_string(), holder));
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    (states, refused, first_error)
 }
 
 /// Run `f` holding the environment lock on every host, listening for SIGINT, SIGTERM and
@@ -365,6 +385,69 @@ pub async fn release(fleet: &Fleet, config: &Config, id: &str) -> Vec<(String, S
         }
     }
     kept
+}
+
+/// One host's lock, for `shipit lock status`.
+#[derive(Debug, serde::Serialize)]
+pub struct LockRow {
+    pub host: String,
+    pub lock: Option<LockInfo>,
+}
+
+impl crate::ui::Render for LockRow {
+    fn text(&self) -> String {
+        match &self.lock {
+            None => format!("{}: free\n", self.host),
+            Some(l) => format!("{}: held by {}\n", self.host, describe(l)),
+        }
+    }
+}
+
+/// Who holds the lock on each host.
+pub async fn status(config: &Config) -> Result<Vec<LockRow>, Error> {
+    let states = crate::ssh::with_fleet(config, async |fleet| {
+        crate::deploy::observe(fleet, config).await
+    })
+    .await?;
+    Ok(states
+        .into_iter()
+        .map(|(host, s)| LockRow { host, lock: s.lock })
+        .collect())
+}
+
+/// `shipit lock release`: break the lock whoever holds it, once `confirm` agrees to the
+/// question naming each holder (or at once with `yes`).
+pub async fn break_lock(
+    config: &Config,
+    yes: bool,
+    confirm: impl FnOnce(&str) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    let environment = &config.environment;
+    crate::ssh::with_fleet(config, async |fleet| {
+        let states = crate::deploy::observe(fleet, config).await?;
+        let holders: Vec<String> = states
+            .iter()
+            .filter_map(|(h, s)| s.lock.as_ref().map(|l| format!("{h}: {}", describe(l))))
+            .collect();
+        if holders.is_empty() {
+            ui::status("Unlocked", &format!("`{environment}` was not locked"));
+            return Ok(());
+        }
+        let question = format!(
+            "Break the lock of `{environment}`?\n  {}\n[y/N] ",
+            holders.join("\n  ")
+        );
+        if !yes && !confirm(&question)? {
+            return Ok(());
+        }
+        force_release(fleet, config).await?;
+        ui::status(
+            "Released",
+            &format!("the lock of `{environment}` ({})", holders.join("; ")),
+        );
+        Ok(())
+    })
+    .await
 }
 
 /// Break the lock whoever holds it (`shipit lock release`).

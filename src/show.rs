@@ -47,6 +47,32 @@ pub struct SecretState {
     pub source: Option<String>,
 }
 
+impl crate::ui::Render for SecretState {
+    fn text(&self) -> String {
+        match &self.source {
+            Some(src) => format!("{}: set, from {src}\n", self.name),
+            None => format!("{}: MISSING\n", self.name),
+        }
+    }
+}
+
+/// `shipit secrets check`'s verdict: every secret set, or the missing ones named.
+pub fn secrets_verdict(states: &[SecretState]) -> Result<(), Error> {
+    let missing: Vec<String> = states
+        .iter()
+        .filter(|s| s.source.is_none())
+        .map(|s| s.name.clone())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::MissingSecrets {
+            names: missing,
+            dotenv: None,
+        })
+    }
+}
+
 /// Every secret `config` needs: the container's and the registry password.
 pub fn secrets(config: &Config) -> Result<Vec<SecretState>, Error> {
     let sources = Secrets::load(&config.app_dir)?;

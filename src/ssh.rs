@@ -36,31 +36,25 @@ pub struct Host {
 
 impl Host {
     /// Open the master connection to `spec`, or reuse the one a recent run left open for
-    /// the same host and settings (`ssh.persist`).
+    /// the same host and settings (`ssh.persist`). A little over the usual length: its one
+    /// tracing span covers both paths, and the new master is remembered where it is made.
     pub async fn connect(spec: &HostSpec, ssh: &Ssh) -> Result<Host, Error> {
         let span = info_span!("connect", host = %spec);
         async {
             let started = Instant::now();
             let sudo = spec.user != "root";
             let reuse = persisted_link(spec, ssh);
-            if let Some((link, ctl)) = reuse
-                .as_ref()
-                .and_then(|l| Some((l, std::fs::read_link(l).ok()?)))
-            {
-                let session = Session::resume_mux(ctl.into_boxed_path(), None);
-                if session.check().await.is_ok() {
-                    debug!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "reused the master connection"
-                    );
-                    return Ok(Host {
-                        spec: spec.clone(),
-                        session,
-                        sudo,
-                        persistent: true,
-                    });
-                }
-                let _ = std::fs::remove_file(link);
+            if let Some(session) = resume_persisted(reuse.as_deref()).await {
+                debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "reused the master connection"
+                );
+                return Ok(Host {
+                    spec: spec.clone(),
+                    session,
+                    sudo,
+                    persistent: true,
+                });
             }
             let mut b = SessionBuilder::default();
             b.user(spec.user.clone())
@@ -249,6 +243,19 @@ impl Host {
     }
 }
 
+/// The master connection a recent run left at `link`, when it still answers (a dead one's link
+/// is removed).
+async fn resume_persisted(link: Option<&std::path::Path>) -> Option<Session> {
+    let link = link?;
+    let ctl = std::fs::read_link(link).ok()?;
+    let session = Session::resume_mux(ctl.into_boxed_path(), None);
+    if session.check().await.is_ok() {
+        return Some(session);
+    }
+    let _ = std::fs::remove_file(link);
+    None
+}
+
 /// Where the master connection of `spec` with these settings is remembered, when masters
 /// persist: `~/.cache/shipit/ssh/cm-HASH` (the directory is private to the user).
 fn persisted_link(spec: &HostSpec, ssh: &Ssh) -> Option<std::path::PathBuf> {
@@ -346,6 +353,18 @@ fn connect_error(spec: &HostSpec, ssh: &Ssh, e: &openssh::Error) -> Error {
         message,
         help,
     }
+}
+
+/// Connect to every host of `config`'s environment, run `f`, and close the connections
+/// whatever `f` returned.
+pub async fn with_fleet<T>(
+    config: &crate::config::Config,
+    f: impl AsyncFnOnce(&Fleet) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+    let result = f(&fleet).await;
+    fleet.close().await;
+    result
 }
 
 /// Every host of an environment, connected.

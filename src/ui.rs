@@ -36,6 +36,30 @@ pub fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// A command's report: printed as text, or with `--json` as structured JSON (fields, never
+/// prose: the text is made from the same fields).
+pub trait Render: serde::Serialize {
+    /// The text output, each line ending in a newline.
+    fn text(&self) -> String;
+}
+
+impl<T: Render> Render for Vec<T> {
+    fn text(&self) -> String {
+        self.iter().map(Render::text).collect()
+    }
+}
+
+/// Print a report on stdout: text, or pretty JSON.
+pub fn print(report: &impl Render, json: bool) {
+    if json {
+        out(&serde_json::to_string_pretty(report)
+            .map(|s| s + "\n")
+            .unwrap_or_default());
+    } else {
+        out(&report.text());
+    }
+}
+
 /// A result on stdout.
 pub fn out(text: &str) {
     let mut out = std::io::stdout().lock();

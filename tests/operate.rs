@@ -60,10 +60,10 @@ fn logs_come_from_every_host_prefixed_by_it() {
             .collect();
         assert_eq!(mine.len(), 3, "{}", json.stdout);
         assert!(
-            mine.iter().all(
-                |r| r["unit"].as_str().is_some_and(|u| u.starts_with("t-logs@"))
-                    && r["line"].is_string()
-            ),
+            mine.iter().all(|r| r["unit"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("t-logs_production@"))
+                && r["line"].is_string()),
             "{}",
             json.stdout
         );

@@ -43,6 +43,13 @@ pub struct Image {
     pub push_seconds: f64,
 }
 
+impl crate::ui::Render for Image {
+    /// The pushed reference, pinned by digest.
+    fn text(&self) -> String {
+        format!("{}@{}\n", self.reference, self.digest)
+    }
+}
+
 /// How many times, and how fast, a push is retried after a transient registry error.
 pub fn push_retry_policy() -> ExponentialBuilder {
     ExponentialBuilder::default()
@@ -207,6 +214,25 @@ pub async fn find_pushed(config: &Config, options: &Options) -> Result<Image, Er
     })
 }
 
+/// Say, once, which of shipit's secret files were left out of the context.
+fn say_excluded(files: &[String]) {
+    if files.is_empty() {
+        return;
+    }
+    ui::status(
+        "Excluded",
+        &format!(
+            "{} from the build context: shipit reads secrets from {}, they never go into an image",
+            files
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if files.len() == 1 { "it" } else { "them" }
+        ),
+    );
+}
+
 pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image, Error> {
     let (registry, password, source) = registry_login(config)?;
     let (release, context) = prepare(config, options)?;
@@ -214,25 +240,7 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
     let reference = format!("{}:{tag}", config.image);
 
     let engine = Engine::connect().await?;
-    if !context.secrets_left_out.is_empty() {
-        ui::status(
-            "Excluded",
-            &format!(
-                "{} from the build context: shipit reads secrets from {}, they never go into an image",
-                context
-                    .secrets_left_out
-                    .iter()
-                    .map(|f| format!("`{f}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if context.secrets_left_out.len() == 1 {
-                    "it"
-                } else {
-                    "them"
-                }
-            ),
-        );
-    }
+    say_excluded(&context.secrets_left_out);
     ui::status(
         "Building",
         &format!(

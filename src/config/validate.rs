@@ -241,6 +241,8 @@ pub fn validate(sources: &Sources<'_>, environment: &str) -> Result<Config, Conf
     Err(ConfigErrors(c.errors))
 }
 
+/// Every key's rule, in the order of the README's table. Long because it is that one table:
+/// each key a few lines, all errors collected before any is returned.
 fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Config> {
     let app = c
         .required(&raw.app, "app", "app = \"hello\"")

@@ -33,7 +33,7 @@ fn settings(config: &Config, secrets: &Secrets) -> Result<BTreeMap<String, Strin
     } else {
         Err(Error::MissingSecrets {
             names: missing,
-            dotenv: config.app_dir.join(".env"),
+            dotenv: Some(config.app_dir.join(".env")),
         })
     }
 }

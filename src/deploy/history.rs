@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::ssh::Fleet;
+use crate::ssh::with_fleet;
 use crate::state::{HistoryEntry, HostState, Outcome};
 
 /// One event in `shipit releases`, merged across hosts.
@@ -39,9 +39,11 @@ impl ReleaseLine {
             && self.outcome == e.outcome
             && self.user == e.user
     }
+}
 
+impl crate::ui::Render for ReleaseLine {
     /// One line of `shipit releases`.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let when = humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.time),
         );
@@ -61,7 +63,7 @@ impl ReleaseLine {
         if let Some(reason) = &self.reason {
             line.push_str(&format!("  ({reason})"));
         }
-        line
+        line + "\n"
     }
 }
 
@@ -104,10 +106,8 @@ pub fn merge_history(states: &[(String, HostState)]) -> Vec<(ReleaseLine, String
 }
 
 pub async fn releases(config: &Config) -> Result<Vec<ReleaseLine>, Error> {
-    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
-    let states = super::observe(&fleet, config).await;
-    fleet.close().await;
-    Ok(merge_history(&states?)
+    let states = with_fleet(config, async |fleet| super::observe(fleet, config).await).await?;
+    Ok(merge_history(&states)
         .into_iter()
         .map(|(line, _)| line)
         .collect())
@@ -185,6 +185,7 @@ mod tests {
     #[test]
     fn any_time_a_host_claims_renders_without_panicking() {
         let mut line = merged(&[("h".into(), host(vec![e(crate::state::MAX_TIME, "1", "")]))]);
+        use crate::ui::Render;
         assert!(line.remove(0).text().starts_with("9999-12-31T23:59:59Z"));
     }
 }

@@ -53,6 +53,13 @@ pub struct Report {
     pub seconds: f64,
 }
 
+impl crate::ui::Render for Report {
+    /// Nothing: a deploy's status lines said it all as it went.
+    fn text(&self) -> String {
+        String::new()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Deploy,

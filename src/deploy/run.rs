@@ -209,40 +209,25 @@ impl<'a> Run<'a> {
                 }
             })
             .buffer_unordered(self.fleet.max_parallel.max(1));
-        let mut tunnels = Vec::new();
-        let mut failure = None;
-        // Every host's future runs to its end: the first failure ends the others' waits for
-        // health, and lets their starts in flight finish (so that the undo stops them).
-        while let Some((index, r)) = results.next().await {
-            match r {
-                Ok(tunnel) => tunnels.push((index, tunnel)),
-                Err(e) if failure.is_none() => {
-                    failure = Some(e);
-                    trigger.fire("another host's failure");
-                }
-                Err(_) => {}
-            }
-        }
+        let tunnels = first_failure(&mut results, &trigger).await;
         drop(results);
-        self.cancel.check()?;
         drop(starting);
         drop(gating);
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        self.cancel.check()?;
+        let tunnels = tunnels?;
+        let warm = if started_hosts.is_empty() {
+            " (warm)"
+        } else {
+            ""
+        };
         ui::status(
             "Healthy",
             &format!(
-                "{} on {} host{} in {:.2}s{}",
+                "{} on {} host{} in {:.2}s{warm}",
                 target.release,
                 changing.len(),
                 plural(changing.len()),
                 t.elapsed().as_secs_f64(),
-                if started_hosts.is_empty() {
-                    " (warm)"
-                } else {
-                    ""
-                }
             ),
         );
         Ok(tunnels)
@@ -857,14 +842,6 @@ impl<'a> Run<'a> {
                 e => e,
             };
         }
-        let hosts: Vec<SplitHost> = reverted
-            .iter()
-            .map(|r| SplitHost {
-                host: r.work.host.spec.to_string(),
-                back: r.back,
-                serves: r.serves.clone(),
-            })
-            .collect();
         let names: Vec<String> = split.iter().map(|r| r.work.host.spec.to_string()).collect();
         self.record(
             &reachable,
@@ -875,6 +852,19 @@ impl<'a> Run<'a> {
             )),
         )
         .await;
+        self.fleet_split(reason, &reverted)
+    }
+
+    /// The error of a fleet split: each host that had switched, and what it serves now.
+    fn fleet_split(&self, cause: String, reverted: &[Reverted<'a>]) -> Error {
+        let hosts: Vec<SplitHost> = reverted
+            .iter()
+            .map(|r| SplitHost {
+                host: r.work.host.spec.to_string(),
+                back: r.back,
+                serves: r.serves.clone(),
+            })
+            .collect();
         // The release the hosts that went back serve: the one to converge on.
         let previous = reverted
             .iter()
@@ -882,7 +872,7 @@ impl<'a> Run<'a> {
             .find_map(|r| r.work.step.from.as_ref())
             .map(|f| f.release.release.clone());
         Error::FleetSplit(Box::new(FleetSplit {
-            cause: reason,
+            cause,
             environment: self.config.environment.clone(),
             hosts,
             previous,
@@ -1011,6 +1001,31 @@ impl<'a> Run<'a> {
                 ));
             }
         }
+    }
+}
+
+/// Every host's result, to its end: the first failure ends the others' waits for health (through
+/// `abort`) and lets their starts in flight finish, so that the undo stops them. The tunnels, or
+/// that first failure.
+async fn first_failure(
+    results: &mut (impl futures::Stream<Item = (usize, Result<Tunnel, Error>)> + Unpin),
+    abort: &crate::signals::Trigger,
+) -> Result<Vec<(usize, Tunnel)>, Error> {
+    let mut tunnels = Vec::new();
+    let mut failure = None;
+    while let Some((index, r)) = results.next().await {
+        match r {
+            Ok(tunnel) => tunnels.push((index, tunnel)),
+            Err(e) if failure.is_none() => {
+                failure = Some(e);
+                abort.fire("another host's failure");
+            }
+            Err(_) => {}
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(tunnels),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::lock;
 use crate::model::Colour;
 use crate::probe::{self, Expect, Tunnel};
-use crate::ssh::{Fleet, each_bounded};
+use crate::ssh::{each_bounded, with_fleet};
 use crate::state::{ColourState, HostState};
 
 /// One colour on a host.
@@ -47,9 +47,9 @@ pub struct HostStatus {
     pub lock: Option<crate::state::LockInfo>,
 }
 
-impl HostStatus {
+impl crate::ui::Render for HostStatus {
     /// The line `shipit status` prints for the host.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let health = match &self.health {
             Health::Healthy => "healthy".to_owned(),
             Health::Unhealthy(a) => format!("unhealthy: {a}"),
@@ -90,9 +90,8 @@ fn colour_status(c: &ColourState) -> ColourStatus {
 }
 
 pub async fn status(config: &Config) -> Result<Vec<HostStatus>, Error> {
-    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
-    let result = async {
-        let states = super::observe(&fleet, config).await?;
+    with_fleet(config, async |fleet| {
+        let states = super::observe(fleet, config).await?;
         let client = probe::client(true)?;
         let rows = each_bounded(
             fleet.hosts.iter().cloned().zip(states).collect(),
@@ -142,9 +141,7 @@ pub async fn status(config: &Config) -> Result<Vec<HostStatus>, Error> {
             },
         )
         .await;
-        Ok::<_, Error>(rows)
-    }
-    .await;
-    fleet.close().await;
-    result
+        Ok(rows)
+    })
+    .await
 }

@@ -129,6 +129,10 @@ fn registry_password(config: &Config) -> Result<Option<crate::secret::Secret>, E
     }
 }
 
+/// One host's phase 1: its plan, its candidates staged and validated; on failure, the plan as
+/// far as it got (its staged candidates are discarded).
+type Checked = Result<(Arc<Host>, HostPlan), (Error, Option<HostPlan>)>;
+
 async fn run(
     config: &Config,
     fleet: &Fleet,
@@ -141,18 +145,51 @@ async fn run(
     // Phase 1: observe, plan, stage, validate. A signal is acted on when it ends (staged
     // candidates are hidden files no service reads, and the next run replaces them); phase 2
     // is never cut short.
+    let checked = check_all(config, fleet, desired, dirs, login, options.dry_run).await;
+    cancel.check()?;
+    if checked.iter().any(Result::is_err) {
+        return Err(discard_all(fleet, checked).await);
+    }
+    let prepared: Vec<(Arc<Host>, HostPlan)> = checked.into_iter().flatten().collect();
+    if options.dry_run {
+        for (host, plan) in &prepared {
+            print_dry_run(&host.spec.to_string(), plan);
+        }
+        return Ok(prepared
+            .iter()
+            .map(|(host, plan)| HostReport {
+                host: host.spec.to_string(),
+                changed: plan.changes.iter().map(|c| c.file.path.clone()).collect(),
+                reloaded: Vec::new(),
+                logged_in: false,
+            })
+            .collect());
+    }
+    // Phase 2: every host validated its candidates; install and reload.
+    install_all(fleet, prepared, login).await
+}
+
+/// Phase 1 on every host, with a progress line each.
+async fn check_all(
+    config: &Config,
+    fleet: &Fleet,
+    desired: &[ManagedFile],
+    dirs: &[(&'static str, String)],
+    login: Option<&Login<'_>>,
+    dry_run: bool,
+) -> Vec<Checked> {
     let progress = ui::Step::new(
         "Checking",
         fleet.hosts.iter().map(|h| &h.spec),
         "reading the managed files",
     );
-    let prepared = fleet
+    fleet
         .each(|host| {
             let line = progress.line(&host.spec);
             async move {
                 let result = async {
                     let plan = observe_and_plan(config, &host, desired, dirs, login).await?;
-                    if !options.dry_run && !plan.is_empty() {
+                    if !dry_run && !plan.is_empty() {
                         line.set(format!(
                             "staging and validating {} changed file{}",
                             plan.changes.len(),
@@ -180,49 +217,40 @@ async fn run(
                 result.map(|plan| (host, plan))
             }
         })
-        .await;
-    drop(progress);
-    cancel.check()?;
+        .await
+}
 
-    if prepared.iter().any(Result::is_err) {
-        let mut errors = Vec::new();
-        let mut to_discard = Vec::new();
-        for (host, result) in fleet.hosts.iter().zip(prepared) {
-            match result {
-                Ok((host, plan)) => to_discard.push((host, plan)),
-                Err((e, plan)) => {
-                    errors.push(e);
-                    if let Some(plan) = plan {
-                        to_discard.push((Arc::clone(host), plan));
-                    }
+/// After a failed phase 1 somewhere: every staged candidate removed, every error returned.
+async fn discard_all(fleet: &Fleet, checked: Vec<Checked>) -> Error {
+    let mut errors = Vec::new();
+    let mut to_discard = Vec::new();
+    for (host, result) in fleet.hosts.iter().zip(checked) {
+        match result {
+            Ok((host, plan)) => to_discard.push((host, plan)),
+            Err((e, plan)) => {
+                errors.push(Err::<(), _>(e));
+                if let Some(plan) = plan {
+                    to_discard.push((Arc::clone(host), plan));
                 }
             }
         }
-        futures::future::join_all(to_discard.iter().map(|(h, p)| discard(h, p))).await;
-        return Err(if errors.len() == 1 {
-            errors.remove(0)
-        } else {
-            Error::Hosts { hosts: errors }
-        });
     }
-    let prepared: Vec<(Arc<Host>, HostPlan)> = prepared.into_iter().flatten().collect();
-
-    if options.dry_run {
-        for (host, plan) in &prepared {
-            print_dry_run(&host.spec.to_string(), plan);
-        }
-        return Ok(prepared
-            .iter()
-            .map(|(host, plan)| HostReport {
-                host: host.spec.to_string(),
-                changed: plan.changes.iter().map(|c| c.file.path.clone()).collect(),
-                reloaded: Vec::new(),
-                logged_in: false,
-            })
-            .collect());
+    futures::future::join_all(to_discard.iter().map(|(h, p)| discard(h, p))).await;
+    match crate::deploy::collect(errors) {
+        Err(e) => e,
+        Ok(_) => Error::Internal {
+            context: "provision".into(),
+            message: "a host failed without an error".into(),
+        },
     }
+}
 
-    // Phase 2: every host validated its candidates; install and reload.
+/// Phase 2 on every host with changes: install and reload, log in.
+async fn install_all(
+    fleet: &Fleet,
+    prepared: Vec<(Arc<Host>, HostPlan)>,
+    login: Option<&Login<'_>>,
+) -> Result<Vec<HostReport>, Error> {
     let progress = ui::Step::new(
         "Installing",
         prepared
@@ -241,22 +269,7 @@ async fn run(
     })
     .await;
     drop(progress);
-    let mut reports = Vec::new();
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(report) => reports.push(report),
-            Err(e) => errors.push(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(if errors.len() == 1 {
-            errors.remove(0)
-        } else {
-            Error::Hosts { hosts: errors }
-        });
-    }
-    Ok(reports)
+    crate::deploy::collect(results)
 }
 
 async fn observe_and_plan(
@@ -266,45 +279,10 @@ async fn observe_and_plan(
     dirs: &[(&'static str, String)],
     login: Option<&Login<'_>>,
 ) -> Result<HostPlan, (Error, Option<HostPlan>)> {
-    let cmd = scripts::Observe {
-        files: desired.iter().map(|f| f.path.clone()).collect(),
-        dirs: dirs.iter().map(|(_, d)| d.clone()).collect(),
-    }
-    .command();
     let site = config.site();
-    let old = site.legacy();
-    let legacy_cmd = scripts::ReadLegacy {
-        upstream_include: old.upstream_include(),
-        nginx_site: old.nginx_site(),
-        app_envs: [old.app_env(Colour::Blue), old.app_env(Colour::Green)],
-        units: [old.unit(Colour::Blue), old.unit(Colour::Green)],
-        lock_dir: old.lock_dir(),
-        new_upstream_include: site.upstream_include(),
-    }
-    .command();
-    let ports_cmd = scripts::PortsHeld {
-        ports: &[config.ports.blue, config.ports.green],
-        ours: &[site.container(Colour::Blue), site.container(Colour::Green)],
-    }
-    .command();
-    let (stdout, legacy_out, ports_out) = tokio::join!(
-        host.check(&cmd),
-        host.check(&legacy_cmd),
-        host.check(&ports_cmd)
-    );
-    let stdout = stdout.map_err(|e| (e, None))?;
-    let legacy_out = legacy_out.map_err(|e| (e, None))?;
-    let legacy_state =
-        plan::LegacyState::parse(&String::from_utf8_lossy(&legacy_out)).map_err(|message| {
-            (
-                Error::Protocol {
-                    host: host.spec.to_string(),
-                    command: legacy_cmd.to_string(),
-                    message,
-                },
-                None,
-            )
-        })?;
+    let (observed, legacy_state, held) = read_host(config, host, desired, dirs)
+        .await
+        .map_err(|e| (e, None))?;
     let legacy = plan::legacy_move(&site, &config.domain, &legacy_state).map_err(|message| {
         (
             Error::LegacyBusy {
@@ -317,20 +295,14 @@ async fn observe_and_plan(
     })?;
     // A colour port another app or process holds: refused before anything changes. The
     // containers of this environment (in the earlier layout too, when it is this one's) may.
-    let mut held =
-        crate::state::ports_held(&String::from_utf8_lossy(&ports_out.map_err(|e| (e, None))?));
-    if legacy.is_some() {
-        let legacy_names = [
-            format!("{}-blue", config.app),
-            format!("{}-green", config.app),
-        ];
-        held.retain(|h| {
-            !legacy_names
-                .iter()
-                .any(|n| h.holder == format!("container `{n}`"))
-        });
-    }
-    if let Some(h) = held.into_iter().next() {
+    let legacy_names = [
+        format!("container `{}-blue`", config.app),
+        format!("container `{}-green`", config.app),
+    ];
+    if let Some(h) = held
+        .into_iter()
+        .find(|h| legacy.is_none() || !legacy_names.contains(&h.holder))
+    {
         return Err((
             Error::PortHeld {
                 host: host.spec.to_string(),
@@ -341,19 +313,63 @@ async fn observe_and_plan(
             None,
         ));
     }
-    let observed = plan::parse_observed(&stdout, desired.len(), dirs.len()).map_err(|message| {
-        (
-            Error::Protocol {
-                host: host.spec.to_string(),
-                command: cmd.to_string(),
-                message,
-            },
-            None,
-        )
-    })?;
     let plan = plan::plan_host(desired, dirs, &observed, login, legacy);
     info!(host = %host.spec, changes = plan.changes.len(), login = plan.login, "planned");
     Ok(plan)
+}
+
+/// One round trip's worth of reads (three commands at once): the managed files, the earlier
+/// layout, and who holds the colour ports.
+async fn read_host(
+    config: &Config,
+    host: &Host,
+    desired: &[ManagedFile],
+    dirs: &[(&'static str, String)],
+) -> Result<
+    (
+        plan::Observed,
+        plan::LegacyState,
+        Vec<crate::state::HeldPort>,
+    ),
+    Error,
+> {
+    let site = config.site();
+    let old = site.legacy();
+    let observe = scripts::Observe {
+        files: desired.iter().map(|f| f.path.clone()).collect(),
+        dirs: dirs.iter().map(|(_, d)| d.clone()).collect(),
+    }
+    .command();
+    let legacy = scripts::ReadLegacy {
+        upstream_include: old.upstream_include(),
+        nginx_site: old.nginx_site(),
+        app_envs: [old.app_env(Colour::Blue), old.app_env(Colour::Green)],
+        units: [old.unit(Colour::Blue), old.unit(Colour::Green)],
+        lock_dir: old.lock_dir(),
+        new_upstream_include: site.upstream_include(),
+    }
+    .command();
+    let ports = scripts::PortsHeld {
+        ports: &[config.ports.blue, config.ports.green],
+        ours: &[site.container(Colour::Blue), site.container(Colour::Green)],
+    }
+    .command();
+    let (files, legacy_out, ports_out) = tokio::join!(
+        host.check(&observe),
+        host.check(&legacy),
+        host.check(&ports)
+    );
+    let protocol = |cmd: &crate::remote::RemoteCommand, message: String| Error::Protocol {
+        host: host.spec.to_string(),
+        command: cmd.to_string(),
+        message,
+    };
+    let observed = plan::parse_observed(&files?, desired.len(), dirs.len())
+        .map_err(|m| protocol(&observe, m))?;
+    let legacy_state = plan::LegacyState::parse(&String::from_utf8_lossy(&legacy_out?))
+        .map_err(|m| protocol(&legacy, m))?;
+    let held = crate::state::ports_held(&String::from_utf8_lossy(&ports_out?));
+    Ok((observed, legacy_state, held))
 }
 
 async fn stage_and_validate(host: &Host, plan: &HostPlan) -> Result<(), Error> {
@@ -453,69 +469,73 @@ async fn discard(host: &Host, plan: &HostPlan) {
     }
 }
 
+/// Install a host's validated files (and move it off the earlier layout): the names of what
+/// was reloaded.
+async fn install_changes(host: &Host, plan: &HostPlan) -> Result<Vec<&'static str>, Error> {
+    let legacy = plan.legacy.clone().unwrap_or_default();
+    // The earlier layout's state first: deploys read it at the new paths.
+    if !legacy.copies.is_empty() {
+        host.check(
+            &scripts::CopyMissing {
+                pairs: &legacy.copies,
+            }
+            .command(),
+        )
+        .await?;
+    }
+    let mut installs: Vec<scripts::Install> =
+        plan.validated().map(|c| install(&c.file.path)).collect();
+    // Its site and logrotate rule go in the same install as the new ones.
+    installs.extend(legacy.removals.iter().map(|path| scripts::Install {
+        staged: None,
+        target: path.clone(),
+        backup: layout::backup(path),
+    }));
+    let nginx = plan.reload_nginx() || !legacy.removals.is_empty();
+    let mut reloaded = Vec::new();
+    if !installs.is_empty() {
+        let cmd = scripts::Commit {
+            label: "install and reload",
+            check_nginx: nginx,
+            daemon_reload: plan.daemon_reload(),
+            reload_nginx: nginx,
+            installs: &installs,
+        }
+        .command();
+        let out = host.run(&cmd).await?;
+        match out.code {
+            Some(0) => {}
+            Some(3) => return Err(refused(host, plan, &out.stderr)),
+            _ => return Err(host.failed(&cmd, &out)),
+        }
+        if plan.daemon_reload() {
+            reloaded.push("systemd");
+        }
+        if nginx {
+            reloaded.push("nginx");
+        }
+    }
+    if !legacy.cleanup.is_empty() {
+        let unit_removed = legacy.cleanup.iter().any(|p| p.ends_with("@.service"));
+        host.check(
+            &scripts::RemoveLegacy {
+                daemon_reload: unit_removed,
+                paths: &legacy.cleanup,
+            }
+            .command(),
+        )
+        .await?;
+    }
+    Ok(reloaded)
+}
+
 async fn commit(
     host: &Host,
     plan: &HostPlan,
     login: Option<&Login<'_>>,
 ) -> Result<HostReport, Error> {
     // The install and the registry login are independent: both go at once.
-    let install = async {
-        let legacy = plan.legacy.clone().unwrap_or_default();
-        // The earlier layout's state first: deploys read it at the new paths.
-        if !legacy.copies.is_empty() {
-            host.check(
-                &scripts::CopyMissing {
-                    pairs: &legacy.copies,
-                }
-                .command(),
-            )
-            .await?;
-        }
-        let mut installs: Vec<scripts::Install> =
-            plan.validated().map(|c| install(&c.file.path)).collect();
-        // Its site and logrotate rule go in the same install as the new ones.
-        installs.extend(legacy.removals.iter().map(|path| scripts::Install {
-            staged: None,
-            target: path.clone(),
-            backup: layout::backup(path),
-        }));
-        let nginx = plan.reload_nginx() || !legacy.removals.is_empty();
-        let mut reloaded = Vec::new();
-        if !installs.is_empty() {
-            let cmd = scripts::Commit {
-                label: "install and reload",
-                check_nginx: nginx,
-                daemon_reload: plan.daemon_reload(),
-                reload_nginx: nginx,
-                installs: &installs,
-            }
-            .command();
-            let out = host.run(&cmd).await?;
-            match out.code {
-                Some(0) => {}
-                Some(3) => return Err(refused(host, plan, &out.stderr)),
-                _ => return Err(host.failed(&cmd, &out)),
-            }
-            if plan.daemon_reload() {
-                reloaded.push("systemd");
-            }
-            if nginx {
-                reloaded.push("nginx");
-            }
-        }
-        if !legacy.cleanup.is_empty() {
-            let unit_removed = legacy.cleanup.iter().any(|p| p.ends_with("@.service"));
-            host.check(
-                &scripts::RemoveLegacy {
-                    daemon_reload: unit_removed,
-                    paths: &legacy.cleanup,
-                }
-                .command(),
-            )
-            .await?;
-        }
-        Ok(reloaded)
-    };
+    let install = install_changes(host, plan);
     let login = async {
         match (plan.login, login) {
             (true, Some(login)) => {
@@ -539,6 +559,12 @@ async fn commit(
         reloaded,
         logged_in: plan.login,
     };
+    say_provisioned(host, plan, &report);
+    Ok(report)
+}
+
+/// `Provisioned web1: 2 files changed, reloaded nginx, ...`
+fn say_provisioned(host: &Host, plan: &HostPlan, report: &HostReport) {
     let mut summary = format!(
         "{} file{} changed",
         report.changed.len(),
@@ -561,7 +587,6 @@ async fn commit(
         summary.push_str(", logged in to the registry");
     }
     ui::status("Provisioned", &format!("{}: {summary}", host.spec));
-    Ok(report)
 }
 
 fn print_dry_run(host: &str, plan: &HostPlan) {
