@@ -297,8 +297,11 @@ pub enum Error {
     #[error("{failed} check{} failed", if *failed == 1 { "" } else { "s" })]
     DoctorFailed { failed: usize },
 
-    #[error("{context}: {message}")]
-    Internal { context: String, message: String },
+    #[error("{context}: {source}")]
+    Internal {
+        context: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     #[error("failed to write `{}`: {source}", path.display())]
     Write {

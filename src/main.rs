@@ -17,7 +17,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(shipit::ui::log_writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(shipit::ui::colour())
         .with_target(false)
         .init();
     shipit::ui::set_quiet(cli.quiet);

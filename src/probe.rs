@@ -128,7 +128,7 @@ pub fn client(fresh_connections: bool) -> Result<reqwest::Client, Error> {
     }
     b.build().map_err(|e| Error::Internal {
         context: "making the HTTP client".into(),
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 

@@ -90,31 +90,29 @@ impl Secrets {
     }
 }
 
-/// `KEY=value` lines; `#` comments, blank lines, optional `export `, and single or double
-/// quotes around a value. Returns the 1-based line of the first bad line.
+/// The variables of a `.env` file, read with dotenvy (the syntax of docker compose and most
+/// tools: `#` comments, `export `, quotes; `$VAR` is expanded in unquoted and double-quoted
+/// values, so a literal `$` goes in single quotes). Returns the 1-based line of the first bad
+/// line and what is wrong with it.
 fn parse_dotenv(text: &str) -> Result<BTreeMap<String, String>, (usize, String)> {
+    let line_of = |needle: &str| {
+        text.lines()
+            .position(|l| l.contains(needle.trim()))
+            .map_or(1, |i| i + 1)
+    };
     let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
+        let (key, value) = item.map_err(|e| match e {
+            dotenvy::Error::LineParse(line, at) => (
+                line_of(&line),
+                format!("cannot read `KEY=value` here (at character {})", at + 1),
+            ),
+            other => (1, other.to_string()),
+        })?;
+        if !crate::config::is_env_name(&key) {
+            return Err((line_of(&key), format!("`{key}` is not a variable name")));
         }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            return Err((i + 1, "expected `KEY=value`".into()));
-        };
-        let key = key.trim();
-        if !crate::config::is_env_name(key) {
-            return Err((i + 1, format!("`{key}` is not a variable name")));
-        }
-        let value = value.trim();
-        let value = match (value.chars().next(), value.chars().last()) {
-            (Some(q @ ('"' | '\'')), Some(e)) if q == e && value.len() >= 2 => {
-                &value[1..value.len() - 1]
-            }
-            _ => value,
-        };
-        out.insert(key.to_owned(), value.to_owned());
+        out.insert(key, value);
     }
     Ok(out)
 }
@@ -131,10 +129,15 @@ mod tests {
 
     #[test]
     fn dotenv_lines() {
-        let m = parse_dotenv("# c\nA=1\nexport B = \"two words\"\nC='x=y'\n\n").unwrap();
+        let m = parse_dotenv(
+            "# c\nA=1\nexport B=\"two words\"\nC='x=y'\nD='p4$$w0rd'\nE=\"${A}-x\"\n\n",
+        )
+        .unwrap();
         assert_eq!(m["A"], "1");
         assert_eq!(m["B"], "two words");
         assert_eq!(m["C"], "x=y");
-        assert_eq!(parse_dotenv("A=1\nnope\n").unwrap_err().0, 2);
+        assert_eq!(m["D"], "p4$$w0rd", "single quotes keep `$`");
+        assert_eq!(m["E"], "1-x", "double quotes expand");
+        assert_eq!(parse_dotenv("A=1\nnope here\n").unwrap_err().0, 2);
     }
 }

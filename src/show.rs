@@ -26,17 +26,17 @@ pub fn config(config: &Config, json: bool) -> Result<String, Error> {
         })
         .collect();
     let shown = Shown { config, secrets };
-    let text = if json {
+    let internal = |source: Box<dyn std::error::Error + Send + Sync>| Error::Internal {
+        context: "printing the configuration".into(),
+        source,
+    };
+    if json {
         serde_json::to_string_pretty(&shown)
             .map(|s| s + "\n")
-            .map_err(|e| e.to_string())
+            .map_err(|e| internal(e.into()))
     } else {
-        toml::to_string(&shown).map_err(|e| e.to_string())
-    };
-    text.map_err(|message| Error::Internal {
-        context: "printing the configuration".into(),
-        message,
-    })
+        toml::to_string(&shown).map_err(|e| internal(e.into()))
+    }
 }
 
 /// One secret the configuration needs, and where its value comes from (never the value).

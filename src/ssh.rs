@@ -435,21 +435,16 @@ async fn close_all(hosts: Vec<Arc<Host>>) {
     futures::future::join_all(closing).await;
 }
 
-/// Map `f` over `items` with at most `limit` futures in flight, keeping the input order.
+/// Map `f` over `items` with at most `limit` futures in flight, results in the input order.
 pub async fn each_bounded<I, T, F, Fut>(items: Vec<I>, limit: usize, f: F) -> Vec<T>
 where
     F: Fn(I) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
     use futures::StreamExt;
-    let mut indexed: Vec<(usize, T)> = futures::stream::iter(items.into_iter().enumerate())
-        .map(|(i, item)| {
-            let fut = f(item);
-            async move { (i, fut.await) }
-        })
-        .buffer_unordered(limit.max(1))
+    futures::stream::iter(items)
+        .map(f)
+        .buffered(limit.max(1))
         .collect()
-        .await;
-    indexed.sort_by_key(|(i, _)| *i);
-    indexed.into_iter().map(|(_, t)| t).collect()
+        .await
 }

@@ -16,18 +16,16 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
-/// `    Verb message`, the verb right-aligned and green on a terminal.
+/// `    Verb message`, the verb right-aligned and green (on a terminal, unless `NO_COLOR`).
 pub fn status(verb: &str, message: &str) {
     if QUIET.load(Ordering::Relaxed) {
         return;
     }
-    let colour = std::io::stderr().is_terminal();
+    let green = anstyle::Style::new()
+        .bold()
+        .fg_color(Some(anstyle::AnsiColor::Green.into()));
     above_progress(|err| {
-        let _ = if colour {
-            writeln!(err, "\x1b[1;32m{verb:>12}\x1b[0m {message}")
-        } else {
-            writeln!(err, "{verb:>12} {message}")
-        };
+        let _ = writeln!(err, "{green}{verb:>12}{green:#} {message}");
     });
 }
 
@@ -68,14 +66,18 @@ pub fn out(text: &str) {
 
 /// A warning line on stderr (even with `-q`: it says something was done on the user's behalf).
 pub fn warn(message: &str) {
-    let colour = std::io::stderr().is_terminal();
+    let yellow = anstyle::Style::new()
+        .bold()
+        .fg_color(Some(anstyle::AnsiColor::Yellow.into()));
     above_progress(|err| {
-        let _ = if colour {
-            writeln!(err, "\x1b[1;33mwarning\x1b[0m: {message}")
-        } else {
-            writeln!(err, "warning: {message}")
-        };
+        let _ = writeln!(err, "{yellow}warning{yellow:#}: {message}");
     });
+}
+
+/// Whether stderr gets colours: a terminal, and neither `NO_COLOR` nor `CLICOLOR=0` set
+/// (anstream's reading of the conventions).
+pub fn colour() -> bool {
+    anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
 }
 
 // --- progress per host ---------------------------------------------------------------------
@@ -106,8 +108,9 @@ fn multi() -> &'static MultiProgress {
 }
 
 /// Writes `f` on stderr above the live lines (if any are drawn).
-fn above_progress(f: impl FnOnce(&mut std::io::StderrLock<'_>)) {
-    let write = || f(&mut std::io::stderr().lock());
+fn above_progress(f: impl FnOnce(&mut dyn Write)) {
+    // Colour codes are stripped where they do not belong (not a terminal, `NO_COLOR`).
+    let write = || f(&mut anstream::AutoStream::auto(std::io::stderr().lock()));
     if LIVE_STEPS.load(Ordering::Relaxed) > 0 {
         multi().suspend(write);
     } else {

@@ -51,7 +51,7 @@ impl Release {
         let mut version = version.clone();
         version.build = semver::BuildMetadata::new(&build).map_err(|e| Error::Internal {
             context: "the release version".into(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
         Ok(Release { version })
     }

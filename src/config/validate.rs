@@ -822,7 +822,16 @@ fn toml_error(sources: &Sources<'_>, file: FileId, e: &toml::de::Error) -> Confi
             };
             (format!("unknown key `{key}`"), Some(help))
         }
-        None => (message.to_owned(), None),
+        // serde's type names, as a user would say them.
+        None => (
+            message
+                .replace("expected i64", "expected a whole number")
+                .replace("expected u64", "expected a whole number")
+                .replace("expected f64", "expected a number")
+                .replace("expected a sequence", "expected a list")
+                .replace("expected a map", "expected a table"),
+            None,
+        ),
     };
     ConfigError {
         file: sources.name(file).to_owned(),

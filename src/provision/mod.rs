@@ -240,7 +240,7 @@ async fn discard_all(fleet: &Fleet, checked: Vec<Checked>) -> Error {
         Err(e) => e,
         Ok(_) => Error::Internal {
             context: "provision".into(),
-            message: "a host failed without an error".into(),
+            source: "a host failed without an error".into(),
         },
     }
 }
