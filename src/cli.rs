@@ -41,7 +41,7 @@ pub enum Command {
     /// Print the merged configuration of an environment, secrets redacted
     #[command(after_help = "Example:\n  shipit config production\n  shipit config staging --json")]
     Config {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Print as JSON
         #[arg(long)]
@@ -52,7 +52,7 @@ pub enum Command {
         after_help = "Examples:\n  shipit build production\n  shipit build production --version 1.5.0 --allow-dirty\n\nThe tag is the version plus the app's git commit: 1.4.2+3f9c2ab is tagged 1.4.2_3f9c2ab."
     )]
     Build {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         #[command(flatten)]
         release: ReleaseArgs,
@@ -65,7 +65,7 @@ pub enum Command {
         after_help = "Examples:\n  shipit deploy production\n  shipit deploy production --dry-run\n  shipit deploy staging --version 1.5.0-rc.1 --lock-wait 5m\n\nBuild once, then promote the same image (a CI pipeline):\n  shipit build staging && shipit deploy staging --no-build\n  shipit deploy production --no-build"
     )]
     Deploy {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         #[command(flatten)]
         release: ReleaseArgs,
@@ -81,7 +81,7 @@ pub enum Command {
         after_help = "Examples:\n  shipit rollback production\n  shipit rollback production --to 1.4.1"
     )]
     Rollback {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// A retained release, such as `1.4.1` or `1.4.1+3f9c2ab`
         #[arg(long, value_name = "VERSION")]
@@ -92,7 +92,7 @@ pub enum Command {
     /// Per host: live colour, release, health, unit states, lock holder
     #[command(after_help = "Example:\n  shipit status production --json")]
     Status {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Print as JSON
         #[arg(long)]
@@ -101,7 +101,7 @@ pub enum Command {
     /// Release history merged from all hosts, newest first
     #[command(after_help = "Example:\n  shipit releases production")]
     Releases {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Print as JSON
         #[arg(long)]
@@ -133,7 +133,7 @@ pub enum Command {
     /// Docker and the registry login, nginx, systemd, disk space, clock skew
     #[command(after_help = "Example:\n  shipit doctor production")]
     Doctor {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Print as JSON
         #[arg(long)]
@@ -144,7 +144,7 @@ pub enum Command {
         after_help = "Examples:\n  shipit logs production\n  shipit logs production --follow --lines 20\n  shipit logs production --json | jq -r 'select(.host | test(\"web1\")) | .line'"
     )]
     Logs {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Keep printing new lines until interrupted
         #[arg(short, long)]
@@ -163,7 +163,7 @@ pub enum Command {
     Maintenance {
         #[arg(value_parser = ["on", "off"])]
         state: String,
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         #[command(flatten)]
         lock: LockWaitArg,
@@ -179,7 +179,7 @@ pub enum Command {
         after_help = "Examples:\n  shipit provision production\n  shipit provision production --dry-run"
     )]
     Provision {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Show a diff of every file against each host and change nothing
         #[arg(long)]
@@ -236,7 +236,7 @@ pub struct ChangeArgs {
 pub enum SecretsAction {
     /// Say which secrets are missing, without printing any value
     Check {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Print as JSON
         #[arg(long)]
@@ -248,7 +248,7 @@ pub enum SecretsAction {
 pub enum LockAction {
     /// Who holds the lock on each host, since when
     Status {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Print as JSON
         #[arg(long)]
@@ -256,7 +256,7 @@ pub enum LockAction {
     },
     /// Break the lock, whoever holds it (asks for confirmation)
     Release {
-        /// The environment: environments/<ENVIRONMENT>.toml beside shipit.toml
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Do not ask
         #[arg(long)]

@@ -294,7 +294,7 @@ async fn ports_check(config: &Config, place: &str, host: &Host) -> Check {
     }
 }
 
-/// The sudo check from [`scripts::SUDO_PROBE`]'s answer, when it fails: exactly what is
+/// The sudo check from [`scripts::SudoProbe`]'s answer, when it fails: exactly what is
 /// missing, and the line that gives it.
 fn sudo_check(place: &str, probe: &str) -> Option<Check> {
     let get = |k: &str| {

@@ -1,14 +1,26 @@
 //! shipit: blue/green deploys of containers to your own Linux servers, behind nginx.
 //!
 //! A tour, from the outside in:
-//! - [`cli`] maps arguments to operations and stays thin;
+//! - [`cli`] maps arguments to one operation per command and prints its report ([`ui::Render`]);
 //! - [`config`] loads and validates `shipit.toml` + `environments/<env>.toml` (pure after reading);
-//! - [`templates`] renders the nginx, systemd and logrotate files (pure);
+//!   [`suggest`] gives its "did you mean";
+//! - [`deploy`] is `deploy` and `rollback`: [`deploy::plan`] decides from what the hosts hold
+//!   (pure), its `run` executes the stages with one undo path; `status` and `releases` sit
+//!   beside them;
 //! - [`provision`] plans per host from what the host has ([`provision::plan`], pure) and
-//!   executes the plan over SSH;
-//! - [`remote`] builds every remote command as data (constant scripts, quoted arguments);
-//! - [`ssh`] is the only place that talks to hosts;
-//! - [`error`] holds every message a user can see; [`ui`] prints status lines.
+//!   installs the files [`templates`] renders (pure);
+//! - [`build`] tars the context (streamed) and builds and pushes the image through [`docker`];
+//! - [`state`] parses what a host answers about a site (pure); [`layout`] says where everything
+//!   is on a host, keyed by app and environment;
+//! - [`lock`] is the environment lock; [`signals`] turns SIGINT, SIGTERM and SIGHUP into a
+//!   cancellation the run acts on;
+//! - [`remote`] builds every command a host runs: its [`remote::scripts`] are `.sh` files with a
+//!   typed builder each; [`ssh`] is the only place that talks to hosts, [`probe`] the only one
+//!   that makes HTTP checks (through SSH tunnels), [`tls`] their TLS;
+//! - [`doctor`], [`operate`] (logs, maintenance), [`init`], [`show`] (config, secrets) and
+//!   [`hooks`], [`notify`] are the rest of the commands and their side effects;
+//! - [`secret`] holds values that never print; [`model`] the shared vocabulary (colours);
+//!   [`error`] every message a user can see; [`ui`] status lines, progress and reports.
 
 pub mod build;
 pub mod cli;

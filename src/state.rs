@@ -6,7 +6,7 @@
 //! on which health path; the host itself says whether a colour's settings (its environment and
 //! secrets) equal the deploy's, without any value derived from a secret leaving it; the lock
 //! directory says who is deploying, and the append-only history says what happened.
-//! Owns: parsing the answer to [`crate::remote::scripts::DEPLOY_STATE`], the lock details and
+//! Owns: parsing the answer to [`crate::remote::scripts::ReadState`], the lock details and
 //! the history line formats.
 
 use base64::Engine;
@@ -396,7 +396,7 @@ fn parse_unit_env(colour: &mut ColourState, text: Option<&str>) {
     colour.health_path = get("SHIPIT_HEALTH_PATH").filter(|p| p.starts_with('/'));
 }
 
-/// Who answers on a host port, from [`crate::remote::scripts::PORT_OWNER`].
+/// Who answers on a host port, from [`crate::remote::scripts::WhoAnswers`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortOwner {
     /// `true`, `false`, or `absent` (no such container).
@@ -471,7 +471,7 @@ impl PortOwner {
     }
 }
 
-/// A port something else holds, from [`crate::remote::scripts::PORTS_HELD`].
+/// A port something else holds, from [`crate::remote::scripts::PortsHeld`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldPort {
     pub port: u16,

@@ -28,7 +28,7 @@ pub struct Observed {
     pub docker_config: Option<RemoteFile>,
 }
 
-/// Parse the framed output of [`crate::remote::scripts::OBSERVE`] for `files` then `dirs`.
+/// Parse the framed output of [`crate::remote::scripts::Observe`] for `files` then `dirs`.
 pub fn parse_observed(stdout: &[u8], files: usize, dirs: usize) -> Result<Observed, String> {
     let mut rest = stdout;
     let next_file = |rest: &mut &[u8]| -> Result<Option<RemoteFile>, String> {
@@ -192,7 +192,7 @@ pub fn directories(site: &crate::layout::Site) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// What a host holds of the app in the earlier layout, from [`crate::remote::scripts::LEGACY_STATE`].
+/// What a host holds of the app in the earlier layout, from [`crate::remote::scripts::ReadLegacy`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LegacyState {
     pub upstream: Option<String>,
