@@ -110,7 +110,9 @@ WORK=$(mktemp -d /tmp/shipit-bench.XXXXXX)
 # they cannot drift: the only differences are Tera's `self::` macro calls and its named
 # `endmacro NAME`.
 for t in nginx.conf app.service logrotate; do
-  sed -e 's/self:://g' -e 's/endmacro [a-z_]*/endmacro/' "$ROOT/templates/$t.tera" \
+  # `environment` is an Ansible keyword: the playbook calls it env_name.
+  sed -e 's/self:://g' -e 's/endmacro [a-z_]*/endmacro/' -e 's/{{ environment }}/{{ env_name }}/g' \
+    "$ROOT/templates/$t.tera" \
     >"$ROOT/bench/ansible/templates/$t.j2"
 done
 
@@ -226,10 +228,11 @@ export SHIPIT_REGISTRY SHIPIT_REGISTRY_USER SHIPIT_REGISTRY_PASSWORD
 wipe() {
   local app script=''
   for app in "$SHIPIT_APP" "$ANSIBLE_APP"; do
-    script+="systemctl stop '$app@blue' '$app@green' 2>/dev/null; \
-rm -rf /etc/nginx/conf.d/shipit-$app.conf /etc/nginx/conf.d/.shipit-$app.conf.* \
-/etc/systemd/system/$app@.service /etc/systemd/system/.$app@.service.* \
-/etc/logrotate.d/shipit-$app /etc/logrotate.d/.shipit-$app.* \
+    local key=${app}_$ENV_NAME
+    script+="systemctl stop '$key@blue' '$key@green' 2>/dev/null; \
+rm -rf /etc/nginx/conf.d/shipit-$key.conf /etc/nginx/conf.d/.shipit-$key.conf.* \
+/etc/systemd/system/$key@.service /etc/systemd/system/.$key@.service.* \
+/etc/logrotate.d/shipit-$key /etc/logrotate.d/.shipit-$key.* \
 /etc/shipit/$app /var/log/shipit/$app /var/lib/shipit/$app || exit 1; "
   done
   script+='systemctl daemon-reload && nginx -t -q && systemctl reload-or-restart nginx'
@@ -315,19 +318,20 @@ log "checking that both apps coexist and that both tools installed the same file
 check_site "$SHIPIT_APP.test"
 check_site "$ANSIBLE_APP.test"
 # shellcheck disable=SC2016 # expanded on the host
-files_of='app=$1
-for f in /etc/shipit/$app/upstream.conf /etc/nginx/conf.d/shipit-$app.conf \
-  /etc/systemd/system/$app@.service /etc/logrotate.d/shipit-$app; do
+files_of='app=$1 env=$2 key=$1_$2
+for f in /etc/shipit/$app/$env/upstream.conf /etc/nginx/conf.d/shipit-$key.conf \
+  /etc/systemd/system/$key@.service /etc/logrotate.d/shipit-$key; do
   printf "== %s %s\n" "$f" "$(stat -c "%a %U:%G" "$f")"; cat "$f"
 done
-for d in /etc/shipit/$app /var/log/shipit/$app /var/lib/shipit/$app; do
+for d in /etc/shipit/$app/$env /var/log/shipit/$app/$env /var/lib/shipit/$app/$env; do
   printf "== %s %s\n" "$d" "$(stat -c "%a %U:%G %F" "$d")"
 done'
 for ((i = 0; i < N; i++)); do
-  on_host "$i" "sh -c '$files_of' sh $SHIPIT_APP" >"$WORK/files.shipit.$i" ||
+  on_host "$i" "sh -c '$files_of' sh $SHIPIT_APP $ENV_NAME" >"$WORK/files.shipit.$i" ||
     die "reading $SHIPIT_APP's files on ${HOSTS[$i]} failed"
-  on_host "$i" "sh -c '$files_of' sh $ANSIBLE_APP" |
+  on_host "$i" "sh -c '$files_of' sh $ANSIBLE_APP $ENV_NAME" |
     sed -e "s/$ANSIBLE_APP/$SHIPIT_APP/g" -e "s/${ANSIBLE_APP//-/_}/${SHIPIT_APP//-/_}/g" \
+      -e "s/shipit_${#ANSIBLE_APP}_/shipit_${#SHIPIT_APP}_/g" \
       >"$WORK/files.ansible.$i" || die "reading $ANSIBLE_APP's files on ${HOSTS[$i]} failed"
   if ! diff -u "$WORK/files.shipit.$i" "$WORK/files.ansible.$i" >"$WORK/files.diff" 2>&1; then
     cat "$WORK/files.diff" >&2

@@ -20,12 +20,16 @@ fi
 if systemctl cat -- "$legacy" > /dev/null 2>&1; then
   systemctl disable --quiet --now -- "$legacy" 2> /dev/null || systemctl stop -- "$legacy"
 fi
-others=$(docker ps --filter "publish=$port" --format '{{.Names}}' | grep -vxF -- "$container" | tr '\n' ' ' || true)
+# Who publishes the port, in one call: this colour's own container may; anyone else may not.
+holders=$(docker ps --format '{{.Names}} {{.Ports}}' | while read -r name ports; do
+  case ", $ports" in *":$port->"*) printf '%s ' "$name" ;; esac
+done)
+others=$(for n in $holders; do [ "$n" = "$container" ] || printf '%s ' "$n"; done)
 if [ -n "$others" ]; then
   echo "shipit-port-held $port container $others" >&2
   exit 6
 fi
-if [ -z "$(docker ps -q --filter "name=^$container\$" --filter "publish=$port")" ]; then
+if [ -z "$holders" ]; then
   holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -n 1)
   if [ -n "$holder" ]; then
     echo "shipit-port-held $port process $holder" >&2
