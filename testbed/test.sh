@@ -10,6 +10,8 @@ state=${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}
 # shellcheck source=/dev/null
 . "$state/env.sh"
 if [[ -x examples/hello/build.sh ]]; then bash examples/hello/build.sh; fi
+# The example app's own tests (its routes and settings), in its own target directory.
+(cd examples/hello && CARGO_TARGET_DIR=target cargo test --quiet) || { echo "test.sh: the example app's tests failed" >&2; exit 1; }
 # The local base images of shipit's own image (tests/packaging.rs), made before the tests so
 # that a first debootstrap does not count against a test's time limit; a check when cached.
 # Should it fail, the other tests still run (the packaging tests then fail, saying why).

@@ -657,12 +657,13 @@ fn no_value_derived_from_a_secret_leaves_the_hosts_env_file() {
 fn a_port_held_by_another_app_fails_the_deploy_and_the_other_app_keeps_serving() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(1);
+    // A second app left on the same ports, provisioned while nothing held them...
+    let squatter = App::hello(&tb, "t-squatter", &hosts, 4581, "");
+    // ...and then the first app deployed onto them.
     let owner = App::hello(&tb, "t-portowner", &hosts, 4581, "");
     owner
         .shipit(&["deploy", "production", "--version", "1.0.0"])
         .success();
-    // A second app left on the same ports.
-    let squatter = App::hello(&tb, "t-squatter", &hosts, 4581, "");
     let load = Load::start(&hosts, &owner.domain, 2);
     let run = squatter
         .shipit(&["deploy", "production", "--version", "9.0.0"])

@@ -7,7 +7,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
 target=x86_64-unknown-linux-gnu
-# glibc, linked statically (its static libraries come with libc6-dev): no musl target needed.
+# glibc, linked statically (its static libraries come with libc6-dev): no musl target needed;
+# axum and tokio need nothing else.
 export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static"
 # Its own target dir, never the parent package's.
 export CARGO_TARGET_DIR="$here/target"
