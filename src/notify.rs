@@ -77,7 +77,10 @@ pub async fn send(config: &Config, event: &Event<'_>) {
     {
         Ok(client) => client,
         Err(e) => {
-            ui::warn(&format!("could not notify anyone: {}", error_chain(&e)));
+            ui::warn(&format!(
+                "could not notify anyone: {}",
+                crate::probe::error_chain(&e)
+            ));
             return;
         }
     };
@@ -129,7 +132,7 @@ enum Failure {
 
 impl Failure {
     fn of(e: &reqwest::Error) -> Failure {
-        let text = error_chain(e);
+        let text = crate::probe::error_chain(e);
         let lower = text.to_lowercase();
         if lower.contains("certificate") || lower.contains("unknownissuer") {
             Failure::Untrusted(text.rsplit(": ").next().unwrap_or(&text).to_owned())
@@ -137,17 +140,6 @@ impl Failure {
             Failure::Other(text)
         }
     }
-}
-
-/// An error and its sources, one after the other (the TLS reason is in a source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(&format!(": {x}"));
-        src = x.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -40,6 +40,33 @@ impl std::fmt::Display for Answer {
 }
 
 impl Answer {
+    /// What a response said: its status, its body, and which upstream nginx used.
+    async fn of(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let upstream = resp
+            .headers()
+            .get("x-shipit-upstream")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.text().await.unwrap_or_default();
+        Answer {
+            status: Some(status),
+            body,
+            upstream,
+            error: None,
+        }
+    }
+
+    /// A request that got no answer, and why.
+    fn failed(e: &reqwest::Error) -> Answer {
+        Answer {
+            status: None,
+            body: String::new(),
+            upstream: None,
+            error: Some(error_chain(e)),
+        }
+    }
+
     /// One short line for progress: the status or the error, without the body.
     pub fn summary(&self) -> String {
         let text = match (&self.error, self.status) {
@@ -161,27 +188,8 @@ pub async fn get_within(
             .header("X-Shipit-Verify", "1");
     }
     match req.send().await {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let upstream = resp
-                .headers()
-                .get("x-shipit-upstream")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = resp.text().await.unwrap_or_default();
-            Answer {
-                status: Some(status),
-                body,
-                upstream,
-                error: None,
-            }
-        }
-        Err(e) => Answer {
-            status: None,
-            body: String::new(),
-            upstream: None,
-            error: Some(error_chain(&e)),
-        },
+        Ok(resp) => Answer::of(resp).await,
+        Err(e) => Answer::failed(&e),
     }
 }
 
@@ -229,31 +237,14 @@ pub async fn get_over_tls(tunnel: &Tunnel, domain: &str, path: &str) -> TlsAnswe
                 .extensions()
                 .get::<reqwest::tls::TlsInfo>()
                 .and_then(|i| i.peer_certificate().map(<[u8]>::to_vec));
-            let status = resp.status().as_u16();
-            let upstream = resp
-                .headers()
-                .get("x-shipit-upstream")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = resp.text().await.unwrap_or_default();
             TlsAnswer {
-                answer: Answer {
-                    status: Some(status),
-                    body,
-                    upstream,
-                    error: None,
-                },
+                answer: Answer::of(resp).await,
                 untrusted,
                 certificate,
             }
         }
         Err(e) => TlsAnswer {
-            answer: Answer {
-                status: None,
-                body: String::new(),
-                upstream: None,
-                error: Some(error_chain(&e)),
-            },
+            answer: Answer::failed(&e),
             untrusted,
             certificate: None,
         },
@@ -275,7 +266,8 @@ pub fn certificate_facts(der: &[u8]) -> Option<(i64, String, String)> {
     ))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, one after the other (the reason is often in a source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {

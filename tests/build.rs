@@ -4,7 +4,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{App, Testbed};
+use support::{App, Testbed, assert_has};
 
 fn unique() -> String {
     format!(
@@ -15,6 +15,36 @@ fn unique() -> String {
             .unwrap()
             .as_nanos()
     )
+}
+
+/// An image's files under `dir/`, and how many times `needle` occurs in its content: listed and
+/// searched with the engine's own tools (`docker create`, `docker export`).
+fn image_files(reference: &str, dir: &str, needle: &str) -> (Vec<String>, usize) {
+    let id = String::from_utf8(
+        Command::new("docker")
+            .args(["create", reference])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let id = id.trim().to_owned();
+    let sh = |script: String| {
+        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let files = sh(format!(
+        "docker export {id} | tar -t | grep '^{dir}/' | sort"
+    ))
+    .lines()
+    .filter(|l| !l.ends_with('/'))
+    .map(str::to_owned)
+    .collect();
+    let found = sh(format!(
+        "docker export {id} | grep -ac -- '{needle}' || true"
+    ));
+    Command::new("docker").args(["rm", &id]).output().unwrap();
+    (files, found.trim().parse().unwrap_or(0))
 }
 
 #[test]
@@ -49,7 +79,7 @@ fn build_pushes_the_release_and_an_unchanged_rebuild_pushes_nothing() {
         "progress shows steps: {}",
         run.stderr
     );
-    assert!(run.stderr.contains("2 layers pushed"), "{}", run.stderr);
+    assert_has(&run.stderr, "2 layers pushed");
     assert!(
         tb.registry_tags("tests/t-build-push")
             .contains(&tag.to_owned())
@@ -64,8 +94,8 @@ fn build_pushes_the_release_and_an_unchanged_rebuild_pushes_nothing() {
         reference,
         "an unchanged rebuild is the same image"
     );
-    assert!(again.stderr.contains("0 layers pushed"), "{}", again.stderr);
-    assert!(again.stderr.contains("from cache"), "{}", again.stderr);
+    assert_has(&again.stderr, "0 layers pushed");
+    assert_has(&again.stderr, "from cache");
 
     // --version overrides the configured version; --json says everything.
     let json = app
@@ -91,7 +121,7 @@ fn dirty_tree_is_refused_unless_allowed_and_then_marked() {
     let run = app
         .shipit(&["build", "production", "--allow-dirty"])
         .success();
-    assert!(run.stdout.contains(".dirty."), "{}", run.stdout);
+    assert_has(&run.stdout, ".dirty.");
 }
 
 #[test]
@@ -124,26 +154,7 @@ fn dockerignore_decides_what_the_image_gets() {
     let reference = run.stdout.trim().split('@').next().unwrap().to_owned();
 
     // List the image's files with the engine's own tools.
-    let id = String::from_utf8(
-        Command::new("docker")
-            .args(["create", &reference])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let id = id.trim();
-    let export = Command::new("sh")
-        .arg("-c")
-        .arg(format!("docker export {id} | tar -t | grep '^ctx/' | sort"))
-        .output()
-        .unwrap();
-    Command::new("docker").args(["rm", id]).output().unwrap();
-    let files: Vec<&str> = std::str::from_utf8(&export.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.ends_with('/'))
-        .collect();
+    let (files, _) = image_files(&reference, "ctx", "-");
     assert_eq!(
         files,
         [
@@ -162,17 +173,10 @@ fn wrong_password_is_a_401_that_says_which_source_was_used() {
     app.busybox_app(&unique()).commit();
     app.set_env("SHIPIT_REGISTRY_PASSWORD", "not-the-password");
     let run = app.shipit(&["build", "production"]).failure(5);
-    assert!(
-        run.stderr
-            .contains("refused the credentials of `shipit` (401)"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("environment variable `SHIPIT_REGISTRY_PASSWORD`"),
-        "{}",
-        run.stderr
+    assert_has(&run.stderr, "refused the credentials of `shipit` (401)");
+    assert_has(
+        &run.stderr,
+        "environment variable `SHIPIT_REGISTRY_PASSWORD`",
     );
     assert!(!run.stderr.contains("not-the-password"));
     assert!(
@@ -208,18 +212,16 @@ fn a_failing_step_shows_that_step_and_its_output() {
     );
     app.commit();
     let run = app.shipit(&["build", "production"]).failure(5);
-    assert!(
-        run.stderr
-            .contains("build failed at Step 3/5 : COPY no-such-file /x"),
-        "{}",
-        run.stderr
+    assert_has(
+        &run.stderr,
+        "build failed at Step 3/5 : COPY no-such-file /x",
     );
-    assert!(run.stderr.contains("no-such-file"), "{}", run.stderr);
+    assert_has(&run.stderr, "no-such-file");
 
     std::fs::remove_file(app.path().join("Dockerfile.production")).unwrap();
     app.commit();
     let run = app.shipit(&["build", "production"]).failure(2);
-    assert!(run.stderr.contains("no Dockerfile at"), "{}", run.stderr);
+    assert_has(&run.stderr, "no Dockerfile at");
 }
 
 #[test]
@@ -233,13 +235,11 @@ fn registry_down_is_retried_then_named() {
         .replace("registry.test:5000", "registry.test:5999");
     app.file("shipit.toml", &text).commit();
     let run = app.shipit(&["build", "production"]).failure(5);
-    assert!(run.stderr.contains("Retrying"), "{}", run.stderr);
-    assert!(run.stderr.contains("(3 left)"), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("registry `registry.test:5999` is unreachable after 5 attempts"),
-        "{}",
-        run.stderr
+    assert_has(&run.stderr, "Retrying");
+    assert_has(&run.stderr, "(3 left)");
+    assert_has(
+        &run.stderr,
+        "registry `registry.test:5999` is unreachable after 5 attempts",
     );
 }
 
@@ -250,13 +250,11 @@ fn engine_unreachable_says_how_to_start_it() {
     app.busybox_app("engine").commit();
     app.set_env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
     let run = app.shipit(&["build", "production"]).failure(5);
-    assert!(
-        run.stderr
-            .contains("cannot reach the Docker engine at `unix:///nonexistent/docker.sock`"),
-        "{}",
-        run.stderr
+    assert_has(
+        &run.stderr,
+        "cannot reach the Docker engine at `unix:///nonexistent/docker.sock`",
     );
-    assert!(run.stderr.contains("help: start it"), "{}", run.stderr);
+    assert_has(&run.stderr, "help: start it");
 }
 
 #[test]
@@ -291,39 +289,14 @@ fn shipits_secrets_never_go_into_an_image_whatever_dockerignore_says() {
         "said once: {}",
         run.stderr
     );
-    assert!(
-        run.stderr
-            .contains("Excluded `.env` from the build context: shipit reads secrets from it"),
-        "{}",
-        run.stderr
+    assert_has(
+        &run.stderr,
+        "Excluded `.env` from the build context: shipit reads secrets from it",
     );
     let reference = run.stdout.trim().split('@').next().unwrap().to_owned();
-    let id = String::from_utf8(
-        Command::new("docker")
-            .args(["create", &reference])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let id = id.trim().to_owned();
-    let export = Command::new("sh")
-        .arg("-c")
-        .arg(format!("docker export {id} | tar -t | grep '^app/' | sort"))
-        .output()
-        .unwrap();
-    let content = Command::new("sh")
-        .arg("-c")
-        .arg(format!("docker export {id} | grep -ac {token} || true"))
-        .output()
-        .unwrap();
-    Command::new("docker").args(["rm", &id]).output().unwrap();
-    let files = String::from_utf8_lossy(&export.stdout);
+    let (files, found) = image_files(&reference, "app", &token);
+    let files = files.join("\n");
     assert!(files.contains("app/config/app.toml"), "{files}");
     assert!(!files.contains(".env"), "{files}");
-    assert_eq!(
-        String::from_utf8_lossy(&content.stdout).trim(),
-        "0",
-        "the secret's value is nowhere in the image"
-    );
+    assert_eq!(found, 0, "the secret's value is nowhere in the image");
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{App, Load, Testbed};
+use support::{App, Load, Testbed, assert_has};
 
 fn units(tb: &Testbed, host: &support::TestHost, app: &str) -> String {
     tb.sh_ok(
@@ -19,16 +19,13 @@ fn deploy_rollback_and_back_again_without_dropping_a_request() {
     let app = App::hello(&tb, "t-story", &hosts, 4101, "");
 
     // First deploy: no live colour yet.
-    let run = app
-        .shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
-    assert!(run.stderr.contains("Deployed 1.0.0+"), "{}", run.stderr);
+    let run = app.deploy("1.0.0");
+    assert_has(&run.stderr, "Deployed 1.0.0+");
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
 
     // v2 while serving.
     let load = Load::start(&hosts, &app.domain, 2);
-    app.shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    app.deploy("2.0.0");
     load.stop().assert_no_failures("deploy of 2.0.0");
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
     for h in &hosts {
@@ -55,25 +52,22 @@ fn deploy_rollback_and_back_again_without_dropping_a_request() {
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
 
     // v3, then back to 1.0.0 by name: its colour was replaced, so it starts from its image.
-    app.shipit(&["deploy", "production", "--version", "3.0.0"])
-        .success();
+    app.deploy("3.0.0");
     let load = Load::start(&hosts, &app.domain, 2);
     let run = app
         .shipit(&["rollback", "production", "--to", "1.0.0"])
         .success();
     load.stop().assert_no_failures("rollback --to 1.0.0");
-    assert!(run.stderr.contains("Started 1.0.0+"), "{}", run.stderr);
+    assert_has(&run.stderr, "Started 1.0.0+");
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
 
     // A retained release that does not exist is refused with the list.
     let run = app
         .shipit(&["rollback", "production", "--to", "9.9.9"])
         .failure(2);
-    assert!(
-        run.stderr
-            .contains("release `9.9.9` is not among the retained releases"),
-        "{}",
-        run.stderr
+    assert_has(
+        &run.stderr,
+        "release `9.9.9` is not among the retained releases",
     );
 
     // The history, merged from all hosts, newest first; status per host.
@@ -128,11 +122,7 @@ fn deploy_rollback_and_back_again_without_dropping_a_request() {
     let run = app
         .shipit(&["rollback", "production", "--to", "1.0.0"])
         .success();
-    assert!(
-        run.stderr.contains("already serves on every host"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "already serves on every host");
 
     // Secrets and settings reach the container, at mode 0600.
     for h in &hosts {
@@ -149,47 +139,26 @@ fn a_release_that_never_gets_healthy_switches_no_host() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let app = App::hello(&tb, "t-unhealthy", &hosts, 4111, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
 
     app.set_hello_env(4111, "HELLO_HEALTH = \"unhealthy\"");
-    let text = std::fs::read_to_string(app.path().join("shipit.toml"))
-        .unwrap()
-        .replace("timeout = \"20s\"", "timeout = \"3s\"");
-    app.file("shipit.toml", &text).commit();
+    app.health_timeout("3s");
     let load = Load::start(&hosts, &app.domain, 2);
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .failure(7);
+    let run = app.deploy_fails("2.0.0", 7);
     load.stop()
         .assert_no_failures("a deploy whose health gate fails");
-    assert!(
-        run.stderr
-            .contains("health gate failed on `root@127.0.0.1:"),
-        "{}",
-        run.stderr
+    assert_has(&run.stderr, "health gate failed on `root@127.0.0.1:");
+    assert_has(
+        &run.stderr,
+        r#"last answer: HTTP 200: {"status":"unhealthy""#,
     );
-    assert!(
-        run.stderr
-            .contains(r#"last answer: HTTP 200: {"status":"unhealthy""#),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("log lines of t-unhealthy_production@"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "log lines of t-unhealthy_production@");
     assert!(
         run.stderr.contains("GET /health 200"),
         "the container's log is shown: {}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("no host was switched"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "no host was switched");
     assert!(!run.stderr.contains("Switched"), "{}", run.stderr);
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
     for h in &hosts {
@@ -212,31 +181,20 @@ fn a_release_that_dies_after_the_switch_is_rolled_back_everywhere() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let app = App::hello(&tb, "t-dies", &hosts, 4121, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
 
     // Passes the gate (healthy within ~0.5 s), then exits 1.2 s after it started.
     app.set_hello_env(4121, "HELLO_EXIT_AFTER = \"1.2\"");
     let load = Load::start(&hosts, &app.domain, 2);
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .failure(7);
+    let run = app.deploy_fails("2.0.0", 7);
     let report = load.stop();
     assert!(
         run.stderr.contains("Switched 3 hosts"),
         "it passed the gate and switched: {}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("verification through nginx failed"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("every host was switched back"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "verification through nginx failed");
+    assert_has(&run.stderr, "every host was switched back");
     assert_eq!(run.stderr.matches("Reverted").count(), 3, "{}", run.stderr);
     report.assert_no_failures("a release dying after the switch (nginx's backup serves)");
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
@@ -258,15 +216,12 @@ fn a_second_deploy_is_refused_with_the_holder_or_waits() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let app = App::hello(&tb, "t-lock", &hosts, 4131, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     app.set_hello_env(4131, "HELLO_START_DELAY = \"2\"");
 
     // Once the first deploy starts its new copies, it holds the lock.
     let first = app.spawn_until(&["deploy", "production", "--version", "2.0.0"], "Started");
-    let second = app
-        .shipit(&["deploy", "production", "--version", "3.0.0"])
-        .failure(6);
+    let second = app.deploy_fails("3.0.0", 6);
     assert!(
         second
             .stderr
@@ -274,18 +229,10 @@ fn a_second_deploy_is_refused_with_the_holder_or_waits() {
         "{}",
         second.stderr
     );
-    assert!(
-        second.stderr.contains("for `deploy 2.0.0+"),
-        "{}",
-        second.stderr
-    );
-    assert!(
-        second.stderr.contains("shipit lock release production"),
-        "{}",
-        second.stderr
-    );
+    assert_has(&second.stderr, "for `deploy 2.0.0+");
+    assert_has(&second.stderr, "shipit lock release production");
     let status = app.shipit(&["lock", "status", "production"]).success();
-    assert!(status.stdout.contains("held by"), "{}", status.stdout);
+    assert_has(&status.stdout, "held by");
 
     let waited = app
         .shipit(&[
@@ -297,7 +244,7 @@ fn a_second_deploy_is_refused_with_the_holder_or_waits() {
             "60s",
         ])
         .success();
-    assert!(waited.stderr.contains("Waiting"), "{}", waited.stderr);
+    assert_has(&waited.stderr, "Waiting");
     let (status, stderr) = first.finish();
     assert!(status.success(), "{stderr}");
     assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 3]);
@@ -315,8 +262,7 @@ fn an_unreachable_host_stops_the_deploy_before_any_switch() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::hello(&tb, "t-unreach", &hosts, 4141, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     let mut with_dead = hosts.clone();
     with_dead.push(support::TestHost {
         dest: "root@127.0.0.1:1".into(),
@@ -325,14 +271,8 @@ fn an_unreachable_host_stops_the_deploy_before_any_switch() {
     });
     app.env_file("production", &tb, &with_dead, "");
     app.commit();
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .failure(3);
-    assert!(
-        run.stderr.contains("cannot connect to `root@127.0.0.1:1`"),
-        "{}",
-        run.stderr
-    );
+    let run = app.deploy_fails("2.0.0", 3);
+    assert_has(&run.stderr, "cannot connect to `root@127.0.0.1:1`");
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
     for h in &hosts {
         assert_eq!(
@@ -348,8 +288,7 @@ fn a_killed_deploy_is_converged_by_the_next_one() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let app = App::hello(&tb, "t-kill", &hosts, 4151, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
 
     let load = Load::start(&hosts, &app.domain, 2);
     for (version, after) in [("2.0.0", "Healthy"), ("3.0.0", "Switched")] {
@@ -358,25 +297,17 @@ fn a_killed_deploy_is_converged_by_the_next_one() {
             .kill();
 
         // The lock is left behind, and the next deploy takes it over (same machine, dead pid).
-        let run = app
-            .shipit(&["deploy", "production", "--version", version])
-            .success();
-        assert!(
-            run.stderr
-                .contains("taking over the lock left by a shipit that is no longer running"),
-            "{}",
-            run.stderr
+        let run = app.deploy(version);
+        assert_has(
+            &run.stderr,
+            "taking over the lock left by a shipit that is no longer running",
         );
         assert_eq!(app.versions(&tb, &hosts), [version; 3]);
     }
     load.stop()
         .assert_no_failures("two deploys killed with SIGKILL and their re-runs");
     let run = app.shipit(&["rollback", "production"]).success();
-    assert!(
-        run.stderr.contains("Rolled back to 2.0.0+"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "Rolled back to 2.0.0+");
 }
 
 #[test]
@@ -399,9 +330,7 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
     let tls = "\n[tls]\ncertificate = \"/etc/ssl/shipit-test-san/cert.pem\"\ncertificate_key = \"/etc/ssl/shipit-test-san/key.pem\"\n";
     app.env_file("production", &tb, &hosts, tls).commit();
     app.shipit(&["provision", "production"]).success();
-    let run = app
-        .shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    let run = app.deploy("1.0.0");
     // Verified over HTTPS with the domain as SNI too; a certificate this machine does not
     // trust (the CA is not given yet) is said, per host.
     assert_eq!(
@@ -447,9 +376,7 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
     }
     // With the private CA trusted (`SSL_CERT_FILE`), nothing is said.
     app.set_env("SSL_CERT_FILE", &ca.pem_file.path().display().to_string());
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    let run = app.deploy("2.0.0");
     assert!(!run.stderr.contains("does not trust"), "{}", run.stderr);
     let doctor = app.shipit(&["doctor", "production"]).success();
     assert!(
@@ -470,12 +397,10 @@ fn keep_previous_stop_drains_and_stops_the_old_colour_and_old_images_are_pruned(
         &text.replace("[deploy]\nverify_window = \"1500ms\"", "[deploy]\nverify_window = \"1500ms\"\nkeep_previous = \"stop\"\ndrain = \"500ms\"\nretain = 2"),
     )
     .commit();
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     for v in ["2.0.0", "3.0.0", "4.0.0"] {
         let load = Load::start(&hosts, &app.domain, 2);
-        app.shipit(&["deploy", "production", "--version", v])
-            .success();
+        app.deploy(v);
         load.stop().assert_no_failures(&format!(
             "deploy {v} with the previous colour stopped after a drain"
         ));
@@ -550,7 +475,7 @@ fn no_build_deploys_the_image_already_pushed_to_every_environment() {
             .shipit(&["deploy", env, "--no-build", "--version", "3.0.0", "--json"])
             .success();
         assert!(!run.stderr.contains("Building"), "{}", run.stderr);
-        assert!(run.stderr.contains("Found"), "{}", run.stderr);
+        assert_has(&run.stderr, "Found");
         let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         v["image"].as_str().unwrap().to_owned()
     };

@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{App, Load, TestHost, Testbed};
+use support::{App, Load, TestHost, Testbed, assert_has};
 
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -29,10 +29,8 @@ fn a_rebooted_host_comes_back_serving_the_live_release() {
     let hosts = tb.hosts(2);
     let host = hosts[1].clone();
     let app = App::hello(&tb, "t-reboot", std::slice::from_ref(&host), 4201, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
-    app.shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    app.deploy("1.0.0");
+    app.deploy("2.0.0");
 
     let out = Command::new("docker")
         .args(["restart", "-t", "5", &container_of(&host)])
@@ -197,8 +195,7 @@ fn hostile_values_reach_the_container_exactly_and_bad_ones_are_refused() {
         .collect();
     let app = App::hello(&tb, "t-hostile", &hosts, 4221, &env);
     tb.sh_ok(&hosts[0], "rm -f /tmp/pwned-env");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     let inspect = tb.sh_ok(
         &hosts[0],
         "docker inspect --format '{{json .Config.Env}}' t-hostile_production-green",
@@ -271,12 +268,7 @@ fn hostile_values_reach_the_container_exactly_and_bad_ones_are_refused() {
         run.stderr
     );
     let run = app.shipit(&["deploy", "../etc"]).failure(2);
-    assert!(
-        run.stderr
-            .contains("environment name `../etc` is not valid"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "environment name `../etc` is not valid");
 }
 
 #[test]
@@ -295,16 +287,12 @@ fn a_stale_lock_is_shown_with_its_holder_and_broken_only_explicitly() {
     for h in &hosts {
         tb.sh_ok(h, &format!("mkdir -p /var/lib/shipit/t-stale/production/lock && printf '%s\\n' '{info}' > /var/lib/shipit/t-stale/production/lock/info.json"));
     }
-    let run = app
-        .shipit(&["deploy", "production", "--version", "1.0.0"])
-        .failure(6);
-    assert!(
-        run.stderr
-            .contains("by `alice` on `ci-runner-7` (pid 4242) since 1h"),
-        "{}",
-        run.stderr
+    let run = app.deploy_fails("1.0.0", 6);
+    assert_has(
+        &run.stderr,
+        "by `alice` on `ci-runner-7` (pid 4242) since 1h",
     );
-    assert!(run.stderr.contains("for `deploy 0.9.0`"), "{}", run.stderr);
+    assert_has(&run.stderr, "for `deploy 0.9.0`");
     let status = app.shipit(&["lock", "status", "production"]).success();
     assert_eq!(
         status.stdout.matches("held by `alice`").count(),
@@ -314,7 +302,7 @@ fn a_stale_lock_is_shown_with_its_holder_and_broken_only_explicitly() {
     );
     // Never broken without saying so: no terminal, no --yes, no release.
     let run = app.shipit(&["lock", "release", "production"]).failure(2);
-    assert!(run.stderr.contains("pass `--yes`"), "{}", run.stderr);
+    assert_has(&run.stderr, "pass `--yes`");
     assert!(
         app.shipit(&["lock", "status", "production"])
             .success()
@@ -329,8 +317,7 @@ fn a_stale_lock_is_shown_with_its_holder_and_broken_only_explicitly() {
         "the release says whose lock it broke: {}",
         run.stderr
     );
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
 }
 
 #[test]
@@ -441,8 +428,7 @@ fn an_ssh_cut_during_a_deploy_names_the_host_and_the_next_deploy_converges() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let app = App::hello(&tb, "t-sshcut", &hosts, 4241, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     app.set_hello_env(4241, "HELLO_START_DELAY = \"1.5\"");
 
     let load = Load::start(&hosts, &app.domain, 2);
@@ -458,10 +444,8 @@ fn an_ssh_cut_during_a_deploy_names_the_host_and_the_next_deploy_converges() {
     assert!(!stderr.contains("Switched"), "{stderr}");
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3], "no host switched");
 
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
-    assert!(run.stderr.contains("Deployed 2.0.0+"), "{}", run.stderr);
+    let run = app.deploy("2.0.0");
+    assert_has(&run.stderr, "Deployed 2.0.0+");
     load.stop()
         .assert_no_failures("an SSH cut during a deploy, and the deploy after it");
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
@@ -472,8 +456,7 @@ fn a_registry_a_host_cannot_reach_fails_before_any_switch() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let app = App::hello(&tb, "t-regdown", &hosts, 4251, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     // Host 3 loses the registry between the build and its pull.
     let h = &hosts[2];
     struct Unblock<'a>(&'a Testbed, &'a TestHost);
@@ -514,8 +497,7 @@ fn a_registry_a_host_cannot_reach_fails_before_any_switch() {
             "the new copies were stopped"
         );
     }
-    app.shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    app.deploy("2.0.0");
 }
 
 #[test]
@@ -523,8 +505,7 @@ fn an_ssh_cut_at_the_switch_leaves_no_host_switched_alone() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let app = App::hello(&tb, "t-sshcut2", &hosts, 4261, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
 
     let load = Load::start(&hosts, &app.domain, 2);
     let run = app.spawn_until(&["deploy", "production", "--version", "2.0.0"], "Healthy");
@@ -546,9 +527,7 @@ fn an_ssh_cut_at_the_switch_leaves_no_host_switched_alone() {
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
     report.assert_no_failures("an SSH cut at the switch");
 
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
-    assert!(run.stderr.contains("Deployed 2.0.0+"), "{}", run.stderr);
+    let run = app.deploy("2.0.0");
+    assert_has(&run.stderr, "Deployed 2.0.0+");
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
 }

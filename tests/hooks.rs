@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{App, Receiver, TestCa, Testbed};
+use support::{App, Receiver, TestCa, Testbed, assert_has};
 
 fn configure(app: &App, extra: &str) {
     let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
@@ -27,9 +27,7 @@ fn hooks_run_with_the_deploy_facts_and_every_webhook_hears_of_it() {
             rx.url
         ),
     );
-    let run = app
-        .shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    let run = app.deploy("1.0.0");
     assert!(
         run.stderr.contains("Smoke"),
         "the smoke check ran: {}",
@@ -74,17 +72,14 @@ fn a_failing_pre_deploy_hook_changes_nothing_and_a_failing_post_deploy_hook_roll
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::hello(&tb, "t-hookfail", &hosts, 4411, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     let rx = Receiver::start(0);
 
     configure(
         &app,
         "[hooks]\npre_deploy = [\"echo backup failed >&2; exit 3\"]\n",
     );
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .failure(8);
+    let run = app.deploy_fails("2.0.0", 8);
     assert!(
         run.stderr.contains(
             "hooks.pre_deploy command `echo backup failed >&2; exit 3` failed with exit code 3"
@@ -92,7 +87,7 @@ fn a_failing_pre_deploy_hook_changes_nothing_and_a_failing_post_deploy_hook_roll
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("backup failed"), "{}", run.stderr);
+    assert_has(&run.stderr, "backup failed");
     assert!(!run.stderr.contains("Started"), "{}", run.stderr);
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
 
@@ -103,9 +98,7 @@ fn a_failing_pre_deploy_hook_changes_nothing_and_a_failing_post_deploy_hook_roll
             rx.url
         ),
     );
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .failure(7);
+    let run = app.deploy_fails("2.0.0", 7);
     assert!(
         run.stderr.contains("a post-deploy hook failed") && run.stderr.contains("switched back"),
         "{}",
@@ -129,19 +122,14 @@ fn a_smoke_check_over_its_thresholds_rolls_back_and_a_dead_webhook_never_fails_a
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::hello(&tb, "t-smoke", &hosts, 4421, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
 
     // Through SSH, nginx and the app, no p95 stays under 1 ms: the threshold is exceeded.
     configure(&app, "[smoke]\nrequests = 10\nmax_p95 = \"1ms\"\n");
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .failure(7);
-    assert!(
-        run.stderr
-            .contains("the smoke check through nginx failed: p95 latency"),
-        "{}",
-        run.stderr
+    let run = app.deploy_fails("2.0.0", 7);
+    assert_has(
+        &run.stderr,
+        "the smoke check through nginx failed: p95 latency",
     );
     assert!(
         run.stderr.contains("answers: 20 × HTTP 200; p95 "),
@@ -152,9 +140,7 @@ fn a_smoke_check_over_its_thresholds_rolls_back_and_a_dead_webhook_never_fails_a
 
     // An API whose smoke path answers 404 is healthy: a 4xx is reported, never counted.
     configure(&app, "[smoke]\nrequests = 10\npath = \"/no-such-page\"\n");
-    let run = app
-        .shipit(&["deploy", "production", "--version", "1.5.0"])
-        .success();
+    let run = app.deploy("1.5.0");
     assert!(
         run.stderr.contains("0 failed") && run.stderr.contains("(20 × HTTP 404)"),
         "{}",
@@ -167,14 +153,8 @@ fn a_smoke_check_over_its_thresholds_rolls_back_and_a_dead_webhook_never_fails_a
         &app,
         &format!("[notify]\nwebhook = \"{}/secret-token\"\n", rx.url),
     );
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
-    assert!(
-        run.stderr.contains("could not notify `http://127.0.0.1:"),
-        "{}",
-        run.stderr
-    );
+    let run = app.deploy("2.0.0");
+    assert_has(&run.stderr, "could not notify `http://127.0.0.1:");
     assert!(
         !run.stderr.contains("secret-token"),
         "the webhook's path is its secret: {}",
@@ -200,9 +180,7 @@ fn https_webhooks_slack_and_discord_with_a_private_ca_and_an_untrusted_one_only_
     );
     // A team's private CA, given to shipit the usual way.
     app.set_env("SSL_CERT_FILE", &ca.pem_file.path().display().to_string());
-    let run = app
-        .shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    let run = app.deploy("1.0.0");
     assert!(!run.stderr.contains("could not notify"), "{}", run.stderr);
     let mut got = rx.received();
     got.sort_by(|a, b| a.0.cmp(&b.0));
@@ -233,9 +211,7 @@ fn https_webhooks_slack_and_discord_with_a_private_ca_and_an_untrusted_one_only_
     // A deployer that does not trust that CA: a clear warning per endpoint, never a failed
     // deploy, and no token printed.
     app.set_env("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt");
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    let run = app.deploy("2.0.0");
     assert_eq!(
         run.stderr
             .matches("its TLS certificate is not trusted by this machine")

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{App, Load, TestHost, Testbed};
+use support::{App, Load, TestHost, Testbed, assert_has};
 
 /// `environments/<env>.toml` for `hosts` with its own domain and colour ports.
 fn environment(app: &App, tb: &Testbed, env: &str, hosts: &[TestHost], domain: &str, port: u16) {
@@ -42,8 +42,7 @@ fn staging_and_production_of_one_app_live_side_by_side_on_the_same_hosts() {
     app.commit();
     app.shipit(&["provision", "production"]).success();
     app.shipit(&["provision", "staging"]).success();
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     app.shipit(&["deploy", "staging", "--version", "2.0.0-rc.1"])
         .success();
     for h in &hosts {
@@ -71,9 +70,7 @@ fn staging_and_production_of_one_app_live_side_by_side_on_the_same_hosts() {
         &["deploy", "staging", "--version", "2.0.0-rc.2"],
         "hooks.post_deploy",
     );
-    let run = app
-        .shipit(&["deploy", "production", "--version", "1.1.0"])
-        .success();
+    let run = app.deploy("1.1.0");
     assert!(!run.stderr.contains("Waiting"), "{}", run.stderr);
     let (status, stderr) = staging.finish();
     assert!(status.success(), "{stderr}");
@@ -109,9 +106,7 @@ fn a_second_app_on_ports_another_app_holds_is_refused_by_provision_and_doctor() 
     let tb = Testbed::from_env();
     let hosts = tb.hosts(1);
     let first = App::hello(&tb, "t-first", &hosts, 4621, "");
-    first
-        .shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    first.deploy("1.0.0");
     // The second app left on the same ports: refused before anything changes on the host.
     let second = App::hello_unprovisioned(&tb, "t-second", &hosts, 4621, "");
     let load = Load::start(&hosts, &first.domain, 2);
@@ -141,9 +136,7 @@ fn a_second_app_on_ports_another_app_holds_is_refused_by_provision_and_doctor() 
     // With ports of its own, both apps serve from the one host.
     second.set_hello_env(4631, "");
     second.shipit(&["provision", "production"]).success();
-    second
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    second.deploy("2.0.0");
     load.stop()
         .assert_no_failures("a second app set up beside the first");
     assert!(version(&tb, &hosts[0], &first.domain).starts_with("1.0.0+"));
@@ -286,9 +279,7 @@ fn a_host_in_the_earlier_layout_is_moved_by_provision_without_dropping_a_request
     serving("1.0.0+legacy1");
 
     // A deploy refuses, with the command that moves the host.
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .failure(2);
+    let run = app.deploy_fails("2.0.0", 2);
     assert!(
         run.stderr
             .contains("runs this app in shipit's earlier layout")
@@ -302,11 +293,7 @@ fn a_host_in_the_earlier_layout_is_moved_by_provision_without_dropping_a_request
     let run = app.shipit(&["provision", "production"]).success();
     load.stop()
         .assert_no_failures("provision moving the host off the earlier layout");
-    assert!(
-        run.stderr.contains("moved off the earlier layout"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "moved off the earlier layout");
     serving("1.0.0+legacy1");
     for h in &hosts {
         assert_eq!(
@@ -333,11 +320,9 @@ fn a_host_in_the_earlier_layout_is_moved_by_provision_without_dropping_a_request
 
     // Deploys replace the earlier units colour by colour, without dropping a request.
     let load = Load::start(&hosts, &app.domain, 2);
-    app.shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    app.deploy("2.0.0");
     serving("2.0.0+");
-    app.shipit(&["deploy", "production", "--version", "3.0.0"])
-        .success();
+    app.deploy("3.0.0");
     serving("3.0.0+");
     load.stop()
         .assert_no_failures("deploys replacing the earlier layout's units");
@@ -349,12 +334,7 @@ fn a_host_in_the_earlier_layout_is_moved_by_provision_without_dropping_a_request
     }
     // The next provision removes what is left of the earlier layout.
     let run = app.shipit(&["provision", "production"]).success();
-    assert!(
-        run.stderr
-            .contains("removed what was left of the earlier layout"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "removed what was left of the earlier layout");
     for h in &hosts {
         assert_eq!(
             tb.sh_ok(
@@ -365,9 +345,5 @@ fn a_host_in_the_earlier_layout_is_moved_by_provision_without_dropping_a_request
         );
     }
     let run = app.shipit(&["rollback", "production"]).success();
-    assert!(
-        run.stderr.contains("Rolled back to 2.0.0+"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "Rolled back to 2.0.0+");
 }

@@ -2,15 +2,14 @@
 
 mod support;
 
-use support::{App, Testbed};
+use support::{App, Testbed, assert_has};
 
 #[test]
 fn logs_come_from_every_host_prefixed_by_it() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::hello(&tb, "t-logs", &hosts, 4301, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     // The health gate and the verification ask /health; the smoke check after them asks /.
     let run = app
         .shipit(&["logs", "production", "--lines", "60"])
@@ -75,8 +74,7 @@ fn maintenance_serves_a_page_without_a_reload_and_deploys_still_verify() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::hello(&tb, "t-maint", &hosts, 4311, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     let workers =
         |h: &support::TestHost| tb.sh_ok(h, "pgrep -f '^nginx: worker' | sort | tr '\\n' ' '");
     let before: Vec<String> = hosts.iter().map(workers).collect();
@@ -98,8 +96,7 @@ fn maintenance_serves_a_page_without_a_reload_and_deploys_still_verify() {
     );
 
     // shipit's own checks pass the page, so a deploy during maintenance verifies.
-    app.shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    app.deploy("2.0.0");
     assert_eq!(
         tb.http_get(&hosts[0], &app.domain, "/version").0,
         503,
@@ -155,24 +152,16 @@ fn init_scaffolds_a_valid_app_and_secrets_check_names_what_is_missing() {
     );
     app.file(".env", "DATABASE_URL=postgres://u:hunter2@db/app\n");
     let run = app.shipit(&["secrets", "check", "production"]).failure(2);
-    assert!(
-        run.stdout
-            .contains("DATABASE_URL: set, from `DATABASE_URL` in .env"),
-        "{}",
-        run.stdout
+    assert_has(
+        &run.stdout,
+        "DATABASE_URL: set, from `DATABASE_URL` in .env",
     );
-    assert!(run.stdout.contains("API_KEY: MISSING"), "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("SHIPIT_REGISTRY_PASSWORD: set, from environment variable"),
-        "{}",
-        run.stdout
+    assert_has(&run.stdout, "API_KEY: MISSING");
+    assert_has(
+        &run.stdout,
+        "SHIPIT_REGISTRY_PASSWORD: set, from environment variable",
     );
-    assert!(
-        run.stderr.contains("secret missing: API_KEY"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "secret missing: API_KEY");
     assert!(!run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"));
 }
 
@@ -262,7 +251,7 @@ fn progress_is_live_per_host_on_a_terminal_and_plain_lines_elsewhere() {
     let tty = app
         .shipit_on_terminal(&["deploy", "production", "--version", "1.0.0"])
         .success();
-    assert!(tty.stdout.contains("\x1b["), "{}", tty.stdout);
+    assert_has(&tty.stdout, "\x1b[");
     for h in &hosts {
         for done in [
             "connected",
@@ -279,14 +268,12 @@ fn progress_is_live_per_host_on_a_terminal_and_plain_lines_elsewhere() {
             );
         }
     }
-    assert!(tty.stdout.contains("Deployed"), "{}", tty.stdout);
+    assert_has(&tty.stdout, "Deployed");
 
     // Not a terminal (CI logs): no escape codes and no redrawn lines, only plain lines; a host
     // still busy after 5 s says what it waits for, every 5 s. The new copy binds after 7 s.
     app.set_hello_env(4321, "HELLO_START_DELAY = \"7\"");
-    let plain = app
-        .shipit(&["deploy", "production", "--version", "1.0.1"])
-        .success();
+    let plain = app.deploy("1.0.1");
     assert!(!plain.stderr.contains('\x1b'), "{}", plain.stderr);
     assert!(!plain.stderr.contains('✓'), "{}", plain.stderr);
     for h in &hosts {
@@ -306,13 +293,13 @@ fn progress_is_live_per_host_on_a_terminal_and_plain_lines_elsewhere() {
             plain.stderr
         );
         assert!(waiting[0].ends_with("(5s so far)"), "{}", waiting[0]);
-        assert!(waiting[0].contains("(attempt "), "{}", waiting[0]);
+        assert_has(waiting[0], "(attempt ");
     }
     assert_eq!(app.versions(&tb, &hosts), ["1.0.1", "1.0.1"]);
 
     // Log lines (`-vv`) in a CI log are plain too.
     let logged = app.shipit(&["status", "production", "-vv"]).success();
-    assert!(logged.stderr.contains("DEBUG"), "{}", logged.stderr);
+    assert_has(&logged.stderr, "DEBUG");
     assert!(!logged.stderr.contains('\x1b'), "{}", logged.stderr);
 
     // `-q`: nothing on stderr at all for a run that succeeds.

@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{App, Testbed};
+use support::{App, Testbed, assert_has};
 
 /// The files provisioning manages for `app`, as `path mode owner` lines plus a content hash.
 fn fingerprint(tb: &Testbed, host: &support::TestHost, app: &str) -> String {
@@ -36,8 +36,8 @@ fn provision_applies_then_changes_nothing_on_a_rerun() {
     }
 
     let run = app.shipit(&["provision", "production"]).success();
-    assert!(run.stderr.contains("2 hosts"), "{}", run.stderr);
-    assert!(run.stderr.contains("8 changes"), "{}", run.stderr);
+    assert_has(&run.stderr, "2 hosts");
+    assert_has(&run.stderr, "8 changes");
 
     for h in &hosts {
         // Files, modes and owners.
@@ -106,11 +106,7 @@ fn provision_applies_then_changes_nothing_on_a_rerun() {
         .map(|h| (fingerprint(&tb, h, &app.name), nginx_workers(&tb, h)))
         .collect();
     let rerun = app.shipit(&["provision", "production"]).success();
-    assert!(
-        rerun.stderr.contains("0 changes, nothing reloaded"),
-        "{}",
-        rerun.stderr
-    );
+    assert_has(&rerun.stderr, "0 changes, nothing reloaded");
     let after: Vec<_> = hosts
         .iter()
         .map(|h| (fingerprint(&tb, h, &app.name), nginx_workers(&tb, h)))
@@ -145,21 +141,13 @@ fn broken_template_is_refused_and_the_old_config_keeps_serving() {
     );
     app.file("templates/nginx.conf.tera", &broken);
     let run = app.shipit(&["provision", "production"]).failure(4);
-    assert!(
-        run.stderr.contains("refused by `nginx -t`"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "refused by `nginx -t`");
     assert!(
         run.stderr.contains("unknown directive \"bogus_directive\""),
         "validator output missing: {}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("templates/nginx.conf.tera"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "templates/nginx.conf.tera");
 
     for (h, before) in hosts.iter().zip(&before) {
         assert_eq!(
@@ -185,22 +173,14 @@ fn broken_template_is_refused_and_the_old_config_keeps_serving() {
         "[Service]\nExecStart=relative/path\nRestart=sometimes\n",
     );
     let run = app.shipit(&["provision", "production"]).failure(4);
-    assert!(
-        run.stderr.contains("refused by `systemd-analyze verify`"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "refused by `systemd-analyze verify`");
     std::fs::remove_file(app.path().join("templates/app.service.tera")).unwrap();
     app.file(
         "templates/logrotate.tera",
         "/var/log/x.log {\n    rotate banana\n}\n",
     );
     let run = app.shipit(&["provision", "production"]).failure(4);
-    assert!(
-        run.stderr.contains("refused by `logrotate -d`"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "refused by `logrotate -d`");
     for (h, before) in hosts.iter().zip(&before) {
         assert_eq!(&fingerprint(&tb, h, &app.name), before);
     }
@@ -228,7 +208,7 @@ fn dry_run_shows_diffs_and_changes_nothing() {
     let run = app
         .shipit(&["provision", "production", "--dry-run"])
         .success();
-    assert!(run.stdout.contains("--- /dev/null"), "{}", run.stdout);
+    assert_has(&run.stdout, "--- /dev/null");
     assert!(
         run.stdout.contains("+server_name t-prov-dry.test;")
             || run.stdout.contains("+    server_name t-prov-dry.test;")
@@ -255,16 +235,8 @@ fn dry_run_shows_diffs_and_changes_nothing() {
     let run = app
         .shipit(&["provision", "production", "--dry-run"])
         .success();
-    assert!(
-        run.stdout.contains("-MemoryMax=256M\n+MemoryMax=512M"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stderr.contains("1 file, reload systemd"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stdout, "-MemoryMax=256M\n+MemoryMax=512M");
+    assert_has(&run.stderr, "1 file, reload systemd");
     let after: Vec<_> = hosts
         .iter()
         .map(|h| (fingerprint(&tb, h, &app.name), nginx_workers(&tb, h)))
@@ -273,11 +245,7 @@ fn dry_run_shows_diffs_and_changes_nothing() {
 
     // Applying it changes only the unit, and reloads only systemd.
     let run = app.shipit(&["provision", "production"]).success();
-    assert!(
-        run.stderr.contains("1 file changed, reloaded systemd"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "1 file changed, reloaded systemd");
     assert!(!run.stderr.contains("nginx"), "{}", run.stderr);
 }
 
@@ -294,16 +262,10 @@ fn unreachable_host_is_named_and_nothing_changes() {
     });
     let app = App::new(&tb, app_name, &hosts);
     let run = app.shipit(&["provision", "production"]).failure(3);
-    assert!(
-        run.stderr.contains("cannot connect to `root@127.0.0.1:1`"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("help: check that `127.0.0.1` is up and sshd listens on port 1"),
-        "{}",
-        run.stderr
+    assert_has(&run.stderr, "cannot connect to `root@127.0.0.1:1`");
+    assert_has(
+        &run.stderr,
+        "help: check that `127.0.0.1` is up and sshd listens on port 1",
     );
     assert!(
         fingerprint(&tb, &hosts[0], app_name)
@@ -331,12 +293,8 @@ fn unknown_host_key_is_refused_with_how_to_accept_it() {
     let run = app
         .shipit(&["provision", "production", "--dry-run"])
         .failure(3);
-    assert!(
-        run.stderr.contains("Host key verification failed"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("ssh-keyscan -p"), "{}", run.stderr);
+    assert_has(&run.stderr, "Host key verification failed");
+    assert_has(&run.stderr, "ssh-keyscan -p");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{App, Load, TestHost, Testbed};
+use support::{App, Load, TestHost, Testbed, assert_has};
 
 /// The testbed's hosts, logged in to as `user`.
 fn as_user(hosts: &[TestHost], user: &str) -> Vec<TestHost> {
@@ -37,11 +37,9 @@ fn the_main_story_works_as_a_user_with_passwordless_sudo() {
     );
     app.shipit(&["provision", "production"]).success();
     app.shipit(&["doctor", "production"]).success();
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     let load = Load::start(&hosts, &app.domain, 2);
-    app.shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    app.deploy("2.0.0");
     app.shipit(&["rollback", "production"]).success();
     load.stop()
         .assert_no_failures("a deploy and a rollback as a user with sudo");
@@ -61,7 +59,7 @@ fn the_main_story_works_as_a_user_with_passwordless_sudo() {
     let logs = app
         .shipit(&["logs", "production", "--lines", "5"])
         .success();
-    assert!(logs.stdout.contains("deploy@127.0.0.1:"), "{}", logs.stdout);
+    assert_has(&logs.stdout, "deploy@127.0.0.1:");
     let lock = app.shipit(&["lock", "status", "production"]).success();
     assert_eq!(lock.stdout.matches(": free").count(), 2, "{}", lock.stdout);
     app.shipit(&["maintenance", "on", "production"]).success();
@@ -87,12 +85,9 @@ fn a_user_whose_sudo_wants_a_password_is_told_exactly_what_is_missing() {
     let hosts = as_user(&tb.hosts(1), "nosudo");
     let app = App::hello_unprovisioned(&tb, "t-nosudo", &hosts, 4711, "");
     let doctor = app.shipit(&["doctor", "production"]).failure(9);
-    assert!(
-        doctor.stdout.contains(
-            "root or sudo: `nosudo` is not root and sudo wants a password (sudo said: sudo: a password is required)"
-        ),
-        "{}",
-        doctor.stdout
+    assert_has(
+        &doctor.stdout,
+        "root or sudo: `nosudo` is not root and sudo wants a password (sudo said: sudo: a password is required)",
     );
     assert!(
         doctor
@@ -102,11 +97,8 @@ fn a_user_whose_sudo_wants_a_password_is_told_exactly_what_is_missing() {
         doctor.stdout
     );
     let run = app.shipit(&["provision", "production"]).failure(1);
-    assert!(
-        run.stderr.contains(
-            "`nosudo` may not run shipit's commands as root: sudo: a password is required"
-        ),
-        "{}",
-        run.stderr
+    assert_has(
+        &run.stderr,
+        "`nosudo` may not run shipit's commands as root: sudo: a password is required",
     );
 }

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{App, Load, Receiver, TestHost, Testbed};
+use support::{App, Load, Receiver, TestHost, Testbed, assert_has};
 
 fn container_of(host: &TestHost) -> String {
     format!("shipit-th{}", host.ssh_port - 2200)
@@ -65,10 +65,8 @@ fn a_port_change_is_a_normal_deploy_and_never_restarts_the_colour_that_serves() 
     let hosts = tb.hosts(2);
     let app = App::hello(&tb, "t-ports", &hosts, 4501, "");
     // Blue serves (on 4501), green is warm (on 4502).
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
-    app.shipit(&["deploy", "production", "--version", "1.1.0"])
-        .success();
+    app.deploy("1.0.0");
+    app.deploy("1.1.0");
     for h in &hosts {
         assert_eq!(
             listening(&tb, h, "t-ports"),
@@ -78,21 +76,12 @@ fn a_port_change_is_a_normal_deploy_and_never_restarts_the_colour_that_serves() 
 
     // New ports and a release that never gets healthy: blue keeps serving, on its old port.
     set_ports(&app, 4511, 4512, "HELLO_HEALTH = \"unhealthy\"");
-    let text = std::fs::read_to_string(app.path().join("shipit.toml"))
-        .unwrap()
-        .replace("timeout = \"20s\"", "timeout = \"3s\"");
-    app.file("shipit.toml", &text).commit();
+    app.health_timeout("3s");
     let load = Load::start(&hosts, &app.domain, 2);
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .failure(7);
+    let run = app.deploy_fails("2.0.0", 7);
     load.stop()
         .assert_no_failures("a deploy with new ports whose gate fails");
-    assert!(
-        run.stderr.contains("no host was switched"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "no host was switched");
     assert!(
         run.stderr.contains(": green (2.0.0+"),
         "the new copy went to the idle colour: {}",
@@ -110,15 +99,12 @@ fn a_port_change_is_a_normal_deploy_and_never_restarts_the_colour_that_serves() 
     // The same port change with a healthy release: traffic moves to green on its new port.
     set_ports(&app, 4511, 4512, "");
     let load = Load::start(&hosts, &app.domain, 2);
-    app.shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    app.deploy("2.0.0");
     // Then blue, idle now, starts on its new port; then the ports are swapped: the idle
     // colour (green) takes the port the live copy (blue) does not hold.
-    app.shipit(&["deploy", "production", "--version", "3.0.0"])
-        .success();
+    app.deploy("3.0.0");
     set_ports(&app, 4512, 4511, "");
-    app.shipit(&["deploy", "production", "--version", "4.0.0"])
-        .success();
+    app.deploy("4.0.0");
     load.stop()
         .assert_no_failures("deploys across a port change and a port swap");
     assert_eq!(app.versions(&tb, &hosts), ["4.0.0"; 2]);
@@ -135,7 +121,7 @@ fn a_port_change_is_a_normal_deploy_and_never_restarts_the_colour_that_serves() 
     }
     // A rollback is still a switch to the warm colour, on the port it runs on.
     let run = app.shipit(&["rollback", "production"]).success();
-    assert!(run.stderr.contains("(warm)"), "{}", run.stderr);
+    assert_has(&run.stderr, "(warm)");
     assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 2]);
 }
 
@@ -145,8 +131,7 @@ fn a_revert_that_cannot_reach_a_host_is_a_fleet_split_said_recorded_and_announce
     let hosts = tb.hosts(3);
     let receiver = Receiver::start(0);
     let app = App::hello(&tb, "t-split", &hosts, 4521, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     // After the switch and verification, the post-deploy hook takes host 2's sshd away (new
     // connections refused, its sessions killed) and fails: the revert cannot reach host 2.
     let th2 = container_of(&hosts[1]);
@@ -174,31 +159,21 @@ fn a_revert_that_cannot_reach_a_host_is_a_fleet_split_said_recorded_and_announce
         ),
     );
     let load = Load::start(&hosts, &app.domain, 2);
-    let run = app
-        .shipit(&["deploy", "production", "--version", "2.0.0"])
-        .failure(10);
+    let run = app.deploy_fails("2.0.0", 10);
     let report = load.stop();
     let host2 = &hosts[1].dest;
-    assert!(
-        run.stderr.contains(&format!(
-            "the fleet is split: `{host2}` could not be switched back"
-        )),
-        "{}",
-        run.stderr
+    assert_has(
+        &run.stderr,
+        &format!("the fleet is split: `{host2}` could not be switched back"),
     );
-    assert!(
-        run.stderr.contains(&format!(
-            "`{host2}`: NOT switched back, serves unknown, last seen switched to 2.0.0+"
-        )),
-        "{}",
-        run.stderr
+    assert_has(
+        &run.stderr,
+        &format!("`{host2}`: NOT switched back, serves unknown, last seen switched to 2.0.0+"),
     );
     for h in [&hosts[0], &hosts[2]] {
-        assert!(
-            run.stderr
-                .contains(&format!("`{}`: switched back, serves 1.0.0+", h.dest)),
-            "{}",
-            run.stderr
+        assert_has(
+            &run.stderr,
+            &format!("`{}`: switched back, serves 1.0.0+", h.dest),
         );
     }
     assert!(
@@ -207,12 +182,7 @@ fn a_revert_that_cannot_reach_a_host_is_a_fleet_split_said_recorded_and_announce
         "the command that converges it: {}",
         run.stderr
     );
-    assert!(
-        run.stderr
-            .contains(&format!("the lock is still held on `{host2}`")),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, &format!("the lock is still held on `{host2}`"));
     assert!(
         !run.stderr.contains("Deployed"),
         "never reported as done: {}",
@@ -274,11 +244,7 @@ fn a_revert_that_cannot_reach_a_host_is_a_fleet_split_said_recorded_and_announce
     let run = app.shipit(&args).success();
     load.stop()
         .assert_no_failures("the rollback that converges a split fleet");
-    assert!(
-        run.stderr.contains("taking over the lock left by a shipit"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "taking over the lock left by a shipit");
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
 }
 
@@ -287,8 +253,7 @@ fn sighup_mid_deploy_with_its_terminal_gone_reverts_and_releases_the_lock() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let app = App::hello(&tb, "t-hangup", &hosts, 4531, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     // Every host has switched and verified when the hook hangs shipit up, as a closed terminal
     // or a dropped SSH session to a bastion would. stdout and stderr are gone by then.
     append(
@@ -355,8 +320,7 @@ fn provision_and_maintenance_wait_for_a_deploy_or_are_refused() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::hello(&tb, "t-locked", &hosts, 4541, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     append(&app, "[hooks]\npost_deploy = [\"sleep 4\"]\n");
     let load = Load::start(&hosts, &app.domain, 2);
     let deploy = app.spawn_until(
@@ -377,7 +341,7 @@ fn provision_and_maintenance_wait_for_a_deploy_or_are_refused() {
     let run = app
         .shipit(&["maintenance", "on", "production", "--lock-wait", "60s"])
         .success();
-    assert!(run.stderr.contains("Waiting"), "{}", run.stderr);
+    assert_has(&run.stderr, "Waiting");
     let (status, stderr) = deploy.finish();
     assert!(status.success(), "{stderr}");
     assert!(waited.elapsed() > Duration::from_secs(1), "it waited");
@@ -394,8 +358,7 @@ fn a_lock_held_from_another_pid_namespace_is_never_taken_over() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::hello(&tb, "t-pidns", &hosts, 4551, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     append(&app, "[hooks]\npost_deploy = [\"sleep 30\"]\n");
     // A deploy in its own PID namespace (a CI container, `unshare`), holding the lock.
     let mut inner = Command::new("unshare")
@@ -423,31 +386,22 @@ fn a_lock_held_from_another_pid_namespace_is_never_taken_over() {
     assert!(seen.contains("hooks.post_deploy"), "{seen}");
     let load = Load::start(&hosts, &app.domain, 2);
     // From this namespace, its pid means nothing: refused with the holder, never taken over.
-    let run = app
-        .shipit(&["deploy", "production", "--version", "3.0.0"])
-        .failure(6);
+    let run = app.deploy_fails("3.0.0", 6);
     assert!(!run.stderr.contains("taking over"), "{}", run.stderr);
-    assert!(run.stderr.contains("for `deploy 2.0.0"), "{}", run.stderr);
+    assert_has(&run.stderr, "for `deploy 2.0.0");
     // Killed there (SIGKILL, the namespace gone): still not provably dead from here.
     inner.kill().unwrap();
     inner.wait().unwrap();
     drop(lines);
-    let run = app
-        .shipit(&["deploy", "production", "--version", "3.0.0"])
-        .failure(6);
+    let run = app.deploy_fails("3.0.0", 6);
     assert!(!run.stderr.contains("taking over"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("shipit lock release production"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "shipit lock release production");
     load.stop()
         .assert_no_failures("a second deploy refused while another namespace holds the lock");
     app.shipit(&["lock", "release", "production", "--yes"])
         .success();
     append(&app, "");
-    app.shipit(&["deploy", "production", "--version", "3.0.0"])
-        .success();
+    app.deploy("3.0.0");
     assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 2]);
 }
 
@@ -456,10 +410,8 @@ fn forged_history_lines_are_skipped_and_cannot_choose_a_rollback_target() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let app = App::hello(&tb, "t-forged", &hosts, 4561, "");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
-    app.shipit(&["deploy", "production", "--version", "2.0.0"])
-        .success();
+    app.deploy("1.0.0");
+    app.deploy("2.0.0");
     let future = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -487,11 +439,7 @@ fn forged_history_lines_are_skipped_and_cannot_choose_a_rollback_target() {
         "{}",
         releases.stderr
     );
-    assert!(
-        releases.stdout.contains("6.6.6+evil"),
-        "{}",
-        releases.stdout
-    );
+    assert_has(&releases.stdout, "6.6.6+evil");
 
     let load = Load::start(&hosts, &app.domain, 2);
     let run = app
@@ -507,11 +455,7 @@ fn forged_history_lines_are_skipped_and_cannot_choose_a_rollback_target() {
     );
     // Without `--to`: the release before 2.0.0 in each host's own history, not a claimed time.
     let run = app.shipit(&["rollback", "production"]).success();
-    assert!(
-        run.stderr.contains("Rolled back to 1.0.0+"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "Rolled back to 1.0.0+");
     load.stop()
         .assert_no_failures("rollbacks next to forged history lines");
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
@@ -574,8 +518,7 @@ fn no_value_derived_from_a_secret_leaves_the_hosts_env_file() {
     );
     app.commit();
     app.set_env("API_TOKEN", "zero");
-    app.shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    app.deploy("1.0.0");
     // A run with a new secret value: what the host's `ps` saw, the history line, `--json`, the
     // webhook body and stderr.
     let mut run_with = |secret: &str| {
@@ -643,14 +586,8 @@ fn no_value_derived_from_a_secret_leaves_the_hosts_env_file() {
     assert_eq!(a.2, b.2, "--json differs with the secret");
     assert_eq!(a.3, b.3, "the webhook body differs with the secret");
     // An unchanged secret changes nothing.
-    let same = app
-        .shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
-    assert!(
-        same.stderr.contains("already serves on every host"),
-        "{}",
-        same.stderr
-    );
+    let same = app.deploy("1.0.0");
+    assert_has(&same.stderr, "already serves on every host");
 }
 
 #[test]
@@ -661,22 +598,17 @@ fn a_port_held_by_another_app_fails_the_deploy_and_the_other_app_keeps_serving()
     let squatter = App::hello(&tb, "t-squatter", &hosts, 4581, "");
     // ...and then the first app deployed onto them.
     let owner = App::hello(&tb, "t-portowner", &hosts, 4581, "");
-    owner
-        .shipit(&["deploy", "production", "--version", "1.0.0"])
-        .success();
+    owner.deploy("1.0.0");
     let load = Load::start(&hosts, &owner.domain, 2);
-    let run = squatter
-        .shipit(&["deploy", "production", "--version", "9.0.0"])
-        .failure(2);
+    let run = squatter.deploy_fails("9.0.0", 2);
     load.stop()
         .assert_no_failures("another app's deploy onto the same ports");
-    assert!(
-        run.stderr.contains(&format!(
+    assert_has(
+        &run.stderr,
+        &format!(
             "on `{}`: port 4582 is already held by container `t-portowner_production-green`",
             hosts[0].dest
-        )),
-        "{}",
-        run.stderr
+        ),
     );
     assert!(!run.stderr.contains("Switched"), "{}", run.stderr);
     assert_eq!(owner.versions(&tb, &hosts), ["1.0.0"]);

@@ -370,99 +370,77 @@ mod tests {
 
     type Want = Result<(Option<Colour>, Colour, u16, Action), PlanError>;
 
+    /// v1 on blue (3001, its unit `blue_unit`) and v2 on green (3002), nginx on `live_port`.
+    fn one_and_two(live_port: u16, blue_unit: &str) -> HostState {
+        host(
+            Some(live_port),
+            colour(Some("1"), blue_unit, 3001),
+            colour(Some("2"), "active", 3002),
+        )
+    }
+
+    fn want(from: Option<Colour>, to: Colour, port: u16, action: Action) -> Want {
+        Ok((from, to, port, action))
+    }
+
     #[test]
     fn table_of_observed_states() {
+        use Action::{AlreadyLive, StartAndSwitch, SwitchToWarm};
+        use Colour::{Blue, Green};
         let cases: Vec<(&str, HostState, &str, Want)> = vec![
             (
                 "first deploy after provision",
                 host(Some(3001), none(), none()),
                 "1",
-                Ok((None, Colour::Green, 3002, Action::StartAndSwitch)),
+                want(None, Green, 3002, StartAndSwitch),
             ),
             (
                 "blue live, deploy v2",
                 host(Some(3001), colour(Some("1"), "active", 3001), none()),
                 "2",
-                Ok((
-                    Some(Colour::Blue),
-                    Colour::Green,
-                    3002,
-                    Action::StartAndSwitch,
-                )),
+                want(Some(Blue), Green, 3002, StartAndSwitch),
             ),
             (
                 "green live, old blue warm",
-                host(
-                    Some(3002),
-                    colour(Some("1"), "active", 3001),
-                    colour(Some("2"), "active", 3002),
-                ),
+                one_and_two(3002, "active"),
                 "3",
-                Ok((
-                    Some(Colour::Green),
-                    Colour::Blue,
-                    3001,
-                    Action::StartAndSwitch,
-                )),
+                want(Some(Green), Blue, 3001, StartAndSwitch),
             ),
             (
                 "rollback to the warm colour",
-                host(
-                    Some(3002),
-                    colour(Some("1"), "active", 3001),
-                    colour(Some("2"), "active", 3002),
-                ),
+                one_and_two(3002, "active"),
                 "1",
-                Ok((
-                    Some(Colour::Green),
-                    Colour::Blue,
-                    3001,
-                    Action::SwitchToWarm,
-                )),
+                want(Some(Green), Blue, 3001, SwitchToWarm),
             ),
             (
                 "rollback to a stopped colour",
-                host(
-                    Some(3002),
-                    colour(Some("1"), "inactive", 3001),
-                    colour(Some("2"), "active", 3002),
-                ),
+                one_and_two(3002, "inactive"),
                 "1",
-                Ok((
-                    Some(Colour::Green),
-                    Colour::Blue,
-                    3001,
-                    Action::StartAndSwitch,
-                )),
+                want(Some(Green), Blue, 3001, StartAndSwitch),
             ),
             (
                 "already live: nothing to do",
                 host(Some(3002), none(), colour(Some("2"), "active", 3002)),
                 "2",
-                Ok((
-                    Some(Colour::Green),
-                    Colour::Green,
-                    3002,
-                    Action::AlreadyLive,
-                )),
+                want(Some(Green), Green, 3002, AlreadyLive),
             ),
             (
                 "live colour crashed",
                 host(Some(3001), colour(Some("1"), "failed", 3001), none()),
                 "1",
-                Ok((None, Colour::Green, 3002, Action::StartAndSwitch)),
+                want(None, Green, 3002, StartAndSwitch),
             ),
             (
                 "upstream on a port no colour recorded",
                 host(Some(9999), none(), none()),
                 "1",
-                Ok((None, Colour::Green, 3002, Action::StartAndSwitch)),
+                want(None, Green, 3002, StartAndSwitch),
             ),
             (
                 "nothing live, green runs (not served): blue is started",
                 host(Some(9999), none(), colour(Some("1"), "active", 3002)),
                 "2",
-                Ok((None, Colour::Blue, 3001, Action::StartAndSwitch)),
+                want(None, Blue, 3001, StartAndSwitch),
             ),
             (
                 "never provisioned",
@@ -539,12 +517,7 @@ mod tests {
     #[test]
     fn a_warm_copy_is_switched_to_on_the_port_it_runs_on() {
         // Blue (v1) is warm on its old port 3001; the ports changed since.
-        let state = host(
-            Some(3002),
-            colour(Some("1"), "active", 3001),
-            colour(Some("2"), "active", 3002),
-        );
-        let step = one(&ported(5001, 5002), state, "1").unwrap();
+        let step = one(&ported(5001, 5002), one_and_two(3002, "active"), "1").unwrap();
         assert_eq!(
             (step.to, step.port, step.action),
             (Colour::Blue, 3001, Action::SwitchToWarm)

@@ -199,6 +199,12 @@ impl Testbed {
     }
 }
 
+/// `text` holds `needle`; else the failure shows all of `text`.
+#[track_caller]
+pub fn assert_has(text: &str, needle: &str) {
+    assert!(text.contains(needle), "`{needle}` not in:\n{text}");
+}
+
 /// An app directory in a temp dir, and the `shipit` binary run on it.
 pub struct App {
     pub dir: tempfile::TempDir,
@@ -324,6 +330,28 @@ timeout = "20s"
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `shipit deploy production --version VERSION`, which must succeed.
+    #[track_caller]
+    pub fn deploy(&self, version: &str) -> Run {
+        self.shipit(&["deploy", "production", "--version", version])
+            .success()
+    }
+
+    /// `shipit deploy production --version VERSION`, which must fail with `code`.
+    #[track_caller]
+    pub fn deploy_fails(&self, version: &str, code: i32) -> Run {
+        self.shipit(&["deploy", "production", "--version", version])
+            .failure(code)
+    }
+
+    /// Set `health.timeout` in shipit.toml (from the 20 s `App::new` writes); committed.
+    pub fn health_timeout(&self, timeout: &str) {
+        let text = std::fs::read_to_string(self.path().join("shipit.toml"))
+            .unwrap()
+            .replace("timeout = \"20s\"", &format!("timeout = \"{timeout}\""));
+        self.file("shipit.toml", &text).commit();
     }
 
     pub fn shipit(&self, args: &[&str]) -> Run {
