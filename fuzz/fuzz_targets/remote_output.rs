@@ -4,6 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use shipit::ui::Render;
 
 fuzz_target!(|data: &[u8]| {
     let _ = shipit::provision::plan::parse_observed(data, 4, 3);
