@@ -168,6 +168,14 @@ pub enum Command {
         #[command(flatten)]
         lock: LockWaitArg,
     },
+    /// Certificates from an ACME CA (`[tls] acme`): renew when due, or show what each host serves
+    #[command(
+        after_help = "Examples:\n  shipit tls status production\n  shipit tls renew production\n  shipit tls renew production --force\n\nFrom cron, daily (it changes nothing until the certificate is due):\n  17 3 * * * cd /srv/app && shipit -q tls renew production"
+    )]
+    Tls {
+        #[command(subcommand)]
+        action: TlsAction,
+    },
     /// Print a shell completion script
     #[command(after_help = "Example:\n  shipit completions bash > /etc/bash_completion.d/shipit")]
     Completions { shell: clap_complete::Shell },
@@ -236,6 +244,32 @@ pub struct ChangeArgs {
 pub enum SecretsAction {
     /// Say which secrets are missing, without printing any value
     Check {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsAction {
+    /// Obtain and install a new certificate on every host when it expires within
+    /// `renew_before` (30 days), the hosts disagree, or there is none yet; else do nothing
+    Renew {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// Renew now, even when not due
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        lock: LockWaitArg,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per host: the certificate file (names, issuer, expiry) and what nginx serves on 443
+    Status {
         /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
         environment: String,
         /// Print as JSON
@@ -376,6 +410,29 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 lock_wait: lock.lock_wait,
             };
             crate::provision::provision(&load(&environment)?, options).await?;
+            Ok(())
+        }
+        Command::Tls {
+            action:
+                TlsAction::Renew {
+                    environment,
+                    force,
+                    lock,
+                    json,
+                },
+        } => {
+            let options = crate::acme::RenewOptions {
+                force,
+                lock_wait: lock.lock_wait,
+            };
+            let report = crate::acme::renew(&load(&environment)?, options).await?;
+            ui::print(&report, json);
+            Ok(())
+        }
+        Command::Tls {
+            action: TlsAction::Status { environment, json },
+        } => {
+            ui::print(&crate::acme::status(&load(&environment)?).await?, json);
             Ok(())
         }
         Command::Completions { shell } => {

@@ -141,7 +141,7 @@ async fn host_checks(config: &Config, spec: crate::config::HostSpec) -> Vec<Chec
     let received = SystemTime::now();
     let ports = ports_check(config, &place, &host).await;
     let tls = match &config.tls {
-        Some(_) => Some(tls_check(&place, &host, &config.domain).await),
+        Some(_) => Some(tls_check(&place, &host, config).await),
         None => None,
     };
     host.close().await;
@@ -342,11 +342,12 @@ fn sudo_check(place: &str, probe: &str) -> Option<Check> {
 /// Under this many days before it expires, the served certificate is a warning.
 pub const CERTIFICATE_WARNING_DAYS: i64 = 14;
 
-/// The certificate a host serves for `domain` (over the SSH tunnel, with the domain as SNI):
+/// The certificate a host serves for the domain (over the SSH tunnel, with the domain as SNI):
 /// its expiry (a warning under [`CERTIFICATE_WARNING_DAYS`]), issuer, and whether this machine
-/// trusts it.
-async fn tls_check(place: &str, host: &Host, domain: &str) -> Check {
+/// trusts it. With `[tls] acme`, the fix is `shipit tls renew`.
+async fn tls_check(place: &str, host: &Host, config: &Config) -> Check {
     let what = "tls certificate";
+    let domain = &config.domain;
     let tunnel = match crate::probe::Tunnel::open(host, 443).await {
         Ok(t) => t,
         Err(e) => {
@@ -356,10 +357,10 @@ async fn tls_check(place: &str, host: &Host, domain: &str) -> Check {
         }
     };
     let seen = crate::probe::get_over_tls(&tunnel, domain, "/").await;
-    let Some((not_after, _subject, issuer)) = seen
+    let Some(facts) = seen
         .certificate
         .as_deref()
-        .and_then(crate::probe::certificate_facts)
+        .and_then(|der| crate::acme::plan::CertFacts::from_der(der).ok())
     else {
         return check(
             place,
@@ -371,30 +372,41 @@ async fn tls_check(place: &str, host: &Host, domain: &str) -> Check {
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let days = (not_after - now).div_euclid(86_400);
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let days = facts.days_left(now);
     let expiry = humantime::format_rfc3339_seconds(
-        UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64),
+        UNIX_EPOCH + Duration::from_secs(facts.not_after.max(0).unsigned_abs()),
     );
     let trust = match &seen.untrusted {
         None => "trusted here".to_owned(),
         Some(reason) => format!("not trusted by this machine: {reason}"),
     };
-    let detail =
-        format!("`{domain}` expires {expiry} (in {days} days), issued by {issuer}; {trust}");
-    if not_after <= now {
-        return check(place, what, false, detail, || {
-            "renew the certificate and install it on every host".into()
-        });
+    let detail = format!(
+        "`{domain}` expires {expiry} (in {days} days), issued by {}; {trust}",
+        facts.issuer
+    );
+    let renew = match config.acme() {
+        Some(_) => format!("run `shipit tls renew {}`", config.environment),
+        None => "renew it and install it on every host".to_owned(),
+    };
+    if facts.not_after <= now {
+        return check(place, what, false, detail, || renew.clone());
     }
+    let placeholder = facts.placeholder && config.acme().is_some();
+    let warning = days < CERTIFICATE_WARNING_DAYS || placeholder;
     Check {
         place: place.to_owned(),
         what,
         ok: true,
-        warning: days < CERTIFICATE_WARNING_DAYS,
-        detail,
-        fix: (days < CERTIFICATE_WARNING_DAYS)
-            .then(|| format!("renew it within {days} days and install it on every host")),
+        warning,
+        detail: if placeholder {
+            format!(
+                "`{domain}` is served with the temporary self-signed certificate `shipit provision` installs until the first one is issued; {trust}"
+            )
+        } else {
+            detail
+        },
+        fix: warning.then(|| format!("{renew} (within {days} days)")),
     }
 }
 

@@ -294,6 +294,39 @@ pub enum Error {
     )]
     PostDeployFailed { reason: String },
 
+    #[error("the ACME CA at `{directory}` refused to {step}: {said}{}", help.as_ref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
+    Acme {
+        directory: String,
+        step: String,
+        said: String,
+        help: Option<String>,
+    },
+
+    #[error(
+        "`{host}` does not serve the ACME challenge for `{domain}`: {observed}; nothing was asked of the CA and nothing changed\n  help: run `shipit provision {environment}` to install the site with its challenge location, then `shipit tls renew {environment}`"
+    )]
+    ChallengeNotServed {
+        host: String,
+        domain: String,
+        observed: String,
+        environment: String,
+    },
+
+    #[error(
+        "`{host}`: {message}\n  help: `shipit tls status` shows what each host holds and serves; `shipit tls renew --force` installs a certificate again"
+    )]
+    TlsReadBack { host: String, message: String },
+
+    #[error(
+        "`{environment}` has no `[tls] acme`: shipit renews only the certificates it obtains\n  help: add `acme = {{ email = \"ops@example.com\" }}` under `[tls]` (and run `shipit provision {environment}`)"
+    )]
+    NoAcme { environment: String },
+
+    #[error(
+        "`{environment}` serves no HTTPS: it has no `[tls]`\n  help: add `[tls]` with `acme = {{ email = \"...\" }}`, or `certificate` and `certificate_key`"
+    )]
+    NoTls { environment: String },
+
     #[error("{failed} check{} failed", if *failed == 1 { "" } else { "s" })]
     DoctorFailed { failed: usize },
 
@@ -449,6 +482,8 @@ impl Error {
             Error::PortHeld { .. } | Error::RollbackDisagree { .. } => 2,
             Error::Hook { .. } => 8,
             Error::Internal { .. } => 1,
+            Error::Acme { .. } | Error::ChallengeNotServed { .. } | Error::TlsReadBack { .. } => 11,
+            Error::NoAcme { .. } | Error::NoTls { .. } => 2,
             Error::DoctorFailed { .. } => 9,
             Error::SmokeFailed { .. } | Error::PostDeployFailed { .. } => 7,
             Error::MissingSecrets { .. } | Error::InitExists { .. } | Error::InitName { .. } => 2,

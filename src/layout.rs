@@ -51,6 +51,38 @@ impl Site {
         format!("/etc/shipit/{}/{}", self.app, self.env)
     }
 
+    /// With `[tls] acme`: the certificate, its key and the record of its issuance (mode 0700).
+    pub fn tls_dir(&self) -> String {
+        format!("{}/tls", self.config_dir())
+    }
+
+    /// The certificate chain shipit installs with `[tls] acme` (nginx's `ssl_certificate`).
+    pub fn certificate(&self) -> String {
+        format!("{}/fullchain.pem", self.tls_dir())
+    }
+
+    /// Its private key, mode 0600.
+    pub fn certificate_key(&self) -> String {
+        format!("{}/privkey.pem", self.tls_dir())
+    }
+
+    /// Which CA issued the installed certificate, for which names, when
+    /// ([`crate::acme::plan::Issued`]).
+    pub fn certificate_record(&self) -> String {
+        format!("{}/issued.json", self.tls_dir())
+    }
+
+    /// Where the ACME HTTP-01 answers are written, served by nginx on port 80 at
+    /// `/.well-known/acme-challenge/`.
+    pub fn acme_challenges(&self) -> String {
+        format!("{}/acme-challenge", self.config_dir())
+    }
+
+    /// The ACME account (its key included), mode 0600, the same on every host.
+    pub fn acme_account(&self) -> String {
+        format!("{}/acme-account.json", self.state_dir())
+    }
+
     /// The upstream include the deploy switches between colours.
     pub fn upstream_include(&self) -> String {
         format!("{}/upstream.conf", self.config_dir())

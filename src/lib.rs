@@ -9,6 +9,8 @@
 //!   beside them;
 //! - [`provision`] plans per host from what the host has ([`provision::plan`], pure) and
 //!   installs the files [`templates`] renders (pure);
+//! - [`acme`] is `shipit tls`: certificates from an ACME CA for the whole fleet; what is due
+//!   and which account to use is decided in [`acme::plan`] (pure), the protocol is [`acme::ca`];
 //! - [`build`] tars the context (streamed) and builds and pushes the image through [`docker`];
 //! - [`state`] parses what a host answers about a site (pure); [`layout`] says where everything
 //!   is on a host, keyed by app and environment;
@@ -22,6 +24,7 @@
 //! - [`secret`] holds values that never print; [`model`] the shared vocabulary (colours);
 //!   [`error`] every message a user can see; [`ui`] status lines, progress and reports.
 
+pub mod acme;
 pub mod build;
 pub mod cli;
 pub mod config;

@@ -256,16 +256,6 @@ fn is_certificate_error(e: &reqwest::Error) -> bool {
     text.contains("certificate") || text.contains("unknownissuer")
 }
 
-/// A certificate's expiry (unix seconds), subject and issuer, read from its DER.
-pub fn certificate_facts(der: &[u8]) -> Option<(i64, String, String)> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some((
-        cert.validity().not_after.timestamp(),
-        cert.subject().to_string(),
-        cert.issuer().to_string(),
-    ))
-}
-
 /// An error and its sources, one after the other (the reason is often in a source).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

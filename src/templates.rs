@@ -39,6 +39,9 @@ pub enum FileKind {
     Systemd,
     /// A logrotate rule: `logrotate -d`; read at the next rotation.
     Logrotate,
+    /// With `[tls] acme`: the stand-in certificate and key nginx starts with, created once
+    /// (then `shipit tls renew` owns them). Never shown in a diff.
+    Certificate,
 }
 
 /// A file shipit manages on every host, with the content it should have.
@@ -73,7 +76,17 @@ struct Context<'a> {
     docker_memory: String,
     docker_cpus: String,
     ports: &'a crate::config::Ports,
-    tls: Option<&'a crate::config::Tls>,
+    tls: Option<TlsContext>,
+    nginx: &'a crate::config::Nginx,
+}
+
+/// What the nginx template needs of `[tls]`: the files it reads, and with ACME where the
+/// challenge answers are served from.
+#[derive(Serialize)]
+struct TlsContext {
+    certificate: String,
+    certificate_key: String,
+    acme_challenges: Option<String>,
 }
 
 /// The templates to use: the app's override where it has one, else the default.
@@ -143,7 +156,14 @@ impl Templates {
             docker_memory: config.container.memory_max.to_lowercase(),
             docker_cpus: docker_cpus(&config.container.cpu_quota),
             ports: &config.ports,
-            tls: config.tls.as_ref(),
+            tls: config
+                .tls_files()
+                .map(|(certificate, certificate_key)| TlsContext {
+                    certificate,
+                    certificate_key,
+                    acme_challenges: config.acme().map(|_| site.acme_challenges()),
+                }),
+            nginx: &config.nginx,
         };
         let ctx = tera::Context::from_serialize(&ctx).map_err(|e| template_error("context", &e))?;
         let file = |path: String, kind, template: &str| -> Result<ManagedFile, Error> {
@@ -258,6 +278,35 @@ mod snapshots {
         insta::assert_snapshot!("nginx_plain", files[1].content);
         insta::assert_snapshot!("systemd_unit", files[2].content);
         insta::assert_snapshot!("logrotate", files[3].content);
+    }
+
+    #[test]
+    fn nginx_with_acme_rate_limit_csp_and_trusted_proxies() {
+        let files = rendered(&config(
+            "[tls]\nacme = { email = \"ops@example.com\" }\n[nginx]\ncsp = \"default-src 'self'\"\nrate_limit = { rate = \"30r/m\", burst = 10 }\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n",
+        ));
+        let nginx = &files[1].content;
+        insta::assert_snapshot!("nginx_acme_limits", nginx);
+        // What each setting must produce, whatever the rest of the template becomes.
+        for line in [
+            "ssl_certificate /etc/shipit/hello-web/test/tls/fullchain.pem;",
+            "ssl_certificate_key /etc/shipit/hello-web/test/tls/privkey.pem;",
+            "location ^~ /.well-known/acme-challenge/ {",
+            "alias /etc/shipit/hello-web/test/acme-challenge/;",
+            "add_header Content-Security-Policy-Report-Only \"default-src 'self'\" always;",
+            "limit_req_zone $shipit_9_hello_web_test_limit_key zone=shipit_9_hello_web_test_requests:10m rate=30r/m;",
+            "limit_req zone=shipit_9_hello_web_test_requests burst=10 nodelay;",
+            "add_header Retry-After 2 always;",
+            "set_real_ip_from 2001:db8::/32;",
+        ] {
+            assert!(nginx.contains(line), "{line}\n{nginx}");
+        }
+        // The placeholder certificate and key come from provisioning, not from templates.
+        assert_eq!(files.len(), 4);
+        let enforced = rendered(&config("[nginx]\ncsp = \"default-src 'self'\"\ncsp_enforce = true\n"));
+        assert!(enforced[1].content.contains("add_header Content-Security-Policy \"default-src 'self'\" always;"));
+        assert!(!enforced[1].content.contains("acme-challenge"));
+        assert!(!enforced[1].content.contains("limit_req"));
     }
 
     #[test]

@@ -264,11 +264,7 @@ fn an_unreachable_host_stops_the_deploy_before_any_switch() {
     let app = App::hello(&tb, "t-unreach", &hosts, 4141, "");
     app.deploy("1.0.0");
     let mut with_dead = hosts.clone();
-    with_dead.push(support::TestHost {
-        dest: "root@127.0.0.1:1".into(),
-        ssh_port: 1,
-        http_port: 1,
-    });
+    with_dead.push(support::TestHost::unreachable());
     app.env_file("production", &tb, &with_dead, "");
     app.commit();
     let run = app.deploy_fails("2.0.0", 3);
@@ -384,6 +380,86 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
         "{}",
         doctor.stdout
     );
+}
+
+/// Status codes of `count` requests in a row through a host's published nginx port, from this
+/// machine, with extra curl arguments (headers).
+fn burst(host: &support::TestHost, domain: &str, count: usize, extra: &[&str]) -> Vec<u16> {
+    let url = format!("http://127.0.0.1:{}/version", host.http_port);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "%{http_code}\\n", "-H"])
+        .arg(format!("Host: {domain}"))
+        .args(extra)
+        // `-o` is per URL.
+        .args((0..count).flat_map(|_| ["-o", "/dev/null", url.as_str()]))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_rate_limit_answers_429_with_retry_after_per_client_and_a_csp_is_report_only_until_enforced() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(1);
+    let h = &hosts[0];
+    let app = App::hello_unprovisioned(&tb, "t-limits", &hosts, 4831, "");
+    let settings = |extra: &str| {
+        format!(
+            "\n[nginx]\nrate_limit = {{ rate = \"5r/s\", burst = 5 }}\ncsp = \"default-src 'self'; img-src *\"\n{extra}"
+        )
+    };
+    app.env_file("production", &tb, &hosts, &settings(""));
+    app.commit();
+    app.shipit(&["provision", "production"]).success();
+    // shipit's own checks (the gate, the verification, 20 smoke requests) are never limited.
+    app.deploy("1.0.0");
+
+    // One client address (this machine) over the rate: 429 after the burst, with Retry-After.
+    let codes = burst(h, "t-limits.test", 40, &[]);
+    let limited = codes.iter().filter(|c| **c == 429).count();
+    let passed = codes.iter().filter(|c| **c == 200).count();
+    assert!(passed >= 6 && limited >= 20, "{codes:?}");
+    assert_eq!(passed + limited, 40, "{codes:?}");
+    let (status, head, body) = tb.http_get(h, "t-limits.test", "/version");
+    assert_eq!(status, 429, "{head}");
+    assert_has(&head, "Retry-After: 1");
+    assert_has(&body, "Too many requests");
+    // Another client (the host itself) passes meanwhile.
+    let other = tb.sh_ok(
+        h,
+        "curl -s -o /dev/null -w '%{http_code}' -H 'Host: t-limits.test' http://127.0.0.1/version",
+    );
+    assert_eq!(other, "200");
+    // The policy is reported, not enforced: it cannot break the app until the team says so.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (status, head, _) = tb.http_get(h, "t-limits.test", "/version");
+    assert_eq!(status, 200, "{head}");
+    assert_has(
+        &head,
+        "Content-Security-Policy-Report-Only: default-src 'self'; img-src *",
+    );
+
+    // Behind a load balancer: the client is the address it forwards, each with its own limit.
+    app.env_file(
+        "production",
+        &tb,
+        &hosts,
+        &settings("csp_enforce = true\ntrusted_proxies = [\"172.16.0.0/12\"]\n"),
+    );
+    app.commit();
+    app.shipit(&["provision", "production"]).success();
+    let codes = burst(h, "t-limits.test", 30, &["-H", "X-Forwarded-For: 198.51.100.7"]);
+    assert!(codes.contains(&429), "{codes:?}");
+    let codes = burst(h, "t-limits.test", 3, &["-H", "X-Forwarded-For: 198.51.100.8"]);
+    assert_eq!(codes, [200, 200, 200]);
+    let (_, head, _) = tb.http_get(h, "t-limits.test", "/version");
+    assert_has(&head, "Content-Security-Policy: default-src 'self'; img-src *");
+    // And deploys still verify through nginx.
+    app.deploy("2.0.0");
 }
 
 #[test]

@@ -195,11 +195,7 @@ fn doctor_checks_each_host_and_says_how_to_fix_what_is_wrong() {
 
     // An unreachable host, and a registry the hosts never logged in to.
     let mut with_dead = hosts.clone();
-    with_dead.push(support::TestHost {
-        dest: "root@127.0.0.1:1".into(),
-        ssh_port: 1,
-        http_port: 1,
-    });
+    with_dead.push(support::TestHost::unreachable());
     app.env_file("production", &tb, &with_dead, "");
     let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
     app.file(

@@ -255,11 +255,7 @@ fn unreachable_host_is_named_and_nothing_changes() {
     let mut hosts = tb.hosts(1);
     let app_name = "t-prov-unreach";
     tb.wipe(&hosts[0], app_name);
-    hosts.push(support::TestHost {
-        dest: "root@127.0.0.1:1".into(),
-        ssh_port: 1,
-        http_port: 1,
-    });
+    hosts.push(support::TestHost::unreachable());
     let app = App::new(&tb, app_name, &hosts);
     let run = app.shipit(&["provision", "production"]).failure(3);
     assert_has(&run.stderr, "cannot connect to `root@127.0.0.1:1`");

@@ -44,6 +44,7 @@ pub struct Config {
     pub env: Env,
     pub ssh: Ssh,
     pub tls: Option<Tls>,
+    pub nginx: Nginx,
     pub deploy: Deploy,
     pub hooks: Hooks,
     pub smoke: Smoke,
@@ -209,10 +210,56 @@ pub struct Ssh {
     pub persist: Duration,
 }
 
+/// Where nginx's certificate comes from.
 #[derive(Clone, Debug, Serialize)]
-pub struct Tls {
-    pub certificate: String,
-    pub certificate_key: String,
+#[serde(tag = "source", rename_all = "lowercase")]
+pub enum Tls {
+    /// Files the team puts on every host itself.
+    Files {
+        certificate: String,
+        certificate_key: String,
+    },
+    /// Issued and renewed by shipit from an ACME CA (Let's Encrypt by default), installed on
+    /// every host.
+    Acme(Acme),
+}
+
+/// Let's Encrypt's directory, the default CA.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory: untrusted certificates, generous rate limits.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Acme {
+    /// The account's contact: the CA writes here about expiry and incidents.
+    pub email: String,
+    /// The CA's ACME directory URL.
+    pub directory: String,
+    /// Renew when the certificate expires within this long.
+    #[serde(with = "humantime_serde")]
+    pub renew_before: Duration,
+}
+
+/// The parts of the nginx site a team tunes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Nginx {
+    /// A Content-Security-Policy, sent as `Content-Security-Policy-Report-Only` unless
+    /// `csp_enforce`: setting one never breaks a working app until the team says so.
+    pub csp: Option<String>,
+    pub csp_enforce: bool,
+    pub rate_limit: Option<RateLimit>,
+    /// Addresses (or CIDR ranges) of load balancers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Requests per client address, with a burst; over it, 429 with `Retry-After`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// nginx's syntax: `10r/s` or `300r/m`.
+    pub rate: String,
+    pub burst: u32,
+    /// Seconds until one more request is allowed: what `Retry-After` says.
+    pub retry_after: u64,
 }
 
 /// What happens to the previous colour after a successful deploy.
@@ -329,6 +376,29 @@ impl Config {
     /// it is named after.
     pub fn site(&self) -> crate::layout::Site {
         crate::layout::Site::new(&self.app, &self.environment)
+    }
+
+    /// The certificate and key nginx reads: the team's files, or where shipit installs the
+    /// ACME certificate.
+    pub fn tls_files(&self) -> Option<(String, String)> {
+        match self.tls.as_ref()? {
+            Tls::Files {
+                certificate,
+                certificate_key,
+            } => Some((certificate.clone(), certificate_key.clone())),
+            Tls::Acme(_) => {
+                let site = self.site();
+                Some((site.certificate(), site.certificate_key()))
+            }
+        }
+    }
+
+    /// The ACME settings, when shipit obtains the certificate.
+    pub fn acme(&self) -> Option<&Acme> {
+        match self.tls.as_ref()? {
+            Tls::Acme(acme) => Some(acme),
+            Tls::Files { .. } => None,
+        }
     }
 
     /// The colours' ports, by colour.

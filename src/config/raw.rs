@@ -109,6 +109,7 @@ raw_table!(
         env: RawEnv,
         ssh: RawSsh,
         tls: RawTls,
+        nginx: RawNginx,
         deploy: RawDeploy,
         hooks: RawHooks,
         smoke: RawSmoke,
@@ -174,6 +175,25 @@ raw_table!(RawSsh {
 raw_table!(RawTls {
     certificate: Val<String>,
     certificate_key: Val<String>,
+    acme: RawAcme,
+});
+
+raw_table!(RawAcme {
+    email: Val<String>,
+    directory: Val<String>,
+    renew_before: Val<String>,
+});
+
+raw_table!(RawNginx {
+    csp: Val<String>,
+    csp_enforce: Val<bool>,
+    rate_limit: RawRateLimit,
+    trusted_proxies: Val<Vec<Val<String>>>,
+});
+
+raw_table!(RawRateLimit {
+    rate: Val<String>,
+    burst: Val<i64>,
 });
 
 raw_table!(RawDeploy {

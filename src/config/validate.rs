@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::raw::{self, FileId, Merge, RawConfig, Val};
 use super::{
-    Config, Container, Deploy, Env, Health, Hooks, HostSpec, KeepPrevious, KnownHostsPolicy,
-    Notify, Ports, Registry, Smoke, Ssh, Tls,
+    Config, Container, Deploy, Env, Health, Hooks, HostSpec, KeepPrevious, KnownHostsPolicy, Nginx,
+    Notify, Ports, RateLimit, Registry, Smoke, Ssh, Tls,
 };
 
 /// The two files' names (as shown to the user) and their text.
@@ -344,6 +344,7 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
     let env = check_env(c, raw.env.unwrap_or_default());
     let ssh = check_ssh(c, raw.ssh.unwrap_or_default());
     let tls = check_tls(c, raw.tls.unwrap_or_default());
+    let nginx = check_nginx(c, raw.nginx.unwrap_or_default());
     let deploy = {
         let d = raw.deploy.unwrap_or_default();
         Deploy {
@@ -472,6 +473,7 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         env: env?,
         ssh: ssh?,
         tls: tls?,
+        nginx: nginx?,
         deploy,
         hooks,
         smoke,
@@ -780,13 +782,24 @@ fn check_ssh(c: &mut Checker<'_>, r: raw::RawSsh) -> Option<Ssh> {
 }
 
 fn check_tls(c: &mut Checker<'_>, r: raw::RawTls) -> Option<Option<Tls>> {
+    if let Some(acme) = r.acme {
+        if let Some(v) = r.certificate.as_ref().or(r.certificate_key.as_ref()) {
+            c.at(
+                v,
+                "`tls` has both certificate files and `acme`",
+                Some("keep `acme` for shipit to obtain and renew the certificate, or the two files for your own".into()),
+            );
+            return None;
+        }
+        return check_acme(c, acme).map(|a| Some(Tls::Acme(a)));
+    }
     match (&r.certificate, &r.certificate_key) {
         (None, None) => Some(None),
         (Some(cert), Some(key)) => {
             let rule = "an absolute path without spaces, quotes, `;`, `{`, `}` or `$`";
             let cert = c.string(cert, "tls.certificate", is_safe_abs_path, rule);
             let key = c.string(key, "tls.certificate_key", is_safe_abs_path, rule);
-            Some(Some(Tls {
+            Some(Some(Tls::Files {
                 certificate: cert?,
                 certificate_key: key?,
             }))
@@ -795,11 +808,132 @@ fn check_tls(c: &mut Checker<'_>, r: raw::RawTls) -> Option<Option<Tls>> {
             c.at(
                 v,
                 "`tls` needs both `certificate` and `certificate_key`",
-                Some("set both paths, or neither to serve plain HTTP".into()),
+                Some("set both paths, or neither to serve plain HTTP (or `acme = { email = \"...\" }` for shipit to obtain one)".into()),
             );
             None
         }
     }
+}
+
+fn check_acme(c: &mut Checker<'_>, r: raw::RawAcme) -> Option<super::Acme> {
+    let email = c
+        .required(
+            &r.email,
+            "tls.acme.email",
+            "acme = { email = \"ops@example.com\" }",
+        )
+        .and_then(|v| {
+            c.string(
+                v,
+                "tls.acme.email",
+                is_email,
+                "an email address (the CA writes to it about expiring certificates)",
+            )
+        });
+    let directory = match &r.directory {
+        None => Some(super::LETS_ENCRYPT.to_owned()),
+        Some(v) => c.string(
+            v,
+            "tls.acme.directory",
+            |s| s.starts_with("https://") && is_http_url(s),
+            "an https:// URL of an ACME directory",
+        ),
+    };
+    let renew_before = c.duration_from(
+        &r.renew_before,
+        "tls.acme.renew_before",
+        Duration::from_secs(30 * 86_400),
+        Duration::from_secs(86_400),
+    );
+    Some(super::Acme {
+        email: email?,
+        directory: directory?,
+        renew_before,
+    })
+}
+
+fn check_nginx(c: &mut Checker<'_>, r: raw::RawNginx) -> Option<Nginx> {
+    let csp = match &r.csp {
+        None => Some(None),
+        Some(v) => c
+            .string(
+                v,
+                "nginx.csp",
+                is_header_value,
+                "a header value (no quotes, `\\`, `$` or line breaks)",
+            )
+            .map(Some),
+    };
+    let rate_limit = match r.rate_limit {
+        None => Some(None),
+        Some(rl) => check_rate_limit(c, rl).map(Some),
+    };
+    let mut trusted_proxies = Vec::new();
+    let mut proxies_ok = true;
+    for v in r.trusted_proxies.iter().flat_map(|l| l.value.iter()) {
+        match c.string(
+            v,
+            "nginx.trusted_proxies",
+            is_address_or_range,
+            "an IP address or CIDR range, such as \"10.0.0.0/8\"",
+        ) {
+            Some(p) => trusted_proxies.push(p),
+            None => proxies_ok = false,
+        }
+    }
+    Some(Nginx {
+        csp: csp?,
+        csp_enforce: r.csp_enforce.is_some_and(|v| v.value),
+        rate_limit: rate_limit?,
+        trusted_proxies: proxies_ok.then_some(trusted_proxies)?,
+    })
+}
+
+fn check_rate_limit(c: &mut Checker<'_>, r: raw::RawRateLimit) -> Option<RateLimit> {
+    let rate = c
+        .required(
+            &r.rate,
+            "nginx.rate_limit.rate",
+            "rate_limit = { rate = \"10r/s\", burst = 20 }",
+        )
+        .and_then(|v| match parse_rate(&v.value) {
+            Some(per_second) => Some((v.value.clone(), per_second)),
+            None => {
+                c.at(
+                    v,
+                    format!("`nginx.rate_limit.rate` = {:?} is not a rate", v.value),
+                    Some(
+                        "write requests per second or per minute, such as \"10r/s\" or \"300r/m\""
+                            .into(),
+                    ),
+                );
+                None
+            }
+        });
+    let burst = c.count(&r.burst, "nginx.rate_limit.burst", 0..=100_000, 20);
+    let (rate, per_second) = rate?;
+    Some(RateLimit {
+        rate,
+        burst: u32::try_from(burst).unwrap_or(20),
+        retry_after: retry_after(per_second),
+    })
+}
+
+/// `10r/s` or `300r/m` as requests per second.
+fn parse_rate(s: &str) -> Option<f64> {
+    let (n, unit) = s.split_once("r/")?;
+    let n: u32 = n.parse().ok().filter(|n| *n > 0)?;
+    match unit {
+        "s" => Some(f64::from(n)),
+        "m" => Some(f64::from(n) / 60.0),
+        _ => None,
+    }
+}
+
+/// Whole seconds until the limit lets one more request through (at least 1).
+fn retry_after(per_second: f64) -> u64 {
+    // At most 60 (one request a minute is the slowest rate): the cast cannot overflow.
+    (1.0 / per_second).ceil().max(1.0) as u64
 }
 
 /// Rewrite toml's parse errors into ours, with "did you mean" for unknown keys.
@@ -932,6 +1066,39 @@ fn is_safe_abs_path(s: &str) -> bool {
         && !s
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "'\";{}$#\\`".contains(c))
+}
+
+fn is_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((user, domain)) => {
+            !user.is_empty()
+                && !user
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+                && is_domain(domain)
+                && domain.contains('.')
+        }
+        None => false,
+    }
+}
+
+/// A value nginx's `add_header` takes in double quotes, unchanged: no quote, backslash,
+/// variable or line break.
+fn is_header_value(s: &str) -> bool {
+    !s.trim().is_empty() && !s.chars().any(|c| c.is_control() || "\"\\$".contains(c))
+}
+
+fn is_address_or_range(s: &str) -> bool {
+    let (addr, bits) = match s.split_once('/') {
+        Some((addr, bits)) => (addr, Some(bits)),
+        None => (s, None),
+    };
+    let max = match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return false,
+    };
+    bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
 }
 
 fn is_http_url(s: &str) -> bool {
@@ -1131,6 +1298,67 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
                 "environments/production.toml:4:5: the value of `A` contains a newline\n  help: environment values are passed to the container one per line; remove the line break",
                 "environments/production.toml:6:15: `tls.certificate` = \"/a b\" is not an absolute path without spaces, quotes, `;`, `{`, `}` or `$`",
             ]
+        );
+    }
+
+    #[test]
+    fn acme_and_nginx_settings_get_defaults_and_bad_ones_are_named() {
+        let c = check(
+            BASE,
+            &format!("{ENV}[tls]\nacme = {{ email = \"ops@example.com\" }}\n[nginx]\nrate_limit = {{ rate = \"300r/m\" }}\n"),
+        )
+        .unwrap();
+        let acme = c.acme().unwrap();
+        assert_eq!(acme.directory, crate::config::LETS_ENCRYPT);
+        assert_eq!(acme.renew_before, Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            c.tls_files().unwrap(),
+            (
+                "/etc/shipit/hello/production/tls/fullchain.pem".to_owned(),
+                "/etc/shipit/hello/production/tls/privkey.pem".to_owned()
+            )
+        );
+        assert_eq!(
+            c.nginx.rate_limit,
+            Some(RateLimit {
+                rate: "300r/m".into(),
+                burst: 20,
+                retry_after: 1
+            })
+        );
+        assert_eq!(c.nginx.csp, None);
+        assert!(!c.nginx.csp_enforce);
+        assert_eq!(retry_after(parse_rate("1r/m").unwrap()), 60);
+        assert_eq!(retry_after(parse_rate("7r/m").unwrap()), 9);
+        assert_eq!(retry_after(parse_rate("100r/s").unwrap()), 1);
+
+        let env = format!(
+            "{ENV}[tls]\ncertificate = \"/c\"\nacme = {{ email = \"ops\", directory = \"http://ca.test/dir\", renew_before = \"2h\" }}\n"
+        );
+        assert_eq!(
+            errors(BASE, &env),
+            ["environments/production.toml:4:15: `tls` has both certificate files and `acme`\n  help: keep `acme` for shipit to obtain and renew the certificate, or the two files for your own"]
+        );
+        let env = format!(
+            "{ENV}[tls]\nacme = {{ email = \"ops\", directory = \"http://ca.test/dir\", renew_before = \"2h\" }}\n[nginx]\ncsp = \"script-src $x\"\nrate_limit = {{ rate = \"10r/h\", burst = -1 }}\ntrusted_proxies = [\"10.0.0.0/33\", \"lb.example.com\"]\n"
+        );
+        assert_eq!(
+            errors(BASE, &env),
+            [
+                "environments/production.toml:4:18: `tls.acme.email` = \"ops\" is not an email address (the CA writes to it about expiring certificates)",
+                "environments/production.toml:4:37: `tls.acme.directory` = \"http://ca.test/dir\" is not an https:// URL of an ACME directory",
+                "environments/production.toml:4:74: `tls.acme.renew_before` = \"2h\" is not a duration\n  help: write a number with a unit, such as \"500ms\", \"30s\" or \"2m\"",
+                "environments/production.toml:6:7: `nginx.csp` = \"script-src $x\" is not a header value (no quotes, `\\`, `$` or line breaks)",
+                "environments/production.toml:7:23: `nginx.rate_limit.rate` = \"10r/h\" is not a rate\n  help: write requests per second or per minute, such as \"10r/s\" or \"300r/m\"",
+                "environments/production.toml:7:40: `nginx.rate_limit.burst` must be between 0 and 100000, got -1",
+                "environments/production.toml:8:20: `nginx.trusted_proxies` = \"10.0.0.0/33\" is not an IP address or CIDR range, such as \"10.0.0.0/8\"",
+                "environments/production.toml:8:35: `nginx.trusted_proxies` = \"lb.example.com\" is not an IP address or CIDR range, such as \"10.0.0.0/8\"",
+            ]
+        );
+        let env = format!("{ENV}[tls]\nacme = {{ directory = \"https://ca.test/dir\" }}\n");
+        assert_eq!(
+            errors(BASE, &env),
+            ["environments/production.toml: missing key `tls.acme.email`\n  help: add `acme = { email = \"ops@example.com\" }` to shipit.toml or to environments/production.toml"]
         );
     }
 

@@ -582,6 +582,13 @@ impl<'a> Run<'a> {
                     ),
                 ));
             }
+            if let Some(warning) = seen
+                .certificate
+                .as_deref()
+                .and_then(|der| crate::acme::expiry_warning(self.config, &host, der))
+            {
+                ui::warn(&warning);
+            }
             if let Some(reason) = seen.untrusted {
                 ui::warn(&format!(
                     "`{host}` serves `{domain}` over HTTPS with a certificate this machine does not trust ({reason}); if it is a private CA's, set SSL_CERT_FILE to a bundle that holds it"

@@ -171,7 +171,7 @@ impl HostPlan {
                     FileKind::Nginx => Validator::Nginx,
                     FileKind::Systemd => Validator::Systemd,
                     FileKind::Logrotate => Validator::Logrotate,
-                    FileKind::Upstream => return None,
+                    FileKind::Upstream | FileKind::Certificate => return None,
                 };
                 Some(Candidate {
                     validator,
@@ -184,12 +184,18 @@ impl HostPlan {
 }
 
 /// Directories every host needs, `(mode, path)`.
-pub fn directories(site: &crate::layout::Site) -> Vec<(&'static str, String)> {
-    vec![
+pub fn directories(site: &crate::layout::Site, acme: bool) -> Vec<(&'static str, String)> {
+    let mut dirs = vec![
         ("755", site.config_dir()),
         ("755", site.log_dir()),
         ("755", site.state_dir()),
-    ]
+    ];
+    if acme {
+        // nginx's workers read the challenge answers; only root reads the key.
+        dirs.push(("755", site.acme_challenges()));
+        dirs.push(("700", site.tls_dir()));
+    }
+    dirs
 }
 
 /// What a host holds of the app in the earlier layout, from [`crate::remote::scripts::ReadLegacy`].
@@ -390,6 +396,12 @@ fn logged_in(config: Option<&RemoteFile>, login: &Login<'_>) -> bool {
 
 /// A unified diff of one change, for `--dry-run`.
 pub fn diff(host: &str, change: &Change) -> String {
+    if change.file.kind == FileKind::Certificate {
+        return format!(
+            "{host}:{}: would create a temporary self-signed certificate (mode {}), until `shipit tls renew` installs the CA's\n",
+            change.file.path, change.file.mode
+        );
+    }
     let before = change.before.as_deref().unwrap_or("");
     let old_name = if change.before.is_some() {
         format!("{host}:{}", change.file.path)

@@ -146,7 +146,7 @@ pub struct Commit<'a> {
 
 impl Commit<'_> {
     pub fn command(&self) -> RemoteCommand {
-        RemoteCommand::new(self.label, script!("commit.sh"))
+        RemoteCommand::new(self.label, commit_script())
             .arg(flag(self.check_nginx))
             .arg(flag(self.daemon_reload))
             .arg(flag(self.reload_nginx))
@@ -306,6 +306,21 @@ fn deploy_state_script() -> &'static str {
     SCRIPT.get_or_init(|| format!("{}{}", body(STATE_FN), body(script!("deploy_state.sh"))))
 }
 
+/// `reload_nginx`, shared by the scripts that reload nginx.
+const RELOAD_FN: &str = include_str!("scripts/reload_fn.sh");
+
+/// `commit.sh` after `reload_nginx`, made once.
+fn commit_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("commit.sh")))
+}
+
+/// `switch.sh` after `reload_nginx`, made once.
+fn switch_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("switch.sh")))
+}
+
 /// `lock.sh` after the state functions, made once.
 fn lock_script() -> &'static str {
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -460,7 +475,7 @@ pub struct Switch<'a> {
 
 impl Switch<'_> {
     pub fn command(&self) -> RemoteCommand {
-        RemoteCommand::new(self.label, script!("switch.sh"))
+        RemoteCommand::new(self.label, switch_script())
             .arg(self.upstream_include)
             .arg(self.content)
     }

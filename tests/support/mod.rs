@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod pebble;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -28,6 +30,39 @@ pub struct TestHost {
     pub ssh_port: u16,
     /// The host's nginx, published on 127.0.0.1.
     pub http_port: u16,
+    /// Its container (`shipit-th1`).
+    pub container: String,
+}
+
+impl TestHost {
+    /// A host nothing answers for (SSH port 1 on this machine).
+    pub fn unreachable() -> TestHost {
+        TestHost {
+            dest: "root@127.0.0.1:1".into(),
+            ssh_port: 1,
+            http_port: 1,
+            container: "none".into(),
+        }
+    }
+
+    /// The host's address on Docker's bridge, where the machine reaches any of its ports
+    /// (as a CA or a load balancer would reach a server). Read each time: a restarted host
+    /// may get another.
+    pub fn address(&self) -> String {
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                &self.container,
+            ])
+            .output()
+            .expect("docker runs");
+        assert!(out.status.success(), "docker inspect {}", self.container);
+        let address = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert!(!address.is_empty(), "{} has no address", self.container);
+        address
+    }
 }
 
 fn testbed_vars() -> BTreeMap<String, String> {
@@ -68,14 +103,21 @@ impl Testbed {
             .split_whitespace()
             .map(|p| p.parse().unwrap())
             .collect();
+        let containers: Vec<String> = var("SHIPIT_TESTBED_CONTAINERS")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
         assert_eq!(ssh.len(), http.len());
+        assert_eq!(ssh.len(), containers.len());
         let hosts = ssh
             .into_iter()
             .zip(http)
-            .map(|(dest, http_port)| TestHost {
+            .zip(containers)
+            .map(|((dest, http_port), container)| TestHost {
                 ssh_port: dest.rsplit_once(':').unwrap().1.parse().unwrap(),
                 dest,
                 http_port,
+                container,
             })
             .collect();
         Testbed {
@@ -574,16 +616,56 @@ pub struct LoadReport {
     pub failures: Vec<String>,
 }
 
+/// Where one load client sends its requests.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    /// `Host` for plain HTTP to a published port.
+    host_header: Option<String>,
+    /// For HTTPS: the domain resolves to this address, and this root is trusted.
+    tls: Option<(String, std::net::SocketAddr, String)>,
+}
+
 impl Load {
     pub fn start(hosts: &[TestHost], domain: &str, clients_per_host: usize) -> Load {
+        let targets = hosts
+            .iter()
+            .map(|h| Target {
+                url: format!("http://127.0.0.1:{}/version", h.http_port),
+                host_header: Some(domain.to_owned()),
+                tls: None,
+            })
+            .collect();
+        Load::run(targets, clients_per_host)
+    }
+
+    /// HTTPS to each host's nginx on 443 (at its address on Docker's bridge), with `domain` as
+    /// SNI, trusting only `root_pem`: as browsers reach the site.
+    pub fn start_tls(
+        hosts: &[TestHost],
+        domain: &str,
+        root_pem: &str,
+        clients_per_host: usize,
+    ) -> Load {
+        let targets = hosts
+            .iter()
+            .map(|h| Target {
+                url: format!("https://{domain}/version"),
+                host_header: None,
+                tls: Some((
+                    domain.to_owned(),
+                    format!("{}:443", h.address()).parse().unwrap(),
+                    root_pem.to_owned(),
+                )),
+            })
+            .collect();
+        Load::run(targets, clients_per_host)
+    }
+
+    fn run(targets: Vec<Target>, clients_per_host: usize) -> Load {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let targets: Vec<String> = hosts
-            .iter()
-            .map(|h| format!("http://127.0.0.1:{}/version", h.http_port))
-            .collect();
-        let domain = domain.to_owned();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -593,15 +675,20 @@ impl Load {
             rt.block_on(async move {
                 let started = std::time::Instant::now();
                 let mut tasks = Vec::new();
-                for url in targets {
+                for target in targets {
                     for _ in 0..clients_per_host {
-                        let client = shipit::tls::client_builder()
+                        let mut builder = shipit::tls::client_builder()
                             .no_proxy()
-                            .timeout(std::time::Duration::from_secs(5))
-                            .build()
-                            .unwrap();
-                        let url = url.clone();
-                        let domain = domain.clone();
+                            .timeout(std::time::Duration::from_secs(5));
+                        if let Some((domain, address, root)) = &target.tls {
+                            builder = builder
+                                .resolve(domain, *address)
+                                .tls_certs_only([reqwest::Certificate::from_pem(root.as_bytes())
+                                    .unwrap()]);
+                        }
+                        let client = builder.build().unwrap();
+                        let url = target.url.clone();
+                        let host_header = target.host_header.clone();
                         let flag = flag.clone();
                         tasks.push(tokio::spawn(async move {
                             let mut r = LoadReport::default();
@@ -609,8 +696,14 @@ impl Load {
                                 && r.ok + r.failed < 40_000
                                 && started.elapsed() < std::time::Duration::from_secs(120)
                             {
-                                let mut sent =
-                                    client.get(&url).header("Host", &domain).send().await;
+                                let request = || {
+                                    let r = client.get(&url);
+                                    match &host_header {
+                                        Some(h) => r.header("Host", h),
+                                        None => r,
+                                    }
+                                };
+                                let mut sent = request().send().await;
                                 // A keep-alive connection closed by a reloading nginx before it
                                 // answered: retried once on a new connection, as browsers do.
                                 if sent
@@ -618,7 +711,7 @@ impl Load {
                                     .is_err_and(|e| format!("{e:?}").contains("IncompleteMessage"))
                                 {
                                     r.retried += 1;
-                                    sent = client.get(&url).header("Host", &domain).send().await;
+                                    sent = request().send().await;
                                 }
                                 match sent {
                                     Ok(resp) if resp.status().is_success() => {

@@ -3,7 +3,8 @@
 # `$1` = 1 to run a full `nginx -t` after the swap, `$2` = 1 for `daemon-reload`,
 # `$3` = 1 to reload nginx; then `STAGED FINAL BACKUP` triples, STAGED `-` to remove FINAL.
 # Every previous file is kept as BACKUP (a hard link, so the swap stays atomic); on a failed
-# full check the previous files are put back and nothing is reloaded.
+# full check the previous files are put back and nothing is reloaded. nginx is reloaded with
+# `reload_nginx` (reload_fn.sh), which returns once the new configuration serves.
 check=$1 daemon=$2 reload=$3
 shift 3
 backup() {
@@ -37,5 +38,5 @@ fi
 # systemd and nginx reload side by side.
 pid=
 if [ "$daemon" = 1 ]; then systemctl daemon-reload & pid=$!; fi
-if [ "$reload" = 1 ]; then systemctl reload-or-restart nginx || { [ -z "$pid" ] || wait "$pid"; exit 1; }; fi
+if [ "$reload" = 1 ]; then reload_nginx || { [ -z "$pid" ] || wait "$pid"; exit 1; }; fi
 if [ -n "$pid" ]; then wait "$pid" || exit 1; fi

@@ -1,0 +1,26 @@
+# shellcheck shell=sh
+# `reload_nginx`: reload nginx (start it if it is not running), then wait at most 5 s until its
+# new workers run: a reload is asynchronous, and until then new connections may still meet the
+# old configuration. Shared by the scripts that reload nginx.
+nginx_workers() { pgrep -P "$1" -x -f 'nginx: worker process' | tr '\n' ' '; }
+reload_nginx() {
+  master=$(cat /run/nginx.pid 2>/dev/null)
+  old=" $(nginx_workers "$master") "
+  systemctl reload-or-restart nginx || return 1
+  i=0
+  while [ "$i" -lt 250 ]; do
+    now=$(cat /run/nginx.pid 2>/dev/null)
+    cur=$(nginx_workers "$now")
+    fresh=1
+    [ -n "$cur" ] || fresh=0
+    # A restarted nginx (a new master) has only new workers.
+    if [ "$now" = "$master" ]; then
+      for p in $cur; do case $old in *" $p "*) fresh=0 ;; esac; done
+    fi
+    [ "$fresh" = 1 ] && return 0
+    sleep 0.02
+    i=$((i + 1))
+  done
+  echo "shipit: nginx reloaded but its new workers did not start within 5s" >&2
+  return 1
+}
