@@ -303,8 +303,14 @@ mod snapshots {
         }
         // The placeholder certificate and key come from provisioning, not from templates.
         assert_eq!(files.len(), 4);
-        let enforced = rendered(&config("[nginx]\ncsp = \"default-src 'self'\"\ncsp_enforce = true\n"));
-        assert!(enforced[1].content.contains("add_header Content-Security-Policy \"default-src 'self'\" always;"));
+        let enforced = rendered(&config(
+            "[nginx]\ncsp = \"default-src 'self'\"\ncsp_enforce = true\n",
+        ));
+        assert!(
+            enforced[1]
+                .content
+                .contains("add_header Content-Security-Policy \"default-src 'self'\" always;")
+        );
         assert!(!enforced[1].content.contains("acme-challenge"));
         assert!(!enforced[1].content.contains("limit_req"));
     }

@@ -132,10 +132,22 @@ fn one_certificate_for_every_host_issued_renewed_when_due_and_served_without_a_f
     // Status per host: names, issuer, expiry, and what nginx serves.
     let status = app.shipit(&["tls", "status", "production"]).success();
     for h in &hosts {
-        assert_has(&status.stdout, &format!("{}: t-acme.test, issued by Pebble", h.dest));
+        assert_has(
+            &status.stdout,
+            &format!("{}: t-acme.test, issued by Pebble", h.dest),
+        );
     }
-    assert_eq!(status.stdout.matches("serves it on 443").count(), 3, "{}", status.stdout);
-    assert!(!status.stdout.contains("different certificate"), "{}", status.stdout);
+    assert_eq!(
+        status.stdout.matches("serves it on 443").count(),
+        3,
+        "{}",
+        status.stdout
+    );
+    assert!(
+        !status.stdout.contains("different certificate"),
+        "{}",
+        status.stdout
+    );
 
     // Due: a certificate that expires in ten days (put there by hand, the same on every
     // host). Doctor, provision and deploy say so; `tls renew` renews, this time through the
@@ -143,7 +155,12 @@ fn one_certificate_for_every_host_issued_renewed_when_due_and_served_without_a_f
     let ca = support::TestCa::new();
     let (old, old_key) = ca.issue_for_days(&[domain], 10);
     for h in &hosts {
-        tb.put(h, &format!("/etc/shipit/{name}/production/tls/fullchain.pem"), &old.pem(), "644");
+        tb.put(
+            h,
+            &format!("/etc/shipit/{name}/production/tls/fullchain.pem"),
+            &old.pem(),
+            "644",
+        );
         tb.put(
             h,
             &format!("/etc/shipit/{name}/production/tls/privkey.pem"),
@@ -159,17 +176,25 @@ fn one_certificate_for_every_host_issued_renewed_when_due_and_served_without_a_f
     assert_has(&run.stderr, "is due for renewal: it expires in 9 days");
     outputs.push(run.stdout + &run.stderr);
     let run = app.deploy("2.0.0");
-    assert_has(&run.stderr, "expires in 9 days: run `shipit tls renew production`");
+    assert_has(
+        &run.stderr,
+        "expires in 9 days: run `shipit tls renew production`",
+    );
     outputs.push(run.stdout + &run.stderr);
 
     pebble.point(domain, &[hosts[2].address()]);
     let load = Load::start_tls(&hosts, domain, &ca_and(&pebble.root, &ca), 2);
     let run = app.shipit(&["tls", "renew", "production"]).success();
-    assert_has(&run.stderr, "it expires in 9 days (renewal is due within 30)");
+    assert_has(
+        &run.stderr,
+        "it expires in 9 days (renewal is due within 30)",
+    );
     assert_has(&run.stdout, "t-acme.test: renewed");
     outputs.push(run.stdout + &run.stderr);
     // Forced, and with every remote command shown (-vv): the key is still in no output.
-    let run = app.shipit(&["-vv", "tls", "renew", "production", "--force"]).success();
+    let run = app
+        .shipit(&["-vv", "tls", "renew", "production", "--force"])
+        .success();
     assert_has(&run.stderr, "`--force` was given");
     outputs.push(run.stdout + &run.stderr);
     // A deploy over HTTPS under the same load.
@@ -189,6 +214,45 @@ fn one_certificate_for_every_host_issued_renewed_when_due_and_served_without_a_f
         assert_has(&files(&tb, h, name), "challenges: 0");
     }
 
+    // One host with another certificate (someone copied one by hand): status marks it, and
+    // a renewal puts one certificate on every host again.
+    let (stray, stray_key) = ca.issue_for_days(&[domain], 60);
+    tb.put(
+        &hosts[2],
+        &format!("/etc/shipit/{name}/production/tls/fullchain.pem"),
+        &stray.pem(),
+        "644",
+    );
+    tb.put(
+        &hosts[2],
+        &format!("/etc/shipit/{name}/production/tls/privkey.pem"),
+        &stray_key.serialize_pem(),
+        "600",
+    );
+    tb.sh_ok(&hosts[2], "systemctl reload nginx && sleep 1");
+    let status = app.shipit(&["tls", "status", "production"]).success();
+    assert_has(
+        &status.stdout,
+        &format!("{}: t-acme.test, issued by shipit test CA", hosts[2].dest),
+    );
+    assert_eq!(
+        status
+            .stdout
+            .matches("(a different certificate from the other hosts)")
+            .count(),
+        1,
+        "{}",
+        status.stdout
+    );
+    let run = app.shipit(&["tls", "renew", "production"]).success();
+    assert_has(&run.stderr, "the hosts hold different certificates");
+    outputs.push(run.stdout + &run.stderr);
+    let renewed: Vec<String> = hosts
+        .iter()
+        .map(|h| https_get(h, domain, &pebble.root, "/version").2)
+        .collect();
+    assert!(renewed.iter().all(|s| *s == renewed[0]), "{renewed:?}");
+
     // Neither key ever appeared in any output: the certificate's, nor the account's.
     let key = tb.sh_ok(
         &hosts[0],
@@ -199,21 +263,30 @@ fn one_certificate_for_every_host_issued_renewed_when_due_and_served_without_a_f
         &format!("cat /var/lib/shipit/{name}/production/acme-account.json"),
     ))
     .unwrap();
-    let account_key = account["credentials"]["key_pkcs8"].as_str().unwrap().to_owned();
+    let account_key = account["credentials"]["key_pkcs8"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let key_body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
     assert!(!key_body.is_empty());
     for out in &outputs {
         for line in &key_body {
             assert!(!out.contains(line), "the private key was printed:\n{out}");
         }
-        assert!(!out.contains(&account_key[..20]), "the account key was printed:\n{out}");
+        assert!(
+            !out.contains(&account_key[..20]),
+            "the account key was printed:\n{out}"
+        );
     }
 }
 
 /// A bundle of pebble's root and the test CA's (the hand-made certificate is served until
 /// the renewal).
 fn ca_and(root: &str, ca: &support::TestCa) -> String {
-    format!("{root}{}", std::fs::read_to_string(ca.pem_file.path()).unwrap())
+    format!(
+        "{root}{}",
+        std::fs::read_to_string(ca.pem_file.path()).unwrap()
+    )
 }
 
 #[test]
@@ -230,7 +303,10 @@ fn a_failed_challenge_says_what_the_ca_answered_and_changes_nothing_on_any_host(
 
     // Before the site is provisioned no host can answer a challenge: the CA is not asked.
     let run = app.shipit(&["tls", "renew", "production"]).failure(11);
-    assert_has(&run.stderr, "does not serve the ACME challenge for `t-acme-fail.test`");
+    assert_has(
+        &run.stderr,
+        "does not serve the ACME challenge for `t-acme-fail.test`",
+    );
     assert_has(&run.stderr, "run `shipit provision production`");
 
     // The domain points at a server that is not one of the environment's hosts: the CA gets a
@@ -240,7 +316,10 @@ fn a_failed_challenge_says_what_the_ca_answered_and_changes_nothing_on_any_host(
     let run = app.shipit(&["provision", "production"]).failure(11);
     assert_has(&run.stderr, "Provisioned 2 hosts");
     assert_has(&run.stderr, "the ACME CA at");
-    assert_has(&run.stderr, "refused to validate: for `t-acme-fail.test`: unauthorized");
+    assert_has(
+        &run.stderr,
+        "refused to validate: for `t-acme-fail.test`: unauthorized",
+    );
     assert_has(&run.stderr, "404");
     assert_has(&run.stderr, "must resolve to your hosts");
     let placeholder: Vec<String> = hosts.iter().map(|h| files(&tb, h, name)).collect();

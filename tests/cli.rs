@@ -164,6 +164,13 @@ fn every_configuration_error_as_the_user_reads_it() {
             ENV.into(),
         ),
         (
+            "acme and nginx",
+            format!(
+                "{BASE}[tls]\nacme = {{ email = \"ops@localhost\", directory = \"http://acme.example.com/dir\" }}\n[nginx]\ncsp = \"script-src 'nonce-$x'\"\nrate_limit = {{ rate = \"lots\" }}\ntrusted_proxies = [\"lb\"]\n"
+            ),
+            ENV.into(),
+        ),
+        (
             "paths that leave the app directory",
             format!("{BASE}context = \"../elsewhere\"\ndockerfile = \"/etc/passwd\"\n"),
             ENV.into(),

@@ -452,12 +452,25 @@ fn a_rate_limit_answers_429_with_retry_after_per_client_and_a_csp_is_report_only
     );
     app.commit();
     app.shipit(&["provision", "production"]).success();
-    let codes = burst(h, "t-limits.test", 30, &["-H", "X-Forwarded-For: 198.51.100.7"]);
+    let codes = burst(
+        h,
+        "t-limits.test",
+        30,
+        &["-H", "X-Forwarded-For: 198.51.100.7"],
+    );
     assert!(codes.contains(&429), "{codes:?}");
-    let codes = burst(h, "t-limits.test", 3, &["-H", "X-Forwarded-For: 198.51.100.8"]);
+    let codes = burst(
+        h,
+        "t-limits.test",
+        3,
+        &["-H", "X-Forwarded-For: 198.51.100.8"],
+    );
     assert_eq!(codes, [200, 200, 200]);
     let (_, head, _) = tb.http_get(h, "t-limits.test", "/version");
-    assert_has(&head, "Content-Security-Policy: default-src 'self'; img-src *");
+    assert_has(
+        &head,
+        "Content-Security-Policy: default-src 'self'; img-src *",
+    );
     // And deploys still verify through nginx.
     app.deploy("2.0.0");
 }

@@ -860,7 +860,7 @@ fn check_nginx(c: &mut Checker<'_>, r: raw::RawNginx) -> Option<Nginx> {
                 v,
                 "nginx.csp",
                 is_header_value,
-                "a header value (no quotes, `\\`, `$` or line breaks)",
+                "a header value (no double quotes, `\\`, `$` or line breaks)",
             )
             .map(Some),
     };
@@ -1337,7 +1337,9 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         );
         assert_eq!(
             errors(BASE, &env),
-            ["environments/production.toml:4:15: `tls` has both certificate files and `acme`\n  help: keep `acme` for shipit to obtain and renew the certificate, or the two files for your own"]
+            [
+                "environments/production.toml:4:15: `tls` has both certificate files and `acme`\n  help: keep `acme` for shipit to obtain and renew the certificate, or the two files for your own"
+            ]
         );
         let env = format!(
             "{ENV}[tls]\nacme = {{ email = \"ops\", directory = \"http://ca.test/dir\", renew_before = \"2h\" }}\n[nginx]\ncsp = \"script-src $x\"\nrate_limit = {{ rate = \"10r/h\", burst = -1 }}\ntrusted_proxies = [\"10.0.0.0/33\", \"lb.example.com\"]\n"
@@ -1348,7 +1350,7 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
                 "environments/production.toml:4:18: `tls.acme.email` = \"ops\" is not an email address (the CA writes to it about expiring certificates)",
                 "environments/production.toml:4:37: `tls.acme.directory` = \"http://ca.test/dir\" is not an https:// URL of an ACME directory",
                 "environments/production.toml:4:74: `tls.acme.renew_before` = \"2h\" is not a duration\n  help: write a number with a unit, such as \"500ms\", \"30s\" or \"2m\"",
-                "environments/production.toml:6:7: `nginx.csp` = \"script-src $x\" is not a header value (no quotes, `\\`, `$` or line breaks)",
+                "environments/production.toml:6:7: `nginx.csp` = \"script-src $x\" is not a header value (no double quotes, `\\`, `$` or line breaks)",
                 "environments/production.toml:7:23: `nginx.rate_limit.rate` = \"10r/h\" is not a rate\n  help: write requests per second or per minute, such as \"10r/s\" or \"300r/m\"",
                 "environments/production.toml:7:40: `nginx.rate_limit.burst` must be between 0 and 100000, got -1",
                 "environments/production.toml:8:20: `nginx.trusted_proxies` = \"10.0.0.0/33\" is not an IP address or CIDR range, such as \"10.0.0.0/8\"",
@@ -1358,7 +1360,9 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         let env = format!("{ENV}[tls]\nacme = {{ directory = \"https://ca.test/dir\" }}\n");
         assert_eq!(
             errors(BASE, &env),
-            ["environments/production.toml: missing key `tls.acme.email`\n  help: add `acme = { email = \"ops@example.com\" }` to shipit.toml or to environments/production.toml"]
+            [
+                "environments/production.toml: missing key `tls.acme.email`\n  help: add `acme = { email = \"ops@example.com\" }` to shipit.toml or to environments/production.toml"
+            ]
         );
     }
 

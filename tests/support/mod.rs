@@ -681,10 +681,9 @@ impl Load {
                             .no_proxy()
                             .timeout(std::time::Duration::from_secs(5));
                         if let Some((domain, address, root)) = &target.tls {
-                            builder = builder
-                                .resolve(domain, *address)
-                                .tls_certs_only([reqwest::Certificate::from_pem(root.as_bytes())
-                                    .unwrap()]);
+                            builder = builder.resolve(domain, *address).tls_certs_only([
+                                reqwest::Certificate::from_pem(root.as_bytes()).unwrap(),
+                            ]);
                         }
                         let client = builder.build().unwrap();
                         let url = target.url.clone();

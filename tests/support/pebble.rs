@@ -101,7 +101,11 @@ impl Pebble {
         };
         p.wait_ready(&listener_ca);
         p.root = p.get(&format!("{}/roots/0", p.management));
-        let bundle = format!("{}{}", std::fs::read_to_string(listener_ca.pem_file.path()).unwrap(), p.root);
+        let bundle = format!(
+            "{}{}",
+            std::fs::read_to_string(listener_ca.pem_file.path()).unwrap(),
+            p.root
+        );
         std::fs::write(&p.trust, bundle).unwrap();
         p
     }
