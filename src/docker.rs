@@ -39,6 +39,17 @@ pub struct Pushed {
     pub bytes: u64,
 }
 
+/// An image in the local engine, as `docker image inspect` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// `sha256:...`: the digest of its configuration, which names it on every engine.
+    pub id: String,
+    /// Its layers' uncompressed digests, base first.
+    pub diff_ids: Vec<String>,
+    /// Uncompressed bytes.
+    pub size: u64,
+}
+
 /// A registry push failure, classified for the retry policy and the message.
 #[derive(Debug, Clone)]
 pub enum PushError {
@@ -191,6 +202,58 @@ impl Engine {
             }
         }
         Ok(Built { steps, cached })
+    }
+
+    /// What the local engine holds under `reference`; `None` when it has no such image.
+    pub async fn image_facts(&self, reference: &str) -> Result<Option<ImageFacts>, Error> {
+        match self.docker.inspect_image(reference).await {
+            Ok(found) => Ok(Some(ImageFacts {
+                id: found.id.unwrap_or_default(),
+                diff_ids: found.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+                size: found
+                    .size
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or_default(),
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(Error::EngineUnreachable {
+                address: "the local engine".into(),
+                message: format!("inspecting `{reference}`: {e}"),
+            }),
+        }
+    }
+
+    /// Write `docker save` of `reference` (an uncompressed tar) to `path`, streamed: the
+    /// engine's answer never sits in memory whole. Its size in bytes.
+    pub async fn save_to(&self, reference: &str, path: &std::path::Path) -> Result<u64, Error> {
+        use tokio::io::AsyncWriteExt;
+        let failed = |what: &str, e: &dyn std::fmt::Display| Error::Internal {
+            context: format!("saving `{reference}` from the local engine ({what})"),
+            source: e.to_string().into(),
+        };
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| Error::Write {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        let mut stream = self.docker.export_image(reference);
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| failed("reading", &e))?;
+            bytes += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(|e| Error::Write {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        }
+        file.flush().await.map_err(|e| Error::Write {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Ok(bytes)
     }
 
     /// The digest of `image:tag` in its registry, asked through the engine; `None` when the

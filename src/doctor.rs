@@ -44,12 +44,34 @@ fn check(
 /// Run every check; never fails itself (a failing check is a line).
 pub async fn doctor(config: &Config) -> Vec<Check> {
     let mut checks = local_checks(config).await;
+    let image_bytes = local_image_bytes(config).await;
     let hosts = crate::ssh::each_bounded(config.hosts.clone(), config.ssh.max_parallel, |spec| {
-        host_checks(config, spec)
+        host_checks(config, spec, image_bytes)
     })
     .await;
     checks.extend(hosts.into_iter().flatten());
     checks
+}
+
+/// Without a registry: the size of the release's image in the local engine (every host must
+/// have room for it), when it is built.
+async fn local_image_bytes(config: &Config) -> Option<u64> {
+    if config.registry.is_some() {
+        return None;
+    }
+    let options = crate::build::Options {
+        allow_dirty: true,
+        ..Default::default()
+    };
+    let (release, _) = crate::build::prepare(config, &options).ok()?;
+    let engine = crate::docker::Engine::connect().await.ok()?;
+    let reference = format!("{}:{}", config.image, release.tag());
+    engine
+        .image_facts(&reference)
+        .await
+        .ok()
+        .flatten()
+        .map(|f| f.size)
 }
 
 /// What this machine needs: ssh, a Docker engine, the registry password.
@@ -101,7 +123,11 @@ async fn local_checks(config: &Config) -> Vec<Check> {
 
 /// What one host needs: SSH, root or sudo, then (asked in a few round trips) Docker, the
 /// registry login, nginx, systemd, disk, clock, the colour ports, and the TLS certificate.
-async fn host_checks(config: &Config, spec: crate::config::HostSpec) -> Vec<Check> {
+async fn host_checks(
+    config: &Config,
+    spec: crate::config::HostSpec,
+    image_bytes: Option<u64>,
+) -> Vec<Check> {
     let place = spec.to_string();
     let host = match Host::connect(&spec, &config.ssh).await {
         Ok(h) => h,
@@ -159,6 +185,7 @@ async fn host_checks(config: &Config, spec: crate::config::HostSpec) -> Vec<Chec
         &text,
         as_user,
         registry,
+        image_bytes,
         (sent, received),
     ));
     c.push(ports);
@@ -178,6 +205,7 @@ fn doctor_answer(
     text: &str,
     as_user: &str,
     registry: &str,
+    image_bytes: Option<u64>,
     (sent, received): (SystemTime, SystemTime),
 ) -> Vec<Check> {
     let get = |k: &str| {
@@ -236,12 +264,27 @@ fn doctor_answer(
         || "shipit runs the app under systemd".into(),
     ));
     let free_kb: u64 = get("disk").parse().unwrap_or(0);
+    // At least 1 GiB, and without a registry room for the whole image (a host that has none
+    // of its layers gets all of them).
+    let image_kb = image_bytes.map_or(0, |b| b.div_ceil(1024));
     c.push(check(
         place,
         "disk space",
-        free_kb >= 1_048_576,
-        format!("{} MB free for Docker", free_kb / 1024),
-        || "free at least 1 GB under /var/lib/docker (`docker image prune`)".into(),
+        free_kb >= 1_048_576.max(image_kb),
+        match image_bytes {
+            Some(_) => format!(
+                "{} MB free for Docker; the release's image takes {} MB",
+                free_kb / 1024,
+                image_kb / 1024
+            ),
+            None => format!("{} MB free for Docker", free_kb / 1024),
+        },
+        || {
+            format!(
+                "free at least {} MB under /var/lib/docker (`docker image prune`)",
+                1024.max(image_kb / 1024)
+            )
+        },
     ));
     let remote_ns: u128 = get("clock").parse().unwrap_or(0);
     let local = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());

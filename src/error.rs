@@ -123,9 +123,12 @@ pub enum Error {
     DirtyTree { not_a_repository: bool },
 
     #[error(
-        "no `[registry]` in the configuration\n  help: add `[registry]` with `server`, `username` and `password_env` to shipit.toml"
+        "`{reference}` is not in the local engine: --no-build deploys a release built before (without `[registry]`, images stay in this machine's engine)\n  help: build it first (`shipit build {environment}`, from the same commit and with the same --version), or deploy without --no-build"
     )]
-    NoRegistry,
+    NotBuiltLocally {
+        reference: String,
+        environment: String,
+    },
 
     #[error(
         "cannot reach the Docker engine at `{address}`: {message}\n  help: start it (`systemctl start docker`, or `dockerd &` where there is no systemd), or point DOCKER_HOST at it"
@@ -313,6 +316,15 @@ pub enum Error {
     },
 
     #[error(
+        "`{host}` has {free_mib} MiB free for Docker, and the image's layers it lacks take {needed_mib} MiB: nothing was sent to any host, nothing changed\n  help: free space on `{host}` (`docker image prune`, or a larger disk), then deploy again"
+    )]
+    ImageNoSpace {
+        host: String,
+        needed_mib: u64,
+        free_mib: u64,
+    },
+
+    #[error(
         "`{host}`: {message}\n  help: `shipit tls status` shows what each host holds and serves; `shipit tls renew --force` installs a certificate again"
     )]
     TlsReadBack { host: String, message: String },
@@ -459,14 +471,14 @@ impl Error {
             | Error::Template { .. }
             | Error::DockerIgnore { .. }
             | Error::NoDockerfile { .. }
-            | Error::DirtyTree { .. }
-            | Error::NoRegistry => 2,
+            | Error::DirtyTree { .. } => 2,
             Error::EngineUnreachable { .. }
             | Error::BuildStep { .. }
             | Error::RegistryUnauthorized { .. }
             | Error::RegistryUnreachable { .. }
             | Error::Push { .. }
-            | Error::NotBuilt { .. } => 5,
+            | Error::NotBuilt { .. }
+            | Error::NotBuiltLocally { .. } => 5,
             Error::Connect { .. } | Error::Transport { .. } => 3,
             Error::Hosts { hosts } => hosts.iter().map(Error::exit_code).max().unwrap_or(1),
             Error::Validation { .. } => 4,
@@ -484,6 +496,7 @@ impl Error {
             Error::Internal { .. } => 1,
             Error::Acme { .. } | Error::ChallengeNotServed { .. } | Error::TlsReadBack { .. } => 11,
             Error::NoAcme { .. } | Error::NoTls { .. } => 2,
+            Error::ImageNoSpace { .. } => 1,
             Error::DoctorFailed { .. } => 9,
             Error::SmokeFailed { .. } | Error::PostDeployFailed { .. } => 7,
             Error::MissingSecrets { .. } | Error::InitExists { .. } | Error::InitName { .. } => 2,

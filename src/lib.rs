@@ -12,6 +12,8 @@
 //! - [`acme`] is `shipit tls`: certificates from an ACME CA for the whole fleet; what is due
 //!   and which account to use is decided in [`acme::plan`] (pure), the protocol is [`acme::ca`];
 //! - [`build`] tars the context (streamed) and builds and pushes the image through [`docker`];
+//!   without a registry, [`transfer`] sends it to the hosts over SSH, only the layers each
+//!   lacks ([`transfer::plan`] decides, purely);
 //! - [`state`] parses what a host answers about a site (pure); [`layout`] says where everything
 //!   is on a host, keyed by app and environment;
 //! - [`lock`] is the environment lock; [`signals`] turns SIGINT, SIGTERM and SIGHUP into a
@@ -50,6 +52,7 @@ pub mod state;
 pub mod suggest;
 pub mod templates;
 pub mod tls;
+pub mod transfer;
 pub mod ui;
 
 pub use error::{Error, Result};

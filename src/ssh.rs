@@ -166,6 +166,48 @@ impl Host {
         .await
     }
 
+    /// Run `cmd` with its stdin fed by `feed` (a stream too big to hold in memory, such as an
+    /// image) while its output is read; the output whatever the exit code. Errors when the
+    /// connection fails; a `feed` that fails (the far end went away) leaves the exit code and
+    /// stderr to say why, or is the error itself when they say nothing.
+    pub async fn run_fed<F, Fut>(&self, cmd: &RemoteCommand, feed: F) -> Result<Output, Error>
+    where
+        F: FnOnce(openssh::ChildStdin) -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<()>>,
+    {
+        let span = info_span!("remote", host = %self.spec, cmd = %cmd.label);
+        async {
+            let started = Instant::now();
+            let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
+            let mut command = self.session.raw_command(cmd.command_line(self.sudo));
+            command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = command.spawn().await.map_err(|e| transport(&e))?;
+            let stdin = child
+                .stdin()
+                .take()
+                .ok_or_else(|| transport(&"no stdin to write to"))?;
+            let (fed, out) = tokio::join!(feed(stdin), child.wait_with_output());
+            let out = out.map_err(|e| transport(&e))?;
+            let output = Output {
+                code: out.status.code(),
+                stdout: out.stdout,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            };
+            debug!(code = ?output.code, elapsed_ms = started.elapsed().as_millis() as u64, "done");
+            match fed {
+                Err(e) if output.code == Some(0) || output.stderr.trim().is_empty() => {
+                    Err(transport(&e))
+                }
+                _ => Ok(output),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Run `cmd` and hand each line of its stdout to `on_line` as it comes (for `logs
     /// --follow`); ends when the command does.
     pub async fn stream_lines(

@@ -50,6 +50,13 @@ for port in $SHIPIT_TESTBED_HTTP_PORTS; do
   printf '  load on 127.0.0.1:%s: %s requests, %s\n' "$port" "$requests" "${errors:-no errors, no non-2xx answers}"
 done
 
+step "shipit deploy local-noregistry --version 2.0.0   (no registry: the image goes over SSH)"
+"$shipit" provision local-noregistry
+"$shipit" deploy local-noregistry --version 2.0.0
+for port in $SHIPIT_TESTBED_HTTP_PORTS; do
+  printf '  127.0.0.1:%s -> %s\n' "$port" "$(curl -s -H 'Host: hello-ssh.test' "http://127.0.0.1:$port/version")"
+done
+
 step "shipit status local"
 "$shipit" status local
 step "shipit releases local"

@@ -28,14 +28,23 @@ pub struct Options {
     pub verbose: bool,
 }
 
-/// The image of a release, pushed.
+/// The image of a release: pushed to the registry, or (without `[registry]`) in the local
+/// engine, to be sent to the hosts over SSH.
 #[derive(Clone, Debug, Serialize)]
 pub struct Image {
     /// `registry/path/name:tag`
     pub reference: String,
     pub tag: String,
     pub release: String,
+    /// The registry's manifest digest; empty when nothing was pushed.
     pub digest: String,
+    /// The image ID (`sha256:...`, its configuration's digest): what every engine calls it.
+    pub id: String,
+    /// Its layers' uncompressed digests, base first.
+    #[serde(skip)]
+    pub diff_ids: Vec<String>,
+    /// Uncompressed bytes.
+    pub size: u64,
     pub layers_pushed: usize,
     pub layers_reused: usize,
     pub bytes_pushed: u64,
@@ -44,9 +53,31 @@ pub struct Image {
 }
 
 impl crate::ui::Render for Image {
-    /// The pushed reference, pinned by digest.
+    /// The pushed reference pinned by digest, or the local image's reference and ID.
     fn text(&self) -> String {
-        format!("{}@{}\n", self.reference, self.digest)
+        if self.digest.is_empty() {
+            format!("{} {}\n", self.reference, self.id)
+        } else {
+            format!("{}@{}\n", self.reference, self.digest)
+        }
+    }
+}
+
+impl Image {
+    /// What the hosts run: the pushed reference pinned by its digest, or without a registry the
+    /// image ID itself (sent over SSH and checked after the load), so that a host runs exactly
+    /// the image that was built.
+    pub fn target(&self) -> String {
+        if self.digest.is_empty() {
+            self.id.clone()
+        } else {
+            format!("{}@{}", self.reference, self.digest)
+        }
+    }
+
+    /// Whether the hosts get it over SSH (no `[registry]`).
+    pub fn over_ssh(&self) -> bool {
+        self.digest.is_empty()
     }
 }
 
@@ -83,11 +114,13 @@ pub fn prepare(
     Ok((release, context))
 }
 
-/// The registry, its password and where the password came from.
+/// The registry, its password and where the password came from; `None` without `[registry]`.
 fn registry_login(
     config: &Config,
-) -> Result<(&crate::config::Registry, Secret, crate::secret::Source), Error> {
-    let registry = config.registry.as_ref().ok_or(Error::NoRegistry)?;
+) -> Result<Option<(&crate::config::Registry, Secret, crate::secret::Source)>, Error> {
+    let Some(registry) = config.registry.as_ref() else {
+        return Ok(None);
+    };
     let secrets = Secrets::load(&config.app_dir)?;
     let (password, source) =
         secrets
@@ -96,7 +129,22 @@ fn registry_login(
                 var: registry.password_env.clone(),
                 dotenv: config.app_dir.join(".env"),
             })?;
-    Ok((registry, password, source))
+    Ok(Some((registry, password, source)))
+}
+
+/// The local engine's facts of `reference`, which a build has just made.
+async fn local_facts(
+    engine: &Engine,
+    reference: &str,
+    environment: &str,
+) -> Result<crate::docker::ImageFacts, Error> {
+    engine
+        .image_facts(reference)
+        .await?
+        .ok_or_else(|| Error::NotBuiltLocally {
+            reference: reference.to_owned(),
+            environment: environment.to_owned(),
+        })
 }
 
 /// A registry error after `attempts` tries, as the user reads it.
@@ -170,16 +218,41 @@ where
     })
 }
 
-/// `--no-build`: the image of the release the current tree names, already in the registry
-/// (pushed by an earlier `shipit build` or deploy, on this machine or another), found by its
-/// tag. Nothing is built or pushed: staging and production get the very same image.
-pub async fn find_pushed(config: &Config, options: &Options) -> Result<Image, Error> {
-    let (registry, password, source) = registry_login(config)?;
+/// `--no-build`: the image of the release the current tree names, built before (by `shipit
+/// build` or an earlier deploy, on this machine or another): found by its tag in the registry,
+/// or without `[registry]` in the local engine. Nothing is built or pushed: staging and
+/// production get the very same image.
+pub async fn find_built(config: &Config, options: &Options) -> Result<Image, Error> {
+    let login = registry_login(config)?;
     let (release, _) = prepare(config, options)?;
     let tag = release.tag();
     let reference = format!("{}:{tag}", config.image);
     let engine = Engine::connect().await?;
     let started = Instant::now();
+    let Some((registry, password, source)) = login else {
+        let facts = local_facts(&engine, &reference, &config.environment).await?;
+        ui::status(
+            "Found",
+            &format!(
+                "{reference} in the local engine ({}): not building",
+                facts.id
+            ),
+        );
+        return Ok(Image {
+            reference,
+            tag,
+            release: release.version.to_string(),
+            digest: String::new(),
+            id: facts.id,
+            diff_ids: facts.diff_ids,
+            size: facts.size,
+            layers_pushed: 0,
+            layers_reused: 0,
+            bytes_pushed: 0,
+            build_seconds: 0.0,
+            push_seconds: 0.0,
+        });
+    };
     let found = registry_call("look up", registry, &source, &reference, || {
         engine.registry_digest(
             &config.image,
@@ -206,6 +279,9 @@ pub async fn find_pushed(config: &Config, options: &Options) -> Result<Image, Er
         tag,
         release: release.version.to_string(),
         digest,
+        id: String::new(),
+        diff_ids: Vec::new(),
+        size: 0,
         layers_pushed: 0,
         layers_reused: 0,
         bytes_pushed: 0,
@@ -233,8 +309,10 @@ fn say_excluded(files: &[String]) {
     );
 }
 
+/// Build the release image and push it; without `[registry]` it stays in the local engine
+/// (deploys send it to the hosts over SSH).
 pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image, Error> {
-    let (registry, password, source) = registry_login(config)?;
+    let login = registry_login(config)?;
     let (release, context) = prepare(config, options)?;
     let tag = release.tag();
     let reference = format!("{}:{tag}", config.image);
@@ -274,6 +352,31 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         ),
     );
 
+    let facts = local_facts(&engine, &reference, &config.environment).await?;
+    let Some((registry, password, source)) = login else {
+        ui::status(
+            "Kept",
+            &format!(
+                "{reference} ({}, {} MiB) in the local engine: no `[registry]`, deploys send it to the hosts over SSH",
+                facts.id,
+                facts.size.div_ceil(1 << 20)
+            ),
+        );
+        return Ok(Image {
+            reference,
+            tag,
+            release: release.version.to_string(),
+            digest: String::new(),
+            id: facts.id,
+            diff_ids: facts.diff_ids,
+            size: facts.size,
+            layers_pushed: 0,
+            layers_reused: 0,
+            bytes_pushed: 0,
+            build_seconds,
+            push_seconds: 0.0,
+        });
+    };
     let started = Instant::now();
     let pushed = registry_call("push to", registry, &source, &reference, || {
         engine.push_once(
@@ -301,6 +404,9 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         tag,
         release: release.version.to_string(),
         digest: pushed.digest,
+        id: facts.id,
+        diff_ids: facts.diff_ids,
+        size: facts.size,
         layers_pushed: pushed.layers_pushed,
         layers_reused: pushed.layers_reused,
         bytes_pushed: pushed.bytes,

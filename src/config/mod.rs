@@ -37,6 +37,7 @@ pub struct Config {
     pub build_args: BTreeMap<String, String>,
     pub domain: String,
     pub hosts: Vec<HostSpec>,
+    /// The registry images go through; `None` when they go over SSH (`deploy.images`).
     pub registry: Option<Registry>,
     pub container: Container,
     pub ports: Ports,
@@ -272,8 +273,19 @@ pub enum KeepPrevious {
     Stop,
 }
 
+/// How a release's image reaches the hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Images {
+    /// Pushed to `[registry]`, pulled by each host.
+    Registry,
+    /// Sent from this machine's engine over SSH, only the layers each host lacks.
+    Ssh,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Deploy {
+    pub images: Images,
     pub retain: usize,
     pub keep_previous: KeepPrevious,
     #[serde(with = "humantime_serde")]

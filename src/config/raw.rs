@@ -197,6 +197,7 @@ raw_table!(RawRateLimit {
 });
 
 raw_table!(RawDeploy {
+    images: Val<String>,
     retain: Val<i64>,
     keep_previous: Val<String>,
     verify_window: Val<String>,

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::raw::{self, FileId, Merge, RawConfig, Val};
 use super::{
-    Config, Container, Deploy, Env, Health, Hooks, HostSpec, KeepPrevious, KnownHostsPolicy, Nginx,
-    Notify, Ports, RateLimit, Registry, Smoke, Ssh, Tls,
+    Config, Container, Deploy, Env, Health, Hooks, HostSpec, Images, KeepPrevious,
+    KnownHostsPolicy, Nginx, Notify, Ports, RateLimit, Registry, Smoke, Ssh, Tls,
 };
 
 /// The two files' names (as shown to the user) and their text.
@@ -317,6 +317,7 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
     }
 
     let hosts = check_hosts(c, raw.hosts.as_ref());
+    let has_registry = raw.registry.is_some();
     let registry = raw
         .registry
         .map(|r| check_registry(c, r))
@@ -348,6 +349,31 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
     let deploy = {
         let d = raw.deploy.unwrap_or_default();
         Deploy {
+            images: match &d.images {
+                None if has_registry => Images::Registry,
+                None => Images::Ssh,
+                Some(v) if v.value == "ssh" => Images::Ssh,
+                Some(v) if v.value == "registry" && has_registry => Images::Registry,
+                Some(v) if v.value == "registry" => {
+                    c.at(
+                        v,
+                        "`deploy.images` = \"registry\" needs a `[registry]`",
+                        Some("add `[registry]` with `server` and `username`, or send images over SSH with `images = \"ssh\"`".into()),
+                    );
+                    Images::Registry
+                }
+                Some(v) => {
+                    c.at(
+                        v,
+                        format!(
+                            "`deploy.images` = {:?} is not \"registry\" or \"ssh\"",
+                            v.value
+                        ),
+                        None,
+                    );
+                    Images::Registry
+                }
+            },
             retain: c.count(&d.retain, "deploy.retain", 2..=100, 5),
             keep_previous: match &d.keep_previous {
                 None => KeepPrevious::Warm,
@@ -455,6 +481,12 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         }
     };
 
+    // Images over SSH: no registry is used, whatever `[registry]` says (an environment may send
+    // over SSH where the others push).
+    let registry = match deploy.images {
+        Images::Ssh => Some(None),
+        Images::Registry => registry,
+    };
     Some(Config {
         app_dir: PathBuf::new(),
         environment: environment.to_owned(),
@@ -1362,6 +1394,38 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
             errors(BASE, &env),
             [
                 "environments/production.toml: missing key `tls.acme.email`\n  help: add `acme = { email = \"ops@example.com\" }` to shipit.toml or to environments/production.toml"
+            ]
+        );
+    }
+
+    #[test]
+    fn images_go_through_the_registry_when_there_is_one_else_over_ssh() {
+        let c = check(BASE, ENV).unwrap();
+        assert_eq!(c.deploy.images, Images::Registry);
+        assert!(c.registry.is_some());
+        // One environment sends over SSH: the registry is not used there.
+        let c = check(BASE, &format!("{ENV}[deploy]\nimages = \"ssh\"\n")).unwrap();
+        assert_eq!(c.deploy.images, Images::Ssh);
+        assert!(c.registry.is_none());
+        let no_registry = BASE.replace(
+            "[registry]\nserver = \"registry.test:5000\"\nusername = \"deploy\"\n",
+            "",
+        );
+        let c = check(&no_registry, ENV).unwrap();
+        assert_eq!(c.deploy.images, Images::Ssh);
+        assert_eq!(
+            errors(
+                &no_registry,
+                &format!("{ENV}[deploy]\nimages = \"registry\"\n")
+            ),
+            [
+                "environments/production.toml:4:10: `deploy.images` = \"registry\" needs a `[registry]`\n  help: add `[registry]` with `server` and `username`, or send images over SSH with `images = \"ssh\"`"
+            ]
+        );
+        assert_eq!(
+            errors(BASE, &format!("{ENV}[deploy]\nimages = \"scp\"\n")),
+            [
+                "environments/production.toml:4:10: `deploy.images` = \"scp\" is not \"registry\" or \"ssh\""
             ]
         );
     }

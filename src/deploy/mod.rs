@@ -50,6 +50,9 @@ pub struct Report {
     pub release: String,
     pub image: String,
     pub steps: Vec<plan::HostStep>,
+    /// Without a registry: what each host got of the image over SSH.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<crate::transfer::Sent>,
     pub seconds: f64,
 }
 
@@ -247,21 +250,21 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
         let states = states?;
         let plan = plan::plan(config, &target, &states).map_err(|e| plan_error(config, e))?;
         print_plan(&plan, &states);
-        return Ok(report(plan, started));
+        return Ok(report(plan, Vec::new(), started));
     }
 
     let mut release = format!("{} (not built)", config.version);
     let result = async {
         // Build and push first (or find the pushed image): a failure here touches no host.
         let image = if options.no_build {
-            crate::build::find_pushed(config, &options.build).await?
+            crate::build::find_built(config, &options.build).await?
         } else {
             crate::build::build_and_push(config, &options.build).await?
         };
         release = image.release.clone();
         let target = ReleaseRef {
             release: image.release.clone(),
-            image: format!("{}@{}", image.reference, image.digest),
+            image: image.target(),
         };
         let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
         let result = converge_locked(
@@ -272,6 +275,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
             &target.release,
             options.lock_wait,
             settings,
+            image.over_ssh().then_some(&image),
             |_| Ok(target.clone()),
         )
         .await;
@@ -280,11 +284,17 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
     }
     .await;
     let label = match &result {
-        Ok(plan) => plan.target.release.clone(),
+        Ok((plan, _)) => plan.target.release.clone(),
         Err(_) => release,
     };
-    announce(config, Kind::Deploy, &label, &result).await;
-    let plan = result?;
+    announce(
+        config,
+        Kind::Deploy,
+        &label,
+        result.as_ref().map(|(plan, _)| plan),
+    )
+    .await;
+    let (plan, sent) = result?;
     ui::status(
         "Deployed",
         &format!(
@@ -295,10 +305,11 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
             started.elapsed().as_secs_f64()
         ),
     );
-    Ok(report(plan, started))
+    Ok(report(plan, sent, started))
 }
 
-/// Under the lock: read the hosts, choose the target, plan, and converge.
+/// Under the lock: read the hosts, choose the target, plan, and converge (sending `ship` to
+/// the hosts over SSH first, without a registry). The plan, and what each host got.
 #[allow(clippy::too_many_arguments)]
 async fn converge_locked<F>(
     config: &Config,
@@ -308,8 +319,9 @@ async fn converge_locked<F>(
     label: &str,
     lock_wait: Option<Duration>,
     settings: String,
+    ship: Option<&crate::build::Image>,
     target_of: F,
-) -> Result<Plan, Error>
+) -> Result<(Plan, Vec<crate::transfer::Sent>), Error>
 where
     F: FnOnce(&[(String, HostState)]) -> Result<ReleaseRef, Error>,
 {
@@ -325,7 +337,7 @@ where
             let states = states_under_lock(fleet, config, &held.states, Some(settings)).await?;
             let target = target_of(&states)?;
             let plan = plan::plan(config, &target, &states).map_err(|e| plan_error(config, e))?;
-            run::Run {
+            let run = run::Run {
                 config,
                 fleet,
                 secrets,
@@ -334,11 +346,13 @@ where
                 run_id: held.id,
                 plan: &plan,
                 states: &states,
+                ship,
+                sent: Default::default(),
                 done: Default::default(),
-            }
-            .converge()
-            .await?;
-            Ok(plan)
+            };
+            run.converge().await?;
+            let sent = run.sent.into_inner().unwrap_or_default();
+            Ok((plan, sent))
         },
     )
     .await
@@ -363,7 +377,7 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         }
         .await;
         fleet.close().await;
-        return result.map(|plan| report(plan, started));
+        return result.map(|plan| report(plan, Vec::new(), started));
     }
     let label = options.to.clone().unwrap_or_else(|| "previous".into());
     let result = converge_locked(
@@ -374,15 +388,22 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         &label,
         options.lock_wait,
         settings,
+        None,
         target_of,
     )
     .await;
     fleet.close().await;
     let release = result
         .as_ref()
-        .map_or(label.clone(), |p| p.target.release.clone());
-    announce(config, Kind::Rollback, &release, &result).await;
-    let plan = result?;
+        .map_or(label.clone(), |(p, _)| p.target.release.clone());
+    announce(
+        config,
+        Kind::Rollback,
+        &release,
+        result.as_ref().map(|(plan, _)| plan),
+    )
+    .await;
+    let (plan, _) = result?;
     ui::status(
         "Rolled back",
         &format!(
@@ -393,11 +414,11 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
             started.elapsed().as_secs_f64()
         ),
     );
-    Ok(report(plan, started))
+    Ok(report(plan, Vec::new(), started))
 }
 
 /// The webhook event a deploy or rollback came to; `None` when nothing was to be done.
-fn event_of(kind: Kind, result: &Result<Plan, Error>) -> Option<(&'static str, Option<String>)> {
+fn event_of(kind: Kind, result: Result<&Plan, &Error>) -> Option<(&'static str, Option<String>)> {
     Some(match (result, kind) {
         (Ok(plan), _) if plan.is_noop() => return None,
         (Ok(_), Kind::Deploy) => ("deployed", None),
@@ -418,7 +439,7 @@ fn event_of(kind: Kind, result: &Result<Plan, Error>) -> Option<(&'static str, O
 }
 
 /// Tell the configured webhooks what a deploy or rollback came to, whatever its shape.
-async fn announce(config: &Config, kind: Kind, release: &str, result: &Result<Plan, Error>) {
+async fn announce(config: &Config, kind: Kind, release: &str, result: Result<&Plan, &Error>) {
     let Some((event, reason)) = event_of(kind, result) else {
         return;
     };
@@ -436,11 +457,12 @@ async fn announce(config: &Config, kind: Kind, release: &str, result: &Result<Pl
     crate::notify::send(config, &event).await;
 }
 
-fn report(plan: Plan, started: Instant) -> Report {
+fn report(plan: Plan, sent: Vec<crate::transfer::Sent>, started: Instant) -> Report {
     Report {
         release: plan.target.release.clone(),
         image: plan.target.image.clone(),
         steps: plan.steps,
+        sent,
         seconds: started.elapsed().as_secs_f64(),
     }
 }
@@ -486,7 +508,7 @@ mod tests {
                 },
             ],
         };
-        assert_eq!(event_of(Kind::Deploy, &Err(hosts)).unwrap().0, "failed");
+        assert_eq!(event_of(Kind::Deploy, Err(&hosts)).unwrap().0, "failed");
         let split = Error::FleetSplit(Box::new(crate::error::FleetSplit {
             cause: "verification failed".into(),
             environment: "production".into(),
@@ -496,7 +518,7 @@ mod tests {
             lock_kept: vec![],
         }));
         assert_eq!(
-            event_of(Kind::Deploy, &Err(split)).unwrap().0,
+            event_of(Kind::Deploy, Err(&split)).unwrap().0,
             "fleet-split"
         );
         let hup = Error::Interrupted {
@@ -504,12 +526,12 @@ mod tests {
             switched: true,
         };
         assert_eq!(
-            event_of(Kind::Deploy, &Err(hup)).unwrap().0,
+            event_of(Kind::Deploy, Err(&hup)).unwrap().0,
             "auto-rolled-back"
         );
-        assert_eq!(event_of(Kind::Deploy, &Ok(plan())).unwrap().0, "deployed");
+        assert_eq!(event_of(Kind::Deploy, Ok(&plan())).unwrap().0, "deployed");
         let mut noop = plan();
         noop.steps[0].action = Action::AlreadyLive;
-        assert_eq!(event_of(Kind::Rollback, &Ok(noop)), None);
+        assert_eq!(event_of(Kind::Rollback, Ok(&noop)), None);
     }
 }

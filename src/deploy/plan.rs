@@ -272,8 +272,18 @@ pub fn retained_images(config: &Config, state: &HostState, target: &ReleaseRef) 
             .map(|r| r.image),
     );
     keep.extend(state.live_release().map(|r| r.image.clone()));
-    // Images are pulled by digest: `docker image ls --digests` names them `repo@digest`.
-    let mut refs: Vec<String> = keep.iter().filter_map(|i| by_digest(i)).collect();
+    // Images pulled from a registry by digest are `repo@digest` in `docker image ls
+    // --digests`; images sent over SSH are named by their ID, as they are kept.
+    let mut refs: Vec<String> = keep
+        .iter()
+        .filter_map(|i| {
+            if i.starts_with("sha256:") {
+                Some(i.clone())
+            } else {
+                by_digest(i)
+            }
+        })
+        .collect();
     refs.sort();
     refs.dedup();
     refs

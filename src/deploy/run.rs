@@ -1,7 +1,8 @@
 //! One deploy or rollback, holding the lock: its stages in the order of the README's "How a
 //! deploy goes", and the one undo path.
 //!
-//! Stages ([`Run::stages`]): pre-deploy hooks; per host, start the new copy and gate it on its
+//! Stages ([`Run::stages`]): pre-deploy hooks; without a registry, the image sent to the hosts
+//! over SSH ([`crate::transfer`]); per host, start the new copy and gate it on its
 //! health (each host on its own, meeting the others only at the switch); switch every host;
 //! verify through nginx; smoke check and post-deploy hooks. Each stage records in [`Done`] what
 //! it is about to change before it changes it, so that [`Run::undo`] undoes exactly that: it
@@ -40,6 +41,10 @@ pub(super) struct Run<'a> {
     pub run_id: String,
     pub plan: &'a Plan,
     pub states: &'a [(String, HostState)],
+    /// Without a registry: the image to send to the hosts over SSH first.
+    pub ship: Option<&'a crate::build::Image>,
+    /// What each host got of it.
+    pub sent: Mutex<Vec<crate::transfer::Sent>>,
     /// Empty at the start.
     pub done: Mutex<Done>,
 }
@@ -131,6 +136,16 @@ impl<'a> Run<'a> {
             self.cancel
                 .guard(self.hooks(crate::hooks::Stage::PreDeploy))
                 .await?;
+        }
+        if let Some(image) = self.ship {
+            // Nothing serves differently for it: a failure here needs no undo but stopping.
+            let sent = self
+                .cancel
+                .guard(crate::transfer::send(self.fleet, image))
+                .await?;
+            if let Ok(mut s) = self.sent.lock() {
+                *s = sent;
+            }
         }
         let direct = self.start_and_gate().await?;
         self.switch().await?;
@@ -742,6 +757,7 @@ impl<'a> Run<'a> {
             async move {
                 let cmd = scripts::Prune {
                     repository: &self.config.image,
+                    app: &self.config.app,
                     keep: &keep,
                 }
                 .command();

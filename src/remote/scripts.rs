@@ -563,6 +563,9 @@ impl Record<'_> {
 /// Remove a repository's images but the ones kept (`repo@digest`).
 pub struct Prune<'a> {
     pub repository: &'a str,
+    /// The app, whose label (`shipit.app`) marks its images.
+    pub app: &'a str,
+    /// `repo@digest` of images pulled from a registry, `sha256:...` IDs of images sent over SSH.
     pub keep: &'a [String],
 }
 
@@ -570,7 +573,29 @@ impl Prune<'_> {
     pub fn command(&self) -> RemoteCommand {
         RemoteCommand::new("prune old images", script!("prune.sh"))
             .arg(self.repository)
+            .arg(self.app)
             .args(self.keep.iter().cloned())
+    }
+}
+
+/// What a host's engine holds, for sending it an image over SSH.
+pub struct HostImages;
+
+impl HostImages {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("read the engine's images", script!("host_images.sh"))
+    }
+}
+
+/// Load an image from stdin and check the engine holds it by its ID.
+pub struct LoadImage<'a> {
+    /// `sha256:...`
+    pub id: &'a str,
+}
+
+impl LoadImage<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("load the image", script!("load_image.sh")).arg(self.id)
     }
 }
 
@@ -786,9 +811,15 @@ mod tests {
             .command(),
             Prune {
                 repository: "registry.example.com/web",
-                keep: &["registry.example.com/web@sha256:00".into()],
+                app: "web",
+                keep: &[
+                    "registry.example.com/web@sha256:00".into(),
+                    "sha256:11".into(),
+                ],
             }
             .command(),
+            HostImages.command(),
+            LoadImage { id: "sha256:11" }.command(),
             SudoProbe.command(),
             Doctor {
                 registry: "registry.example.com",
