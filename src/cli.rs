@@ -73,6 +73,9 @@ pub enum Command {
         /// earlier deploy of this commit) instead of building: one image, every environment
         #[arg(long)]
         no_build: bool,
+        /// No backup before the release command (`[backup]`); the history records it
+        #[arg(long)]
+        skip_backup: bool,
         #[command(flatten)]
         change: ChangeArgs,
     },
@@ -155,6 +158,41 @@ pub enum Command {
         /// A JSON object per line: {"host", "unit", "line"}
         #[arg(long)]
         json: bool,
+        /// A process beside the web one (`[processes.<NAME>]`) instead of the web process
+        #[arg(long, value_name = "NAME")]
+        process: Option<String>,
+    },
+    /// Run a one-off command in a fresh container of the live release, with the app's
+    /// environment and secrets: interactive on a terminal, else output streamed; its exit
+    /// code is shipit's. Audited on the host.
+    #[command(
+        after_help = "Examples:\n  shipit exec production -- ./bin/console\n  shipit exec production --host deploy@web2 -- ./bin/report --since yesterday\n  echo 'SELECT 1' | shipit exec production -- ./bin/psql"
+    )]
+    Exec {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// The host to run on (default: the first)
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// The backups taken before deploys (`[backup]`), or `restore` one
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = "Examples:\n  shipit backups production\n  shipit backups restore production 20261201T193000Z_1.4.2+3f9c2ab.backup"
+    )]
+    Backups {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        #[arg(required = true)]
+        environment: Option<String>,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<BackupsAction>,
     },
     /// Serve a maintenance page from nginx (`on`), or the app again (`off`)
     #[command(
@@ -253,6 +291,22 @@ pub enum SecretsAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BackupsAction {
+    /// Restore a backup with `[backup] restore`, under the deploy lock (asks first)
+    Restore {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// The backup, as `shipit backups` lists it
+        id: String,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        lock: LockWaitArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TlsAction {
     /// Obtain and install a new certificate on every host when it expires within
     /// `renew_before` (30 days), the hosts disagree, or there is none yet; else do nothing
@@ -322,6 +376,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             environment,
             release,
             no_build,
+            skip_backup,
             change,
         } => {
             let options = crate::deploy::DeployOptions {
@@ -329,6 +384,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 lock_wait: change.lock_wait,
                 build: release.options(cli.verbose),
                 no_build,
+                skip_backup,
             };
             let report = crate::deploy::deploy(&load(&environment)?, &options).await?;
             ui::print(&report, change.json);
@@ -368,7 +424,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Lock {
             action: LockAction::Release { environment, yes },
-        } => crate::lock::break_lock(&load(&environment)?, yes, confirm).await,
+        } => {
+            crate::lock::break_lock(&load(&environment)?, yes, |q| confirm(q, "break the lock"))
+                .await
+        }
         Command::Init { app } => init(&cli.app_dir, app),
         Command::Secrets {
             action: SecretsAction::Check { environment, json },
@@ -382,18 +441,60 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             ui::print(&checks, json);
             crate::doctor::verdict(&checks)
         }
+        Command::Exec {
+            environment,
+            host,
+            command,
+        } => {
+            let code = crate::exec::exec(&load(&environment)?, host.as_deref(), &command).await?;
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(Error::CommandExit { code })
+            }
+        }
+        Command::Backups {
+            action:
+                Some(BackupsAction::Restore {
+                    environment,
+                    id,
+                    yes,
+                    lock,
+                }),
+            ..
+        } => {
+            crate::backups::restore(&load(&environment)?, &id, yes, lock.lock_wait, |q| {
+                confirm(q, "restore a backup")
+            })
+            .await
+        }
+        Command::Backups {
+            environment, json, ..
+        } => {
+            let environment = environment.unwrap_or_default();
+            ui::print(&crate::backups::list(&load(&environment)?).await?, json);
+            Ok(())
+        }
         Command::Logs {
             environment,
             follow,
             lines,
             json,
+            process,
         } => {
             let format = if json {
                 crate::operate::LogFormat::Json
             } else {
                 crate::operate::LogFormat::Text
             };
-            crate::operate::logs(&load(&environment)?, lines, follow, format).await
+            crate::operate::logs(
+                &load(&environment)?,
+                lines,
+                follow,
+                format,
+                process.as_deref(),
+            )
+            .await
         }
         Command::Maintenance {
             state,
@@ -481,11 +582,11 @@ fn init(dir: &std::path::Path, app: Option<String>) -> Result<(), Error> {
 }
 
 /// Ask on the terminal; refuses when stdin is not one.
-fn confirm(question: &str) -> Result<bool, Error> {
+fn confirm(question: &str, action: &str) -> Result<bool, Error> {
     use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {
         return Err(Error::NeedsConfirmation {
-            action: "break the lock".into(),
+            action: action.into(),
         });
     }
     let _ = write!(std::io::stderr(), "{question}");

@@ -339,6 +339,71 @@ pub enum Error {
     )]
     NoTls { environment: String },
 
+    #[error("the {what} `{command}` failed on `{host}` {}; no host switched, users kept the previous release{}\n  help: its output is above; fix the cause and deploy again{}", code.map_or("(no exit code: the connection was lost)".to_owned(), |c| format!("with exit code {c}")),
+        if tail.trim().is_empty() { String::new() } else { format!("\n  its last lines:\n{}", indent(tail)) },
+        if *what == "backup" { " (or `--skip-backup`, recorded in the history)" } else { "" })]
+    ReleasePhase {
+        /// `backup` or `release command`.
+        what: &'static str,
+        host: String,
+        command: String,
+        code: Option<i32>,
+        tail: String,
+    },
+
+    #[error(
+        "the process `{process}` of {release} is not ready on `{host}`: {said}\n  help: `shipit logs {environment} --process {process}` shows its output; the deploy was undone"
+    )]
+    ProcessNotReady {
+        host: String,
+        process: String,
+        release: String,
+        said: String,
+        environment: String,
+    },
+
+    #[error("no process `{name}` in the configuration{}", if known.is_empty() { "\n  help: add one under `[processes.<name>]`".to_owned() } else { format!("\n  help: the processes are {}", known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")) })]
+    UnknownProcess { name: String, known: Vec<String> },
+
+    #[error(
+        "`{environment}` has no `[backup]`\n  help: add `[backup]` with `command` (and `restore`) to take a backup before every deploy"
+    )]
+    NoBackup { environment: String },
+
+    #[error(
+        "`[backup]` of `{environment}` has no `restore` command\n  help: add `restore = [...]`: it reads the file named by SHIPIT_BACKUP_FILE"
+    )]
+    NoRestore { environment: String },
+
+    #[error("no backup `{id}` on `{host}`{}\n  help: `shipit backups {environment}` lists them", if kept.is_empty() { String::new() } else { format!("; the newest are {}", kept.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")) })]
+    NoSuchBackup {
+        id: String,
+        host: String,
+        environment: String,
+        kept: Vec<String>,
+    },
+
+    #[error("the restore of `{id}` failed on `{host}` {}{}\n  help: its output is above; the backup is still there", code.map_or("(no exit code: the connection was lost)".to_owned(), |c| format!("with exit code {c}")), if said.is_empty() { String::new() } else { format!(": {said}") })]
+    RestoreFailed {
+        id: String,
+        host: String,
+        code: Option<i32>,
+        said: String,
+    },
+
+    #[error("host `{host}` is not one of the environment's hosts\n  help: name one of {}", hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", "))]
+    UnknownHost { host: String, hosts: Vec<String> },
+
+    #[error(
+        "nothing is live on `{host}`: `shipit exec` runs the live release's image\n  help: deploy first (`shipit deploy {environment}`)"
+    )]
+    NothingLive { host: String, environment: String },
+
+    /// A command run for the user (`shipit exec`) exited with this code: nothing to say, the
+    /// code is shipit's.
+    #[error("")]
+    CommandExit { code: i32 },
+
     #[error("{failed} check{} failed", if *failed == 1 { "" } else { "s" })]
     DoctorFailed { failed: usize },
 
@@ -497,6 +562,16 @@ impl Error {
             Error::Acme { .. } | Error::ChallengeNotServed { .. } | Error::TlsReadBack { .. } => 11,
             Error::NoAcme { .. } | Error::NoTls { .. } => 2,
             Error::ImageNoSpace { .. } => 1,
+            Error::ReleasePhase { .. } => 12,
+            Error::UnknownHost { .. }
+            | Error::NothingLive { .. }
+            | Error::NoBackup { .. }
+            | Error::NoRestore { .. }
+            | Error::NoSuchBackup { .. }
+            | Error::UnknownProcess { .. } => 2,
+            Error::RestoreFailed { .. } => 12,
+            Error::CommandExit { code } => *code,
+            Error::ProcessNotReady { .. } => 7,
             Error::DoctorFailed { .. } => 9,
             Error::SmokeFailed { .. } | Error::PostDeployFailed { .. } => 7,
             Error::MissingSecrets { .. } | Error::InitExists { .. } | Error::InitName { .. } => 2,

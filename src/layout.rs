@@ -98,6 +98,60 @@ impl Site {
         format!("{}@{colour}.service", self.key())
     }
 
+    /// The template unit of a process beside the web one: `web_production_worker@.service`.
+    /// A second `_` (which no name holds) keeps every site's units apart: only this site's
+    /// processes match `web_production_*@.service`.
+    pub fn process_unit(&self, process: &str) -> String {
+        format!("/etc/systemd/system/{}_{process}@.service", self.key())
+    }
+
+    /// One colour's instance of a process: `web_production_worker@blue.service`.
+    pub fn process_instance(&self, process: &str, colour: Colour) -> String {
+        format!("{}_{process}@{colour}.service", self.key())
+    }
+
+    /// Its container: `web_production_worker-blue`.
+    pub fn process_container(&self, process: &str, colour: Colour) -> String {
+        format!("{}_{process}-{colour}", self.key())
+    }
+
+    /// A scheduled job's service (`web_production_job_cleanup.service`) and timer.
+    pub fn job_service(&self, job: &str) -> String {
+        format!("/etc/systemd/system/{}_job_{job}.service", self.key())
+    }
+
+    pub fn job_timer(&self, job: &str) -> String {
+        format!("/etc/systemd/system/{}_job_{job}.timer", self.key())
+    }
+
+    /// The units' names, for `systemctl`.
+    pub fn job_service_unit(&self, job: &str) -> String {
+        format!("{}_job_{job}.service", self.key())
+    }
+
+    pub fn job_timer_unit(&self, job: &str) -> String {
+        format!("{}_job_{job}.timer", self.key())
+    }
+
+    /// Links to the live colour's env files, moved by every switch: what jobs run.
+    pub fn live_env(&self) -> String {
+        format!("{}/live.env", self.config_dir())
+    }
+
+    pub fn live_app_env(&self) -> String {
+        format!("{}/live.app.env", self.config_dir())
+    }
+
+    /// Where backups are kept (0700; each file 0600).
+    pub fn backups_dir(&self) -> String {
+        format!("{}/backups", self.state_dir())
+    }
+
+    /// The audit log of one-off commands (`shipit exec`): one JSON object a line.
+    pub fn audit_log(&self) -> String {
+        format!("{}/audit.jsonl", self.state_dir())
+    }
+
     /// The container of one colour, such as `web_production-blue` (the unit's `--name`).
     pub fn container(&self, colour: Colour) -> String {
         format!("{}-{colour}", self.key())

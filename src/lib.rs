@@ -27,6 +27,7 @@
 //!   [`error`] every message a user can see; [`ui`] status lines, progress and reports.
 
 pub mod acme;
+pub mod backups;
 pub mod build;
 pub mod cli;
 pub mod config;
@@ -34,12 +35,14 @@ pub mod deploy;
 pub mod docker;
 pub mod doctor;
 pub mod error;
+pub mod exec;
 pub mod hooks;
 pub mod init;
 pub mod layout;
 pub mod lock;
 pub mod model;
 pub mod notify;
+pub mod oneoff;
 pub mod operate;
 pub mod probe;
 pub mod provision;

@@ -34,7 +34,10 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(cli::run(cli)) {
-        say_error(&e.to_string());
+        // `shipit exec`'s command said what it had to say; its code is ours.
+        if !matches!(e, shipit::error::Error::CommandExit { .. }) {
+            say_error(&e.to_string());
+        }
         std::process::exit(e.exit_code());
     }
 }

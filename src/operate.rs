@@ -44,7 +44,22 @@ pub async fn logs(
     lines: u32,
     follow: bool,
     format: LogFormat,
+    process: Option<&str>,
 ) -> Result<(), Error> {
+    // `--process`: a process beside the web one, on its hosts.
+    let process = match process {
+        None => None,
+        Some(name) => Some(
+            config
+                .processes
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| Error::UnknownProcess {
+                    name: name.to_owned(),
+                    known: config.processes.iter().map(|p| p.name.clone()).collect(),
+                })?,
+        ),
+    };
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
     let result = async {
         let states = crate::deploy::observe(&fleet, config).await?;
@@ -70,13 +85,20 @@ pub async fn logs(
                     return Ok(());
                 };
                 let site = config.site();
-                let unit = site.unit(colour);
+                if process.is_some_and(|p| !p.hosts.contains(&host.spec)) {
+                    return Ok(());
+                }
+                let unit = match process {
+                    Some(p) => site.process_instance(&p.name, colour),
+                    None => site.unit(colour),
+                };
                 // The colour may still run under the earlier layout's unit (a moved host).
                 let legacy = site.legacy().unit(colour);
                 let cmd = scripts::Logs {
                     unit: &unit,
                     lines,
-                    legacy_unit: (!state.colour(colour).running_here()).then_some(legacy.as_str()),
+                    legacy_unit: (process.is_none() && !state.colour(colour).running_here())
+                        .then_some(legacy.as_str()),
                     follow,
                 }
                 .command();

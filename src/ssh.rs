@@ -208,6 +208,71 @@ impl Host {
         .await
     }
 
+    /// Run `cmd` (its stdin sent first), handing each line of its stdout to `on_line` as it
+    /// comes; the output holds the last 40 lines of stdout, all of stderr, and the exit code.
+    pub async fn run_streaming(
+        &self,
+        cmd: &RemoteCommand,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<Output, Error> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let span = info_span!("remote", host = %self.spec, cmd = %cmd.label);
+        async {
+            let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
+            let mut command = self.session.raw_command(cmd.command_line(self.sudo));
+            command
+                .stdin(if cmd.stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = command.spawn().await.map_err(|e| transport(&e))?;
+            if let (Some(bytes), Some(mut stdin)) = (&cmd.stdin, child.stdin().take()) {
+                stdin.write_all(bytes).await.map_err(|e| transport(&e))?;
+                stdin.shutdown().await.map_err(|e| transport(&e))?;
+            }
+            let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+            let mut stderr = String::new();
+            let (Some(stdout), Some(mut err)) = (child.stdout().take(), child.stderr().take())
+            else {
+                return Err(transport(&"no output to read"));
+            };
+            let read_out = async {
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                while let Some(line) = lines.next_line().await.map_err(|e| transport(&e))? {
+                    on_line(&line);
+                    tail.push_back(line);
+                    if tail.len() > 40 {
+                        tail.pop_front();
+                    }
+                }
+                Ok::<_, Error>(())
+            };
+            let read_err = async {
+                err.read_to_string(&mut stderr)
+                    .await
+                    .map_err(|e| transport(&e))
+            };
+            let (out, err) = tokio::join!(read_out, read_err);
+            out?;
+            err?;
+            let status = child.wait().await.map_err(|e| transport(&e))?;
+            let stdout: Vec<u8> = tail
+                .into_iter()
+                .flat_map(|l| (l + "\n").into_bytes())
+                .collect();
+            Ok(Output {
+                code: status.code(),
+                stdout,
+                stderr,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Run `cmd` and hand each line of its stdout to `on_line` as it comes (for `logs
     /// --follow`); ends when the command does.
     pub async fn stream_lines(
@@ -267,6 +332,24 @@ impl Host {
             code: out.code,
             stderr: trim_stderr(&out.stderr),
         }
+    }
+
+    /// The system `ssh` running `cmd` through this master connection, its stdin, stdout and
+    /// stderr those of shipit: with `tty` a terminal is allocated (`-t`: keys, Ctrl-C and the
+    /// window size pass through), else none (`-T`). Its exit status is the command's (255:
+    /// ssh's own failure).
+    pub fn interactive(&self, cmd: &RemoteCommand, tty: bool) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("ssh");
+        c.arg("-S")
+            .arg(self.session.control_socket())
+            .args(["-o", "ControlMaster=no", "-o", "LogLevel=error"])
+            .arg(if tty { "-t" } else { "-T" })
+            .arg("-p")
+            .arg(self.spec.port.to_string())
+            .arg(format!("{}@{}", self.spec.user, self.spec.host))
+            .arg("--")
+            .arg(cmd.command_line(self.sudo));
+        c
     }
 
     /// The master connection, for port forwards.

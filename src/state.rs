@@ -146,6 +146,9 @@ pub struct HistoryEntry {
     /// The shipit run that wrote it (its lock id): the same on every host of a run.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub run: String,
+    /// The backup taken before the release command (its file), or why there was none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
 }
 
 impl HistoryEntry {

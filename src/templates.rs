@@ -25,6 +25,18 @@ pub const DEFAULTS: &[(&str, &str)] = &[
         "logrotate.tera",
         include_str!("../templates/logrotate.tera"),
     ),
+    (
+        "process.service.tera",
+        include_str!("../templates/process.service.tera"),
+    ),
+    (
+        "job.service.tera",
+        include_str!("../templates/job.service.tera"),
+    ),
+    (
+        "job.timer.tera",
+        include_str!("../templates/job.timer.tera"),
+    ),
 ];
 
 /// What validates a file on the host before it is installed, and what reloads it after.
@@ -57,6 +69,15 @@ pub struct ManagedFile {
     pub create_only: bool,
     /// The template it came from, for messages.
     pub template: Option<String>,
+    /// The hosts it goes to; `None`: every host of the environment.
+    pub hosts: Option<Vec<crate::config::HostSpec>>,
+}
+
+impl ManagedFile {
+    /// Whether `host` gets this file.
+    pub fn goes_to(&self, host: &crate::config::HostSpec) -> bool {
+        self.hosts.as_ref().is_none_or(|h| h.contains(host))
+    }
 }
 
 #[derive(Serialize)]
@@ -78,6 +99,68 @@ struct Context<'a> {
     ports: &'a crate::config::Ports,
     tls: Option<TlsContext>,
     nginx: &'a crate::config::Nginx,
+    volumes: &'a [String],
+}
+
+/// A process's own part of its unit's context.
+#[derive(Serialize)]
+struct ProcessContext<'a> {
+    name: &'a str,
+    command: &'a [String],
+}
+
+/// A job's own part of its units' context.
+#[derive(Serialize)]
+struct JobContext<'a> {
+    name: &'a str,
+    schedule: &'a str,
+    command: &'a [String],
+    persistent: bool,
+    randomized_delay_secs: u64,
+}
+
+/// The `systemd_args` filter: a list of arguments as systemd's `ExecStart=` reads them back
+/// unchanged: each in double quotes, with `\`, `"`, `%` (specifiers) and `$` (variables)
+/// escaped.
+fn systemd_args(
+    value: &tera::Value,
+    _: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    let args = value
+        .as_array()
+        .ok_or_else(|| tera::Error::msg("systemd_args: expected a list of strings"))?;
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| {
+            let a = a
+                .as_str()
+                .ok_or_else(|| tera::Error::msg("systemd_args: expected strings"))?;
+            Ok(format!("\"{}\"", systemd_escape(a)))
+        })
+        .collect::<tera::Result<_>>()?;
+    Ok(tera::Value::String(quoted.join(" ")))
+}
+
+/// `ctx` with one more value.
+fn with<T: Serialize>(ctx: &tera::Context, key: &str, value: &T) -> tera::Context {
+    let mut ctx = ctx.clone();
+    ctx.insert(key, value);
+    ctx
+}
+
+/// One argument's text inside systemd's double quotes.
+pub fn systemd_escape(arg: &str) -> String {
+    let mut out = String::with_capacity(arg.len());
+    for c in arg.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// What the nginx template needs of `[tls]`: the files it reads, and with ACME where the
@@ -116,6 +199,7 @@ impl Templates {
     pub fn from_sources(sources: Vec<(String, String)>) -> Result<Templates, Error> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
+        tera.register_filter("systemd_args", systemd_args);
         for (name, text) in &sources {
             tera.add_raw_template(name, text)
                 .map_err(|e| template_error(name, &e))?;
@@ -164,20 +248,22 @@ impl Templates {
                     acme_challenges: config.acme().map(|_| site.acme_challenges()),
                 }),
             nginx: &config.nginx,
+            volumes: &config.container.volumes,
         };
         let ctx = tera::Context::from_serialize(&ctx).map_err(|e| template_error("context", &e))?;
-        let file = |path: String, kind, template: &str| -> Result<ManagedFile, Error> {
-            Ok(ManagedFile {
+        let file = |path: String, kind, template: &str, ctx: &tera::Context| {
+            Ok::<_, Error>(ManagedFile {
                 path,
-                content: self.render(template, &ctx)?,
+                content: self.render(template, ctx)?,
                 mode: "644",
                 owner: "root:root",
                 kind,
                 create_only: false,
                 template: Some(self.name_of(template).to_owned()),
+                hosts: None,
             })
         };
-        Ok(vec![
+        let mut files = vec![
             ManagedFile {
                 path: site.upstream_include(),
                 content: crate::state::upstream_not_deployed(config.ports.blue),
@@ -186,16 +272,70 @@ impl Templates {
                 kind: FileKind::Upstream,
                 create_only: true,
                 template: None,
+                hosts: None,
             },
-            file(site.nginx_site(), FileKind::Nginx, "nginx.conf.tera")?,
-            file(site.systemd_unit(), FileKind::Systemd, "app.service.tera")?,
-            file(site.logrotate(), FileKind::Logrotate, "logrotate.tera")?,
-        ])
+            file(site.nginx_site(), FileKind::Nginx, "nginx.conf.tera", &ctx)?,
+            file(
+                site.systemd_unit(),
+                FileKind::Systemd,
+                "app.service.tera",
+                &ctx,
+            )?,
+            file(
+                site.logrotate(),
+                FileKind::Logrotate,
+                "logrotate.tera",
+                &ctx,
+            )?,
+        ];
+        for p in &config.processes {
+            let ctx = with(
+                &ctx,
+                "process",
+                &ProcessContext {
+                    name: &p.name,
+                    command: &p.command,
+                },
+            );
+            files.push(ManagedFile {
+                hosts: Some(p.hosts.clone()),
+                ..file(
+                    site.process_unit(&p.name),
+                    FileKind::Systemd,
+                    "process.service.tera",
+                    &ctx,
+                )?
+            });
+        }
+        for j in &config.jobs {
+            let ctx = with(
+                &ctx,
+                "job",
+                &JobContext {
+                    name: &j.name,
+                    schedule: &j.schedule,
+                    command: &j.command,
+                    persistent: j.persistent,
+                    randomized_delay_secs: j.randomized_delay.as_secs(),
+                },
+            );
+            // The service first: the timer is validated against it.
+            for (path, template) in [
+                (site.job_service(&j.name), "job.service.tera"),
+                (site.job_timer(&j.name), "job.timer.tera"),
+            ] {
+                files.push(ManagedFile {
+                    hosts: Some(vec![j.host.clone()]),
+                    ..file(path, FileKind::Systemd, template, &ctx)?
+                });
+            }
+        }
+        Ok(files)
     }
 }
 
 /// `200%` (systemd) as docker's `--cpus 2.00`.
-fn docker_cpus(quota: &str) -> String {
+pub fn docker_cpus(quota: &str) -> String {
     let percent: u32 = quota.trim_end_matches('%').parse().unwrap_or(100);
     format!("{}.{:02}", percent / 100, percent % 100)
 }

@@ -29,6 +29,17 @@ pub fn status(verb: &str, message: &str) {
     });
 }
 
+/// A line of a command's output, prefixed by where it ran: `  web1 | migrated 3 -> 4`.
+pub fn output(prefix: &str, line: &str) {
+    if QUIET.load(Ordering::Relaxed) {
+        return;
+    }
+    let dim = anstyle::Style::new().dimmed();
+    above_progress(|err| {
+        let _ = writeln!(err, "{dim}{prefix:>12} |{dim:#} {line}");
+    });
+}
+
 /// `s` for every count but one.
 pub fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }

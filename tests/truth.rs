@@ -594,6 +594,10 @@ fn no_value_derived_from_a_secret_leaves_the_hosts_env_file() {
 fn a_port_held_by_another_app_fails_the_deploy_and_the_other_app_keeps_serving() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(1);
+    // Whatever an earlier run of this test left on these ports goes first.
+    for h in &hosts {
+        tb.wipe(h, "t-portowner");
+    }
     // A second app left on the same ports, provisioned while nothing held them...
     let squatter = App::hello(&tb, "t-squatter", &hosts, 4581, "");
     // ...and then the first app deployed onto them.

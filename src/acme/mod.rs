@@ -693,6 +693,7 @@ pub fn placeholder_files(config: &Config) -> Result<Vec<ManagedFile>, Error> {
         kind: FileKind::Certificate,
         create_only: true,
         template: None,
+        hosts: None,
     };
     Ok(vec![
         file(site.certificate(), cert.pem(), "644"),

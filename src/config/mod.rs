@@ -50,6 +50,61 @@ pub struct Config {
     pub hooks: Hooks,
     pub smoke: Smoke,
     pub notify: Notify,
+    /// Processes beside the web one, by name.
+    pub processes: Vec<Process>,
+    /// Scheduled jobs, by name.
+    pub jobs: Vec<Job>,
+    pub backup: Option<Backup>,
+}
+
+/// A process beside the web one (a queue worker, say): the release's image with another
+/// command, one systemd unit instance per colour on each of its hosts.
+#[derive(Clone, Debug, Serialize)]
+pub struct Process {
+    pub name: String,
+    pub command: Vec<String>,
+    /// The environment's hosts it runs on (all of them by default).
+    pub hosts: Vec<HostSpec>,
+    pub ready: Ready,
+}
+
+/// When a newly started process counts as ready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ready {
+    /// This command, run in its container, exits 0.
+    Command(Vec<String>),
+    /// It has run this long without exiting or restarting.
+    #[serde(with = "humantime_serde")]
+    After(Duration),
+}
+
+/// A scheduled job: a systemd timer running the live release's image with a command.
+#[derive(Clone, Debug, Serialize)]
+pub struct Job {
+    pub name: String,
+    /// systemd's `OnCalendar` (`daily`, `*-*-* 03:00:00`, `*:0/15`).
+    pub schedule: String,
+    pub command: Vec<String>,
+    /// The one host it runs on (the first host by default).
+    pub host: HostSpec,
+    #[serde(with = "humantime_serde")]
+    pub randomized_delay: Duration,
+    /// Run at boot when a run was missed while the host was down (`Persistent=`).
+    pub persistent: bool,
+}
+
+/// The backup taken before every deploy, on one host, kept there.
+#[derive(Clone, Debug, Serialize)]
+pub struct Backup {
+    /// Writes the file named by `SHIPIT_BACKUP_FILE`.
+    pub command: Vec<String>,
+    /// Reads it back (`shipit backups restore`).
+    pub restore: Option<Vec<String>>,
+    /// The image that runs them: the release's own by default.
+    pub image: Option<String>,
+    pub host: HostSpec,
+    pub keep: usize,
 }
 
 /// Commands run on the deploying machine, with `sh -c`.
@@ -166,6 +221,9 @@ pub struct Container {
     pub memory_max: String,
     /// systemd `CPUQuota` syntax, such as `200%`.
     pub cpu_quota: String,
+    /// Host directories mounted into every container of the app: `/srv/uploads:/uploads`
+    /// (`:ro` for read only).
+    pub volumes: Vec<String>,
 }
 
 /// The host loopback ports of the two colours.
@@ -286,6 +344,10 @@ pub enum Images {
 #[derive(Clone, Debug, Serialize)]
 pub struct Deploy {
     pub images: Images,
+    /// Run once per deploy in the new release's image, before any host switches.
+    pub release_command: Option<Vec<String>>,
+    /// The host it runs on (the first host by default).
+    pub release_host: HostSpec,
     pub retain: usize,
     pub keep_previous: KeepPrevious,
     #[serde(with = "humantime_serde")]

@@ -114,8 +114,33 @@ raw_table!(
         hooks: RawHooks,
         smoke: RawSmoke,
         notify: RawNotify,
+        processes: BTreeMap<String, Val<RawProcess>>,
+        jobs: BTreeMap<String, Val<RawJob>>,
+        backup: RawBackup,
     }
 );
+
+/// A process beside the web one (`[processes.<name>]`): an environment file's entry replaces
+/// the base's whole.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProcess {
+    pub command: Option<Val<Vec<Val<String>>>>,
+    pub hosts: Option<Val<Vec<Val<String>>>>,
+    pub ready_command: Option<Val<Vec<Val<String>>>>,
+    pub ready_after: Option<Val<String>>,
+}
+
+/// A scheduled job (`[jobs.<name>]`), replaced whole by an environment file's entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJob {
+    pub schedule: Option<Val<String>>,
+    pub command: Option<Val<Vec<Val<String>>>>,
+    pub host: Option<Val<String>>,
+    pub randomized_delay: Option<Val<String>>,
+    pub persistent: Option<Val<bool>>,
+}
 
 raw_table!(RawHooks {
     pre_deploy: Val<Vec<Val<String>>>,
@@ -145,6 +170,15 @@ raw_table!(RawContainer {
     port: Val<i64>,
     memory_max: Val<String>,
     cpu_quota: Val<String>,
+    volumes: Val<Vec<Val<String>>>,
+});
+
+raw_table!(RawBackup {
+    command: Val<Vec<Val<String>>>,
+    restore: Val<Vec<Val<String>>>,
+    image: Val<String>,
+    host: Val<String>,
+    keep: Val<i64>,
 });
 
 raw_table!(RawPorts {
@@ -198,6 +232,8 @@ raw_table!(RawRateLimit {
 
 raw_table!(RawDeploy {
     images: Val<String>,
+    release_command: Val<Vec<Val<String>>>,
+    release_host: Val<String>,
     retain: Val<i64>,
     keep_previous: Val<String>,
     verify_window: Val<String>,

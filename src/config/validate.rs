@@ -317,6 +317,17 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
     }
 
     let hosts = check_hosts(c, raw.hosts.as_ref());
+    let processes = check_processes(
+        c,
+        raw.processes.as_ref().unwrap_or(&BTreeMap::new()),
+        hosts.as_deref(),
+    );
+    let jobs = check_jobs(
+        c,
+        raw.jobs.as_ref().unwrap_or(&BTreeMap::new()),
+        hosts.as_deref(),
+    );
+    let backup = check_backup(c, raw.backup.clone().unwrap_or_default(), hosts.as_deref());
     let has_registry = raw.registry.is_some();
     let registry = raw
         .registry
@@ -374,6 +385,19 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
                     Images::Registry
                 }
             },
+            release_command: match &d.release_command {
+                None => None,
+                Some(v) => check_command(c, v, "deploy.release_command"),
+            },
+            release_host: match &d.release_host {
+                Some(h) => host_of(c, h, "deploy.release_host", hosts.as_deref()),
+                None => hosts.as_deref().and_then(|h| h.first().cloned()),
+            }
+            .unwrap_or_else(|| HostSpec {
+                user: String::new(),
+                host: String::new(),
+                port: 0,
+            }),
             retain: c.count(&d.retain, "deploy.retain", 2..=100, 5),
             keep_previous: match &d.keep_previous {
                 None => KeepPrevious::Warm,
@@ -510,6 +534,9 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         hooks,
         smoke,
         notify,
+        processes: processes?,
+        jobs: jobs?,
+        backup: backup?,
     })
 }
 
@@ -670,11 +697,291 @@ fn check_container(c: &mut Checker<'_>, r: raw::RawContainer) -> Option<Containe
             "a CPU quota such as \"50%\" or \"200%\"",
         ),
     };
+    let mut volumes = Vec::new();
+    let mut volumes_ok = true;
+    for v in r.volumes.iter().flat_map(|l| l.value.iter()) {
+        match c.string(
+            v,
+            "container.volumes",
+            is_volume,
+            "`/host/path:/container/path` (absolute paths, `:ro` for read only)",
+        ) {
+            Some(volume) => volumes.push(volume),
+            None => volumes_ok = false,
+        }
+    }
     Some(Container {
         port,
         memory_max: memory_max?,
         cpu_quota: cpu_quota?,
+        volumes: volumes_ok.then_some(volumes)?,
     })
+}
+
+/// A command: a non-empty list of arguments without control characters (they reach `docker
+/// run` and systemd's `ExecStart` as they are).
+fn check_command(c: &mut Checker<'_>, v: &Val<Vec<Val<String>>>, key: &str) -> Option<Vec<String>> {
+    if v.value.is_empty() {
+        c.at(
+            v,
+            format!("`{key}` is empty"),
+            Some(
+                "give the program and its arguments, such as `[\"./bin/migrate\", \"--yes\"]`"
+                    .into(),
+            ),
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for arg in &v.value {
+        match c.string(
+            arg,
+            key,
+            |s| !s.chars().any(char::is_control),
+            "an argument without line breaks or control characters",
+        ) {
+            Some(a) => out.push(a),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A host named in another key: it must be one of `hosts`.
+fn host_of(
+    c: &mut Checker<'_>,
+    v: &Val<String>,
+    key: &str,
+    hosts: Option<&[HostSpec]>,
+) -> Option<HostSpec> {
+    let spec = match parse_host(&v.value) {
+        Ok(spec) => spec,
+        Err(why) => {
+            c.at(
+                v,
+                format!("`{key}` = {:?} is not valid: {why}", v.value),
+                None,
+            );
+            return None;
+        }
+    };
+    let hosts = hosts?;
+    if hosts.contains(&spec) {
+        Some(spec)
+    } else {
+        c.at(
+            v,
+            format!("`{key}` = {:?} is not one of `hosts`", v.value),
+            Some(format!(
+                "name one of {}",
+                hosts
+                    .iter()
+                    .map(|h| format!("`{h}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        );
+        None
+    }
+}
+
+/// A name of a process or job: it names units and containers.
+fn part_name(c: &mut Checker<'_>, name: &str, v: &Val<impl Clone>, table: &str) -> bool {
+    if is_app_name(name) && name != "web" {
+        return true;
+    }
+    c.at(
+        v,
+        format!("`{table}.{name}`: the name is not valid"),
+        Some("use a lowercase letter, then lowercase letters, digits or `-` (not `web`, the app's own)".into()),
+    );
+    false
+}
+
+fn check_processes(
+    c: &mut Checker<'_>,
+    raw: &BTreeMap<String, Val<raw::RawProcess>>,
+    hosts: Option<&[HostSpec]>,
+) -> Option<Vec<super::Process>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (name, v) in raw {
+        if !part_name(c, name, v, "processes") {
+            ok = false;
+            continue;
+        }
+        let key = |k: &str| format!("processes.{name}.{k}");
+        let r = &v.value;
+        let command = match &r.command {
+            Some(cmd) => check_command(c, cmd, &key("command")),
+            None => {
+                c.at(
+                    v,
+                    format!("`processes.{name}` has no `command`"),
+                    Some("add `command = [\"./bin/worker\"]`".into()),
+                );
+                None
+            }
+        };
+        let process_hosts = match (&r.hosts, hosts) {
+            (None, Some(all)) => Some(all.to_vec()),
+            (None, None) => None,
+            (Some(list), _) => {
+                let picked: Vec<Option<HostSpec>> = list
+                    .value
+                    .iter()
+                    .map(|h| host_of(c, h, &key("hosts"), hosts))
+                    .collect();
+                if list.value.is_empty() {
+                    c.at(
+                        list,
+                        format!("`{}` is empty", key("hosts")),
+                        Some("leave it out to run the process on every host".into()),
+                    );
+                    None
+                } else {
+                    picked.into_iter().collect()
+                }
+            }
+        };
+        let ready = match (&r.ready_command, &r.ready_after) {
+            (Some(_), Some(after)) => {
+                c.at(
+                    after,
+                    format!("`processes.{name}` has both `ready_command` and `ready_after`"),
+                    Some("keep one".into()),
+                );
+                None
+            }
+            (Some(cmd), None) => {
+                check_command(c, cmd, &key("ready_command")).map(super::Ready::Command)
+            }
+            (None, after) => Some(super::Ready::After(c.duration_from(
+                after,
+                &key("ready_after"),
+                Duration::from_secs(5),
+                Duration::from_secs(1),
+            ))),
+        };
+        match (command, process_hosts, ready) {
+            (Some(command), Some(hosts), Some(ready)) => out.push(super::Process {
+                name: name.clone(),
+                command,
+                hosts,
+                ready,
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn check_jobs(
+    c: &mut Checker<'_>,
+    raw: &BTreeMap<String, Val<raw::RawJob>>,
+    hosts: Option<&[HostSpec]>,
+) -> Option<Vec<super::Job>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (name, v) in raw {
+        if !part_name(c, name, v, "jobs") {
+            ok = false;
+            continue;
+        }
+        let key = |k: &str| format!("jobs.{name}.{k}");
+        let r = &v.value;
+        let schedule = match &r.schedule {
+            Some(s) => c.string(
+                s,
+                &key("schedule"),
+                is_calendar,
+                "a systemd calendar (`OnCalendar`) such as \"daily\", \"Mon *-*-* 03:00\" or \"*:0/15\"",
+            ),
+            None => {
+                c.at(v, format!("`jobs.{name}` has no `schedule`"), Some("add `schedule = \"daily\"` (systemd's OnCalendar syntax)".into()));
+                None
+            }
+        };
+        let command = match &r.command {
+            Some(cmd) => check_command(c, cmd, &key("command")),
+            None => {
+                c.at(
+                    v,
+                    format!("`jobs.{name}` has no `command`"),
+                    Some("add `command = [\"./bin/cleanup\"]`".into()),
+                );
+                None
+            }
+        };
+        let host = match &r.host {
+            Some(h) => host_of(c, h, &key("host"), hosts),
+            None => hosts.and_then(|h| h.first().cloned()),
+        };
+        let randomized_delay = c.duration_from(
+            &r.randomized_delay,
+            &key("randomized_delay"),
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        match (schedule, command, host) {
+            (Some(schedule), Some(command), Some(host)) => out.push(super::Job {
+                name: name.clone(),
+                schedule,
+                command,
+                host,
+                randomized_delay,
+                persistent: r.persistent.as_ref().is_none_or(|p| p.value),
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn check_backup(
+    c: &mut Checker<'_>,
+    r: raw::RawBackup,
+    hosts: Option<&[HostSpec]>,
+) -> Option<Option<super::Backup>> {
+    let Some(cmd) = &r.command else {
+        if let Some(v) = r.restore.as_ref() {
+            c.at(
+                v,
+                "`backup` has a `restore` but no `command`",
+                Some("add `command`: what writes the file named by SHIPIT_BACKUP_FILE".into()),
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    let command = check_command(c, cmd, "backup.command");
+    let restore = match &r.restore {
+        None => Some(None),
+        Some(v) => check_command(c, v, "backup.restore").map(Some),
+    };
+    let image = match &r.image {
+        None => Some(None),
+        Some(v) => c
+            .string(
+                v,
+                "backup.image",
+                |s| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control()),
+                "an image reference",
+            )
+            .map(Some),
+    };
+    let host = match &r.host {
+        Some(h) => host_of(c, h, "backup.host", hosts),
+        None => hosts.and_then(|h| h.first().cloned()),
+    };
+    Some(Some(super::Backup {
+        command: command?,
+        restore: restore?,
+        image: image?,
+        host: host?,
+        keep: c.count(&r.keep, "backup.keep", 1..=1000, 10),
+    }))
 }
 
 fn check_health(c: &mut Checker<'_>, r: raw::RawHealth) -> Option<Health> {
@@ -1131,6 +1438,27 @@ fn is_address_or_range(s: &str) -> bool {
         Err(_) => return false,
     };
     bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
+}
+
+/// `HOST:CONTAINER[:ro|:rw]`, both absolute paths nginx and systemd take as they are.
+fn is_volume(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts.as_slice() {
+        [host, container] => is_safe_abs_path(host) && is_safe_abs_path(container),
+        [host, container, mode] => {
+            is_safe_abs_path(host) && is_safe_abs_path(container) && matches!(*mode, "ro" | "rw")
+        }
+        _ => false,
+    }
+}
+
+/// A plausible systemd calendar expression: what systemd itself accepts is checked on the
+/// hosts (`systemd-analyze calendar`) when the timer is provisioned.
+fn is_calendar(s: &str) -> bool {
+    !s.trim().is_empty()
+        && s.len() <= 200
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " *-:/.,~_".contains(c))
 }
 
 fn is_http_url(s: &str) -> bool {

@@ -129,6 +129,7 @@ mod tests {
             outcome: Outcome::Deployed,
             reason: None,
             run: run.into(),
+            backup: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //!   `shipit releases`); `smoke` is the burst through nginx after the switch.
 
 mod env;
+pub use env::app_env;
 pub mod history;
 pub mod plan;
 mod run;
@@ -35,6 +36,16 @@ pub struct DeployOptions {
     pub build: crate::build::Options,
     /// Deploy the release's image already in the registry instead of building it.
     pub no_build: bool,
+    /// No backup before the release command (recorded in the history).
+    pub skip_backup: bool,
+}
+
+/// What a run does beside the plan: the image to send over SSH first, whether to skip the
+/// backup.
+#[derive(Clone, Copy, Default)]
+struct Extras<'a> {
+    ship: Option<&'a crate::build::Image>,
+    skip_backup: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -275,7 +286,10 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
             &target.release,
             options.lock_wait,
             settings,
-            image.over_ssh().then_some(&image),
+            Extras {
+                ship: image.over_ssh().then_some(&image),
+                skip_backup: options.skip_backup,
+            },
             |_| Ok(target.clone()),
         )
         .await;
@@ -319,7 +333,7 @@ async fn converge_locked<F>(
     label: &str,
     lock_wait: Option<Duration>,
     settings: String,
-    ship: Option<&crate::build::Image>,
+    extras: Extras<'_>,
     target_of: F,
 ) -> Result<(Plan, Vec<crate::transfer::Sent>), Error>
 where
@@ -346,7 +360,9 @@ where
                 run_id: held.id,
                 plan: &plan,
                 states: &states,
-                ship,
+                ship: extras.ship,
+                skip_backup: extras.skip_backup,
+                backup_note: Default::default(),
                 sent: Default::default(),
                 done: Default::default(),
             };
@@ -388,7 +404,7 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         &label,
         options.lock_wait,
         settings,
-        None,
+        Extras::default(),
         target_of,
     )
     .await;

@@ -371,6 +371,7 @@ mod tests {
             outcome,
             reason: None,
             run: String::new(),
+            backup: None,
         }
     }
 

@@ -43,6 +43,10 @@ pub(super) struct Run<'a> {
     pub states: &'a [(String, HostState)],
     /// Without a registry: the image to send to the hosts over SSH first.
     pub ship: Option<&'a crate::build::Image>,
+    /// `deploy --skip-backup`: no backup before the release command (recorded in the history).
+    pub skip_backup: bool,
+    /// The backup this deploy took (its file), or why none was: for the history.
+    pub backup_note: Mutex<Option<String>>,
     /// What each host got of it.
     pub sent: Mutex<Vec<crate::transfer::Sent>>,
     /// Empty at the start.
@@ -56,6 +60,8 @@ pub(super) struct Done {
     started: BTreeSet<usize>,
     /// Hosts whose upstream may point at the new colour (marked before the switch is sent).
     switched: BTreeSet<usize>,
+    /// Hosts where this run (re)started the new colour's processes (beside the web one).
+    processes: BTreeSet<usize>,
 }
 
 /// A host with its step and what it had before.
@@ -147,6 +153,9 @@ impl<'a> Run<'a> {
                 *s = sent;
             }
         }
+        if self.kind == Kind::Deploy {
+            self.release_phase().await?;
+        }
         let direct = self.start_and_gate().await?;
         self.switch().await?;
         self.verify(&direct).await?;
@@ -168,6 +177,200 @@ impl<'a> Run<'a> {
     async fn hooks(&self, stage: crate::hooks::Stage) -> Result<(), Error> {
         let target = &self.plan.target;
         crate::hooks::run(self.config, stage, &target.release, &target.image).await
+    }
+
+    // --- the release phase: a backup, then the release command ----------------------------------
+
+    /// On one host each, before any new copy starts: the backup (unless `--skip-backup`), then
+    /// the release command, both in the new release's image with its environment. A failure
+    /// stops the deploy with nothing switched.
+    async fn release_phase(&self) -> Result<(), Error> {
+        if let Some(backup) = &self.config.backup {
+            if self.skip_backup {
+                self.note_backup("skipped (--skip-backup)".into());
+                ui::warn("no backup before this deploy (`--skip-backup`): the history says so");
+            } else {
+                self.backup(backup).await?;
+            }
+        }
+        if let Some(command) = &self.config.deploy.release_command {
+            let w = self.work_on(&self.config.deploy.release_host)?;
+            let env = env::app_env(self.config, self.secrets, &self.plan.target, w.step.to)?;
+            let oneoff = crate::oneoff::Oneoff {
+                config: self.config,
+                role: "release",
+                name: crate::oneoff::name(self.config, "release"),
+                image: &self.plan.target.image,
+                command,
+                env: crate::oneoff::EnvFrom::Stdin,
+                extra: Vec::new(),
+                tty: false,
+                interactive: false,
+            };
+            let docker = oneoff.docker_args();
+            let cmd = scripts::Oneoff {
+                label: "release command",
+                name: &oneoff.name,
+                pull: Some(&self.plan.target.image),
+                docker: &docker,
+                env: Some(&env),
+            }
+            .command();
+            self.release_step(&w, "release command", command, &oneoff.name, &cmd)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The backup, on its host: kept there at mode 0600, the oldest beyond `keep` removed.
+    async fn backup(&self, backup: &crate::config::Backup) -> Result<(), Error> {
+        let w = self.work_on(&backup.host)?;
+        let env = env::app_env(self.config, self.secrets, &self.plan.target, w.step.to)?;
+        let file = backup_file_name(lock::now(), &self.plan.target.release);
+        let dir = self.config.site().backups_dir();
+        let image = backup.image.as_deref().unwrap_or(&self.plan.target.image);
+        let oneoff = crate::oneoff::Oneoff {
+            config: self.config,
+            role: "backup",
+            name: crate::oneoff::name(self.config, "backup"),
+            image,
+            command: &backup.command,
+            env: crate::oneoff::EnvFrom::Stdin,
+            extra: vec![
+                "--volume".into(),
+                format!("{dir}/.incoming:/shipit-backup"),
+                "--env".into(),
+                format!("SHIPIT_BACKUP_FILE=/shipit-backup/{file}"),
+            ],
+            tty: false,
+            interactive: false,
+        };
+        let docker = oneoff.docker_args();
+        let cmd = scripts::Backup {
+            dir: &dir,
+            file: &file,
+            keep: backup.keep,
+            name: &oneoff.name,
+            image,
+            docker: &docker,
+            env: &env,
+        }
+        .command();
+        let out = self
+            .release_step(&w, "backup", &backup.command, &oneoff.name, &cmd)
+            .await?;
+        let bytes = out
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("shipit-backup "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|b| b.parse::<u64>().ok())
+            .unwrap_or(0);
+        let pruned = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("shipit-pruned "))
+            .count();
+        ui::status(
+            "Backed up",
+            &format!(
+                "to `{dir}/{file}` on `{}` ({} KiB){}",
+                w.host.spec,
+                bytes.div_ceil(1024),
+                if pruned > 0 {
+                    format!(
+                        "; {pruned} older backup{} removed (keep = {})",
+                        plural(pruned),
+                        backup.keep
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        self.note_backup(file);
+        Ok(())
+    }
+
+    fn note_backup(&self, note: String) {
+        if let Ok(mut n) = self.backup_note.lock() {
+            *n = Some(note);
+        }
+    }
+
+    /// The work of the host `spec` (a configured host, so one of the fleet's).
+    fn work_on(&self, spec: &crate::config::HostSpec) -> Result<Work<'a>, Error> {
+        self.work()
+            .into_iter()
+            .find(|w| w.host.spec == *spec)
+            .ok_or_else(|| Error::Internal {
+                context: "the release phase".into(),
+                source: format!("`{spec}` is not among the environment's hosts").into(),
+            })
+    }
+
+    /// Run one step of the release phase on `w`'s host, its output streamed with the host's
+    /// name; interrupted, its container is removed before the deploy stops.
+    async fn release_step(
+        &self,
+        w: &Work<'a>,
+        what: &'static str,
+        command: &[String],
+        container: &str,
+        cmd: &crate::remote::RemoteCommand,
+    ) -> Result<crate::ssh::Output, Error> {
+        let host = w.host.spec.to_string();
+        let shown = command.join(" ");
+        ui::status(
+            if what == "backup" {
+                "Backing up"
+            } else {
+                "Releasing"
+            },
+            &format!("`{shown}` on `{host}`, in {}", self.plan.target.release),
+        );
+        let t = Instant::now();
+        let prefix = w.host.spec.host.clone();
+        let ran = self
+            .cancel
+            .guard(w.host.run_streaming(cmd, |line| ui::output(&prefix, line)))
+            .await;
+        let out = match ran {
+            Ok(out) => out,
+            Err(e) => {
+                // Cut short: the container would run on without us.
+                let names = [container.to_owned()];
+                let _ = w
+                    .host
+                    .check(&scripts::RemoveContainers { names: &names }.command())
+                    .await;
+                return Err(e);
+            }
+        };
+        if out.code != Some(0) {
+            return Err(Error::ReleasePhase {
+                what,
+                host,
+                command: shown,
+                code: out.code,
+                tail: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    out.stderr
+                        .lines()
+                        .filter(|l| !l.starts_with("shipit-"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            });
+        }
+        if what != "backup" {
+            ui::status(
+                "Released",
+                &format!("`{shown}` on `{host}` in {:.2}s", t.elapsed().as_secs_f64()),
+            );
+        }
+        Ok(out)
     }
 
     // --- start and gate, per host ------------------------------------------------------------
@@ -279,8 +482,90 @@ impl<'a> Run<'a> {
             .cancel
             .guard(abort.guard(self.gate(&w, tunnel, gate_line)))
             .await;
+        let r = match r {
+            Ok(tunnel) => self
+                .cancel
+                .guard(abort.guard(self.start_processes(&w, gate_line)))
+                .await
+                .map(|()| tunnel),
+            Err(e) => Err(e),
+        };
         gate_line.finish_with(&r, "healthy");
         r
+    }
+
+    /// The processes beside the web one that run on `w`'s host.
+    fn processes_on(&self, w: &Work<'a>) -> Vec<&'a crate::config::Process> {
+        self.config
+            .processes
+            .iter()
+            .filter(|p| p.hosts.contains(&w.host.spec))
+            .collect()
+    }
+
+    /// Start the new colour's processes on `w`'s host (a warm colour's too: they stop after
+    /// each deploy), then wait until each is ready. A process that is not fails the deploy,
+    /// which is undone like a failed health gate.
+    async fn start_processes(&self, w: &Work<'a>, line: &ui::HostLine) -> Result<(), Error> {
+        let processes = self.processes_on(w);
+        if processes.is_empty() {
+            return Ok(());
+        }
+        let site = self.config.site();
+        let colour = w.step.to;
+        let units: Vec<String> = processes
+            .iter()
+            .map(|p| site.process_instance(&p.name, colour))
+            .collect();
+        self.mark(|d| {
+            d.processes.insert(w.index);
+        });
+        line.set(format!(
+            "starting {}",
+            processes
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        w.host
+            .check(
+                &scripts::StartUnits {
+                    label: "start the processes",
+                    units: &units,
+                }
+                .command(),
+            )
+            .await?;
+        line.set("waiting for the processes to be ready");
+        let checks = processes.iter().map(|p| {
+            let unit = site.process_instance(&p.name, colour);
+            let container = site.process_container(&p.name, colour);
+            async move {
+                let cmd = scripts::ProcessReady {
+                    unit: &unit,
+                    container: &container,
+                    ready: &p.ready,
+                    timeout: self.config.health.timeout,
+                }
+                .command();
+                let out = w.host.run(&cmd).await?;
+                if out.code == Some(0) {
+                    return Ok(());
+                }
+                Err(Error::ProcessNotReady {
+                    host: w.host.spec.to_string(),
+                    process: p.name.clone(),
+                    release: self.plan.target.release.clone(),
+                    said: out.stderr.trim_end().to_owned(),
+                    environment: self.config.environment.clone(),
+                })
+            }
+        });
+        for r in futures::future::join_all(checks).await {
+            r?;
+        }
+        Ok(())
     }
 
     async fn prepare(&self, w: &Work<'a>) -> Result<(), Error> {
@@ -708,8 +993,43 @@ impl<'a> Run<'a> {
             // A rollback pulls nothing new, at most a retained image.
             Kind::Rollback => self.record(&all, outcome, None).await,
         }
+        // The previous release's processes stop now that the switch is verified (they would
+        // consume the same queue as the new ones).
+        self.stop_previous_processes(&self.changing()).await;
         if self.config.deploy.keep_previous == KeepPrevious::Stop {
             self.stop_previous(&self.changing()).await;
+        }
+    }
+
+    async fn stop_previous_processes(&self, changing: &[Work<'a>]) {
+        let results = each_bounded(changing.to_vec(), self.fleet.max_parallel, |w| async move {
+            let site = self.config.site();
+            let previous = w.step.to.other();
+            let units: Vec<String> = self
+                .processes_on(&w)
+                .iter()
+                .map(|p| site.process_instance(&p.name, previous))
+                .collect();
+            if units.is_empty() {
+                return Ok(());
+            }
+            w.host
+                .check(
+                    &scripts::StopUnits {
+                        label: "stop the previous release's processes",
+                        units: &units,
+                    }
+                    .command(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("`{}`: {}", w.host.spec, first_line(&e)))
+        })
+        .await;
+        for r in results {
+            if let Err(e) = r {
+                ui::warn(&format!("could not stop the previous processes on {e}"));
+            }
         }
     }
 
@@ -728,6 +1048,7 @@ impl<'a> Run<'a> {
                 outcome,
                 reason: reason.map(str::to_owned),
                 run: self.run_id.clone(),
+                backup: self.backup_note.lock().ok().and_then(|n| n.clone()),
             };
             async move {
                 // A struct of strings and integers always serializes.
@@ -828,14 +1149,19 @@ impl<'a> Run<'a> {
             .collect();
         let reverted = self.revert(&to_revert).await;
         let split: Vec<&Reverted<'a>> = reverted.iter().filter(|r| !r.back).collect();
-        // A new copy is stopped only where it does not serve.
+        // A new copy (and its processes) is stopped only where it does not serve.
+        let processes = self
+            .done
+            .lock()
+            .map(|d| d.processes.clone())
+            .unwrap_or_default();
         let stop: Vec<Work<'a>> = all
             .iter()
-            .filter(|w| started.contains(&w.index))
+            .filter(|w| started.contains(&w.index) || processes.contains(&w.index))
             .filter(|w| !split.iter().any(|r| r.work.index == w.index))
             .cloned()
             .collect();
-        self.stop_new(&stop).await;
+        self.stop_new(&stop, &started).await;
         let reachable: Vec<Work<'a>> = all
             .iter()
             .filter(|w| {
@@ -999,10 +1325,20 @@ impl<'a> Run<'a> {
         .map(|(_, s)| s)
     }
 
-    async fn stop_new(&self, started: &[Work<'a>]) {
-        let results = each_bounded(started.to_vec(), self.fleet.max_parallel, |w| async move {
+    /// Stop what this run started on `hosts`: the new copy where `web_started` has the host
+    /// (a warm copy stays), and the new colour's processes.
+    async fn stop_new(&self, hosts: &[Work<'a>], web_started: &BTreeSet<usize>) {
+        let results = each_bounded(hosts.to_vec(), self.fleet.max_parallel, |w| async move {
             let site = self.config.site();
-            let units = [site.unit(w.step.to), site.legacy().unit(w.step.to)];
+            let mut units = Vec::new();
+            if web_started.contains(&w.index) {
+                units.extend([site.unit(w.step.to), site.legacy().unit(w.step.to)]);
+            }
+            units.extend(
+                self.processes_on(&w)
+                    .iter()
+                    .map(|p| site.process_instance(&p.name, w.step.to)),
+            );
             let r = w
                 .host
                 .check(
@@ -1087,6 +1423,24 @@ fn served_by(upstream_addr: Option<&str>) -> Option<u16> {
         .ok()
 }
 
+/// A backup's file name: when (UTC) and which release, sortable by time.
+fn backup_file_name(unix: u64, release: &str) -> String {
+    let time = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix))
+        .to_string()
+        .replace(['-', ':'], "");
+    let release: String = release
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".+_".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{time}_{release}.backup")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1100,5 +1454,17 @@ mod tests {
         );
         assert_eq!(served_by(Some("")), None);
         assert_eq!(served_by(None), None);
+    }
+
+    #[test]
+    fn backups_are_named_by_time_and_release() {
+        assert_eq!(
+            backup_file_name(1_796_153_400, "1.4.2+3f9c2ab"),
+            "20261201T193000Z_1.4.2+3f9c2ab.backup"
+        );
+        assert_eq!(
+            backup_file_name(0, "1.0.0+abc.dirty/x"),
+            "19700101T000000Z_1.0.0+abc.dirty-x.backup"
+        );
     }
 }

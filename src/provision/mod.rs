@@ -199,9 +199,15 @@ async fn check_all(
     fleet
         .each(|host| {
             let line = progress.line(&host.spec);
+            // A process's units go to its hosts only, a job's to its host.
+            let desired: Vec<ManagedFile> = desired
+                .iter()
+                .filter(|f| f.goes_to(&host.spec))
+                .cloned()
+                .collect();
             async move {
                 let result = async {
-                    let plan = observe_and_plan(config, &host, desired, dirs, login).await?;
+                    let plan = observe_and_plan(config, &host, &desired, dirs, login).await?;
                     if !dry_run && !plan.is_empty() {
                         line.set(format!(
                             "staging and validating {} changed file{}",
@@ -293,7 +299,7 @@ async fn observe_and_plan(
     login: Option<&Login<'_>>,
 ) -> Result<HostPlan, (Error, Option<HostPlan>)> {
     let site = config.site();
-    let (observed, legacy_state, held) = read_host(config, host, desired, dirs)
+    let (observed, legacy_state, held, units) = read_host(config, host, desired, dirs)
         .await
         .map_err(|e| (e, None))?;
     let legacy = plan::legacy_move(&site, &config.domain, &legacy_state).map_err(|message| {
@@ -326,26 +332,27 @@ async fn observe_and_plan(
             None,
         ));
     }
-    let plan = plan::plan_host(desired, dirs, &observed, login, legacy);
+    let plan = plan::plan_host(desired, dirs, &observed, login, legacy, &units);
     info!(host = %host.spec, changes = plan.changes.len(), login = plan.login, "planned");
     Ok(plan)
 }
 
-/// One round trip's worth of reads (three commands at once): the managed files, the earlier
-/// layout, and who holds the colour ports.
+/// What a host holds, read in one round trip (four commands at once).
+type HostReading = (
+    plan::Observed,
+    plan::LegacyState,
+    Vec<crate::state::HeldPort>,
+    plan::SiteUnits,
+);
+
+/// One round trip's worth of reads: the managed files, the earlier layout, who holds the
+/// colour ports, and the site's process and job units.
 async fn read_host(
     config: &Config,
     host: &Host,
     desired: &[ManagedFile],
     dirs: &[(&'static str, String)],
-) -> Result<
-    (
-        plan::Observed,
-        plan::LegacyState,
-        Vec<crate::state::HeldPort>,
-    ),
-    Error,
-> {
+) -> Result<HostReading, Error> {
     let site = config.site();
     let old = site.legacy();
     let observe = scripts::Observe {
@@ -367,10 +374,17 @@ async fn read_host(
         ours: &[site.container(Colour::Blue), site.container(Colour::Green)],
     }
     .command();
-    let (files, legacy_out, ports_out) = tokio::join!(
+    let timers = plan::timers(desired);
+    let units = scripts::SiteUnits {
+        key: &site.key(),
+        timers: &timers,
+    }
+    .command();
+    let (files, legacy_out, ports_out, units_out) = tokio::join!(
         host.check(&observe),
         host.check(&legacy),
-        host.check(&ports)
+        host.check(&ports),
+        host.check(&units)
     );
     let protocol = |cmd: &crate::remote::RemoteCommand, message: String| Error::Protocol {
         host: host.spec.to_string(),
@@ -382,7 +396,9 @@ async fn read_host(
     let legacy_state = plan::LegacyState::parse(&String::from_utf8_lossy(&legacy_out?))
         .map_err(|m| protocol(&legacy, m))?;
     let held = crate::state::ports_held(&String::from_utf8_lossy(&ports_out?));
-    Ok((observed, legacy_state, held))
+    let site_units = plan::SiteUnits::parse(&String::from_utf8_lossy(&units_out?))
+        .map_err(|m| protocol(&units, m))?;
+    Ok((observed, legacy_state, held, site_units))
 }
 
 async fn stage_and_validate(host: &Host, plan: &HostPlan) -> Result<(), Error> {
@@ -528,6 +544,25 @@ async fn install_changes(host: &Host, plan: &HostPlan) -> Result<Vec<&'static st
             reloaded.push("nginx");
         }
     }
+    if !plan.retire.is_empty() {
+        host.check(
+            &scripts::RetireUnits {
+                paths: &plan.retire,
+            }
+            .command(),
+        )
+        .await?;
+        reloaded.push("systemd");
+    }
+    if !plan.enable_timers.is_empty() {
+        host.check(
+            &scripts::EnableTimers {
+                timers: &plan.enable_timers,
+            }
+            .command(),
+        )
+        .await?;
+    }
     if !legacy.cleanup.is_empty() {
         let unit_removed = legacy.cleanup.iter().any(|p| p.ends_with("@.service"));
         host.check(
@@ -596,6 +631,20 @@ fn say_provisioned(host: &Host, plan: &HostPlan, report: &HostReport) {
             summary.push_str(", removed what was left of the earlier layout");
         }
     }
+    if !plan.retire.is_empty() {
+        summary.push_str(&format!(
+            ", removed {} unit{} no longer configured",
+            plan.retire.len(),
+            plural(plan.retire.len())
+        ));
+    }
+    if !plan.enable_timers.is_empty() {
+        summary.push_str(&format!(
+            ", started {} job timer{}",
+            plan.enable_timers.len(),
+            plural(plan.enable_timers.len())
+        ));
+    }
     if report.logged_in {
         summary.push_str(", logged in to the registry");
     }
@@ -627,6 +676,14 @@ fn print_dry_run(host: &str, plan: &HostPlan) {
     }
     for change in &plan.changes {
         ui::out(&plan::diff(host, change));
+    }
+    for path in &plan.retire {
+        ui::out(&format!(
+            "{host}: would stop and remove {path} (no longer in the configuration)\n"
+        ));
+    }
+    for timer in &plan.enable_timers {
+        ui::out(&format!("{host}: would enable and start {timer}\n"));
     }
     if plan.login {
         ui::out(&format!("{host}: would log Docker in to the registry\n"));

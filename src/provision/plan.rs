@@ -131,6 +131,47 @@ pub struct HostPlan {
     pub login: bool,
     /// Moving this environment off the earlier layout, when the host has it there.
     pub legacy: Option<LegacyMove>,
+    /// Process and job units the configuration no longer has (paths): stopped and removed.
+    pub retire: Vec<String>,
+    /// Job timers to enable and start (unit names): new ones, or ones found stopped.
+    pub enable_timers: Vec<String>,
+}
+
+/// A site's process and job units on a host, from [`crate::remote::scripts::SiteUnits`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SiteUnits {
+    pub files: Vec<String>,
+    /// `(unit, enabled, active)` as `systemctl is-enabled` and `is-active` say.
+    pub timers: Vec<(String, String, String)>,
+}
+
+impl SiteUnits {
+    pub fn parse(text: &str) -> Result<SiteUnits, String> {
+        let mut u = SiteUnits::default();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            match line.split_once(' ') {
+                Some(("file", path)) => u.files.push(path.to_owned()),
+                Some(("timer", rest)) => {
+                    let mut w = rest.split(' ');
+                    let name = w.next().unwrap_or_default().to_owned();
+                    let enabled = w.next().unwrap_or_default().to_owned();
+                    let active = w.next().unwrap_or_default().to_owned();
+                    u.timers.push((name, enabled, active));
+                }
+                _ => return Err(format!("unexpected line `{line}`")),
+            }
+        }
+        Ok(u)
+    }
+}
+
+/// The timers among the files a host should have (unit names).
+pub fn timers(desired: &[ManagedFile]) -> Vec<String> {
+    desired
+        .iter()
+        .filter(|f| f.path.ends_with(".timer"))
+        .filter_map(|f| f.path.rsplit('/').next().map(str::to_owned))
+        .collect()
 }
 
 impl HostPlan {
@@ -139,6 +180,8 @@ impl HostPlan {
             && self.changes.is_empty()
             && !self.login
             && self.legacy.as_ref().is_none_or(LegacyMove::is_empty)
+            && self.retire.is_empty()
+            && self.enable_timers.is_empty()
     }
 
     /// Files written once and owned by deploys afterwards; installed without a reload.
@@ -333,6 +376,7 @@ pub fn plan_host(
     observed: &Observed,
     login: Option<&Login<'_>>,
     legacy: Option<LegacyMove>,
+    units: &SiteUnits,
 ) -> HostPlan {
     let mut changes = Vec::new();
     for (file, have) in desired.iter().zip(&observed.files) {
@@ -370,11 +414,27 @@ pub fn plan_host(
         .filter(|(_, exists)| !**exists)
         .map(|(d, _)| d.clone())
         .collect();
+    let retire = units
+        .files
+        .iter()
+        .filter(|f| !desired.iter().any(|d| d.path == **f))
+        .cloned()
+        .collect();
+    let enable_timers = timers(desired)
+        .into_iter()
+        .filter(|t| {
+            !units.timers.iter().any(|(name, enabled, active)| {
+                name == t && enabled == "enabled" && active == "active"
+            })
+        })
+        .collect();
     HostPlan {
         mkdirs,
         changes,
         login: login.is_some_and(|l| !logged_in(observed.docker_config.as_ref(), l)),
         legacy,
+        retire,
+        enable_timers,
     }
 }
 
@@ -436,6 +496,7 @@ mod tests {
             kind,
             create_only,
             template: None,
+            hosts: None,
         }
     }
 
@@ -497,7 +558,7 @@ mod tests {
             docker_config: None,
         };
         let dirs = vec![("755", "/etc/shipit/a".to_owned())];
-        let p = plan_host(&desired(), &dirs, &obs, None, None);
+        let p = plan_host(&desired(), &dirs, &obs, None, None, &SiteUnits::default());
         assert_eq!(p.changes.len(), 4);
         assert!(p.changes.iter().all(|c| c.reason == Reason::Created));
         assert_eq!(p.mkdirs, dirs);
@@ -549,6 +610,7 @@ mod tests {
             &obs,
             None,
             None,
+            &SiteUnits::default(),
         );
         assert!(p.is_empty(), "{p:?}");
         assert!(!p.reload_nginx() && !p.daemon_reload());
@@ -566,7 +628,7 @@ mod tests {
             dirs: vec![],
             docker_config: None,
         };
-        let p = plan_host(&desired(), &[], &obs, None, None);
+        let p = plan_host(&desired(), &[], &obs, None, None, &SiteUnits::default());
         assert_eq!(p.changes.len(), 1);
         assert_eq!(p.changes[0].reason, Reason::Content);
         assert!(p.daemon_reload() && !p.reload_nginx());
@@ -581,7 +643,7 @@ mod tests {
             dirs: vec![],
             docker_config: None,
         };
-        let p = plan_host(&desired(), &[], &obs, None, None);
+        let p = plan_host(&desired(), &[], &obs, None, None, &SiteUnits::default());
         assert_eq!(p.changes.len(), 1);
         assert_eq!(p.changes[0].reason, Reason::Permissions);
         assert!(diff("h", &p.changes[0]).contains("mode or owner"));
@@ -601,15 +663,15 @@ mod tests {
             dirs: vec![],
             docker_config: have(&config),
         };
-        assert!(!plan_host(&[], &[], &obs, Some(&login), None).login);
+        assert!(!plan_host(&[], &[], &obs, Some(&login), None, &SiteUnits::default()).login);
         let other = Login {
             password: "new",
             ..login.clone()
         };
-        assert!(plan_host(&[], &[], &obs, Some(&other), None).login);
+        assert!(plan_host(&[], &[], &obs, Some(&other), None, &SiteUnits::default()).login);
         obs.docker_config = None;
-        assert!(plan_host(&[], &[], &obs, Some(&login), None).login);
-        assert!(!plan_host(&[], &[], &obs, None, None).login);
+        assert!(plan_host(&[], &[], &obs, Some(&login), None, &SiteUnits::default()).login);
+        assert!(!plan_host(&[], &[], &obs, None, None, &SiteUnits::default()).login);
     }
 
     #[test]

@@ -578,6 +578,178 @@ impl Prune<'_> {
     }
 }
 
+/// A site's process and job units installed, and the state of the timers it should have.
+pub struct SiteUnits<'a> {
+    pub key: &'a str,
+    /// Unit names, such as `web_production_job_cleanup.timer`.
+    pub timers: &'a [String],
+}
+
+impl SiteUnits<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("read the site's units", script!("site_units.sh"))
+            .arg(self.key)
+            .args(self.timers.iter().cloned())
+    }
+}
+
+/// Stop and remove units the configuration no longer has.
+pub struct RetireUnits<'a> {
+    /// Their paths.
+    pub paths: &'a [String],
+}
+
+impl RetireUnits<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new(
+            "remove units no longer configured",
+            script!("retire_units.sh"),
+        )
+        .args(self.paths.iter().cloned())
+    }
+}
+
+/// Enable and start timers.
+pub struct EnableTimers<'a> {
+    pub timers: &'a [String],
+}
+
+impl EnableTimers<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("enable the jobs' timers", script!("enable_timers.sh"))
+            .args(self.timers.iter().cloned())
+    }
+}
+
+/// Run a one-off container (release command, `shipit exec`) and wait for it.
+pub struct Oneoff<'a> {
+    pub label: &'a str,
+    /// The container's name; a leftover of that name is removed first.
+    pub name: &'a str,
+    /// An image to pull first when the engine lacks it (`None`: the image is there).
+    pub pull: Option<&'a str>,
+    /// docker's arguments, `run` first ([`crate::oneoff`]).
+    pub docker: &'a [String],
+    /// The app env, when the arguments read it from `/dev/stdin`.
+    pub env: Option<&'a str>,
+}
+
+impl Oneoff<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        let cmd = RemoteCommand::new(self.label, script!("oneoff.sh"))
+            .arg(self.name)
+            .arg(self.pull.unwrap_or("-"))
+            .args(self.docker.iter().cloned());
+        match self.env {
+            Some(env) => cmd.stdin(env),
+            None => cmd,
+        }
+    }
+}
+
+/// Remove containers, running or not.
+pub struct RemoveContainers<'a> {
+    pub names: &'a [String],
+}
+
+impl RemoveContainers<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("remove one-off containers", script!("remove_containers.sh"))
+            .args(self.names.iter().cloned())
+    }
+}
+
+/// Take a backup into the backups directory, keeping the newest `keep`.
+pub struct Backup<'a> {
+    pub dir: &'a str,
+    pub file: &'a str,
+    pub keep: usize,
+    pub name: &'a str,
+    pub image: &'a str,
+    pub docker: &'a [String],
+    pub env: &'a str,
+}
+
+impl Backup<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("back up", script!("backup.sh"))
+            .arg(self.dir)
+            .arg(self.file)
+            .arg(self.keep.to_string())
+            .arg(self.name)
+            .arg(self.image)
+            .args(self.docker.iter().cloned())
+            .stdin(self.env)
+    }
+}
+
+/// The backups kept in a directory.
+pub struct Backups<'a> {
+    pub dir: &'a str,
+}
+
+impl Backups<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("list backups", script!("backups.sh")).arg(self.dir)
+    }
+}
+
+/// Restore a backup with the configured command.
+pub struct Restore<'a> {
+    pub file: &'a str,
+    pub name: &'a str,
+    pub image: &'a str,
+    pub docker: &'a [String],
+    pub env: &'a str,
+}
+
+impl Restore<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("restore", script!("restore.sh"))
+            .arg(self.file)
+            .arg(self.name)
+            .arg(self.image)
+            .args(self.docker.iter().cloned())
+            .stdin(self.env)
+    }
+}
+
+/// Start units afresh (processes of a colour).
+pub struct StartUnits<'a> {
+    pub label: &'a str,
+    pub units: &'a [String],
+}
+
+impl StartUnits<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new(self.label, script!("start_units.sh")).args(self.units.iter().cloned())
+    }
+}
+
+/// Whether a newly started process is ready.
+pub struct ProcessReady<'a> {
+    pub unit: &'a str,
+    pub container: &'a str,
+    pub ready: &'a crate::config::Ready,
+    /// How long a readiness command may take to succeed.
+    pub timeout: std::time::Duration,
+}
+
+impl ProcessReady<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        let cmd = RemoteCommand::new(format!("check {}", self.unit), script!("process_ready.sh"))
+            .arg(self.unit)
+            .arg(self.container);
+        match self.ready {
+            crate::config::Ready::After(d) => cmd.arg("after").arg(d.as_secs().max(1).to_string()),
+            crate::config::Ready::Command(args) => cmd
+                .arg("command")
+                .arg(self.timeout.as_secs().max(1).to_string())
+                .args(args.iter().cloned()),
+        }
+    }
+}
+
 /// What a host's engine holds, for sending it an image over SSH.
 pub struct HostImages;
 
@@ -819,6 +991,70 @@ mod tests {
             }
             .command(),
             HostImages.command(),
+            Oneoff {
+                label: "release command",
+                name: "web_production_release",
+                pull: Some("registry.example.com/web@sha256:00"),
+                docker: &[
+                    "run".into(),
+                    "--rm".into(),
+                    "image".into(),
+                    "./migrate".into(),
+                ],
+                env: Some("A=1\n"),
+            }
+            .command(),
+            Backup {
+                dir: "/var/lib/shipit/web/production/backups",
+                file: "20261201T000000Z_1.0.0.backup",
+                keep: 10,
+                name: "web_production_backup",
+                image: "registry.example.com/web@sha256:00",
+                docker: &["run".into(), "image".into()],
+                env: "A=1\n",
+            }
+            .command(),
+            Backups {
+                dir: "/var/lib/shipit/web/production/backups",
+            }
+            .command(),
+            Restore {
+                file: "/var/lib/shipit/web/production/backups/x.backup",
+                name: "web_production_restore",
+                image: "registry.example.com/web@sha256:00",
+                docker: &["run".into(), "image".into()],
+                env: "A=1\n",
+            }
+            .command(),
+            RemoveContainers {
+                names: &["web_production_release".into()],
+            }
+            .command(),
+            StartUnits {
+                label: "start processes",
+                units: &["web_production_worker@blue.service".into()],
+            }
+            .command(),
+            ProcessReady {
+                unit: "web_production_worker@blue.service",
+                container: "web_production_worker-blue",
+                ready: &crate::config::Ready::Command(vec!["./check".into()]),
+                timeout: std::time::Duration::from_secs(20),
+            }
+            .command(),
+            SiteUnits {
+                key: &site.key(),
+                timers: &["web_production_job_cleanup.timer".into()],
+            }
+            .command(),
+            RetireUnits {
+                paths: &["/etc/systemd/system/web_production_worker@.service".into()],
+            }
+            .command(),
+            EnableTimers {
+                timers: &["web_production_job_cleanup.timer".into()],
+            }
+            .command(),
             LoadImage { id: "sha256:11" }.command(),
             SudoProbe.command(),
             Doctor {

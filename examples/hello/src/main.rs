@@ -1,215 +1,164 @@
 //! `hello`: the example app that shipit deploys in its demo and tests, as a team's app would
-//! look: a few routes on axum, configured from its environment, stopped cleanly by SIGTERM.
+//! look. Its image is `FROM scratch` around this one static binary, so each of the app's
+//! processes is a subcommand of it:
 //!
-//! Routes: `GET /health` (JSON), `GET /version` (JSON: version, colour, hostname), `GET /`
-//! (text); HEAD for each; anything else a JSON 404. Environment: `PORT` (3000), `HELLO_BIND`
-//! (0.0.0.0), `SHIPIT_RELEASE` or `APP_VERSION` (the version reported), `SHIPIT_COLOUR`,
-//! `HELLO_HEALTH=unhealthy|error` (a failing health gate), `HELLO_EXIT_AFTER=<s>` (exit 1 that
-//! long after start: dies after passing the gate), `HELLO_START_DELAY=<s>` (a slow start).
-//! Each request is logged as `METHOD PATH STATUS MICROSECONDS`.
+//! - `hello` or `hello serve`: the HTTP service ([`serve`]);
+//! - `hello migrate`: the release command that migrates the store ([`migrate`]);
+//! - `hello worker`: the queue consumer; `hello worker --check`, its readiness check ([`worker`]);
+//! - `hello job <name>`: a scheduled job ([`job`]);
+//! - `hello backup`, `hello restore`: the store to and from a file ([`backup`]);
+//! - `hello store`: the store's summary as JSON, as `GET /store` answers it.
+//!
+//! All but the server's `/`, `/health` and `/version` work on the store ([`store`]), a
+//! directory that every container of the app mounts. Settings come from the environment ([`env`]); every failure is
+//! a [`Failure`], which owns the wording and the exit code. Output is one line per action on
+//! stdout (shipit streams it into a deploy's output); errors are one line on stderr.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod backup;
+mod env;
+mod failure;
+mod job;
+mod migrate;
+mod serve;
+mod store;
+mod worker;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
-use serde_json::json;
+use std::process::ExitCode;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Health {
-    Healthy,
-    Unhealthy,
-    Error,
+use env::Env;
+use failure::Failure;
+use store::Store;
+
+const USAGE: &str =
+    "usage: hello [serve | migrate | worker [--check] | job <name> | backup | restore | store]";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Serve,
+    Migrate,
+    Worker { check: bool },
+    Job(String),
+    Backup,
+    Restore,
+    Store,
+    Help,
 }
 
-/// What the routes answer with.
-#[derive(Debug)]
-struct App {
-    version: String,
-    colour: String,
-    hostname: String,
-    health: Health,
-}
-
-#[derive(Debug)]
-struct Settings {
-    app: App,
-    addr: SocketAddr,
-    exit_after: Option<Duration>,
-    start_delay: Option<Duration>,
-}
-
-impl Settings {
-    /// From the environment (`get`; empty counts as unset) and /etc/hostname's content.
-    fn from_env(
-        get: impl Fn(&str) -> Option<String>,
-        etc_hostname: Option<String>,
-    ) -> Result<Settings, String> {
-        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let seconds = |name: &str| -> Result<Option<Duration>, String> {
-            get(name)
-                .map(|v| {
-                    v.trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64)
-                        .ok_or_else(|| format!("{name}={v:?} is not a number of seconds"))
-                })
-                .transpose()
-        };
-        let health = match get("HELLO_HEALTH").as_deref().map(str::trim) {
-            None | Some("healthy") => Health::Healthy,
-            Some("unhealthy") => Health::Unhealthy,
-            Some("error") => Health::Error,
-            Some(other) => {
-                return Err(format!(
-                    "HELLO_HEALTH={other:?}: expected healthy, unhealthy or error"
-                ));
+impl Command {
+    fn parse(args: &[&str]) -> Result<Command, Failure> {
+        let command = match args {
+            [] | ["serve"] => Command::Serve,
+            ["migrate"] => Command::Migrate,
+            ["worker"] => Command::Worker { check: false },
+            ["worker", "--check"] => Command::Worker { check: true },
+            ["job", name] => {
+                job::check_name(name).map_err(Failure::Usage)?;
+                Command::Job((*name).to_owned())
+            }
+            ["backup"] => Command::Backup,
+            ["restore"] => Command::Restore,
+            ["store"] => Command::Store,
+            ["help" | "--help" | "-h"] => Command::Help,
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "unexpected arguments {args:?}: {USAGE}"
+                )));
             }
         };
-        let port: u16 = get("PORT")
-            .map(|p| {
-                p.trim()
-                    .parse()
-                    .map_err(|_| format!("PORT={p:?} is not a port number"))
-            })
-            .transpose()?
-            .unwrap_or(3000);
-        let bind: IpAddr = get("HELLO_BIND")
-            .map(|b| {
-                b.trim()
-                    .parse()
-                    .map_err(|_| format!("HELLO_BIND={b:?} is not an IP address"))
-            })
-            .transpose()?
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        Ok(Settings {
-            app: App {
-                version: get("SHIPIT_RELEASE")
-                    .or_else(|| get("APP_VERSION"))
-                    .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
-                colour: get("SHIPIT_COLOUR").unwrap_or_default(),
-                hostname: etc_hostname
-                    .map(|h| h.trim().to_owned())
-                    .filter(|h| !h.is_empty())
-                    .or_else(|| get("HOSTNAME"))
-                    .unwrap_or_default(),
-                health,
-            },
-            addr: SocketAddr::new(bind, port),
-            exit_after: seconds("HELLO_EXIT_AFTER")?,
-            start_delay: seconds("HELLO_START_DELAY")?,
-        })
+        Ok(command)
+    }
+
+    fn run(self, env: &Env) -> Result<(), Failure> {
+        let store = || Store::open(env.data_dir());
+        match self {
+            Command::Serve => serve::run(env),
+            Command::Migrate => migrate::run(env),
+            Command::Worker { check: false } => worker::run(env),
+            Command::Worker { check: true } => worker::check(env),
+            Command::Job(name) => {
+                let line = job::run(&store()?, &name, &env.release(), store::unix_time())?;
+                println!("{line}");
+                Ok(())
+            }
+            Command::Backup => {
+                let fail = env.flag("HELLO_BACKUP_FAIL")?;
+                let file = backup::backup_file(env)?;
+                println!("{}", backup::backup(&store()?, &file, fail)?);
+                Ok(())
+            }
+            Command::Restore => {
+                let file = backup::backup_file(env)?;
+                println!("{}", backup::restore(&store()?, &file)?);
+                Ok(())
+            }
+            Command::Store => {
+                println!("{}", store()?.summary()?);
+                Ok(())
+            }
+            Command::Help => {
+                println!("{USAGE} (README.md: the environment each reads, exit codes)");
+                Ok(())
+            }
+        }
     }
 }
 
-fn router(app: Arc<App>) -> axum::Router {
-    axum::Router::new()
-        .route("/health", get(health))
-        .route("/version", get(version))
-        .route("/", get(root))
-        .fallback(not_found)
-        .layer(middleware::from_fn(access_log))
-        .with_state(app)
-}
-
-async fn health(State(app): State<Arc<App>>) -> Response {
-    let (status, body) = match app.health {
-        Health::Healthy => (StatusCode::OK, json!({"status": "healthy", "version": app.version})),
-        Health::Unhealthy => (StatusCode::OK, json!({"status": "unhealthy", "version": app.version})),
-        Health::Error => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"status": "error", "error": "HELLO_HEALTH=error", "version": app.version}),
-        ),
+fn main() -> ExitCode {
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect()
+    {
+        Ok(args) => args,
+        Err(arg) => {
+            return failed(
+                "hello",
+                Failure::Usage(format!("argument {arg:?} is not UTF-8")),
+            );
+        }
     };
-    (status, Json(body)).into_response()
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match Command::parse(&args).and_then(|command| command.run(&Env::process())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failed(
+            &format!("hello {}", args.first().unwrap_or(&"serve")),
+            failure,
+        ),
+    }
 }
 
-async fn version(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    Json(json!({"version": app.version, "colour": app.colour, "hostname": app.hostname}))
+/// `failure` on stderr as one line, after `who` ("hello migrate"); its exit code.
+fn failed(who: &str, failure: Failure) -> ExitCode {
+    eprintln!("{who}: {failure}");
+    ExitCode::from(failure.exit_code())
 }
 
-async fn root(State(app): State<Arc<App>>) -> String {
-    format!("hello from {}\n", app.version)
+/// The runtime for the subcommands that wait: the server, the worker, `migrate`'s sleep.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::Runtime)
 }
 
-async fn not_found(req: Request) -> Response {
-    let body = json!({"error": "not found", "path": req.uri().path()});
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
-}
-
-/// One line per request on stdout, which the container's log (and `shipit logs`) shows.
-async fn access_log(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let line = format!("{} {}", req.method(), req.uri());
-    let resp = next.run(req).await;
-    println!(
-        "{line} {} {}",
-        resp.status().as_u16(),
-        started.elapsed().as_micros()
-    );
-    resp
-}
-
-/// SIGTERM (`docker stop`, systemd) or Ctrl-C: as PID 1 of a `FROM scratch` container, the
-/// process must handle them itself or `docker stop` waits for its SIGKILL.
-async fn shutdown() {
+/// Catches SIGTERM (`docker stop`, systemd) and SIGINT (Ctrl-C) from the call on; the future
+/// resolves at the first, with its name and number. Call it inside the runtime, before saying
+/// "started": as PID 1 of a container, hello gets no default action for either signal, and
+/// unless it handles them, `docker stop` waits out its timeout and kills it. If the handlers
+/// cannot be installed, the future never resolves.
+fn stop_signal() -> impl Future<Output = (&'static str, u8)> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    println!("shutting down");
-}
-
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let etc_hostname = std::fs::read_to_string("/etc/hostname").ok();
-    let settings = match Settings::from_env(|n| std::env::var(n).ok(), etc_hostname) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("hello: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    if let Some(delay) = settings.start_delay {
-        println!("HELLO_START_DELAY={}: waiting before listening", delay.as_secs_f64());
-        tokio::time::sleep(delay).await;
-    }
-    if let Some(after) = settings.exit_after {
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            println!("HELLO_EXIT_AFTER={}: exiting with 1", after.as_secs_f64());
-            std::process::exit(1);
-        });
-    }
-    let listener = match tokio::net::TcpListener::bind(settings.addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("hello: cannot listen on {}: {e}", settings.addr);
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    println!("hello {} listening on {}", settings.app.version, settings.addr);
-    let served = axum::serve(listener, router(Arc::new(settings.app)))
-        .with_graceful_shutdown(shutdown())
-        .await;
-    match served {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hello: {e}");
-            std::process::ExitCode::FAILURE
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => ("SIGTERM", 15),
+            _ = int.recv() => ("SIGINT", 2),
         }
     }
 }
@@ -217,64 +166,33 @@ async fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
-    use tower::ServiceExt;
-
-    fn settings(vars: &[(&str, &str)]) -> Result<Settings, String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Settings::from_env(
-            |n| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()),
-            Some("th1\n".into()),
-        )
-    }
-
-    async fn answer(app: App, method: &str, path: &str) -> (u16, String) {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .body(Body::empty())
-            .unwrap();
-        let resp = router(Arc::new(app)).oneshot(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    #[tokio::test]
-    async fn routes() {
-        let s = settings(&[("SHIPIT_RELEASE", "2.0.0+abc"), ("SHIPIT_COLOUR", "green")]).unwrap();
-        assert_eq!(s.addr, "0.0.0.0:3000".parse().unwrap());
-        let app = || App { ..settings(&[("SHIPIT_RELEASE", "2.0.0+abc"), ("SHIPIT_COLOUR", "green")]).unwrap().app };
-        assert_eq!(
-            answer(app(), "GET", "/health").await,
-            (200, r#"{"status":"healthy","version":"2.0.0+abc"}"#.into())
-        );
-        assert_eq!(
-            answer(app(), "GET", "/version").await,
-            (200, r#"{"colour":"green","hostname":"th1","version":"2.0.0+abc"}"#.into())
-        );
-        assert_eq!(answer(app(), "GET", "/").await, (200, "hello from 2.0.0+abc\n".into()));
-        assert_eq!(answer(app(), "HEAD", "/").await.0, 200);
-        assert_eq!(
-            answer(app(), "GET", "/nope").await,
-            (404, r#"{"error":"not found","path":"/nope"}"#.into())
-        );
-        let sick = settings(&[("HELLO_HEALTH", "unhealthy")]).unwrap().app;
-        assert!(answer(sick, "GET", "/health").await.1.contains(r#""status":"unhealthy""#));
-        let broken = settings(&[("HELLO_HEALTH", "error")]).unwrap().app;
-        assert_eq!(answer(broken, "GET", "/health").await.0, 500);
-    }
 
     #[test]
-    fn bad_settings_are_named() {
-        assert!(settings(&[("HELLO_HEALTH", "meh")]).unwrap_err().contains("HELLO_HEALTH"));
-        assert!(settings(&[("PORT", "x")]).unwrap_err().contains("PORT"));
-        assert!(settings(&[("HELLO_EXIT_AFTER", "-1")]).unwrap_err().contains("HELLO_EXIT_AFTER"));
-        let s = settings(&[("HELLO_START_DELAY", "1.5"), ("HELLO_BIND", "127.0.0.1"), ("PORT", "8080")]).unwrap();
-        assert_eq!(s.start_delay, Some(Duration::from_millis(1500)));
-        assert_eq!(s.addr, "127.0.0.1:8080".parse().unwrap());
+    fn arguments_name_a_command() {
+        assert_eq!(Command::parse(&[]).unwrap(), Command::Serve);
+        assert_eq!(Command::parse(&["serve"]).unwrap(), Command::Serve);
+        assert_eq!(
+            Command::parse(&["worker", "--check"]).unwrap(),
+            Command::Worker { check: true }
+        );
+        assert_eq!(
+            Command::parse(&["job", "nightly"]).unwrap(),
+            Command::Job("nightly".into())
+        );
+        for bad in [
+            &["job"][..],
+            &["job", "a b"],
+            &["migrate", "now"],
+            &["worker", "--chek"],
+            &["nope"],
+        ] {
+            let e = Command::parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        let e = Command::parse(&["nope"]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("unexpected arguments [\"nope\"]: usage: hello [serve |"),
+            "{e}"
+        );
     }
 }

@@ -20,5 +20,5 @@ printf 'free %s\n' "$(df -Pk -- "$root" | awk 'NR == 2 {print $4}')"
 ids=$(docker image ls -aq --no-trunc | sort -u)
 if [ -n "$ids" ]; then
   # shellcheck disable=SC2086 # one word per image ID
-  docker image inspect --format 'image {{.Id}} {{join .RootFS.Layers " "}}' $ids
+  docker image inspect --format 'image {{.Id}}{{range .RootFS.Layers}} {{.}}{{end}}' $ids
 fi

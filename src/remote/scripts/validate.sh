@@ -1,6 +1,7 @@
 # shellcheck shell=sh
 # Validate staged candidates before anything is installed: `$@` is a list of
-# `KIND STAGED FINAL` triples, KIND one of `nginx`, `systemd`, `logrotate`. Prints, on
+# `KIND STAGED FINAL` triples, KIND one of `nginx`, `systemd`, `logrotate`. Units are verified
+# in one directory, in order: a job's service comes before its timer, which names it. Prints, on
 # failure, `shipit-refused FINAL VALIDATOR` on the first line of stderr, then its output.
 work=$(mktemp -d) || exit 1
 trap 'rm -rf -- "$work"' EXIT
@@ -25,7 +26,18 @@ while [ "$#" -ge 3 ]; do
         *@.service) inst="${name%@.service}@blue.service"; cp -- "$staged" "$work/units/$inst" ;;
         *) inst=$name ;;
       esac
-      ok=1; out=$(cd "$work/units" && systemd-analyze verify --man=no -- "./$inst" 2>&1) || ok=0 ;;
+      ok=1; out=$(cd "$work/units" && systemd-analyze verify --man=no -- "./$inst" 2>&1) || ok=0
+      # A timer's calendar, as systemd reads it (verify only warns about a bad one).
+      if [ "$ok" = 1 ]; then
+        case $name in
+          *.timer)
+            spec=$(sed -n 's/^OnCalendar=//p' "$staged" | head -n 1)
+            if [ -n "$spec" ]; then
+              validator="systemd-analyze calendar"
+              out=$(systemd-analyze calendar -- "$spec" 2>&1) || ok=0
+            fi ;;
+        esac
+      fi ;;
     logrotate)
       validator="logrotate -d"
       ok=1; out=$(logrotate -d -- "$staged" 2>&1) || ok=0

@@ -1,0 +1,270 @@
+//! `shipit backups <env>` and `shipit backups restore <env> ID`: the backups taken before
+//! deploys (`[backup]`), kept on the backup host, and putting one back.
+//!
+//! A backup's ID is its file name: when (UTC) and which release, such as
+//! `20261201T193000Z_1.4.2+3f9c2ab.backup`. A restore runs the configured `restore` command
+//! with `SHIPIT_BACKUP_FILE` naming the file (mounted read only), in the configured image or
+//! the live release's, under the environment's deploy lock.
+
+use serde::Serialize;
+
+use crate::config::{Backup, Config};
+use crate::error::Error;
+use crate::remote::scripts;
+use crate::ssh::Host;
+use crate::ui;
+
+/// One backup kept on the host.
+#[derive(Debug, Serialize)]
+pub struct BackupInfo {
+    pub id: String,
+    pub host: String,
+    pub bytes: u64,
+    /// Unix seconds.
+    pub time: u64,
+    pub release: String,
+    pub age: String,
+}
+
+impl ui::Render for BackupInfo {
+    fn text(&self) -> String {
+        format!(
+            "{}  {:>10}  {:>8} ago  {}  ({})\n",
+            self.id,
+            format!("{} KiB", self.bytes.div_ceil(1024)),
+            self.age,
+            self.release,
+            self.host
+        )
+    }
+}
+
+/// Parse the answer of [`scripts::Backups`]: `NAME BYTES MTIME` lines, newest first.
+pub fn parse(host: &str, text: &str, now: u64) -> Vec<BackupInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let mut w = line.split(' ');
+            let id = w.next()?.to_owned();
+            let bytes = w.next()?.parse().ok()?;
+            let time = w.next()?.split('.').next()?.parse().ok()?;
+            let release = id
+                .strip_suffix(".backup")
+                .and_then(|s| s.split_once('_'))
+                .map(|(_, r)| r.to_owned())
+                .unwrap_or_default();
+            Some(BackupInfo {
+                host: host.to_owned(),
+                bytes,
+                time,
+                release,
+                age: humantime::format_duration(std::time::Duration::from_secs(
+                    now.saturating_sub(time),
+                ))
+                .to_string(),
+                id,
+            })
+        })
+        .collect()
+}
+
+fn configured(config: &Config) -> Result<&Backup, Error> {
+    config.backup.as_ref().ok_or_else(|| Error::NoBackup {
+        environment: config.environment.clone(),
+    })
+}
+
+/// The backups kept on the backup host, newest first.
+pub async fn list(config: &Config) -> Result<Vec<BackupInfo>, Error> {
+    let backup = configured(config)?;
+    let host = Host::connect(&backup.host, &config.ssh).await?;
+    let result = list_on(config, &host).await;
+    host.close().await;
+    result
+}
+
+async fn list_on(config: &Config, host: &Host) -> Result<Vec<BackupInfo>, Error> {
+    let out = host
+        .check(
+            &scripts::Backups {
+                dir: &config.site().backups_dir(),
+            }
+            .command(),
+        )
+        .await?;
+    Ok(parse(
+        &host.spec.to_string(),
+        &String::from_utf8_lossy(&out),
+        crate::lock::now(),
+    ))
+}
+
+/// Put backup `id` back with the `restore` command, under the deploy lock; asks first unless
+/// `yes` (it overwrites what the app has now).
+pub async fn restore(
+    config: &Config,
+    id: &str,
+    yes: bool,
+    lock_wait: Option<std::time::Duration>,
+    confirm: impl FnOnce(&str) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    let backup = configured(config)?;
+    let Some(restore) = &backup.restore else {
+        return Err(Error::NoRestore {
+            environment: config.environment.clone(),
+        });
+    };
+    let secrets = crate::secret::Secrets::load(&config.app_dir)?;
+    crate::ssh::with_fleet(config, async |fleet| {
+        let Some(host) = fleet.hosts.iter().find(|h| h.spec == backup.host).cloned() else {
+            return Err(Error::UnknownHost {
+                host: backup.host.to_string(),
+                hosts: config.hosts.iter().map(ToString::to_string).collect(),
+            });
+        };
+        let kept = list_on(config, &host).await?;
+        let Some(found) = kept.iter().find(|b| b.id == id) else {
+            return Err(Error::NoSuchBackup {
+                id: id.to_owned(),
+                host: host.spec.to_string(),
+                environment: config.environment.clone(),
+                kept: kept.iter().take(5).map(|b| b.id.clone()).collect(),
+            });
+        };
+        let question = format!(
+            "Restore `{id}` ({} KiB, taken before {} was deployed, {} ago) with `{}` on `{}`? It replaces what `{}` has now.\n[y/N] ",
+            found.bytes.div_ceil(1024),
+            found.release,
+            found.age,
+            restore.join(" "),
+            host.spec,
+            config.environment
+        );
+        if !yes && !confirm(&question)? {
+            ui::status("Kept", "nothing was restored");
+            return Ok(());
+        }
+        crate::lock::with_lock(
+            fleet,
+            config,
+            "backups restore",
+            id,
+            lock_wait,
+            None,
+            |_, cancel| {
+                let host = &host;
+                let secrets = &secrets;
+                async move {
+                    cancel
+                        .guard(run_restore(config, backup, restore, host, id, secrets))
+                        .await
+                }
+            },
+        )
+        .await
+    })
+    .await
+}
+
+async fn run_restore(
+    config: &Config,
+    backup: &Backup,
+    restore: &[String],
+    host: &Host,
+    id: &str,
+    secrets: &crate::secret::Secrets,
+) -> Result<(), Error> {
+    let site = config.site();
+    let cmd = scripts::ReadState::of(&site, None).command();
+    let out = host.check(&cmd).await?;
+    let (_, state) = crate::deploy::parse_host_state(
+        config,
+        host,
+        &cmd.to_string(),
+        &String::from_utf8_lossy(&out),
+    )?;
+    let live = state.live();
+    let release = state.live_release().cloned();
+    let image = match (&backup.image, &release) {
+        (Some(image), _) => image.clone(),
+        (None, Some(r)) => r.image.clone(),
+        (None, None) => {
+            return Err(Error::NothingLive {
+                host: host.spec.to_string(),
+                environment: config.environment.clone(),
+            });
+        }
+    };
+    let target = release.unwrap_or(crate::state::ReleaseRef {
+        release: "-".into(),
+        image: image.clone(),
+    });
+    let colour = live.map_or(crate::model::Colour::Blue, |l| l.colour);
+    let env = crate::deploy::app_env(config, secrets, &target, colour)?;
+    let file = format!("{}/{id}", site.backups_dir());
+    let oneoff = crate::oneoff::Oneoff {
+        config,
+        role: "restore",
+        name: crate::oneoff::name(config, "restore"),
+        image: &image,
+        command: restore,
+        env: crate::oneoff::EnvFrom::Stdin,
+        extra: vec![
+            "--volume".into(),
+            format!("{file}:/shipit-backup/{id}:ro"),
+            "--env".into(),
+            format!("SHIPIT_BACKUP_FILE=/shipit-backup/{id}"),
+        ],
+        tty: false,
+        interactive: false,
+    };
+    let docker = oneoff.docker_args();
+    let cmd = scripts::Restore {
+        file: &file,
+        name: &oneoff.name,
+        image: &image,
+        docker: &docker,
+        env: &env,
+    }
+    .command();
+    ui::status(
+        "Restoring",
+        &format!("`{id}` with `{}` on `{}`", restore.join(" "), host.spec),
+    );
+    let prefix = host.spec.host.clone();
+    let out = host
+        .run_streaming(&cmd, |line| ui::output(&prefix, line))
+        .await?;
+    if out.code != Some(0) {
+        return Err(Error::RestoreFailed {
+            id: id.to_owned(),
+            host: host.spec.to_string(),
+            code: out.code,
+            said: out.stderr.trim_end().to_owned(),
+        });
+    }
+    ui::status("Restored", &format!("`{id}` on `{}`", host.spec));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_are_listed_with_their_release_size_and_age() {
+        let text = "20261201T193000Z_1.4.2+3f9c2ab.backup 2048 1796153400.5\nbad line\n20261130T080000Z_1.4.1+aaaaaaa.backup 10 1796025600\n";
+        let list = parse("root@h:22", text, 1_796_157_000);
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].release, "1.4.2+3f9c2ab");
+        assert_eq!(list[0].bytes, 2048);
+        assert_eq!(list[0].time, 1_796_153_400);
+        assert_eq!(list[1].release, "1.4.1+aaaaaaa");
+        let text = ui::Render::text(&list[0]);
+        assert!(
+            text.starts_with("20261201T193000Z_1.4.2+3f9c2ab.backup"),
+            "{text}"
+        );
+        assert!(text.contains("2 KiB"), "{text}");
+        assert!(text.contains("1.4.2+3f9c2ab"), "{text}");
+    }
+}
