@@ -210,7 +210,10 @@ async fn run_restore(
         env: crate::oneoff::EnvFrom::Stdin,
         extra: vec![
             "--volume".into(),
-            format!("{file}:/shipit-backup/{id}:ro"),
+            format!(
+                "{}/.restore/{id}:/shipit-backup/{id}:ro",
+                site.backups_dir()
+            ),
             "--env".into(),
             format!("SHIPIT_BACKUP_FILE=/shipit-backup/{id}"),
         ],

@@ -45,6 +45,91 @@ pub struct HostStatus {
     pub blue: ColourStatus,
     pub green: ColourStatus,
     pub lock: Option<crate::state::LockInfo>,
+    /// The processes beside the web one that run on this host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessStatus>,
+    /// The jobs scheduled on this host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobStatus>,
+}
+
+/// A process's units on a host, per colour (`systemctl is-active`).
+#[derive(Debug, Serialize)]
+pub struct ProcessStatus {
+    pub name: String,
+    pub blue: String,
+    pub green: String,
+}
+
+/// A job's timer on a host: its last run and how it ended, its next run.
+#[derive(Debug, Serialize)]
+pub struct JobStatus {
+    pub name: String,
+    pub last_run: String,
+    /// systemd's result of the last run (`success`, `exit-code`, ...), and its exit status.
+    pub result: String,
+    pub exit_status: String,
+    pub next_run: String,
+}
+
+/// The processes and jobs of a host from [`crate::remote::scripts::PartsStatus`]'s answer.
+fn parts(
+    config: &Config,
+    host: &crate::config::HostSpec,
+    text: &str,
+) -> (Vec<ProcessStatus>, Vec<JobStatus>) {
+    let site = config.site();
+    let unit = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("unit ")?
+                    .strip_prefix(name)?
+                    .strip_prefix(' ')
+            })
+            .unwrap_or("unknown")
+            .to_owned()
+    };
+    let processes = config
+        .processes
+        .iter()
+        .filter(|p| p.hosts.contains(host))
+        .map(|p| ProcessStatus {
+            name: p.name.clone(),
+            blue: unit(&site.process_instance(&p.name, Colour::Blue)),
+            green: unit(&site.process_instance(&p.name, Colour::Green)),
+        })
+        .collect();
+    let jobs = config
+        .jobs
+        .iter()
+        .filter(|j| j.host == *host)
+        .map(|j| {
+            let timer = site.job_timer_unit(&j.name);
+            let fields: Vec<&str> = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("job ")?
+                        .strip_prefix(timer.as_str())?
+                        .strip_prefix('|')
+                })
+                .map(|rest| rest.split('|').collect())
+                .unwrap_or_default();
+            let field = |i: usize| {
+                fields
+                    .get(i)
+                    .filter(|f| !f.is_empty())
+                    .map_or("n/a".to_owned(), |f| (*f).to_owned())
+            };
+            JobStatus {
+                name: j.name.clone(),
+                last_run: field(0),
+                next_run: field(1),
+                result: field(2),
+                exit_status: field(3),
+            }
+        })
+        .collect();
+    (processes, jobs)
 }
 
 impl crate::ui::Render for HostStatus {
@@ -68,7 +153,7 @@ impl crate::ui::Render for HostStatus {
             }
             s
         };
-        format!(
+        let mut text = format!(
             "{}: live {} {} ({}); blue {}, green {}; lock {}\n",
             self.host,
             self.live.map_or("-".to_owned(), |c| c.to_string()),
@@ -77,7 +162,20 @@ impl crate::ui::Render for HostStatus {
             colour(&self.blue),
             colour(&self.green),
             self.lock.as_ref().map_or("free".to_owned(), lock::describe),
-        )
+        );
+        for p in &self.processes {
+            text.push_str(&format!(
+                "    process {}: blue {}, green {}\n",
+                p.name, p.blue, p.green
+            ));
+        }
+        for j in &self.jobs {
+            text.push_str(&format!(
+                "    job {}: last run {} ({}, exit status {}), next run {}\n",
+                j.name, j.last_run, j.result, j.exit_status, j.next_run
+            ));
+        }
+        text
     }
 }
 
@@ -127,7 +225,10 @@ pub async fn status(config: &Config) -> Result<Vec<HostStatus>, Error> {
                         Some(_) => Health::Down,
                         None => Health::None,
                     };
+                    let (processes, jobs) = parts_of(config, &host).await;
                     HostStatus {
+                        processes,
+                        jobs,
                         host: name,
                         live: live.map(|l| l.colour),
                         port: live.map(|l| l.port),
@@ -144,4 +245,39 @@ pub async fn status(config: &Config) -> Result<Vec<HostStatus>, Error> {
         Ok(rows)
     })
     .await
+}
+
+/// A host's processes and jobs; nothing when it has none (or could not say: then each reads
+/// `unknown`).
+async fn parts_of(
+    config: &Config,
+    host: &crate::ssh::Host,
+) -> (Vec<ProcessStatus>, Vec<JobStatus>) {
+    let site = config.site();
+    let units: Vec<String> = config
+        .processes
+        .iter()
+        .filter(|p| p.hosts.contains(&host.spec))
+        .flat_map(|p| [Colour::Blue, Colour::Green].map(|c| site.process_instance(&p.name, c)))
+        .collect();
+    let jobs: Vec<(String, String)> = config
+        .jobs
+        .iter()
+        .filter(|j| j.host == host.spec)
+        .map(|j| (site.job_timer_unit(&j.name), site.job_service_unit(&j.name)))
+        .collect();
+    if units.is_empty() && jobs.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let cmd = crate::remote::scripts::PartsStatus {
+        units: &units,
+        jobs: &jobs,
+    }
+    .command();
+    let text = host
+        .check(&cmd)
+        .await
+        .map(|out| String::from_utf8_lossy(&out).into_owned())
+        .unwrap_or_default();
+    parts(config, &host.spec, &text)
 }

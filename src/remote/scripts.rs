@@ -750,6 +750,22 @@ impl ProcessReady<'_> {
     }
 }
 
+/// The state of process units and job timers.
+pub struct PartsStatus<'a> {
+    pub units: &'a [String],
+    /// `(timer, service)` unit names.
+    pub jobs: &'a [(String, String)],
+}
+
+impl PartsStatus<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("read the processes and jobs", script!("parts_status.sh"))
+            .args(self.units.iter().cloned())
+            .arg("--")
+            .args(self.jobs.iter().flat_map(|(t, s)| [t.clone(), s.clone()]))
+    }
+}
+
 /// What a host's engine holds, for sending it an image over SSH.
 pub struct HostImages;
 
@@ -991,6 +1007,14 @@ mod tests {
             }
             .command(),
             HostImages.command(),
+            PartsStatus {
+                units: &["web_production_worker@blue.service".into()],
+                jobs: &[(
+                    "web_production_job_tick.timer".into(),
+                    "web_production_job_tick.service".into(),
+                )],
+            }
+            .command(),
             Oneoff {
                 label: "release command",
                 name: "web_production_release",

@@ -203,12 +203,14 @@ impl Testbed {
         self.sh_ok(
             host,
             &format!(
-                "for u in $(systemctl list-units --all --plain --no-legend '{app}@*' '{app}_*@*' | awk '{{print $1}}'); do \
+                "for u in $(systemctl list-units --all --plain --no-legend '{app}@*' '{app}_*' | awk '{{print $1}}'); do \
                    systemctl disable --now \"$u\" 2>/dev/null; systemctl reset-failed \"$u\" 2>/dev/null; done; \
+                 for u in $(systemctl list-unit-files --plain --no-legend '{app}_*.timer' | awk '{{print $1}}'); do \
+                   systemctl disable --now \"$u\" 2>/dev/null; done; \
                  rm -rf /etc/nginx/conf.d/shipit-{app}.conf /etc/nginx/conf.d/shipit-{app}_*.conf \
                  /etc/nginx/conf.d/.shipit-{app}.conf.* /etc/nginx/conf.d/.shipit-{app}_*.conf.* \
-                 /etc/systemd/system/{app}@.service /etc/systemd/system/{app}_*@.service \
-                 /etc/systemd/system/.{app}@.service.* /etc/systemd/system/.{app}_*@.service.* \
+                 /etc/systemd/system/{app}@.service /etc/systemd/system/{app}_* \
+                 /etc/systemd/system/.{app}@.service.* /etc/systemd/system/.{app}_* \
                  /etc/logrotate.d/shipit-{app} /etc/logrotate.d/shipit-{app}_* \
                  /etc/logrotate.d/.shipit-{app}.* /etc/logrotate.d/.shipit-{app}_* \
                  /etc/shipit/{app} /var/log/shipit/{app} /var/lib/shipit/{app} && \
