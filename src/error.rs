@@ -88,12 +88,15 @@ pub enum Error {
     },
 
     #[error(
-        "on `{host}`: the candidate `{file}` was refused by `{validator}`; the installed file is unchanged and nothing was reloaded\n{}",
+        "on `{host}`: the candidate `{file}`{} was refused by `{validator}`; the installed file is unchanged and nothing was reloaded\n{}",
+        template.as_ref().map(|t| format!(" (from `{t}`)")).unwrap_or_default(),
         indent(output)
     )]
     Validation {
         host: String,
         file: String,
+        /// The template it was rendered from.
+        template: Option<String>,
         validator: String,
         output: String,
     },

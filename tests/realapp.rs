@@ -313,3 +313,108 @@ fn backups_a_migration_a_worker_a_job_and_one_off_commands_beside_the_web_proces
     assert!(!after.to_string().contains("written-later"), "{after}");
     assert_eq!(after["schema"], 4);
 }
+
+#[test]
+fn an_interrupted_migration_leaves_no_container_and_units_follow_the_configuration() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(1);
+    let h = &hosts[0];
+    let name = "t-realapp2";
+    let data = "/var/lib/t-realapp2-data";
+    tb.sh_ok(
+        h,
+        &format!("rm -rf {data} && install -d -o 65534 -g 65534 {data}"),
+    );
+    let app = App::hello_unprovisioned(&tb, name, &hosts, 4931, "");
+    let write = |env: &str, parts: &str| {
+        let base = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+        let base = base.split("\n# test settings\n").next().unwrap().to_owned();
+        let base = base.replace(
+            "[container]\nport = 3000\nmemory_max = \"256M\"\ncpu_quota = \"50%\"\n",
+            "",
+        );
+        app.file(
+            "shipit.toml",
+            &format!(
+                "{base}\n# test settings\n[ports]\nblue = 4931\ngreen = 4932\n[container]\nvolumes = [\"{data}:/data\"]\n[deploy]\nverify_window = \"1s\"\nrelease_command = [\"migrate\"]\n{parts}\n[env.clear]\n{env}\n"
+            ),
+        );
+        app.commit();
+    };
+    let parts = "[processes.worker]\ncommand = [\"worker\"]\nready_command = [\"/hello\", \"worker\", \"--check\"]\n[jobs.tick]\nschedule = \"daily\"\ncommand = [\"job\", \"tick\"]\n";
+    write("HELLO_MIGRATE_SLEEP = \"60\"", parts);
+    app.shipit(&["provision", "production"]).success();
+
+    // Ctrl-C while the migration runs: the deploy stops, its container goes, the lock is free.
+    let release = format!("{name}_production_release");
+    let spawned = app.spawn_until(&["deploy", "production", "--version", "1.0.0"], "Releasing");
+    wait_for("the migration's container", Duration::from_secs(20), || {
+        !tb.sh_ok(h, &format!("docker ps -q --filter name=^{release}$"))
+            .is_empty()
+    });
+    let pid = spawned.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, stderr) = spawned.finish();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert_eq!(
+        tb.sh_ok(h, &format!("docker ps -aq --filter name=^{release}$")),
+        "",
+        "no container left: {stderr}"
+    );
+    let lock = app.shipit(&["lock", "status", "production"]).success();
+    assert!(!lock.stdout.contains("held"), "{}", lock.stdout);
+
+    // Without the sleep it goes through; the worker is ready by its own check.
+    write("", parts);
+    let run = app.deploy("1.0.0");
+    assert_has(&run.stderr, "migrated 0 -> 1");
+    let workers = tb.sh_ok(
+        h,
+        &format!(
+            "systemctl is-active {name}_production_worker@blue {name}_production_worker@green || true"
+        ),
+    );
+    assert_eq!(
+        workers.matches("inactive").count(),
+        1,
+        "one worker, the live colour's: {workers}"
+    );
+
+    // A schedule systemd does not read is refused on the host, naming the validator.
+    write(
+        "",
+        &parts.replace("schedule = \"daily\"", "schedule = \"every tuesday\""),
+    );
+    let run = app.shipit(&["provision", "production"]).failure(4);
+    assert_has(
+        &run.stderr,
+        &format!(
+            "the candidate `/etc/systemd/system/{name}_production_job_tick.timer` (from `job.timer.tera`) was refused"
+        ),
+    );
+    assert_has(&run.stderr, "Failed to parse calendar specification");
+
+    // Taken out of the configuration, the job and the worker are stopped and removed.
+    write("", "");
+    let run = app.shipit(&["provision", "production"]).success();
+    assert_has(&run.stderr, "removed 3 units no longer configured");
+    assert_eq!(
+        tb.sh_ok(
+            h,
+            &format!("ls /etc/systemd/system | grep -c '^{name}_production_' || true")
+        ),
+        "0\n"
+    );
+    assert_eq!(
+        tb.sh_ok(h, &format!("systemctl is-active {name}_production_worker@blue {name}_production_job_tick.timer || true")),
+        "inactive\ninactive\n"
+    );
+    // The web process serves on.
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"]);
+}

@@ -447,6 +447,7 @@ async fn commit(
                 .first()
                 .map(|(p, _, _)| (*p).to_owned())
                 .unwrap_or_default(),
+            template: None,
             validator: "nginx -t".into(),
             output: out.stderr.trim_end().to_owned(),
         }),

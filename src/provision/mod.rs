@@ -464,10 +464,8 @@ fn refused(host: &Host, plan: &HostPlan, stderr: &str) -> Error {
         .and_then(|c| c.file.template.clone());
     Error::Validation {
         host: host.spec.to_string(),
-        file: match template {
-            Some(t) => format!("{file}` (from `{t}`"),
-            None => file.to_owned(),
-        },
+        file: file.to_owned(),
+        template,
         validator: validator.to_owned(),
         output: output.trim_end().to_owned(),
     }
