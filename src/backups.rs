@@ -174,14 +174,7 @@ async fn run_restore(
     secrets: &crate::secret::Secrets,
 ) -> Result<(), Error> {
     let site = config.site();
-    let cmd = scripts::ReadState::of(&site, None).command();
-    let out = host.check(&cmd).await?;
-    let (_, state) = crate::deploy::parse_host_state(
-        config,
-        host,
-        &cmd.to_string(),
-        &String::from_utf8_lossy(&out),
-    )?;
+    let state = crate::deploy::read_state(config, host).await?;
     let live = state.live();
     let release = state.live_release().cloned();
     let image = match (&backup.image, &release) {

@@ -66,14 +66,7 @@ pub async fn exec(config: &Config, host: Option<&str>, command: &[String]) -> Re
 
 async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Error> {
     let site = config.site();
-    let cmd = scripts::ReadState::of(&site, None).command();
-    let out = host.check(&cmd).await?;
-    let (_, state) = crate::deploy::parse_host_state(
-        config,
-        host,
-        &cmd.to_string(),
-        &String::from_utf8_lossy(&out),
-    )?;
+    let state = crate::deploy::read_state(config, host).await?;
     let (Some(live), Some(release)) = (state.live(), state.live_release().cloned()) else {
         return Err(Error::NothingLive {
             host: host.spec.to_string(),

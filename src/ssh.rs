@@ -133,26 +133,46 @@ impl Host {
         self.run_with(cmd, false).await
     }
 
+    /// Start `cmd` (as root: under `sudo` when `sudo`) with its stdout and stderr piped and its
+    /// stdin piped when `stdin` (else empty); nothing is written to it yet.
+    async fn spawn(
+        &self,
+        cmd: &RemoteCommand,
+        sudo: bool,
+        stdin: bool,
+    ) -> Result<openssh::Child<&Session>, Error> {
+        let mut command = self.session.raw_command(cmd.command_line(sudo));
+        command
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+            .spawn()
+            .await
+            .map_err(|e| self.transport_error(cmd, &e))
+    }
+
+    /// Write `cmd`'s stdin (if it has one) to `child`, then close it.
+    async fn feed_stdin(
+        &self,
+        cmd: &RemoteCommand,
+        child: &mut openssh::Child<&Session>,
+    ) -> Result<(), Error> {
+        if let (Some(bytes), Some(mut stdin)) = (&cmd.stdin, child.stdin().take()) {
+            let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
+            stdin.write_all(bytes).await.map_err(|e| transport(&e))?;
+            stdin.shutdown().await.map_err(|e| transport(&e))?;
+        }
+        Ok(())
+    }
+
     async fn run_with(&self, cmd: &RemoteCommand, sudo: bool) -> Result<Output, Error> {
         let span = info_span!("remote", host = %self.spec, cmd = %cmd.label);
         async {
             let started = Instant::now();
             let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
-            let mut command = self.session.raw_command(cmd.command_line(sudo));
-            command
-                .stdin(if cmd.stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = command.spawn().await.map_err(|e| transport(&e))?;
-            if let (Some(bytes), Some(mut stdin)) = (&cmd.stdin, child.stdin().take()) {
-                stdin.write_all(bytes).await.map_err(|e| transport(&e))?;
-                stdin.shutdown().await.map_err(|e| transport(&e))?;
-                drop(stdin);
-            }
+            let mut child = self.spawn(cmd, sudo, cmd.stdin.is_some()).await?;
+            self.feed_stdin(cmd, &mut child).await?;
             let out = child.wait_with_output().await.map_err(|e| transport(&e))?;
             let output = Output {
                 code: out.status.code(),
@@ -179,12 +199,7 @@ impl Host {
         async {
             let started = Instant::now();
             let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
-            let mut command = self.session.raw_command(cmd.command_line(self.sudo));
-            command
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = command.spawn().await.map_err(|e| transport(&e))?;
+            let mut child = self.spawn(cmd, self.sudo, true).await?;
             let stdin = child
                 .stdin()
                 .take()
@@ -219,20 +234,8 @@ impl Host {
         let span = info_span!("remote", host = %self.spec, cmd = %cmd.label);
         async {
             let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
-            let mut command = self.session.raw_command(cmd.command_line(self.sudo));
-            command
-                .stdin(if cmd.stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = command.spawn().await.map_err(|e| transport(&e))?;
-            if let (Some(bytes), Some(mut stdin)) = (&cmd.stdin, child.stdin().take()) {
-                stdin.write_all(bytes).await.map_err(|e| transport(&e))?;
-                stdin.shutdown().await.map_err(|e| transport(&e))?;
-            }
+            let mut child = self.spawn(cmd, self.sudo, cmd.stdin.is_some()).await?;
+            self.feed_stdin(cmd, &mut child).await?;
             let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
             let mut stderr = String::new();
             let (Some(stdout), Some(mut err)) = (child.stdout().take(), child.stderr().take())

@@ -22,12 +22,20 @@ serving() {
   done
 }
 
-step "shipit provision local   (nginx, systemd, logrotate on 3 hosts; validated, then installed)"
+# The app's store on each host (environments/local.toml mounts it): a team makes its data
+# directories once, owned by the user its image runs as.
+read -r -a hosts <<< "$SHIPIT_TESTBED_HOSTS"
+for h in "${hosts[@]}"; do
+  ssh -i "$SHIPIT_TESTBED_KEY" -o UserKnownHostsFile="$SHIPIT_TESTBED_KNOWN_HOSTS" -p "${h##*:}" root@127.0.0.1 \
+    'install -d -o 65534 -g 65534 /var/lib/hello-data'
+done
+
+step "shipit provision local   (nginx, systemd, logrotate, the worker's unit and the job's timer on 3 hosts)"
 "$shipit" provision local
 step "shipit provision local   (again: nothing changes, nothing reloads)"
 "$shipit" provision local
 
-step "shipit deploy local --version 1.0.0"
+step "shipit deploy local --version 1.0.0   (a backup, the migration, then web and worker blue/green)"
 "$shipit" deploy local --version 1.0.0
 serving
 
@@ -57,7 +65,12 @@ for port in $SHIPIT_TESTBED_HTTP_PORTS; do
   printf '  127.0.0.1:%s -> %s\n' "$port" "$(curl -s -H 'Host: hello-ssh.test' "http://127.0.0.1:$port/version")"
 done
 
-step "shipit status local"
+step "shipit exec local -- store   (a one-off command in the live release, audited on the host)"
+"$shipit" exec local -- store
+step "shipit backups local"
+"$shipit" backups local | head -n 3
+
+step "shipit status local   (per host: web colours, the worker, the job's last and next run)"
 "$shipit" status local
 step "shipit releases local"
 "$shipit" releases local | head -n 6

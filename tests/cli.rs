@@ -1,34 +1,11 @@
 //! Hermetic tests of the binary: no Docker, no testbed, no network. Configuration errors,
 //! `config`, `init`, and what is never printed.
 
-use std::path::Path;
+mod support;
+
 use std::process::Command;
 
-/// `text` holds `needle`; else the failure shows all of `text`.
-#[track_caller]
-fn assert_has(text: &str, needle: &str) {
-    assert!(text.contains(needle), "`{needle}` not in:\n{text}");
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn shipit(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_shipit"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SHIPIT_LOG")
-        .output()
-        .expect("shipit runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use support::{assert_has, shipit_in as shipit};
 
 fn app(base_extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -63,7 +40,7 @@ fn webhook_urls_are_never_printed_whole() {
         &["-vv", "config", "production"],
     ] {
         let run = shipit(dir.path(), args);
-        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.code(), 0, "{}", run.stderr);
         let all = format!("{}{}", run.stdout, run.stderr);
         for secret in [
             "XXXXtokenXXXX",
@@ -81,7 +58,7 @@ fn webhook_urls_are_never_printed_whole() {
     // An invalid URL is named by its key and shown by its host alone.
     let dir = app("[notify]\nslack = \"hooks.slack.com/services/T000/B000/XXXXtokenXXXX\"\n");
     let run = shipit(dir.path(), &["config", "production"]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.code(), 2, "{}", run.stderr);
     assert_has(
         &run.stderr,
         "shipit.toml:5:9: `notify.slack` = \"hooks.slack.com/…\" is not an http:// or https:// URL",
@@ -95,7 +72,7 @@ fn init_derives_an_app_name_from_any_directory_name() {
     let dir = parent.path().join("My_Web Shop");
     std::fs::create_dir(&dir).unwrap();
     let run = shipit(&dir, &["init"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
     assert!(
         run.stderr.contains(
             "the app `my-web-shop` (from the directory `My_Web Shop`; pass `--app NAME` to choose)"
@@ -106,7 +83,7 @@ fn init_derives_an_app_name_from_any_directory_name() {
     let config = std::fs::read_to_string(dir.join("shipit.toml")).unwrap();
     assert!(config.contains("app = \"my-web-shop\""), "{config}");
     let check = shipit(&dir, &["config", "production"]);
-    assert_eq!(check.code, 0, "the scaffold is valid: {}", check.stderr);
+    assert_eq!(check.code(), 0, "the scaffold is valid: {}", check.stderr);
 }
 
 /// An app directory from the two files' text.
@@ -182,7 +159,7 @@ fn every_configuration_error_as_the_user_reads_it() {
         let run = shipit(dir.path(), &["config", "production"]);
         shown.push_str(&format!(
             "## {name} (exit {})\n{}\n",
-            run.code,
+            run.code(),
             run.stderr.trim_end()
         ));
     }
@@ -192,7 +169,7 @@ fn every_configuration_error_as_the_user_reads_it() {
         let run = shipit(dir.path(), &["deploy", env]);
         shown.push_str(&format!(
             "## environment `{env}` (exit {})\n{}\n",
-            run.code,
+            run.code(),
             run.stderr.trim_end()
         ));
     }
@@ -200,7 +177,7 @@ fn every_configuration_error_as_the_user_reads_it() {
     let run = shipit(empty.path(), &["status", "production"]);
     shown.push_str(&format!(
         "## no shipit.toml (exit {})\n{}\n",
-        run.code,
+        run.code(),
         run.stderr
             .trim_end()
             .replace(&empty.path().display().to_string(), "DIR")
@@ -256,7 +233,7 @@ fn completions_man_and_exit_codes_without_any_host() {
     let dir = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish"] {
         let run = shipit(dir.path(), &["completions", shell]);
-        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.code(), 0, "{}", run.stderr);
         assert!(
             run.stdout.contains("deploy") && run.stdout.contains("rollback"),
             "{shell}"
@@ -269,14 +246,14 @@ fn completions_man_and_exit_codes_without_any_host() {
         &man.stdout[..100.min(man.stdout.len())]
     );
     // clap's own usage errors are 2, as bad input is.
-    assert_eq!(shipit(dir.path(), &["deploy"]).code, 2);
-    assert_eq!(shipit(dir.path(), &["nonsense"]).code, 2);
+    assert_eq!(shipit(dir.path(), &["deploy"]).code(), 2);
+    assert_eq!(shipit(dir.path(), &["nonsense"]).code(), 2);
     // A second init refuses to overwrite, naming the files.
     let app = dir.path().join("app");
     std::fs::create_dir(&app).unwrap();
-    assert_eq!(shipit(&app, &["init", "--app", "web"]).code, 0);
+    assert_eq!(shipit(&app, &["init", "--app", "web"]).code(), 0);
     let again = shipit(&app, &["init", "--app", "web"]);
-    assert_eq!(again.code, 2);
+    assert_eq!(again.code(), 2);
     assert_has(&again.stderr, "refusing to overwrite `shipit.toml`");
-    assert_eq!(shipit(&app, &["init", "--app", "Web Shop"]).code, 2);
+    assert_eq!(shipit(&app, &["init", "--app", "Web Shop"]).code(), 2);
 }

@@ -10,10 +10,14 @@
 //! Node and Python Dockerfiles are not built here (there are no such bases without a registry):
 //! src/init.rs checks them as text and snapshots them.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::{assert_has, docker, shipit_in as shipit};
 
 const UID: &str = "10001";
 
@@ -21,53 +25,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-struct Run {
-    code: i32,
-    stderr: String,
-}
-
-fn shipit(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_shipit"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SHIPIT_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("shipit runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stderr: text(&out.stderr),
-    }
-}
-
-#[track_caller]
-fn assert_has(text: &str, needle: &str) {
-    assert!(text.contains(needle), "`{needle}` not in:\n{text}");
-}
-
-/// `docker ARGS`, whatever its outcome.
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the docker CLI runs (installed by `bash testbed/testbed.sh up`)")
-}
-
 /// `docker ARGS`, which must succeed; its stdout, trimmed.
 #[track_caller]
 fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "`docker {}` failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout).trim().to_owned()
+    text(&support::docker_ok(args).stdout).trim().to_owned()
 }
 
 /// A name no other test run has: this process, and the time.
@@ -134,31 +95,7 @@ fn main() {
 /// The local base images, made or checked by `testbed/bases.sh` (idempotent; tests/packaging.rs
 /// uses the same).
 fn bases() -> (String, String) {
-    let started = Instant::now();
-    let out = Command::new("bash")
-        .arg("testbed/bases.sh")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "`bash testbed/bases.sh` failed ({}); run it by hand (as root, after \
-         `bash testbed/testbed.sh up`) to see why:\n{}",
-        out.status,
-        text(&out.stderr)
-    );
-    let stdout = text(&out.stdout);
-    let var = |name: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-            .unwrap_or_else(|| panic!("`bash testbed/bases.sh` printed no {name}=...: {stdout}"))
-            .to_owned()
-    };
-    let bases = (var("BUILDER_IMAGE"), var("RUNTIME_IMAGE"));
-    eprintln!("bases: {bases:?} ready in {:.1?}", started.elapsed());
-    bases
+    support::local_bases()
 }
 
 /// An image this test built, removed by its tag when it drops (its layers stay as build cache).
@@ -228,7 +165,7 @@ fn the_rust_dockerfile_builds_runs_as_uid_10001_and_docker_sees_it_healthy() {
     rust_app(&app);
 
     let run = shipit(&app, &["init", "--app", "web"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
     assert_has(
         &run.stderr,
         "Detected a Rust app (Cargo.toml): the binary `web`\n",
@@ -347,7 +284,7 @@ fn init_says_what_it_detected_and_what_it_kept() {
     )
     .unwrap();
     let run = shipit(dir.path(), &["init", "--app", "web"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
     assert_has(
         &run.stderr,
         "Detected no Rust, Node or Python app: `Cargo.toml` is a workspace root without \
@@ -367,7 +304,7 @@ fn init_says_what_it_detected_and_what_it_kept() {
     std::fs::write(dir.path().join("requirements.txt"), "flask\n").unwrap();
     std::fs::write(dir.path().join("Dockerfile.production"), "FROM mine\n").unwrap();
     let run = shipit(dir.path(), &["init", "--app", "web"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
     assert_has(
         &run.stderr,
         "Detected a Python app (requirements.txt): `python -m app` (a guess: say how the app \

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use support::{App, Testbed};
+use support::{App, Testbed, docker_ok};
 
 const UID: u32 = 10001;
 
@@ -26,24 +26,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `docker ARGS`, which must succeed; its output.
-#[track_caller]
-fn docker_ok(args: &[&str]) -> Output {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the docker CLI runs (installed by `bash testbed/testbed.sh up`)");
-    assert!(
-        out.status.success(),
-        "`docker {}` failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
-}
 
 fn image_exists(reference: &str) -> bool {
     Command::new("docker")
@@ -63,39 +45,8 @@ struct Bases {
 }
 
 fn bases() -> Bases {
-    let started = Instant::now();
-    let out = Command::new("bash")
-        .arg("testbed/bases.sh")
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "`bash testbed/bases.sh` failed ({}); run it by hand (as root, after \
-         `bash testbed/testbed.sh up`) to see why:\n{}",
-        out.status,
-        text(&out.stderr)
-    );
-    let stdout = text(&out.stdout);
-    let var = |name: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-            .unwrap_or_else(|| panic!("`bash testbed/bases.sh` printed no {name}=...: {stdout}"))
-            .to_owned()
-    };
-    let bases = Bases {
-        builder: var("BUILDER_IMAGE"),
-        runtime: var("RUNTIME_IMAGE"),
-    };
-    eprintln!(
-        "bases: {} and {} ready in {:.1?}",
-        bases.builder,
-        bases.runtime,
-        started.elapsed()
-    );
-    bases
+    let (builder, runtime) = support::local_bases();
+    Bases { builder, runtime }
 }
 
 /// One test's build of shipit's image, under a tag of its own; the tag goes when it drops.

@@ -45,8 +45,9 @@ command = ["job", "tick"]
     )
 }
 
-/// The app's settings, with `env` in `[env.clear]`; committed.
-fn configure(app: &App, env: &str) {
+/// The app's test settings replaced by `settings` (its own `[container]` among them);
+/// committed.
+fn write_settings(app: &App, settings: &str) {
     let base = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
     let base = base.split("\n# test settings\n").next().unwrap().to_owned();
     let base = base.replace(
@@ -55,12 +56,17 @@ fn configure(app: &App, env: &str) {
     );
     app.file(
         "shipit.toml",
-        &format!(
-            "{base}\n# test settings\n[ports]\nblue = 4921\ngreen = 4922\n{}",
-            settings(env)
-        ),
+        &format!("{base}\n# test settings\n{settings}"),
     );
     app.commit();
+}
+
+/// The first test's settings, with `env` in `[env.clear]`.
+fn configure(app: &App, env: &str) {
+    write_settings(
+        app,
+        &format!("[ports]\nblue = 4921\ngreen = 4922\n{}", settings(env)),
+    );
 }
 
 /// The store through the first host's nginx (`GET /store`).
@@ -327,19 +333,12 @@ fn an_interrupted_migration_leaves_no_container_and_units_follow_the_configurati
     );
     let app = App::hello_unprovisioned(&tb, name, &hosts, 4931, "");
     let write = |env: &str, parts: &str| {
-        let base = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
-        let base = base.split("\n# test settings\n").next().unwrap().to_owned();
-        let base = base.replace(
-            "[container]\nport = 3000\nmemory_max = \"256M\"\ncpu_quota = \"50%\"\n",
-            "",
-        );
-        app.file(
-            "shipit.toml",
+        write_settings(
+            &app,
             &format!(
-                "{base}\n# test settings\n[ports]\nblue = 4931\ngreen = 4932\n[container]\nvolumes = [\"{data}:/data\"]\n[deploy]\nverify_window = \"1s\"\nrelease_command = [\"migrate\"]\n{parts}\n[env.clear]\n{env}\n"
+                "[ports]\nblue = 4931\ngreen = 4932\n[container]\nvolumes = [\"{data}:/data\"]\n[deploy]\nverify_window = \"1s\"\nrelease_command = [\"migrate\"]\n{parts}\n[env.clear]\n{env}\n"
             ),
         );
-        app.commit();
     };
     let parts = "[processes.worker]\ncommand = [\"worker\"]\nready_command = [\"/hello\", \"worker\", \"--check\"]\n[jobs.tick]\nschedule = \"daily\"\ncommand = [\"job\", \"tick\"]\n";
     write("HELLO_MIGRATE_SLEEP = \"60\"", parts);

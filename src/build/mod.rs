@@ -75,6 +75,30 @@ impl Image {
         }
     }
 
+    /// A release's image in the local engine only (no registry).
+    fn local(
+        reference: String,
+        tag: String,
+        release: &release::Release,
+        facts: crate::docker::ImageFacts,
+        build_seconds: f64,
+    ) -> Image {
+        Image {
+            reference,
+            tag,
+            release: release.version.to_string(),
+            digest: String::new(),
+            id: facts.id,
+            diff_ids: facts.diff_ids,
+            size: facts.size,
+            layers_pushed: 0,
+            layers_reused: 0,
+            bytes_pushed: 0,
+            build_seconds,
+            push_seconds: 0.0,
+        }
+    }
+
     /// Whether the hosts get it over SSH (no `[registry]`).
     pub fn over_ssh(&self) -> bool {
         self.digest.is_empty()
@@ -238,20 +262,7 @@ pub async fn find_built(config: &Config, options: &Options) -> Result<Image, Err
                 facts.id
             ),
         );
-        return Ok(Image {
-            reference,
-            tag,
-            release: release.version.to_string(),
-            digest: String::new(),
-            id: facts.id,
-            diff_ids: facts.diff_ids,
-            size: facts.size,
-            layers_pushed: 0,
-            layers_reused: 0,
-            bytes_pushed: 0,
-            build_seconds: 0.0,
-            push_seconds: 0.0,
-        });
+        return Ok(Image::local(reference, tag, &release, facts, 0.0));
     };
     let found = registry_call("look up", registry, &source, &reference, || {
         engine.registry_digest(
@@ -362,20 +373,7 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
                 facts.size.div_ceil(1 << 20)
             ),
         );
-        return Ok(Image {
-            reference,
-            tag,
-            release: release.version.to_string(),
-            digest: String::new(),
-            id: facts.id,
-            diff_ids: facts.diff_ids,
-            size: facts.size,
-            layers_pushed: 0,
-            layers_reused: 0,
-            bytes_pushed: 0,
-            build_seconds,
-            push_seconds: 0.0,
-        });
+        return Ok(Image::local(reference, tag, &release, facts, build_seconds));
     };
     let started = Instant::now();
     let pushed = registry_call("push to", registry, &source, &reference, || {

@@ -113,6 +113,19 @@ pub(crate) fn parse_host_state(
     Ok((host.spec.to_string(), state))
 }
 
+/// Read one host's deploy state.
+pub(crate) async fn read_state(config: &Config, host: &Host) -> Result<HostState, Error> {
+    let cmd = scripts::ReadState::of(&config.site(), None).command();
+    let out = host.check(&cmd).await?;
+    parse_host_state(
+        config,
+        host,
+        &cmd.to_string(),
+        &String::from_utf8_lossy(&out),
+    )
+    .map(|(_, state)| state)
+}
+
 /// Read every host's deploy state, in host order.
 pub async fn observe(fleet: &Fleet, config: &Config) -> Result<Vec<(String, HostState)>, Error> {
     observe_with(fleet, config, None).await

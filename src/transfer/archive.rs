@@ -76,14 +76,18 @@ impl Archive {
             .map_err(|e| spool_error("making a spool directory", e))?;
         let tar = dir.path().join("image.tar");
         engine.save_to(reference, &tar).await?;
-        let tar_path = tar.clone();
-        let (entries, layers, unsplittable) =
-            tokio::task::spawn_blocking(move || index(&tar_path, layer_count))
-                .await
-                .map_err(|e| spool_error("indexing", e))??;
+        let archive = tokio::task::spawn_blocking(move || Archive::open(dir, tar, layer_count))
+            .await
+            .map_err(|e| spool_error("indexing", e))??;
+        Ok(Arc::new(archive))
+    }
+
+    /// Index the saved `tar` in `dir` (which the archive then owns).
+    fn open(dir: tempfile::TempDir, tar: PathBuf, layer_count: usize) -> Result<Archive, Error> {
+        let (entries, layers, unsplittable) = index(&tar, layer_count)?;
         let trailer = dir.path().join("trailer.gz");
         let bytes = write_member(&trailer, &[0u8; 1024], &mut std::io::empty(), 0)?;
-        Ok(Arc::new(Archive {
+        Ok(Archive {
             dir,
             tar,
             entries,
@@ -93,7 +97,7 @@ impl Archive {
                 path: trailer,
                 bytes,
             },
-        }))
+        })
     }
 
     /// The number of layers the archive is split by (0 when it cannot be).
@@ -304,20 +308,7 @@ mod tests {
 
     fn archive(dir: tempfile::TempDir, long_name: bool) -> Archive {
         let tar = saved(dir.path(), long_name);
-        let (entries, layers, unsplittable) = index(&tar, 2).unwrap();
-        let trailer = dir.path().join("trailer.gz");
-        let bytes = write_member(&trailer, &[0u8; 1024], &mut std::io::empty(), 0).unwrap();
-        Archive {
-            dir,
-            tar,
-            entries,
-            layers,
-            unsplittable,
-            trailer: Member {
-                path: trailer,
-                bytes,
-            },
-        }
+        Archive::open(dir, tar, 2).unwrap()
     }
 
     #[tokio::test]

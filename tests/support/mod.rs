@@ -273,6 +273,74 @@ impl From<Output> for Run {
     }
 }
 
+/// Run the real `shipit` in `dir` with no testbed, no terminal and no log filter: what a user
+/// sees of a command that needs no host.
+pub fn shipit_in(dir: &Path, args: &[&str]) -> Run {
+    Command::new(env!("CARGO_BIN_EXE_shipit"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SHIPIT_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("shipit runs")
+        .into()
+}
+
+/// `docker ARGS` on this machine, whatever its outcome.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the docker CLI runs (installed by `bash testbed/testbed.sh up`)")
+}
+
+/// `docker ARGS`, which must succeed; its output.
+#[track_caller]
+pub fn docker_ok(args: &[&str]) -> Output {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "`docker {}` failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The local base images of `testbed/bases.sh` (no public registry is reachable here):
+/// `(BUILDER_IMAGE, RUNTIME_IMAGE)`, made the first time (a debootstrap), checked after.
+pub fn local_bases() -> (String, String) {
+    let started = std::time::Instant::now();
+    let out = Command::new("bash")
+        .arg("testbed/bases.sh")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "`bash testbed/bases.sh` failed ({}); run it by hand (as root, after \
+         `bash testbed/testbed.sh up`) to see why:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let var = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("`bash testbed/bases.sh` printed no {name}=...: {stdout}"))
+            .to_owned()
+    };
+    let bases = (var("BUILDER_IMAGE"), var("RUNTIME_IMAGE"));
+    eprintln!("bases: {bases:?} ready in {:.1?}", started.elapsed());
+    bases
+}
+
 impl Run {
     pub fn code(&self) -> i32 {
         self.output.status.code().unwrap_or(-1)
