@@ -21,6 +21,8 @@
 //! - [`remote`] builds every command a host runs: its [`remote::scripts`] are `.sh` files with a
 //!   typed builder each; [`ssh`] is the only place that talks to hosts, [`probe`] the only one
 //!   that makes HTTP checks (through SSH tunnels), [`tls`] their TLS;
+//! - [`oneoff`] builds the one-off containers of a release (the release command, the backup
+//!   and its restore, [`exec`]); [`backups`] lists and restores backups;
 //! - [`doctor`], [`operate`] (logs, maintenance), [`init`], [`show`] (config, secrets) and
 //!   [`hooks`], [`notify`] are the rest of the commands and their side effects;
 //! - [`secret`] holds values that never print; [`model`] the shared vocabulary (colours);

@@ -26,7 +26,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-
 fn image_exists(reference: &str) -> bool {
     Command::new("docker")
         .args(["image", "inspect", reference])
