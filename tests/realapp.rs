@@ -385,6 +385,27 @@ fn an_interrupted_migration_leaves_no_container_and_units_follow_the_configurati
         "one worker, the live colour's: {workers}"
     );
 
+    // `exec` on a terminal (a pseudo-terminal from `script`): interactive, its exit code
+    // passed through, its container gone.
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!(
+            "{} -C {} exec production -- job fail",
+            env!("CARGO_BIN_EXE_shipit"),
+            app.path().display()
+        ))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_has(&text, "(interactive)");
+    assert_eq!(
+        tb.sh_ok(h, "docker ps -aq --filter label=shipit.role=exec"),
+        "",
+        "no exec container left"
+    );
+
     // A schedule systemd does not read is refused on the host, naming the validator.
     write(
         "",
