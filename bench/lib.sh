@@ -21,6 +21,12 @@ bench_setup() {
 }
 
 now_ns() { date +%s%N; }
+
+# host_sh HOST COMMAND: run COMMAND as root on a testbed host (HOST as in SHIPIT_TESTBED_HOSTS).
+host_sh() {
+  ssh -i "$SHIPIT_TESTBED_KEY" -o UserKnownHostsFile="$SHIPIT_TESTBED_KNOWN_HOSTS" \
+    -o StrictHostKeyChecking=yes -o BatchMode=yes -p "${1##*:}" root@127.0.0.1 "$2"
+}
 secs() { awk -v ns="$1" 'BEGIN { printf "%.3f\n", ns / 1e9 }'; }
 
 # median of numbers on stdin

@@ -86,7 +86,7 @@ done
 on_hosts() {
   local h
   for h in "${all_hosts[@]:0:10}"; do
-    ssh -i "$SHIPIT_TESTBED_KEY" -o UserKnownHostsFile="$SHIPIT_TESTBED_KNOWN_HOSTS" -p "${h##*:}" root@127.0.0.1 "$1"
+    host_sh "$h" "$1"
   done
 }
 units() { local a; for a in "$@"; do printf "'%s_bench@blue' '%s_bench@green' " "$a" "$a"; done; }

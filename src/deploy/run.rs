@@ -799,22 +799,30 @@ impl<'a> Run<'a> {
         let result = self
             .cancel
             .guard(async {
-                let mut nginx = Vec::new();
-                for w in &all {
-                    let t = Tunnel::open(&w.host, 80)
+                // Every per-host step runs on all hosts at once (bounded like the others):
+                // in a rollback, verification is a third of the time to live.
+                let nginx = each_bounded(all.clone(), self.fleet.max_parallel, |w| async move {
+                    Tunnel::open(&w.host, 80)
                         .await
-                        .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))?;
-                    nginx.push(t);
-                }
+                        .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))
+                })
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
                 self.verify_rounds(&all, direct, &nginx, window, &progress)
                     .await?;
                 if self.config.tls.is_some() {
                     self.verify_over_tls(&all).await?;
                 }
-                for w in self.changing() {
-                    let owner = self
-                        .owner(&w)
-                        .await
+                let changing = self.changing();
+                let owners =
+                    each_bounded(changing.clone(), self.fleet.max_parallel, |w| async move {
+                        let owner = self.owner(&w).await;
+                        (w, owner)
+                    })
+                    .await;
+                for (w, owner) in owners {
+                    let owner = owner
                         .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))?;
                     if !owner.serves(&self.plan.target.image, w.step.port) {
                         return Err(verify_failed(
@@ -860,12 +868,17 @@ impl<'a> Run<'a> {
     async fn verify_over_tls(&self, all: &[Work<'a>]) -> Result<(), Error> {
         let domain = &self.config.domain;
         let expect = self.expect();
-        for w in all {
-            let host = w.host.spec.to_string();
+        let path = expect.path;
+        let answers = each_bounded(all.to_vec(), self.fleet.max_parallel, |w| async move {
             let tunnel = Tunnel::open(&w.host, 443)
                 .await
-                .map_err(|e| verify_failed(&host, e.to_string()))?;
-            let seen = probe::get_over_tls(&tunnel, domain, expect.path).await;
+                .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))?;
+            Ok::<_, Error>(probe::get_over_tls(&tunnel, domain, path).await)
+        })
+        .await;
+        for (w, seen) in all.iter().zip(answers) {
+            let host = w.host.spec.to_string();
+            let seen = seen?;
             if !expect.healthy(&seen.answer) {
                 return Err(verify_failed(
                     &host,

@@ -6,7 +6,13 @@ nginx_workers() { pgrep -P "$1" -x -f 'nginx: worker process' | tr '\n' ' '; }
 reload_nginx() {
   master=$(cat /run/nginx.pid 2>/dev/null)
   old=" $(nginx_workers "$master") "
-  systemctl reload-or-restart nginx || return 1
+  # A running master reloads on SIGHUP, which is all nginx.service's reload does, without
+  # systemd's round trip and the `nginx -s` that parses the configuration once more (40 ms a
+  # switch). The pid file is trusted only if it names nginx's master; else systemd acts.
+  case $(ps -o args= -p "${master:-0}" 2>/dev/null) in
+    'nginx: master process'*) kill -HUP "$master" || systemctl reload-or-restart nginx || return 1 ;;
+    *) systemctl reload-or-restart nginx || return 1 ;;
+  esac
   i=0
   while [ "$i" -lt 250 ]; do
     now=$(cat /run/nginx.pid 2>/dev/null)
