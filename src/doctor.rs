@@ -483,3 +483,54 @@ pub fn verdict(checks: &[Check]) -> Result<(), Error> {
         Err(Error::DoctorFailed { failed })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host's answer with `disk` KiB free for Docker, its clock read at `now`.
+    fn answer(disk_kb: u64, image_bytes: Option<u64>) -> Vec<Check> {
+        let now = SystemTime::now();
+        let clock = now.duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let text = format!(
+            "root yes\ndocker 20.10.24\nnginx 1.22.1\nsystemd 252\ndisk {disk_kb}\nclock {clock}\n"
+        );
+        doctor_answer("root@web1", &text, "root", "", image_bytes, (now, now))
+    }
+
+    fn disk(checks: &[Check]) -> &Check {
+        checks.iter().find(|c| c.what == "disk space").unwrap()
+    }
+
+    #[test]
+    fn disk_space_wants_a_gib_and_without_a_registry_room_for_the_whole_image() {
+        // With a registry (no image size): 1 GiB is enough, less is not.
+        let ok = answer(2 * 1_048_576, None);
+        assert!(disk(&ok).ok, "{:?}", disk(&ok));
+        assert_eq!(disk(&ok).detail, "2048 MB free for Docker");
+        let low = answer(512 * 1024, None);
+        assert!(!disk(&low).ok);
+        assert_eq!(
+            disk(&low).fix.as_deref(),
+            Some("free at least 1024 MB under /var/lib/docker (`docker image prune`)")
+        );
+        // Without a registry, a 3 GiB image needs 3 GiB free: 2 GiB fails, naming both sizes.
+        let image = 3 * 1024 * 1024 * 1024;
+        let short = answer(2 * 1_048_576, Some(image));
+        assert!(!disk(&short).ok);
+        assert_eq!(
+            disk(&short).detail,
+            "2048 MB free for Docker; the release's image takes 3072 MB"
+        );
+        assert_eq!(
+            disk(&short).fix.as_deref(),
+            Some("free at least 3072 MB under /var/lib/docker (`docker image prune`)")
+        );
+        assert!(disk(&answer(4 * 1_048_576, Some(image))).ok);
+        // An answer without the line (an unreadable `df`) is no room, never a panic.
+        let text = "root yes\n";
+        let now = SystemTime::now();
+        let checks = doctor_answer("h", text, "root", "", Some(image), (now, now));
+        assert!(!disk(&checks).ok);
+    }
+}
