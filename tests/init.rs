@@ -14,10 +14,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{assert_has, docker, shipit_in as shipit};
+use support::{assert_has, docker, docker_build, shipit_in as shipit};
 
 const UID: &str = "10001";
 
@@ -106,25 +105,24 @@ impl Image {
         let (builder, runtime) = bases();
         let image = Image(unique("shipit-init-test:rust"));
         let started = Instant::now();
-        let out = Command::new("docker")
-            .args(["build", "--network", "none", "-f", "Dockerfile.production"])
-            .args(["--build-arg", &format!("BUILDER_IMAGE={builder}")])
-            .args(["--build-arg", &format!("RUNTIME_IMAGE={runtime}")])
-            .args(["-t", &image.0, "."])
-            .current_dir(context)
-            .stdin(Stdio::null())
-            .output()
-            .expect("the docker CLI runs");
-        if !out.status.success() {
-            let log = text(&out.stdout);
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            panic!(
-                "`docker build` of the scaffolded Dockerfile.production failed ({}):\n...\n{}\n{}",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-                text(&out.stderr)
-            );
-        }
+        let builder = format!("BUILDER_IMAGE={builder}");
+        let runtime = format!("RUNTIME_IMAGE={runtime}");
+        docker_build(
+            context,
+            &[
+                "--network",
+                "none",
+                "-f",
+                "Dockerfile.production",
+                "--build-arg",
+                &builder,
+                "--build-arg",
+                &runtime,
+                "-t",
+                &image.0,
+                ".",
+            ],
+        );
         eprintln!("image: {} built in {:.1?}", image.0, started.elapsed());
         image
     }

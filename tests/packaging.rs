@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use support::{App, Testbed, docker_ok};
+use support::{App, Testbed, docker_build, docker_ok};
 
 const UID: u32 = 10001;
 
@@ -74,25 +74,22 @@ impl Image {
         let version = format!("VERSION={}", env!("CARGO_PKG_VERSION"));
         let builder = format!("BUILDER_IMAGE={}", bases.builder);
         let runtime = format!("RUNTIME_IMAGE={}", bases.runtime);
-        let out = Command::new("docker")
-            .args(["build", "-f", "Dockerfile.production", "--build-arg"])
-            .args([&builder, "--build-arg", &runtime, "--build-arg", &version])
-            .args(["-t", &tag, "."])
-            .current_dir(repo())
-            .stdin(Stdio::null())
-            .output()
-            .expect("the docker CLI runs");
-        if !out.status.success() {
-            let log = text(&out.stdout);
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            panic!(
-                "`docker build -f Dockerfile.production --build-arg {builder} --build-arg {runtime} \
-                 -t {tag} .` failed ({}):\n...\n{}\n{}",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-                text(&out.stderr)
-            );
-        }
+        docker_build(
+            &repo(),
+            &[
+                "-f",
+                "Dockerfile.production",
+                "--build-arg",
+                &builder,
+                "--build-arg",
+                &runtime,
+                "--build-arg",
+                &version,
+                "-t",
+                &tag,
+                ".",
+            ],
+        );
         eprintln!("image: {tag} built in {:.1?}", started.elapsed());
         Image { tag, bases }
     }

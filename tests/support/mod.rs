@@ -311,6 +311,31 @@ pub fn docker_ok(args: &[&str]) -> Output {
     out
 }
 
+/// `docker build ARGS` in `dir`, which must succeed: on failure, the command and the last 60
+/// lines of the build's log.
+#[track_caller]
+pub fn docker_build(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("docker")
+        .arg("build")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the docker CLI runs (installed by `bash testbed/testbed.sh up`)");
+    if !out.status.success() {
+        let log = String::from_utf8_lossy(&out.stdout);
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        panic!(
+            "`docker build {}` in {} failed ({}):\n...\n{}\n{}",
+            args.join(" "),
+            dir.display(),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// The local base images of `testbed/bases.sh` (no public registry is reachable here):
 /// `(BUILDER_IMAGE, RUNTIME_IMAGE)`, made the first time (a debootstrap), checked after.
 pub fn local_bases() -> (String, String) {
