@@ -15,7 +15,6 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 runs=${RUNS:-5}
 bench_setup 10
-command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -16,6 +16,8 @@ bench_setup() {
   . "$state/env.sh"
   bash examples/hello/build.sh >&2
   cargo build --release --quiet --bin shipit
+  # GNU time, for the peak RSS figures
+  command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
   # shellcheck disable=SC2034 # used by the scripts that source this file
   shipit=$PWD/target/release/shipit
 }

@@ -12,7 +12,6 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 runs=${RUNS:-3}
 bench_setup 10
-command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
 eval "$(bash testbed/bases.sh 2>/dev/null)"
 
 work=$(mktemp -d)
