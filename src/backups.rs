@@ -114,7 +114,7 @@ pub async fn restore(
         });
     };
     let secrets = crate::secret::Secrets::load(&config.app_dir)?;
-    crate::ssh::with_fleet(config, async |fleet| {
+    crate::fleet::with_fleet(config, async |fleet| {
         let Some(host) = fleet.hosts.iter().find(|h| h.spec == backup.host).cloned() else {
             return Err(Error::UnknownHost {
                 host: backup.host.to_string(),
@@ -174,7 +174,7 @@ async fn run_restore(
     secrets: &crate::secret::Secrets,
 ) -> Result<(), Error> {
     let site = config.site();
-    let state = crate::deploy::read_state(config, host).await?;
+    let state = crate::fleet::read_state(config, host).await?;
     let live = state.live();
     let release = state.live_release().cloned();
     let image = match (&backup.image, &release) {

@@ -45,7 +45,7 @@ fn check(
 pub async fn doctor(config: &Config) -> Vec<Check> {
     let mut checks = local_checks(config).await;
     let image_bytes = local_image_bytes(config).await;
-    let hosts = crate::ssh::each_bounded(config.hosts.clone(), config.ssh.max_parallel, |spec| {
+    let hosts = crate::fleet::each_bounded(config.hosts.clone(), config.ssh.max_parallel, |spec| {
         host_checks(config, spec, image_bytes)
     })
     .await;

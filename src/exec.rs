@@ -66,7 +66,7 @@ pub async fn exec(config: &Config, host: Option<&str>, command: &[String]) -> Re
 
 async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Error> {
     let site = config.site();
-    let state = crate::deploy::read_state(config, host).await?;
+    let state = crate::fleet::read_state(config, host).await?;
     let (Some(live), Some(release)) = (state.live(), state.live_release().cloned()) else {
         return Err(Error::NothingLive {
             host: host.spec.to_string(),

@@ -16,6 +16,9 @@
 //!   lacks ([`transfer::plan`] decides, purely);
 //! - [`state`] parses what a host answers about a site (pure); [`layout`] says where everything
 //!   is on a host, keyed by app and environment;
+//! - [`fleet`] connects an environment's hosts, fans work out over them within bounds, collects
+//!   their answers and reads each host's deploy state: every operation that touches hosts goes
+//!   through it, and it knows nothing of deploys or certificates;
 //! - [`lock`] is the environment lock; [`signals`] turns SIGINT, SIGTERM and SIGHUP into a
 //!   cancellation the run acts on;
 //! - [`remote`] builds every command a host runs: its [`remote::scripts`] are `.sh` files with a
@@ -38,6 +41,7 @@ pub mod docker;
 pub mod doctor;
 pub mod error;
 pub mod exec;
+pub mod fleet;
 pub mod hooks;
 pub mod init;
 pub mod layout;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::fleet::Fleet;
 use crate::remote::scripts;
 use crate::signals::Cancel;
-use crate::ssh::Fleet;
 use crate::state::LockInfo;
 use crate::ui;
 
@@ -405,8 +405,8 @@ impl crate::ui::Render for LockRow {
 
 /// Who holds the lock on each host.
 pub async fn status(config: &Config) -> Result<Vec<LockRow>, Error> {
-    let states = crate::ssh::with_fleet(config, async |fleet| {
-        crate::deploy::observe(fleet, config).await
+    let states = crate::fleet::with_fleet(config, async |fleet| {
+        crate::fleet::observe(fleet, config).await
     })
     .await?;
     Ok(states
@@ -423,8 +423,8 @@ pub async fn break_lock(
     confirm: impl FnOnce(&str) -> Result<bool, Error>,
 ) -> Result<(), Error> {
     let environment = &config.environment;
-    crate::ssh::with_fleet(config, async |fleet| {
-        let states = crate::deploy::observe(fleet, config).await?;
+    crate::fleet::with_fleet(config, async |fleet| {
+        let states = crate::fleet::observe(fleet, config).await?;
         let holders: Vec<String> = states
             .iter()
             .filter_map(|(h, s)| s.lock.as_ref().map(|l| format!("{h}: {}", describe(l))))

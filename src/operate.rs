@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::fleet::Fleet;
 use crate::remote::scripts;
-use crate::ssh::{Fleet, Host};
+use crate::ssh::Host;
 use crate::ui;
 
 /// The default maintenance page; a `templates/maintenance.html` in the app overrides it.
@@ -62,7 +63,7 @@ pub async fn logs(
     };
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
     let result = async {
-        let states = crate::deploy::observe(&fleet, config).await?;
+        let states = crate::fleet::observe(&fleet, config).await?;
         let width = fleet
             .hosts
             .iter()

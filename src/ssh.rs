@@ -6,7 +6,6 @@
 
 use openssh::Stdio;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::time::Instant;
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
@@ -407,6 +406,14 @@ fn persisted_link(spec: &HostSpec, ssh: &Ssh) -> Option<std::path::PathBuf> {
     Some(dir.join(format!("cm-{hash}")))
 }
 
+/// Before a run connects its hosts: remove what masters of earlier runs (kept by `ssh.persist`)
+/// left behind once they expired.
+pub fn sweep_persisted(first: &HostSpec, ssh: &Ssh) {
+    if let Some(link) = persisted_link(first, ssh) {
+        sweep_expired_masters(link.parent().unwrap_or(&link));
+    }
+}
+
 /// Remove what expired masters left in the control directory: the directories of masters
 /// that no longer listen (older than a minute, so a master being started is never touched)
 /// and links to them.
@@ -481,98 +488,4 @@ fn connect_error(spec: &HostSpec, ssh: &Ssh, e: &openssh::Error) -> Error {
         message,
         help,
     }
-}
-
-/// Connect to every host of `config`'s environment, run `f`, and close the connections
-/// whatever `f` returned.
-pub async fn with_fleet<T>(
-    config: &crate::config::Config,
-    f: impl AsyncFnOnce(&Fleet) -> Result<T, Error>,
-) -> Result<T, Error> {
-    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
-    let result = f(&fleet).await;
-    fleet.close().await;
-    result
-}
-
-/// Every host of an environment, connected.
-pub struct Fleet {
-    pub hosts: Vec<Arc<Host>>,
-    pub max_parallel: usize,
-}
-
-impl Fleet {
-    /// Connect to every host in parallel; fails, naming each host that could not be reached,
-    /// before anything runs anywhere.
-    pub async fn connect(hosts: &[HostSpec], ssh: &Ssh) -> Result<Fleet, Error> {
-        if let Some(link) = hosts.first().and_then(|h| persisted_link(h, ssh)) {
-            sweep_expired_masters(link.parent().unwrap_or(&link));
-        }
-        let progress = crate::ui::Step::new("Connecting", hosts, "SSH");
-        let results = each_bounded(hosts.to_vec(), ssh.max_parallel, |spec| {
-            let line = progress.line(&spec);
-            async move {
-                let r = Host::connect(&spec, ssh).await;
-                line.finish_with(&r, "connected");
-                r
-            }
-        })
-        .await;
-        drop(progress);
-        let mut connected = Vec::new();
-        let mut errors = Vec::new();
-        for r in results {
-            match r {
-                Ok(h) => connected.push(Arc::new(h)),
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            close_all(connected).await;
-            return Err(if errors.len() == 1 {
-                errors.remove(0)
-            } else {
-                Error::Hosts { hosts: errors }
-            });
-        }
-        Ok(Fleet {
-            hosts: connected,
-            max_parallel: ssh.max_parallel,
-        })
-    }
-
-    /// Run `f` on every host, at most `max_parallel` at once; results in host order.
-    pub async fn each<T, F, Fut>(&self, f: F) -> Vec<T>
-    where
-        F: Fn(Arc<Host>) -> Fut,
-        Fut: std::future::Future<Output = T>,
-    {
-        each_bounded(self.hosts.clone(), self.max_parallel, f).await
-    }
-
-    pub async fn close(self) {
-        close_all(self.hosts).await;
-    }
-}
-
-async fn close_all(hosts: Vec<Arc<Host>>) {
-    let closing = hosts
-        .into_iter()
-        .filter_map(Arc::into_inner)
-        .map(Host::close);
-    futures::future::join_all(closing).await;
-}
-
-/// Map `f` over `items` with at most `limit` futures in flight, results in the input order.
-pub async fn each_bounded<I, T, F, Fut>(items: Vec<I>, limit: usize, f: F) -> Vec<T>
-where
-    F: Fn(I) -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    use futures::StreamExt;
-    futures::stream::iter(items)
-        .map(f)
-        .buffered(limit.max(1))
-        .collect()
-        .await
 }

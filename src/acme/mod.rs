@@ -25,9 +25,10 @@ use serde::Serialize;
 
 use crate::config::{Acme, Config};
 use crate::error::Error;
+use crate::fleet::Fleet;
 use crate::layout::{self, Site};
 use crate::remote::scripts;
-use crate::ssh::{Fleet, Host};
+use crate::ssh::Host;
 use crate::templates::{FileKind, ManagedFile};
 use crate::ui::{self, plural};
 use plan::{CertFacts, Decision, HostCert, Issued};
@@ -134,7 +135,7 @@ fn acme_of(config: &Config) -> Result<&Acme, Error> {
 /// nothing.
 pub async fn renew(config: &Config, options: RenewOptions) -> Result<RenewReport, Error> {
     let acme = acme_of(config)?;
-    crate::ssh::with_fleet(config, async |fleet| {
+    crate::fleet::with_fleet(config, async |fleet| {
         crate::lock::with_lock(
             fleet,
             config,
@@ -280,7 +281,7 @@ async fn read_fleet(config: &Config, fleet: &Fleet) -> Result<FleetTls, Error> {
         accounts: Vec::new(),
         challenge_dirs: Vec::new(),
     };
-    for (cert, account, dir) in crate::deploy::collect(results)? {
+    for (cert, account, dir) in crate::fleet::collect(results)? {
         held.certs.push(cert);
         held.accounts.push(account);
         held.challenge_dirs.push(dir);
@@ -385,7 +386,7 @@ async fn store_account(
         .iter()
         .filter_map(|i| fleet.hosts.get(*i).cloned())
         .collect();
-    let results = crate::ssh::each_bounded(hosts, fleet.max_parallel, |host| {
+    let results = crate::fleet::each_bounded(hosts, fleet.max_parallel, |host| {
         let files = [(path.as_str(), "600", content.as_str())];
         async move {
             stage(&host, &files).await?;
@@ -393,7 +394,7 @@ async fn store_account(
         }
     })
     .await;
-    crate::deploy::collect(results).map(|_| ())
+    crate::fleet::collect(results).map(|_| ())
 }
 
 /// Stage files beside their targets (the content goes on stdin).
@@ -498,7 +499,7 @@ async fn install(
                 }
             })
             .await;
-        return crate::deploy::collect(staged).map(|_| ());
+        return crate::fleet::collect(staged).map(|_| ());
     }
     let results = fleet
         .each(|host| async move {
@@ -511,7 +512,7 @@ async fn install(
             .await
         })
         .await;
-    crate::deploy::collect(results).map(|_| ())
+    crate::fleet::collect(results).map(|_| ())
 }
 
 /// Every host holds the new certificate and serves it over HTTPS (nginx's new workers take a
@@ -554,7 +555,7 @@ async fn read_back(config: &Config, fleet: &Fleet, want: &CertFacts) -> Result<(
             })
         })
         .await;
-    crate::deploy::collect(results).map(|_| ())
+    crate::fleet::collect(results).map(|_| ())
 }
 
 fn describe(cert: &Result<Option<CertFacts>, String>) -> String {
@@ -638,7 +639,7 @@ impl ca::Responder for Challenges<'_> {
                 }
             })
             .await;
-        crate::deploy::collect(results).map(|_| ())
+        crate::fleet::collect(results).map(|_| ())
     }
 }
 
@@ -753,7 +754,7 @@ pub async fn status(config: &Config) -> Result<Vec<HostTls>, Error> {
             environment: config.environment.clone(),
         });
     };
-    crate::ssh::with_fleet(config, async |fleet| {
+    crate::fleet::with_fleet(config, async |fleet| {
         let held = read_fleet(config, fleet).await?;
         let served = fleet
             .each(|host| async move { served(&host, &config.domain).await })

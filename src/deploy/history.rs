@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::ssh::with_fleet;
+use crate::fleet::with_fleet;
 use crate::state::{HistoryEntry, HostState, Outcome};
 
 /// One event in `shipit releases`, merged across hosts.
@@ -106,7 +106,10 @@ pub fn merge_history(states: &[(String, HostState)]) -> Vec<(ReleaseLine, String
 }
 
 pub async fn releases(config: &Config) -> Result<Vec<ReleaseLine>, Error> {
-    let states = with_fleet(config, async |fleet| super::observe(fleet, config).await).await?;
+    let states = with_fleet(config, async |fleet| {
+        crate::fleet::observe(fleet, config).await
+    })
+    .await?;
     Ok(merge_history(&states)
         .into_iter()
         .map(|(line, _)| line)

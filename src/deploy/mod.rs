@@ -21,11 +21,11 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::fleet::{Fleet, collect, first_line, observe_with, parse_host_state};
 use crate::lock;
 use crate::remote::scripts;
 use crate::secret::Secrets;
-use crate::ssh::{Fleet, Host};
-use crate::state::{self, HostState, ReleaseRef};
+use crate::state::{HostState, ReleaseRef};
 use crate::ui::{self, plural};
 use plan::{Action, HostChoice, Plan, PlanError};
 
@@ -89,72 +89,6 @@ impl Kind {
     }
 }
 
-/// Parse a host's state; history lines it had to skip are warned about, naming the host.
-pub(crate) fn parse_host_state(
-    config: &Config,
-    host: &Host,
-    command: &str,
-    text: &str,
-) -> Result<(String, HostState), Error> {
-    let state = state::parse_state(text).map_err(|message| Error::Protocol {
-        host: host.spec.to_string(),
-        command: command.to_owned(),
-        message,
-    })?;
-    for s in &state.skipped {
-        ui::warn(&format!(
-            "`{}`: skipped line {} of its history (`{}`): {}",
-            host.spec,
-            s.line,
-            config.site().history(),
-            s.reason
-        ));
-    }
-    Ok((host.spec.to_string(), state))
-}
-
-/// Read one host's deploy state.
-pub(crate) async fn read_state(config: &Config, host: &Host) -> Result<HostState, Error> {
-    let cmd = scripts::ReadState::of(&config.site(), None).command();
-    let out = host.check(&cmd).await?;
-    parse_host_state(
-        config,
-        host,
-        &cmd.to_string(),
-        &String::from_utf8_lossy(&out),
-    )
-    .map(|(_, state)| state)
-}
-
-/// Read every host's deploy state, in host order.
-pub async fn observe(fleet: &Fleet, config: &Config) -> Result<Vec<(String, HostState)>, Error> {
-    observe_with(fleet, config, None).await
-}
-
-/// Read every host's deploy state; with `settings`, each colour's are compared with them.
-async fn observe_with(
-    fleet: &Fleet,
-    config: &Config,
-    settings: Option<String>,
-) -> Result<Vec<(String, HostState)>, Error> {
-    let cmd = scripts::ReadState::of(&config.site(), settings).command();
-    let results = fleet
-        .each(|host| {
-            let cmd = cmd.clone();
-            async move {
-                let out = host.check(&cmd).await?;
-                parse_host_state(
-                    config,
-                    &host,
-                    &cmd.to_string(),
-                    &String::from_utf8_lossy(&out),
-                )
-            }
-        })
-        .await;
-    collect(results)
-}
-
 /// The states read under the lock, or read again when a host's is missing (a lock taken over).
 async fn states_under_lock(
     fleet: &Fleet,
@@ -172,23 +106,6 @@ async fn states_under_lock(
         .map(|(host, text)| parse_host_state(config, host, "take the lock", text))
         .collect();
     collect(parsed)
-}
-
-/// All results, or every error (one error alone when there is one).
-pub(crate) fn collect<T>(results: Vec<Result<T, Error>>) -> Result<Vec<T>, Error> {
-    let mut ok = Vec::new();
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(t) => ok.push(t),
-            Err(e) => errors.push(e),
-        }
-    }
-    match errors.len() {
-        0 => Ok(ok),
-        1 => Err(errors.remove(0)),
-        _ => Err(Error::Hosts { hosts: errors }),
-    }
 }
 
 fn plan_error(config: &Config, e: PlanError) -> Error {
@@ -494,10 +411,6 @@ fn report(plan: Plan, sent: Vec<crate::transfer::Sent>, started: Instant) -> Rep
         sent,
         seconds: started.elapsed().as_secs_f64(),
     }
-}
-
-pub(crate) fn first_line(e: &Error) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]

@@ -18,15 +18,16 @@ use futures::StreamExt;
 use tracing::{Instrument, info, info_span};
 
 use super::plan::{Action, HostStep, Plan};
-use super::{Kind, env, first_line, parse_host_state};
+use super::{Kind, env};
 use crate::config::{Config, KeepPrevious};
 use crate::error::{Error, FleetSplit, HealthGateFailure, SplitHost};
+use crate::fleet::{Fleet, each_bounded, first_line, parse_host_state};
 use crate::lock::{self, Me};
 use crate::probe::{self, Expect, Tunnel};
 use crate::remote::scripts;
 use crate::secret::Secrets;
 use crate::signals::Cancel;
-use crate::ssh::{Fleet, Host, each_bounded};
+use crate::ssh::Host;
 use crate::state::{self, HistoryEntry, HostState, Outcome, PortOwner};
 use crate::ui::{self, plural};
 

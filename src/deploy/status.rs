@@ -5,10 +5,10 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::fleet::{each_bounded, with_fleet};
 use crate::lock;
 use crate::model::Colour;
 use crate::probe::{self, Expect, Tunnel};
-use crate::ssh::{each_bounded, with_fleet};
 use crate::state::{ColourState, HostState};
 
 /// One colour on a host.
@@ -189,7 +189,7 @@ fn colour_status(c: &ColourState) -> ColourStatus {
 
 pub async fn status(config: &Config) -> Result<Vec<HostStatus>, Error> {
     with_fleet(config, async |fleet| {
-        let states = super::observe(fleet, config).await?;
+        let states = crate::fleet::observe(fleet, config).await?;
         let client = probe::client(true)?;
         let rows = each_bounded(
             fleet.hosts.iter().cloned().zip(states).collect(),

@@ -16,12 +16,13 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::fleet::Fleet;
 use crate::layout;
 use crate::model::Colour;
 use crate::remote::scripts;
 use crate::secret::Secrets;
 use crate::signals::Cancel;
-use crate::ssh::{Fleet, Host};
+use crate::ssh::Host;
 use crate::templates::{ManagedFile, Templates};
 use crate::ui::{self, plural};
 use plan::{HostPlan, Login};
@@ -255,7 +256,7 @@ async fn discard_all(fleet: &Fleet, checked: Vec<Checked>) -> Error {
         }
     }
     futures::future::join_all(to_discard.iter().map(|(h, p)| discard(h, p))).await;
-    match crate::deploy::collect(errors) {
+    match crate::fleet::collect(errors) {
         Err(e) => e,
         Ok(_) => Error::Internal {
             context: "provision".into(),
@@ -278,7 +279,7 @@ async fn install_all(
             .map(|(h, _)| &h.spec),
         "installing the validated files and reloading what changed",
     );
-    let results = crate::ssh::each_bounded(prepared, fleet.max_parallel, |(host, plan)| {
+    let results = crate::fleet::each_bounded(prepared, fleet.max_parallel, |(host, plan)| {
         let line = progress.line(&host.spec);
         async move {
             let result = commit(&host, &plan, login).await;
@@ -288,7 +289,7 @@ async fn install_all(
     })
     .await;
     drop(progress);
-    crate::deploy::collect(results)
+    crate::fleet::collect(results)
 }
 
 async fn observe_and_plan(

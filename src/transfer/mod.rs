@@ -23,8 +23,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::build::Image;
 use crate::error::Error;
+use crate::fleet::Fleet;
 use crate::remote::scripts;
-use crate::ssh::{Fleet, Host};
+use crate::ssh::Host;
 use crate::ui::{self, plural};
 use archive::Archive;
 use plan::{HostImages, Send};
@@ -142,7 +143,7 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
         sending.iter().map(|(h, _)| &h.spec),
         &format!("{} over SSH", image.reference),
     );
-    let results = crate::ssh::each_bounded(sending, fleet.max_parallel, |(host, decision)| {
+    let results = crate::fleet::each_bounded(sending, fleet.max_parallel, |(host, decision)| {
         let line = progress.line(&host.spec);
         let archive = Arc::clone(&archive);
         async move {
@@ -164,7 +165,7 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
     })
     .await;
     drop(progress);
-    let mut sent = crate::deploy::collect(results)?;
+    let mut sent = crate::fleet::collect(results)?;
     let most = sent.iter().map(|s| s.bytes).max().unwrap_or(0);
     let layers_sent = sent.iter().map(|s| s.layers_sent).max().unwrap_or(0);
     ui::status(
@@ -213,7 +214,7 @@ async fn read_hosts(fleet: &Fleet) -> Result<Vec<HostImages>, Error> {
             }
         })
         .await;
-    crate::deploy::collect(results)
+    crate::fleet::collect(results)
 }
 
 /// Feed one host its members on the stdin of `docker load`; when a stream without the layers it
@@ -241,7 +242,7 @@ async fn send_host(
         Err(e) if first > 0 && is_missing_layer(&e) => {
             let why = format!(
                 "the engine refused the image without the layers it has ({})",
-                crate::deploy::first_line(&e)
+                crate::fleet::first_line(&e)
             );
             ui::warn(&format!("`{}`: {why}; sending the whole image", host.spec));
             let bytes = load(host, archive, image, 0, line).await?;

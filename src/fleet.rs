@@ -1,0 +1,197 @@
+//! The fleet: every host of an environment, connected, and the work fanned out over them.
+//!
+//! Owns: connecting to the hosts of an environment (and which could not be reached), running
+//! one future per host within a bound, collecting their answers into one result or every
+//! error, and reading each host's deploy state ([`crate::state`] parses it). Every operation
+//! that touches hosts goes through it. Must not: know what a deploy, a certificate or an image
+//! is: the operations above decide what to run.
+
+use std::sync::Arc;
+
+use crate::config::{Config, HostSpec, Ssh};
+use crate::error::Error;
+use crate::remote::scripts;
+use crate::ssh::Host;
+use crate::state::{self, HostState};
+use crate::ui;
+
+/// Connect to every host of `config`'s environment, run `f`, and close the connections
+/// whatever `f` returned.
+pub async fn with_fleet<T>(
+    config: &Config,
+    f: impl AsyncFnOnce(&Fleet) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+    let result = f(&fleet).await;
+    fleet.close().await;
+    result
+}
+
+/// Every host of an environment, connected.
+pub struct Fleet {
+    pub hosts: Vec<Arc<Host>>,
+    pub max_parallel: usize,
+}
+
+impl Fleet {
+    /// Connect to every host in parallel; fails, naming each host that could not be reached,
+    /// before anything runs anywhere.
+    pub async fn connect(hosts: &[HostSpec], ssh: &Ssh) -> Result<Fleet, Error> {
+        if let Some(first) = hosts.first() {
+            crate::ssh::sweep_persisted(first, ssh);
+        }
+        let progress = crate::ui::Step::new("Connecting", hosts, "SSH");
+        let results = each_bounded(hosts.to_vec(), ssh.max_parallel, |spec| {
+            let line = progress.line(&spec);
+            async move {
+                let r = Host::connect(&spec, ssh).await;
+                line.finish_with(&r, "connected");
+                r
+            }
+        })
+        .await;
+        drop(progress);
+        let mut connected = Vec::new();
+        let mut errors = Vec::new();
+        for r in results {
+            match r {
+                Ok(h) => connected.push(Arc::new(h)),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            close_all(connected).await;
+            return Err(if errors.len() == 1 {
+                errors.remove(0)
+            } else {
+                Error::Hosts { hosts: errors }
+            });
+        }
+        Ok(Fleet {
+            hosts: connected,
+            max_parallel: ssh.max_parallel,
+        })
+    }
+
+    /// Run `f` on every host, at most `max_parallel` at once; results in host order.
+    pub async fn each<T, F, Fut>(&self, f: F) -> Vec<T>
+    where
+        F: Fn(Arc<Host>) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        each_bounded(self.hosts.clone(), self.max_parallel, f).await
+    }
+
+    pub async fn close(self) {
+        close_all(self.hosts).await;
+    }
+}
+
+async fn close_all(hosts: Vec<Arc<Host>>) {
+    let closing = hosts
+        .into_iter()
+        .filter_map(Arc::into_inner)
+        .map(Host::close);
+    futures::future::join_all(closing).await;
+}
+
+/// Map `f` over `items` with at most `limit` futures in flight, results in the input order.
+pub async fn each_bounded<I, T, F, Fut>(items: Vec<I>, limit: usize, f: F) -> Vec<T>
+where
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(items)
+        .map(f)
+        .buffered(limit.max(1))
+        .collect()
+        .await
+}
+
+/// Parse a host's state; history lines it had to skip are warned about, naming the host.
+pub fn parse_host_state(
+    config: &Config,
+    host: &Host,
+    command: &str,
+    text: &str,
+) -> Result<(String, HostState), Error> {
+    let state = state::parse_state(text).map_err(|message| Error::Protocol {
+        host: host.spec.to_string(),
+        command: command.to_owned(),
+        message,
+    })?;
+    for s in &state.skipped {
+        ui::warn(&format!(
+            "`{}`: skipped line {} of its history (`{}`): {}",
+            host.spec,
+            s.line,
+            config.site().history(),
+            s.reason
+        ));
+    }
+    Ok((host.spec.to_string(), state))
+}
+
+/// Read one host's deploy state.
+pub async fn read_state(config: &Config, host: &Host) -> Result<HostState, Error> {
+    let cmd = scripts::ReadState::of(&config.site(), None).command();
+    let out = host.check(&cmd).await?;
+    parse_host_state(
+        config,
+        host,
+        &cmd.to_string(),
+        &String::from_utf8_lossy(&out),
+    )
+    .map(|(_, state)| state)
+}
+
+/// Read every host's deploy state, in host order.
+pub async fn observe(fleet: &Fleet, config: &Config) -> Result<Vec<(String, HostState)>, Error> {
+    observe_with(fleet, config, None).await
+}
+
+/// Read every host's deploy state; with `settings`, each colour's are compared with them.
+pub async fn observe_with(
+    fleet: &Fleet,
+    config: &Config,
+    settings: Option<String>,
+) -> Result<Vec<(String, HostState)>, Error> {
+    let cmd = scripts::ReadState::of(&config.site(), settings).command();
+    let results = fleet
+        .each(|host| {
+            let cmd = cmd.clone();
+            async move {
+                let out = host.check(&cmd).await?;
+                parse_host_state(
+                    config,
+                    &host,
+                    &cmd.to_string(),
+                    &String::from_utf8_lossy(&out),
+                )
+            }
+        })
+        .await;
+    collect(results)
+}
+
+/// All results, or every error (one error alone when there is one).
+pub fn collect<T>(results: Vec<Result<T, Error>>) -> Result<Vec<T>, Error> {
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(t) => ok.push(t),
+            Err(e) => errors.push(e),
+        }
+    }
+    match errors.len() {
+        0 => Ok(ok),
+        1 => Err(errors.remove(0)),
+        _ => Err(Error::Hosts { hosts: errors }),
+    }
+}
+
+pub fn first_line(e: &Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
