@@ -39,9 +39,15 @@ impl ui::Render for BackupInfo {
     }
 }
 
-/// Parse the answer of [`scripts::Backups`]: `NAME BYTES MTIME` lines, newest first.
+/// Parse the answer of [`scripts::Backups`]: the host's clock, then `NAME BYTES MTIME` lines,
+/// newest first. Ages are counted on the host's clock (`now` when it gave none).
 pub fn parse(host: &str, text: &str, now: u64) -> Vec<BackupInfo> {
+    let now = text
+        .lines()
+        .find_map(|l| l.strip_prefix("clock ")?.trim().parse().ok())
+        .unwrap_or(now);
     text.lines()
+        .filter(|l| !l.starts_with("clock "))
         .filter_map(|line| {
             let mut w = line.split(' ');
             let id = w.next()?.to_owned();

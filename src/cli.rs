@@ -276,6 +276,11 @@ pub struct ChangeArgs {
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
+    /// Leave out hosts that cannot be reached: the others proceed with every check; the ones
+    /// left out keep what they serve, are named and recorded as behind, and the next run
+    /// converges them (exit code 13)
+    #[arg(long)]
+    skip_unreachable: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,10 +390,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 build: release.options(cli.verbose),
                 no_build,
                 skip_backup,
+                skip_unreachable: change.skip_unreachable,
             };
             let report = crate::deploy::deploy(&load(&environment)?, &options).await?;
             ui::print(&report, change.json);
-            Ok(())
+            report.verdict(&environment)
         }
         Command::Rollback {
             environment,
@@ -399,10 +405,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 to,
                 dry_run: change.dry_run,
                 lock_wait: change.lock_wait,
+                skip_unreachable: change.skip_unreachable,
             };
             let report = crate::deploy::rollback(&load(&environment)?, &options).await?;
             ui::print(&report, change.json);
-            Ok(())
+            report.verdict(&environment)
         }
         Command::Status { environment, json } => {
             ui::print(

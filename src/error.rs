@@ -9,6 +9,26 @@ use crate::config::ConfigErrors;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "the configuration changed since the last `shipit provision`: {}; nothing was started\n  help: run `shipit provision {environment}` first (`--dry-run` shows the diff), then deploy again",
+        hosts.iter().map(|(h, files)| format!("on `{h}` {}", files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("; ")
+    )]
+    ProvisionDrift {
+        /// Per host, the files (and units) provision would change.
+        hosts: Vec<(String, Vec<String>)>,
+        environment: String,
+    },
+
+    #[error(
+        "{release} went live on every host but {}, left out because they could not be reached: they still serve what they served, and are recorded as behind\n  help: when they are back, `shipit status {environment}` shows them; the next `shipit deploy {environment}` (or `shipit rollback {environment} --to {release}`) brings them to the fleet's release",
+        hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+    )]
+    LeftBehind {
+        hosts: Vec<String>,
+        release: String,
+        environment: String,
+    },
+
     #[error("no `shipit.toml` in `{}`\n  help: run shipit from the app directory, pass `-C DIR`, or create one with `shipit init`", dir.display())]
     NoConfig { dir: PathBuf },
 
@@ -548,6 +568,8 @@ impl Error {
             | Error::NotBuilt { .. }
             | Error::NotBuiltLocally { .. } => 5,
             Error::Connect { .. } | Error::Transport { .. } => 3,
+            Error::ProvisionDrift { .. } => 2,
+            Error::LeftBehind { .. } => 13,
             Error::Hosts { hosts } => hosts.iter().map(Error::exit_code).max().unwrap_or(1),
             Error::Validation { .. } => 4,
             Error::LockHeld { .. } | Error::LegacyBusy { .. } => 6,

@@ -118,6 +118,7 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
         &scripts::Record {
             history: &site.audit_log(),
             line: &audit("exec", None),
+            files: &[],
         }
         .command(),
     )
@@ -163,6 +164,7 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
             &scripts::Record {
                 history: &site.audit_log(),
                 line: &audit("exec-exit", Some(code)),
+                files: &[],
             }
             .command(),
         )

@@ -27,16 +27,48 @@ pub async fn with_fleet<T>(
     result
 }
 
-/// Every host of an environment, connected.
+/// Every host of an environment, connected (but those left out as unreachable, by choice).
 pub struct Fleet {
     pub hosts: Vec<Arc<Host>>,
     pub max_parallel: usize,
+    /// Hosts that could not be reached and were left out (`--skip-unreachable`), with why.
+    pub skipped: Vec<Unreachable>,
+}
+
+/// A host left out of a run because it could not be reached.
+#[derive(Debug)]
+pub struct Unreachable {
+    pub spec: HostSpec,
+    /// Why, in one line.
+    pub why: String,
+}
+
+/// How many unreachable hosts a run may leave out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tolerate {
+    /// None: every host must be reached (the default).
+    None,
+    /// At most this many (`deploy.tolerate_unreachable`).
+    AtMost(usize),
+    /// Any number, as long as one is reached (`--skip-unreachable`).
+    All,
 }
 
 impl Fleet {
     /// Connect to every host in parallel; fails, naming each host that could not be reached,
     /// before anything runs anywhere.
     pub async fn connect(hosts: &[HostSpec], ssh: &Ssh) -> Result<Fleet, Error> {
+        Fleet::connect_tolerating(hosts, ssh, Tolerate::None).await
+    }
+
+    /// Connect to every host in parallel, leaving out hosts that cannot be reached as far as
+    /// `tolerate` allows (named in [`Fleet::skipped`]); beyond that, or when no host can be
+    /// reached, fails as [`Fleet::connect`] does. Only a failed connection is tolerated.
+    pub async fn connect_tolerating(
+        hosts: &[HostSpec],
+        ssh: &Ssh,
+        tolerate: Tolerate,
+    ) -> Result<Fleet, Error> {
         if let Some(first) = hosts.first() {
             crate::ssh::sweep_persisted(first, ssh);
         }
@@ -53,23 +85,46 @@ impl Fleet {
         drop(progress);
         let mut connected = Vec::new();
         let mut errors = Vec::new();
-        for r in results {
+        for (spec, r) in hosts.iter().zip(results) {
             match r {
                 Ok(h) => connected.push(Arc::new(h)),
-                Err(e) => errors.push(e),
+                Err(e) => errors.push((spec.clone(), e)),
             }
         }
-        if !errors.is_empty() {
+        let allowed = match tolerate {
+            Tolerate::None => 0,
+            Tolerate::AtMost(n) => n,
+            Tolerate::All => usize::MAX,
+        };
+        let tolerable = errors
+            .iter()
+            .all(|(_, e)| matches!(e, Error::Connect { .. }));
+        if !errors.is_empty() && (errors.len() > allowed || !tolerable || connected.is_empty()) {
             close_all(connected).await;
+            let mut errors: Vec<Error> = errors.into_iter().map(|(_, e)| e).collect();
             return Err(if errors.len() == 1 {
                 errors.remove(0)
             } else {
                 Error::Hosts { hosts: errors }
             });
         }
+        let skipped = errors
+            .into_iter()
+            .map(|(spec, e)| {
+                crate::ui::warn(&format!(
+                    "leaving out `{spec}`: it cannot be reached ({}); it keeps what it serves and is recorded as behind",
+                    first_line(&e)
+                ));
+                Unreachable {
+                    spec,
+                    why: first_line(&e),
+                }
+            })
+            .collect();
         Ok(Fleet {
             hosts: connected,
             max_parallel: ssh.max_parallel,
+            skipped,
         })
     }
 

@@ -192,6 +192,23 @@ impl Site {
         format!("{}/history.jsonl", self.state_dir())
     }
 
+    /// The hosts the last deploy or rollback counted as the environment (`host SPEC` lines),
+    /// and those deployed to before that are no longer configured (`removed SPEC`).
+    pub fn fleet_record(&self) -> String {
+        format!("{}/fleet", self.state_dir())
+    }
+
+    /// Hosts a run left out as unreachable: they missed a release (one JSON object a line).
+    pub fn behind_record(&self) -> String {
+        format!("{}/behind", self.state_dir())
+    }
+
+    /// The images this site keeps (one reference a line), written when it prunes: another site
+    /// of the app on the host never prunes them.
+    pub fn retained_record(&self) -> String {
+        format!("{}/retained", self.state_dir())
+    }
+
     /// Where earlier versions of shipit kept this app (keyed by the app alone).
     pub fn legacy(&self) -> Legacy {
         Legacy {

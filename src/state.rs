@@ -49,6 +49,12 @@ pub struct ColourState {
     /// The health path it was started with (`SHIPIT_HEALTH_PATH`; older hosts lack it).
     pub health_path: Option<String>,
     pub settings: Settings,
+    /// What differs when `settings` does: the names of the settings (never a value), and
+    /// `units` when the units it started with were changed since (volumes, limits, processes).
+    pub changed: Vec<String>,
+    /// The HTTP status its copy gave on its health path when the state was read (`Some(0)`:
+    /// no answer); `None` when it was not asked (not running, or no `curl` on the host).
+    pub answers: Option<u16>,
 }
 
 impl ColourState {
@@ -60,6 +66,16 @@ impl ColourState {
     /// Whether it runs under this layout's unit (a warm copy shipit can switch to and check).
     pub fn running_here(&self) -> bool {
         self.unit == "active"
+    }
+
+    /// Whether nginx, routing to it, would pass its answers on to users: it answered (with a
+    /// status other than 502, 503 or 504, which make nginx try the next server). When it could
+    /// not be asked, whether it runs.
+    pub fn answers_users(&self) -> bool {
+        match self.answers {
+            Some(code) => code != 0 && !matches!(code, 502..=504),
+            None => self.running(),
+        }
     }
 }
 
@@ -181,6 +197,87 @@ pub struct HostState {
     pub nginx_active: bool,
     /// The earlier layout's upstream include exists (a host `shipit provision` has not moved).
     pub legacy_layout: bool,
+    /// The hosts the last deploy or rollback counted as the environment, as this host recorded.
+    pub fleet: FleetRecord,
+    /// Hosts a run skipped as unreachable, as this host recorded: they missed a release.
+    pub behind: Vec<Behind>,
+    /// The host's own clock (unix seconds) when it answered.
+    pub clock: Option<u64>,
+}
+
+/// The environment's hosts as a run recorded them on each host it reached: what it deployed to,
+/// and hosts deployed to earlier that are no longer configured and not yet retired (they may
+/// still run the app).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FleetRecord {
+    pub hosts: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl FleetRecord {
+    pub fn parse(text: &str) -> FleetRecord {
+        let mut r = FleetRecord::default();
+        for line in text.lines() {
+            match line.split_once(' ') {
+                Some(("host", h)) if !h.trim().is_empty() => r.hosts.push(h.trim().to_owned()),
+                Some(("removed", h)) if !h.trim().is_empty() => {
+                    r.removed.push(h.trim().to_owned());
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for h in &self.hosts {
+            s.push_str(&format!("host {h}\n"));
+        }
+        for h in &self.removed {
+            s.push_str(&format!("removed {h}\n"));
+        }
+        s
+    }
+}
+
+/// A host a deploy or rollback skipped as unreachable (`--skip-unreachable`): it still serves
+/// what it served before, and the next run converges it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Behind {
+    pub host: String,
+    /// What the rest of the fleet went to.
+    pub release: String,
+    /// `deploy` or `rollback`.
+    pub command: String,
+    /// The run that skipped it (its lock id).
+    pub run: String,
+}
+
+impl Behind {
+    /// One JSON object a line; lines that are not are skipped.
+    pub fn parse_all(text: &str) -> Vec<Behind> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn render_all(all: &[Behind]) -> String {
+        all.iter()
+            // A struct of strings always serializes.
+            .map(|b| serde_json::to_string(b).unwrap_or_default() + "\n")
+            .collect()
+    }
+}
+
+/// Which of the upstream's servers users get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// The first server: the live colour, answering.
+    Primary,
+    /// nginx's `backup`: the live colour does not answer, the previous one does.
+    Backup,
 }
 
 /// What nginx serves on a host, read back from the upstream include and the colours' records.
@@ -227,14 +324,43 @@ impl HostState {
         Some(Live { colour, port })
     }
 
-    /// The release nginx serves, if its colour runs one.
+    /// The release users get: the live colour's while it answers, else the backup's while it
+    /// does (see [`HostState::serving`]).
     pub fn live_release(&self) -> Option<&ReleaseRef> {
-        let c = self.colour(self.live()?.colour);
-        if c.running() {
-            c.release.as_ref()
-        } else {
-            None
+        let (l, _) = self.serving()?;
+        self.colour(l.colour).release.as_ref()
+    }
+
+    /// The release recorded for the live colour (the upstream's first server), whether or not
+    /// its copy runs: the release a rollback goes back from.
+    pub fn primary_release(&self) -> Option<&ReleaseRef> {
+        self.colour(self.live()?.colour).release.as_ref()
+    }
+
+    /// The colour on the upstream's `backup` server, when one is recorded there (never the live
+    /// colour).
+    pub fn fallback(&self) -> Option<Live> {
+        let port = upstream_backup_port(self.upstream.as_deref()?)?;
+        let live = self.live().map(|l| l.colour);
+        let colour = [Colour::Blue, Colour::Green]
+            .into_iter()
+            .find(|c| Some(*c) != live && self.colour(*c).port == Some(port))?;
+        Some(Live { colour, port })
+    }
+
+    /// The copy users get, read from nginx's upstream and the copies themselves: the live
+    /// colour while it answers, else the backup while it answers, else none. Serving is a fact
+    /// about what answers, not what a unit says.
+    pub fn serving(&self) -> Option<(Live, Via)> {
+        if let Some(l) = self.live()
+            && self.colour(l.colour).answers_users()
+        {
+            return Some((l, Via::Primary));
         }
+        let b = self.fallback()?;
+        self.colour(b.colour)
+            .answers_users()
+            .then_some((b, Via::Backup))
     }
 }
 
@@ -277,12 +403,29 @@ pub fn upstream_live_port(text: &str) -> Option<u16> {
         })
 }
 
+/// The port of the upstream's `backup` server.
+pub fn upstream_backup_port(text: &str) -> Option<u16> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("server ") && l.contains(" backup"))
+        .find_map(|l| {
+            l.strip_prefix("server 127.0.0.1:")?
+                .split([' ', ';'])
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
 /// The colour an upstream include's comment names.
 fn upstream_live_colour(text: &str) -> Option<Colour> {
     text.lines()
         .find_map(|l| l.trim().strip_prefix("# live: "))
         .and_then(|c| Colour::parse(c.trim()))
 }
+
+/// How many lines a host's deploy state has.
+const STATE_LINES: usize = 18;
 
 /// Parse the answer to `DEPLOY_STATE`.
 pub fn parse_state(stdout: &str) -> Result<HostState, String> {
@@ -296,11 +439,23 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             .map_err(|e| format!("bad base64: {e}"))?;
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     };
-    let settings = |v: &str| match v {
-        "same" => Ok(Settings::Same),
-        "differs" => Ok(Settings::Differs),
-        "-" => Ok(Settings::Unknown),
-        other => Err(format!("unexpected settings verdict `{other}`")),
+    let settings = |colour: &mut ColourState, v: &str| {
+        let mut words = v.split_whitespace();
+        colour.settings = match words.next() {
+            Some("same") => Settings::Same,
+            Some("differs") => Settings::Differs,
+            Some("-") => Settings::Unknown,
+            _ => return Err(format!("unexpected settings verdict `{v}`")),
+        };
+        colour.changed = words.map(str::to_owned).collect();
+        Ok(())
+    };
+    let answers = |v: &str| match v.trim() {
+        "-" | "" => Ok(None),
+        code => code
+            .parse::<u16>()
+            .map(Some)
+            .map_err(|_| format!("unexpected answer `{code}`")),
     };
     let mut seen = 0;
     for line in stdout.lines() {
@@ -315,8 +470,13 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             "legacy-blue" => state.blue.legacy_unit = value.to_owned(),
             "legacy-green" => state.green.legacy_unit = value.to_owned(),
             "legacy-upstream" => state.legacy_layout = value == "yes",
-            "settings-blue" => state.blue.settings = settings(value)?,
-            "settings-green" => state.green.settings = settings(value)?,
+            "settings-blue" => settings(&mut state.blue, value)?,
+            "settings-green" => settings(&mut state.green, value)?,
+            "answers-blue" => state.blue.answers = answers(value)?,
+            "answers-green" => state.green.answers = answers(value)?,
+            "fleet" => state.fleet = FleetRecord::parse(&decode(value)?.unwrap_or_default()),
+            "behind" => state.behind = Behind::parse_all(&decode(value)?.unwrap_or_default()),
+            "clock" => state.clock = value.trim().parse().ok(),
             "lock" => {
                 state.lock = decode(value)?.and_then(|t| serde_json::from_str(t.trim()).ok());
             }
@@ -339,8 +499,8 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             _ => return Err(format!("unexpected line `{line}`")),
         }
     }
-    if seen != 13 {
-        return Err(format!("expected 13 lines, got {seen}"));
+    if seen != STATE_LINES {
+        return Err(format!("expected {STATE_LINES} lines, got {seen}"));
     }
     Ok(state)
 }
@@ -512,11 +672,12 @@ mod tests {
     fn answer(upstream: &str, env_blue: &str, hist: &str) -> String {
         let lock = r#"{"id":"x","user":"alice","machine":"laptop","pid":1,"since":5,"command":"deploy","version":"1.0.0"}"#;
         format!(
-            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nsettings-blue same\nsettings-green -\nlock {}\nhistory 41 {}\nlegacy-upstream no\nnginx active\n",
+            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nanswers-blue 200\nanswers-green -\nsettings-blue same\nsettings-green differs DATABASE_URL units\nlock {}\nhistory 41 {}\nlegacy-upstream no\nnginx active\nfleet {}\nbehind -\nclock 1796153400\n",
             b64(upstream),
             b64(env_blue),
             b64(lock),
             b64(hist),
+            b64("host root@a:22\nremoved root@old:22\n"),
         )
     }
 
@@ -534,7 +695,13 @@ mod tests {
         assert_eq!(s.blue.port, Some(3001));
         assert_eq!(s.blue.health_path.as_deref(), Some("/up"));
         assert_eq!(s.blue.settings, Settings::Same);
-        assert_eq!(s.green.settings, Settings::Unknown);
+        assert_eq!(s.green.settings, Settings::Differs);
+        assert_eq!(s.green.changed, ["DATABASE_URL", "units"]);
+        assert_eq!(s.blue.answers, Some(200));
+        assert_eq!(s.green.answers, None);
+        assert_eq!(s.fleet.hosts, ["root@a:22"]);
+        assert_eq!(s.fleet.removed, ["root@old:22"]);
+        assert_eq!(s.clock, Some(1_796_153_400));
         assert!(s.blue.running() && s.blue.running_here());
         assert!(
             s.green.running() && !s.green.running_here(),

@@ -301,6 +301,27 @@ pub async fn find_built(config: &Config, options: &Options) -> Result<Image, Err
     })
 }
 
+/// A retained release's image in this machine's engine, by its ID (`sha256:...`), for hosts that
+/// lack it (a rollback over SSH to a host that follows the fleet); `None` when the engine no
+/// longer has it.
+pub async fn local_image(id: &str, release: &str) -> Result<Option<Image>, Error> {
+    let engine = Engine::connect().await?;
+    Ok(engine.image_facts(id).await?.map(|facts| Image {
+        reference: id.to_owned(),
+        tag: String::new(),
+        release: release.to_owned(),
+        digest: String::new(),
+        id: facts.id,
+        diff_ids: facts.diff_ids,
+        size: facts.size,
+        layers_pushed: 0,
+        layers_reused: 0,
+        bytes_pushed: 0,
+        build_seconds: 0.0,
+        push_seconds: 0.0,
+    }))
+}
+
 /// Say, once, which of shipit's secret files were left out of the context.
 fn say_excluded(files: &[String]) {
     if files.is_empty() {

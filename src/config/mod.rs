@@ -354,6 +354,9 @@ pub struct Deploy {
     pub verify_window: Duration,
     #[serde(with = "humantime_serde")]
     pub drain: Duration,
+    /// Hosts a deploy or rollback may leave out when they cannot be reached at connect (named,
+    /// recorded as behind, converged by the next run); 0: every host must be reached.
+    pub tolerate_unreachable: usize,
 }
 
 mod humantime_serde {

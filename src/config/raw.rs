@@ -238,6 +238,7 @@ raw_table!(RawDeploy {
     keep_previous: Val<String>,
     verify_window: Val<String>,
     drain: Val<String>,
+    tolerate_unreachable: Val<i64>,
 });
 
 #[cfg(test)]

@@ -427,6 +427,12 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
                 Duration::from_secs(2),
                 Duration::ZERO,
             ),
+            tolerate_unreachable: c.count(
+                &d.tolerate_unreachable,
+                "deploy.tolerate_unreachable",
+                0..=1000,
+                0,
+            ),
         }
     };
     let hooks = {

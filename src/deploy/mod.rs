@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::fleet::{Fleet, collect, first_line, observe_with, parse_host_state};
+use crate::fleet::{Fleet, Tolerate, collect, first_line, observe_with, parse_host_state};
 use crate::lock;
 use crate::remote::scripts;
 use crate::secret::Secrets;
@@ -38,6 +38,8 @@ pub struct DeployOptions {
     pub no_build: bool,
     /// No backup before the release command (recorded in the history).
     pub skip_backup: bool,
+    /// Leave out hosts that cannot be reached (named, recorded as behind).
+    pub skip_unreachable: bool,
 }
 
 /// What a run does beside the plan: the image to send over SSH first, whether to skip the
@@ -53,6 +55,17 @@ pub struct RollbackOptions {
     pub to: Option<String>,
     pub dry_run: bool,
     pub lock_wait: Option<Duration>,
+    /// Leave out hosts that cannot be reached (named, recorded as behind).
+    pub skip_unreachable: bool,
+}
+
+/// How many unreachable hosts a deploy or rollback may leave out.
+fn tolerate(config: &Config, skip_unreachable: bool) -> Tolerate {
+    match (skip_unreachable, config.deploy.tolerate_unreachable) {
+        (true, _) => Tolerate::All,
+        (false, 0) => Tolerate::None,
+        (false, n) => Tolerate::AtMost(n),
+    }
 }
 
 /// What a deploy or rollback did, per host.
@@ -64,7 +77,24 @@ pub struct Report {
     /// Without a registry: what each host got of the image over SSH.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sent: Vec<crate::transfer::Sent>,
+    /// Hosts left out as unreachable (`--skip-unreachable`): they are behind.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub behind: Vec<String>,
     pub seconds: f64,
+}
+
+impl Report {
+    /// The run's verdict beside the report: hosts left behind make it exit with its own code.
+    pub fn verdict(&self, environment: &str) -> Result<(), Error> {
+        if self.behind.is_empty() {
+            return Ok(());
+        }
+        Err(Error::LeftBehind {
+            hosts: self.behind.clone(),
+            release: self.release.clone(),
+            environment: environment.to_owned(),
+        })
+    }
 }
 
 impl crate::ui::Render for Report {
@@ -81,7 +111,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    fn command(self) -> &'static str {
+    pub(crate) fn command(self) -> &'static str {
         match self {
             Kind::Deploy => "deploy",
             Kind::Rollback => "rollback",
@@ -138,10 +168,17 @@ pub fn describe(plan: &Plan) -> Vec<String> {
     plan.steps
         .iter()
         .map(|s| {
-            let from = s.from.as_ref().map_or("nothing live".to_owned(), |f| {
+            let from = s.from.as_ref().map_or("nothing answers".to_owned(), |f| {
                 format!(
-                    "{} serves {} on port {}",
-                    f.colour, f.release.release, f.port
+                    "{} serves {} on port {}{}",
+                    f.colour,
+                    f.release.release,
+                    f.port,
+                    if f.via == crate::state::Via::Backup {
+                        " (as nginx's backup: the live copy does not answer)"
+                    } else {
+                        ""
+                    }
                 )
             });
             let what = match s.action {
@@ -158,15 +195,25 @@ pub fn describe(plan: &Plan) -> Vec<String> {
                     plan.target.release, s.to, s.port
                 ),
             };
-            format!("{}: {what}", s.host)
+            let mut line = format!("{}: {what}", s.host);
+            if s.follows {
+                line.push_str(" (it has no history of that release: it follows the other hosts)");
+            }
+            if let Some(why) = &s.why
+                && s.action != Action::AlreadyLive
+            {
+                line.push_str(&format!(" ({why})"));
+            }
+            line
         })
         .collect()
 }
 
-fn print_plan(plan: &Plan, states: &[(String, HostState)]) {
+fn print_plan(config: &Config, plan: &Plan, states: &[(String, HostState)]) {
     for line in describe(plan) {
         ui::out(&format!("{line}\n"));
     }
+    warn_removed(config, states);
     for (host, state) in states {
         if let Some(holder) = &state.lock {
             ui::out(&format!("{host}: locked by {}\n", lock::describe(holder)));
@@ -179,19 +226,21 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
     let secrets = Secrets::load(&config.app_dir)?;
     // Missing secrets fail before anything else, dry runs included.
     let settings = env::settings_text(config, &secrets)?;
+    let tolerate = tolerate(config, options.skip_unreachable);
     if options.dry_run {
         let (release, _) = crate::build::prepare(config, &options.build)?;
         let target = ReleaseRef {
             release: release.version.to_string(),
             image: format!("{}:{} (not built)", config.image, release.tag()),
         };
-        let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+        let fleet = Fleet::connect_tolerating(&config.hosts, &config.ssh, tolerate).await?;
         let states = observe_with(&fleet, config, Some(settings)).await;
+        let skipped = skipped_names(&fleet);
         fleet.close().await;
         let states = states?;
-        let plan = plan::plan(config, &target, &states).map_err(|e| plan_error(config, e))?;
-        print_plan(&plan, &states);
-        return Ok(report(plan, Vec::new(), started));
+        let plan = plan::plan(config, &target, &states, &[]).map_err(|e| plan_error(config, e))?;
+        print_plan(config, &plan, &states);
+        return Ok(report(plan, Vec::new(), skipped, started));
     }
 
     let mut release = format!("{} (not built)", config.version);
@@ -207,7 +256,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
             release: image.release.clone(),
             image: image.target(),
         };
-        let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+        let fleet = Fleet::connect_tolerating(&config.hosts, &config.ssh, tolerate).await?;
         let result = converge_locked(
             config,
             &fleet,
@@ -220,36 +269,98 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
                 ship: image.over_ssh().then_some(&image),
                 skip_backup: options.skip_backup,
             },
-            |_| Ok(target.clone()),
+            |_| Ok((target.clone(), Vec::new())),
         )
         .await;
+        let skipped = skipped_names(&fleet);
         fleet.close().await;
-        result
+        result.map(|(plan, sent)| (plan, sent, skipped))
     }
     .await;
     let label = match &result {
-        Ok((plan, _)) => plan.target.release.clone(),
+        Ok((plan, _, _)) => plan.target.release.clone(),
         Err(_) => release,
     };
     announce(
         config,
         Kind::Deploy,
         &label,
-        result.as_ref().map(|(plan, _)| plan),
+        result
+            .as_ref()
+            .map(|(plan, _, skipped)| (plan, skipped.as_slice())),
     )
     .await;
-    let (plan, sent) = result?;
+    let (plan, sent, skipped) = result?;
     ui::status(
         "Deployed",
         &format!(
-            "{} to {} host{} in {:.2}s",
+            "{} to {} host{} in {:.2}s{}",
             plan.target.release,
             plan.steps.len(),
             plural(plan.steps.len()),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            left_out(&skipped)
         ),
     );
-    Ok(report(plan, sent, started))
+    Ok(report(plan, sent, skipped, started))
+}
+
+/// The hosts a run left out, by name.
+fn skipped_names(fleet: &Fleet) -> Vec<String> {
+    fleet.skipped.iter().map(|u| u.spec.to_string()).collect()
+}
+
+/// `; left out: ...` for a status line.
+fn left_out(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; left out (unreachable, now behind): {}",
+            skipped
+                .iter()
+                .map(|h| format!("`{h}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// Hosts an earlier run deployed to that are no longer configured: they may still serve the
+/// app and run its jobs. Each is named with the command that retires it.
+fn warn_removed(config: &Config, states: &[(String, HostState)]) {
+    for host in removed_hosts(config, states) {
+        ui::warn(&format!(
+            "`{host}` is no longer in `hosts` but was deployed to: it may still serve {} and run its jobs; retire it with `shipit retire {} {host}`",
+            config.app, config.environment
+        ));
+    }
+}
+
+/// The hosts the fleet records name that the configuration does not have.
+pub fn removed_hosts(config: &Config, states: &[(String, HostState)]) -> Vec<String> {
+    let configured: Vec<String> = config.hosts.iter().map(ToString::to_string).collect();
+    let mut removed: Vec<String> = Vec::new();
+    for (_, state) in states {
+        for h in state.fleet.hosts.iter().chain(&state.fleet.removed) {
+            if !configured.contains(h) && !removed.contains(h) {
+                removed.push(h.clone());
+            }
+        }
+    }
+    removed
+}
+
+/// What a rollback's target needs beside the plan: the image, from this machine's engine when
+/// images go over SSH and a host may lack it (a host that follows the fleet, say).
+async fn rollback_image(
+    config: &Config,
+    target: &ReleaseRef,
+) -> Result<Option<crate::build::Image>, Error> {
+    if config.deploy.images != crate::config::Images::Ssh || !target.image.starts_with("sha256:") {
+        return Ok(None);
+    }
+    crate::build::local_image(&target.image, &target.release).await
 }
 
 /// Under the lock: read the hosts, choose the target, plan, and converge (sending `ship` to
@@ -267,7 +378,7 @@ async fn converge_locked<F>(
     target_of: F,
 ) -> Result<(Plan, Vec<crate::transfer::Sent>), Error>
 where
-    F: FnOnce(&[(String, HostState)]) -> Result<ReleaseRef, Error>,
+    F: FnOnce(&[(String, HostState)]) -> Result<(ReleaseRef, Vec<String>), Error>,
 {
     let query = scripts::ReadState::of(&config.site(), Some(settings.clone()));
     lock::with_lock(
@@ -279,8 +390,17 @@ where
         Some(&query),
         |held, cancel| async move {
             let states = states_under_lock(fleet, config, &held.states, Some(settings)).await?;
-            let target = target_of(&states)?;
-            let plan = plan::plan(config, &target, &states).map_err(|e| plan_error(config, e))?;
+            warn_removed(config, &states);
+            if kind == Kind::Deploy {
+                crate::provision::refuse_drift(config, fleet).await?;
+            }
+            let (target, followers) = target_of(&states)?;
+            let plan = plan::plan(config, &target, &states, &followers)
+                .map_err(|e| plan_error(config, e))?;
+            let rollback_ship = match kind {
+                Kind::Rollback if !plan.is_noop() => rollback_image(config, &target).await?,
+                _ => None,
+            };
             let run = run::Run {
                 config,
                 fleet,
@@ -290,7 +410,7 @@ where
                 run_id: held.id,
                 plan: &plan,
                 states: &states,
-                ship: extras.ship,
+                ship: extras.ship.or(rollback_ship.as_ref()),
                 skip_backup: extras.skip_backup,
                 backup_note: Default::default(),
                 sent: Default::default(),
@@ -308,22 +428,30 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
     let started = Instant::now();
     let secrets = Secrets::load(&config.app_dir)?;
     let settings = env::settings_text(config, &secrets)?;
-    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
-    let target_of = |states: &[(String, HostState)]| -> Result<ReleaseRef, Error> {
+    let fleet = Fleet::connect_tolerating(
+        &config.hosts,
+        &config.ssh,
+        tolerate(config, options.skip_unreachable),
+    )
+    .await?;
+    let skipped = skipped_names(&fleet);
+    let target_of = |states: &[(String, HostState)]| -> Result<(ReleaseRef, Vec<String>), Error> {
         plan::rollback_target(config, states, options.to.as_deref())
+            .map(|t| (t.release, t.followers))
             .map_err(|e| plan_error(config, e))
     };
     if options.dry_run {
         let result = async {
             let states = observe_with(&fleet, config, Some(settings)).await?;
-            let target = target_of(&states)?;
-            let plan = plan::plan(config, &target, &states).map_err(|e| plan_error(config, e))?;
-            print_plan(&plan, &states);
+            let (target, followers) = target_of(&states)?;
+            let plan = plan::plan(config, &target, &states, &followers)
+                .map_err(|e| plan_error(config, e))?;
+            print_plan(config, &plan, &states);
             Ok(plan)
         }
         .await;
         fleet.close().await;
-        return result.map(|plan| report(plan, Vec::new(), started));
+        return result.map(|plan| report(plan, Vec::new(), skipped, started));
     }
     let label = options.to.clone().unwrap_or_else(|| "previous".into());
     let result = converge_locked(
@@ -346,29 +474,37 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         config,
         Kind::Rollback,
         &release,
-        result.as_ref().map(|(plan, _)| plan),
+        result.as_ref().map(|(plan, _)| (plan, skipped.as_slice())),
     )
     .await;
-    let (plan, _) = result?;
+    let (plan, sent) = result?;
     ui::status(
         "Rolled back",
         &format!(
-            "to {} on {} host{} in {:.2}s",
+            "to {} on {} host{} in {:.2}s{}",
             plan.target.release,
             plan.steps.len(),
             plural(plan.steps.len()),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            left_out(&skipped)
         ),
     );
-    Ok(report(plan, Vec::new(), started))
+    Ok(report(plan, sent, skipped, started))
 }
 
 /// The webhook event a deploy or rollback came to; `None` when nothing was to be done.
-fn event_of(kind: Kind, result: Result<&Plan, &Error>) -> Option<(&'static str, Option<String>)> {
+fn event_of(
+    kind: Kind,
+    result: Result<(&Plan, &[String]), &Error>,
+) -> Option<(&'static str, Option<String>)> {
+    let behind = |skipped: &[String]| {
+        (!skipped.is_empty())
+            .then(|| format!("left out (unreachable, now behind): {}", skipped.join(", ")))
+    };
     Some(match (result, kind) {
-        (Ok(plan), _) if plan.is_noop() => return None,
-        (Ok(_), Kind::Deploy) => ("deployed", None),
-        (Ok(_), Kind::Rollback) => ("rolled-back", None),
+        (Ok((plan, skipped)), _) if plan.is_noop() && skipped.is_empty() => return None,
+        (Ok((_, skipped)), Kind::Deploy) => ("deployed", behind(skipped)),
+        (Ok((_, skipped)), Kind::Rollback) => ("rolled-back", behind(skipped)),
         (Err(e @ Error::FleetSplit(_)), _) => ("fleet-split", Some(first_line(e))),
         (
             Err(
@@ -385,7 +521,12 @@ fn event_of(kind: Kind, result: Result<&Plan, &Error>) -> Option<(&'static str, 
 }
 
 /// Tell the configured webhooks what a deploy or rollback came to, whatever its shape.
-async fn announce(config: &Config, kind: Kind, release: &str, result: Result<&Plan, &Error>) {
+async fn announce(
+    config: &Config,
+    kind: Kind,
+    release: &str,
+    result: Result<(&Plan, &[String]), &Error>,
+) {
     let Some((event, reason)) = event_of(kind, result) else {
         return;
     };
@@ -403,12 +544,18 @@ async fn announce(config: &Config, kind: Kind, release: &str, result: Result<&Pl
     crate::notify::send(config, &event).await;
 }
 
-fn report(plan: Plan, sent: Vec<crate::transfer::Sent>, started: Instant) -> Report {
+fn report(
+    plan: Plan,
+    sent: Vec<crate::transfer::Sent>,
+    behind: Vec<String>,
+    started: Instant,
+) -> Report {
     Report {
         release: plan.target.release.clone(),
         image: plan.target.image.clone(),
         steps: plan.steps,
         sent,
+        behind,
         seconds: started.elapsed().as_secs_f64(),
     }
 }
@@ -430,6 +577,8 @@ mod tests {
                 to: Colour::Blue,
                 port: 3001,
                 action: Action::StartAndSwitch,
+                why: None,
+                follows: false,
             }],
         }
     }
@@ -451,6 +600,14 @@ mod tests {
             ],
         };
         assert_eq!(event_of(Kind::Deploy, Err(&hosts)).unwrap().0, "failed");
+        let p = plan();
+        assert_eq!(
+            event_of(Kind::Deploy, Ok((&p, &["h3".to_owned()][..]))).unwrap(),
+            (
+                "deployed",
+                Some("left out (unreachable, now behind): h3".to_owned())
+            )
+        );
         let split = Error::FleetSplit(Box::new(crate::error::FleetSplit {
             cause: "verification failed".into(),
             environment: "production".into(),
@@ -471,9 +628,12 @@ mod tests {
             event_of(Kind::Deploy, Err(&hup)).unwrap().0,
             "auto-rolled-back"
         );
-        assert_eq!(event_of(Kind::Deploy, Ok(&plan())).unwrap().0, "deployed");
+        assert_eq!(
+            event_of(Kind::Deploy, Ok((&plan(), &[][..]))).unwrap().0,
+            "deployed"
+        );
         let mut noop = plan();
         noop.steps[0].action = Action::AlreadyLive;
-        assert_eq!(event_of(Kind::Rollback, Ok(&noop)), None);
+        assert_eq!(event_of(Kind::Rollback, Ok((&noop, &[][..]))), None);
     }
 }

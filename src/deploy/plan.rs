@@ -1,19 +1,21 @@
 //! Deciding a deploy or a rollback from what the hosts hold. Pure: `plan(&Config, target,
 //! &observed) -> Plan`, tested over a table of host states.
 //!
-//! Per host the target release goes to the idle colour (the one nginx does not serve), unless
-//! it already runs there with the same settings (a warm colour: just switch) or already serves
-//! (nothing to do). What serves is what the host recorded, never what the configuration says
-//! now: after a change of `[ports]` the live colour keeps its old port until it is idle, and
-//! the new copy starts on its colour's new port (or, when the live copy still holds that one,
-//! on the other configured port). Hosts are planned independently, so a fleet left
-//! half-switched by a killed deploy converges.
+//! What users get is a fact read from the hosts, not from unit states or the configuration: the
+//! live colour (the upstream's first server) while its copy answers, else the previous colour
+//! nginx falls back to (`backup`) while it answers ([`HostState::serving`]). Per host the target
+//! release goes to a colour that does not serve: it only switches when the target already runs
+//! warm and answers there (with the same settings), and nothing happens when it already serves
+//! as the live colour. So when the live copy has crashed and the previous one serves through
+//! `backup`, a deploy starts in the crashed colour and a rollback makes the previous one live
+//! without touching it. After a change of `[ports]` the serving copy keeps its port until it is
+//! idle. Hosts are planned independently, so a fleet left half-switched converges.
 
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::model::Colour;
-use crate::state::{HostState, ReleaseRef, Settings};
+use crate::state::{ColourState, HostState, ReleaseRef, Settings, Via};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -26,25 +28,35 @@ pub enum Action {
     StartAndSwitch,
 }
 
-/// What serves on a host before the run: a colour, its port and its release.
+/// What users get on a host before the run: a colour, its port and its release, and whether
+/// nginx reaches it as its live server or falls back to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Serving {
     pub colour: Colour,
     pub port: u16,
     #[serde(flatten)]
     pub release: ReleaseRef,
+    pub via: Via,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HostStep {
     pub host: String,
-    /// What serves now, if a copy of the app does.
+    /// What users get now, if a copy of the app answers.
     pub from: Option<Serving>,
     /// The colour that serves the target afterwards.
     pub to: Colour,
     /// The port that colour listens on.
     pub port: u16,
     pub action: Action,
+    /// Why the host changes beyond "a new release": the settings that changed (names only),
+    /// the live copy that does not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// The host has no opinion on a rollback's target (new, rebuilt, or behind): it follows
+    /// the release the other hosts agree on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub follows: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -65,6 +77,13 @@ impl Plan {
 pub struct HostChoice {
     pub host: String,
     pub release: Option<ReleaseRef>,
+}
+
+/// A rollback's target, and the hosts that follow it without an opinion of their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollbackTarget {
+    pub release: ReleaseRef,
+    pub followers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,20 +109,59 @@ pub enum PlanError {
     },
 }
 
-/// Plan putting `target` live on every host.
+/// Plan putting `target` live on every host; `followers` name the hosts that follow a
+/// rollback's target without a history of it.
 pub fn plan(
     config: &Config,
     target: &ReleaseRef,
     hosts: &[(String, HostState)],
+    followers: &[String],
 ) -> Result<Plan, PlanError> {
     let steps = hosts
         .iter()
-        .map(|(host, state)| plan_host(config, target, host, state))
+        .map(|(host, state)| {
+            plan_host(config, target, host, state).map(|mut step| {
+                step.follows = followers.contains(host);
+                step
+            })
+        })
         .collect::<Result<_, _>>()?;
     Ok(Plan {
         target: target.clone(),
         steps,
     })
+}
+
+/// What users get on a host, with its release.
+fn serving(state: &HostState) -> Option<Serving> {
+    let (live, via) = state.serving()?;
+    let release = state.colour(live.colour).release.clone()?;
+    Some(Serving {
+        colour: live.colour,
+        port: live.port,
+        release,
+        via,
+    })
+}
+
+/// The names of what changed in a colour's settings, for a message (never a value).
+pub fn describe_changed(c: &ColourState) -> String {
+    let names: Vec<String> = c
+        .changed
+        .iter()
+        .map(|n| {
+            if n == "units" {
+                "the units (volumes, limits or processes)".to_owned()
+            } else {
+                format!("`{n}`")
+            }
+        })
+        .collect();
+    if names.is_empty() {
+        "settings changed".to_owned()
+    } else {
+        format!("settings changed: {}", names.join(", "))
+    }
 }
 
 fn plan_host(
@@ -123,50 +181,88 @@ fn plan_host(
             }
         });
     }
+    let from = serving(state);
     let live = state.live();
-    let from = live.and_then(|l| {
-        state.live_release().map(|r| Serving {
-            colour: l.colour,
-            port: l.port,
-            release: r.clone(),
-        })
-    });
-    let step = |to, port, action| HostStep {
+    let step = |to, port, action, why: Option<String>| HostStep {
         host: host.to_owned(),
         from: from.clone(),
         to,
         port,
         action,
+        why,
+        follows: false,
     };
-    if let Some(serving) = &from
-        && serving.release == *target
-        && state.colour(serving.colour).settings == Settings::Same
-    {
-        return Ok(step(serving.colour, serving.port, Action::AlreadyLive));
-    }
-    // Nothing live (a first deploy, or the live copy gone): green, unless only green runs.
-    let to = match live {
-        Some(l) => l.colour.other(),
-        None if state.green.running() && !state.blue.running() => Colour::Blue,
-        None => Colour::Green,
+    // Why a copy starts beside what serves, when the reason is not only a new release.
+    let why = match (&from, live) {
+        (Some(s), _) if s.via == Via::Backup => Some(format!(
+            "the live copy ({} on port {}) does not answer; users get {} ({}) through nginx's backup",
+            live.map_or("-".to_owned(), |l| l.colour.to_string()),
+            live.map_or("-".to_owned(), |l| l.port.to_string()),
+            s.release.release,
+            s.colour
+        )),
+        (Some(s), _) if s.release == *target => Some(describe_changed(state.colour(s.colour))),
+        (None, Some(l)) => Some(format!(
+            "nothing answers: the live copy ({} on port {}) is down",
+            l.colour, l.port
+        )),
+        _ => None,
     };
-    let idle = state.colour(to);
-    let live_port = live.map(|l| l.port);
-    if let Some(port) = idle.port
-        && idle.running_here()
-        && idle.release.as_ref() == Some(target)
-        && idle.settings == Settings::Same
-        && Some(port) != live_port
+    if let Some(s) = &from
+        && s.via == Via::Primary
+        && s.release == *target
+        && state.colour(s.colour).settings == Settings::Same
     {
-        return Ok(step(to, port, Action::SwitchToWarm));
+        return Ok(step(s.colour, s.port, Action::AlreadyLive, None));
     }
-    // The idle colour's configured port, unless the live copy still holds it (the ports were
-    // changed, or swapped): then the other configured port, which the live copy does not hold.
+    // The target running warm, answering, with the same settings, in a colour that is not the
+    // live one serving: a switch, nothing restarted (the backup that serves comes first).
+    let warm = [
+        from.as_ref().map(|s| s.colour),
+        Some(Colour::Green),
+        Some(Colour::Blue),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|c| {
+        !(from
+            .as_ref()
+            .is_some_and(|s| s.via == Via::Primary && s.colour == *c))
+    })
+    .find_map(|c| {
+        let col = state.colour(c);
+        let port = col.port?;
+        let other = state.colour(c.other());
+        (col.running_here()
+            && col.answers_users()
+            && col.release.as_ref() == Some(target)
+            && col.settings == Settings::Same
+            && !(other.running() && other.port == Some(port)))
+        .then_some((c, port))
+    });
+    if let Some((to, port)) = warm {
+        return Ok(step(to, port, Action::SwitchToWarm, why));
+    }
+    // A colour that does not serve: the other one than what users get (so a crashed live
+    // colour is the one restarted), else the other one than the live colour, else green unless
+    // only green runs.
+    let to = match (&from, live) {
+        (Some(s), _) => s.colour.other(),
+        (None, Some(l)) => l.colour.other(),
+        (None, None) if state.green.running() && !state.blue.running() => Colour::Blue,
+        (None, None) => Colour::Green,
+    };
+    // The colour's configured port, unless the other colour's running copy (or the copy users
+    // get) holds it (the ports were changed, or swapped): then the other configured port.
+    let other = state.colour(to.other());
+    let taken = |p: u16| {
+        (other.running() && other.port == Some(p)) || from.as_ref().is_some_and(|s| s.port == p)
+    };
     let port = match config.port_of(to) {
-        p if Some(p) == live_port => config.port_of(to.other()),
+        p if taken(p) => config.port_of(to.other()),
         p => p,
     };
-    Ok(step(to, port, Action::StartAndSwitch))
+    Ok(step(to, port, Action::StartAndSwitch, why))
 }
 
 /// The releases that went live on one host, newest first, one entry per release, in the
@@ -184,73 +280,87 @@ pub fn went_live(state: &HostState) -> Vec<ReleaseRef> {
     out
 }
 
+/// Whether `state`'s host joined the environment after `release` went live on `witness`: the
+/// oldest run in its history is recorded on `witness` after that release's last went-live line.
+fn joined_after(state: &HostState, witness: &HostState, release: &str) -> bool {
+    let Some(first_run) = state
+        .history
+        .first()
+        .map(|e| e.run.as_str())
+        .filter(|r| !r.is_empty())
+    else {
+        return false;
+    };
+    let Some(went) = witness
+        .history
+        .iter()
+        .rposition(|e| e.release == release && e.went_live())
+    else {
+        return false;
+    };
+    witness
+        .history
+        .iter()
+        .position(|e| e.run == first_run)
+        .is_some_and(|joined| joined > went)
+}
+
 /// The release a rollback goes to: `to` (a release, or a version naming its newest build), or
-/// else the newest release before the one serving now; only among each host's last `retain`
-/// releases. Every host must name the same release with the same image: one host's history
-/// never chooses for the fleet.
+/// else the release before the one the live colour runs (read from its record even when its
+/// copy is down); only among each host's last `retain` releases. Every host with an opinion
+/// must name the same release with the same image: one host's history never chooses against
+/// another's. A host without one follows: one whose history has no release but the current
+/// (new, rebuilt, or its state lost), one the others record as behind, and with `to`, one that
+/// joined after that release went live.
 pub fn rollback_target(
     config: &Config,
     hosts: &[(String, HostState)],
     to: Option<&str>,
-) -> Result<ReleaseRef, PlanError> {
+) -> Result<RollbackTarget, PlanError> {
+    let behind: Vec<&str> = hosts
+        .iter()
+        .flat_map(|(_, s)| s.behind.iter().map(|b| b.host.as_str()))
+        .collect();
     let choices: Vec<HostChoice> = hosts
         .iter()
-        .map(|(host, state)| {
-            let retained = went_live(state).into_iter().take(config.deploy.retain);
-            let current = state.live_release().map(|r| r.release.clone());
-            let mut retained = retained.collect::<Vec<_>>().into_iter();
-            let release = match to {
-                Some(wanted) => retained
-                    .find(|r| r.release == wanted || r.release.split('+').next() == Some(wanted)),
-                // The release that served before the current one, as this host recorded it;
-                // when the current one is not in its history, the newest other.
-                None => {
-                    let list: Vec<ReleaseRef> = retained.collect();
-                    match list
-                        .iter()
-                        .position(|r| Some(&r.release) == current.as_ref())
-                    {
-                        Some(i) => list.get(i + 1).cloned(),
-                        None => list
-                            .into_iter()
-                            .find(|r| Some(&r.release) != current.as_ref()),
-                    }
-                }
-            };
-            HostChoice {
-                host: host.clone(),
-                release,
-            }
+        .map(|(host, state)| HostChoice {
+            host: host.clone(),
+            release: choice(config, state, to),
         })
         .collect();
-    let first = choices.first().and_then(|c| c.release.clone());
-    if let Some(first) = &first
-        && choices.iter().all(|c| c.release.as_ref() == Some(first))
-    {
-        return Ok(first.clone());
-    }
-    if choices.iter().all(|c| c.release.is_none()) {
-        return Err(match to {
-            Some(wanted) => {
-                let mut available: Vec<String> = Vec::new();
-                for (_, state) in hosts {
-                    for r in went_live(state).into_iter().take(config.deploy.retain) {
-                        if !available.contains(&r.release) {
-                            available.push(r.release);
-                        }
-                    }
-                }
-                PlanError::NotRetained {
-                    wanted: wanted.to_owned(),
-                    available,
-                }
-            }
-            None => PlanError::NoPrevious {
-                current: hosts
+    let opinions: Vec<&HostChoice> = choices
+        .iter()
+        .filter(|c| c.release.is_some() && !behind.contains(&c.host.as_str()))
+        .collect();
+    let Some(first) = opinions.first().and_then(|c| c.release.clone()) else {
+        return Err(none_to_roll_back_to(config, hosts, to));
+    };
+    let followers: Vec<String> = hosts
+        .iter()
+        .zip(&choices)
+        .filter(|(_, c)| c.release.is_none() || behind.contains(&c.host.as_str()))
+        .filter(|((host, state), _)| {
+            behind.contains(&host.as_str())
+                || went_live(state)
                     .iter()
-                    .find_map(|(_, s)| s.live_release())
-                    .map(|r| r.release.clone()),
-            },
+                    .all(|r| Some(r) == state.primary_release())
+                || (to.is_some()
+                    && hosts
+                        .iter()
+                        .zip(&choices)
+                        .filter(|(_, c)| c.release.is_some())
+                        .all(|((_, witness), _)| joined_after(state, witness, &first.release)))
+        })
+        .map(|((host, _), _)| host.clone())
+        .collect();
+    let agreed = opinions.iter().all(|c| c.release.as_ref() == Some(&first));
+    let everyone = choices
+        .iter()
+        .all(|c| c.release.is_some() || followers.contains(&c.host));
+    if agreed && everyone {
+        return Ok(RollbackTarget {
+            release: first,
+            followers,
         });
     }
     Err(PlanError::HostsDisagree {
@@ -259,9 +369,64 @@ pub fn rollback_target(
     })
 }
 
+/// Where one host would take a rollback, from its own history.
+fn choice(config: &Config, state: &HostState, to: Option<&str>) -> Option<ReleaseRef> {
+    let mut retained = went_live(state).into_iter().take(config.deploy.retain);
+    match to {
+        Some(wanted) => {
+            retained.find(|r| r.release == wanted || r.release.split('+').next() == Some(wanted))
+        }
+        // The release that served before the live colour's, as this host recorded it; when
+        // that one is not in its history, the newest other.
+        None => {
+            let current = state.primary_release().map(|r| r.release.clone());
+            let list: Vec<ReleaseRef> = retained.collect();
+            match list
+                .iter()
+                .position(|r| Some(&r.release) == current.as_ref())
+            {
+                Some(i) => list.get(i + 1).cloned(),
+                None => list
+                    .into_iter()
+                    .find(|r| Some(&r.release) != current.as_ref()),
+            }
+        }
+    }
+}
+
+/// The refusal when no host has a release to go back to.
+fn none_to_roll_back_to(
+    config: &Config,
+    hosts: &[(String, HostState)],
+    to: Option<&str>,
+) -> PlanError {
+    match to {
+        Some(wanted) => {
+            let mut available: Vec<String> = Vec::new();
+            for (_, state) in hosts {
+                for r in went_live(state).into_iter().take(config.deploy.retain) {
+                    if !available.contains(&r.release) {
+                        available.push(r.release);
+                    }
+                }
+            }
+            PlanError::NotRetained {
+                wanted: wanted.to_owned(),
+                available,
+            }
+        }
+        None => PlanError::NoPrevious {
+            current: hosts
+                .iter()
+                .find_map(|(_, s)| s.primary_release())
+                .map(|r| r.release.clone()),
+        },
+    }
+}
+
 /// Image references to keep on a host after `target` went live: `retain` releases counting
-/// `target` (the newest of the host's history before it fill the rest), and the release that
-/// served before it (the warm colour, the first rollback target).
+/// `target` (the newest of the host's history before it fill the rest), the release users got
+/// before it (the warm colour, the first rollback target) and the live colour's own.
 pub fn retained_images(config: &Config, state: &HostState, target: &ReleaseRef) -> Vec<String> {
     let mut keep: Vec<String> = vec![target.image.clone()];
     keep.extend(
@@ -272,6 +437,7 @@ pub fn retained_images(config: &Config, state: &HostState, target: &ReleaseRef) 
             .map(|r| r.image),
     );
     keep.extend(state.live_release().map(|r| r.image.clone()));
+    keep.extend(state.primary_release().map(|r| r.image.clone()));
     // Images pulled from a registry by digest are `repo@digest` in `docker image ls
     // --digests`; images sent over SSH are named by their ID, as they are kept.
     let mut refs: Vec<String> = keep
@@ -340,6 +506,8 @@ mod tests {
                 Settings::Unknown
             },
             legacy_unit: String::new(),
+            changed: Vec::new(),
+            answers: None,
         }
     }
 
@@ -376,7 +544,7 @@ mod tests {
     }
 
     fn one(config: &Config, state: HostState, target: &str) -> Result<HostStep, PlanError> {
-        plan(config, &rel(target), &[("h1".into(), state)]).map(|p| p.steps[0].clone())
+        plan(config, &rel(target), &[("h1".into(), state)], &[]).map(|p| p.steps[0].clone())
     }
 
     type Want = Result<(Option<Colour>, Colour, u16, Action), PlanError>;
@@ -574,6 +742,7 @@ mod tests {
             &config(),
             &rel("2"),
             &[("h1".into(), h1), ("h2".into(), h2)],
+            &[],
         )
         .unwrap();
         assert_eq!(p.steps[0].action, Action::AlreadyLive);
@@ -602,7 +771,10 @@ mod tests {
         ];
         let hosts = vec![("h1".to_owned(), with_history(base.clone(), entries.clone()))];
         assert_eq!(
-            rollback_target(&config(), &hosts, None).unwrap().release,
+            rollback_target(&config(), &hosts, None)
+                .unwrap()
+                .release
+                .release,
             "1"
         );
         // After the rollback, in the same second: blue (v1) is live and the history says so.
@@ -614,7 +786,10 @@ mod tests {
             with_history(after.clone(), entries.clone()),
         )];
         assert_eq!(
-            rollback_target(&config(), &hosts, None).unwrap().release,
+            rollback_target(&config(), &hosts, None)
+                .unwrap()
+                .release
+                .release,
             "2",
             "a line of the same second sorts after the one before it"
         );
@@ -623,7 +798,10 @@ mod tests {
         entries.push(entry(5, "3", Outcome::FleetSplit));
         let hosts = vec![("h1".to_owned(), with_history(after, entries))];
         assert_eq!(
-            rollback_target(&config(), &hosts, None).unwrap().release,
+            rollback_target(&config(), &hosts, None)
+                .unwrap()
+                .release
+                .release,
             "2"
         );
     }
@@ -649,7 +827,10 @@ mod tests {
             ("h2".to_owned(), with_history(live(), forged)),
         ];
         assert_eq!(
-            rollback_target(&config(), &hosts, None).unwrap().release,
+            rollback_target(&config(), &hosts, None)
+                .unwrap()
+                .release
+                .release,
             "1",
             "file order, not a claimed time"
         );
@@ -662,7 +843,10 @@ mod tests {
             ("h2".to_owned(), with_history(live(), appended)),
         ];
         assert_eq!(
-            rollback_target(&config(), &hosts, None).unwrap().release,
+            rollback_target(&config(), &hosts, None)
+                .unwrap()
+                .release
+                .release,
             "1"
         );
         assert!(matches!(
@@ -702,12 +886,14 @@ mod tests {
         assert_eq!(
             rollback_target(&config(), &hosts, Some("1.0.0"))
                 .unwrap()
+                .release
                 .release,
             "1.0.0+a"
         );
         assert_eq!(
             rollback_target(&config(), &hosts, Some("2.0.0+b"))
                 .unwrap()
+                .release
                 .release,
             "2.0.0+b"
         );
@@ -718,6 +904,245 @@ mod tests {
                 available: vec!["3.0.0+c".into(), "2.0.0+b".into(), "1.0.0+a".into()]
             })
         );
+    }
+
+    /// v1 on blue (3001) warm as nginx's backup, v2 on green (3002) live; each colour answers
+    /// with `blue`/`green` (`Some(0)`: no answer) and its unit is as given.
+    fn backup_pair(blue: (&str, Option<u16>), green: (&str, Option<u16>)) -> HostState {
+        let mut b = colour(Some("1"), blue.0, 3001);
+        b.answers = blue.1;
+        let mut g = colour(Some("2"), green.0, 3002);
+        g.answers = green.1;
+        HostState {
+            upstream: Some(upstream(Some(Colour::Green), 3002, Some(3001))),
+            blue: b,
+            green: g,
+            history: vec![
+                entry(1, "1", Outcome::Deployed),
+                entry(2, "2", Outcome::Deployed),
+            ],
+            ..HostState::default()
+        }
+    }
+
+    #[test]
+    fn users_get_the_backup_when_the_live_copy_does_not_answer() {
+        use crate::state::Via;
+        let healthy = backup_pair(("active", Some(200)), ("active", Some(200)));
+        assert_eq!(healthy.serving().unwrap().1, Via::Primary);
+        // Crashed (its unit failed), hung (running, no answer) or failing with 502: the
+        // previous colour serves through nginx's backup.
+        for green in [("failed", None), ("active", Some(0)), ("active", Some(502))] {
+            let s = backup_pair(("active", Some(200)), green);
+            let (live, via) = s.serving().unwrap();
+            assert_eq!(
+                (live.colour, live.port, via),
+                (Colour::Blue, 3001, Via::Backup)
+            );
+            assert_eq!(s.live_release().unwrap().release, "1");
+            assert_eq!(s.primary_release().unwrap().release, "2", "{green:?}");
+        }
+        // An app error (500) is still what users get from the live copy.
+        let s = backup_pair(("active", Some(200)), ("active", Some(500)));
+        assert_eq!(s.serving().unwrap().1, Via::Primary);
+        // Neither answers: nothing serves.
+        assert_eq!(
+            backup_pair(("failed", None), ("active", Some(0))).serving(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_deploy_while_the_live_copy_is_down_starts_in_its_colour_never_the_serving_backup() {
+        let s = backup_pair(("active", Some(200)), ("failed", None));
+        let step = one(&config(), s, "3").unwrap();
+        assert_eq!(
+            (step.to, step.port, step.action),
+            (Colour::Green, 3002, Action::StartAndSwitch),
+            "blue serves through the backup line: untouched"
+        );
+        let from = step.from.unwrap();
+        assert_eq!(
+            (from.colour, from.via),
+            (Colour::Blue, crate::state::Via::Backup)
+        );
+        assert!(step.why.unwrap().contains("does not answer"));
+    }
+
+    #[test]
+    fn a_rollback_while_the_live_copy_is_down_makes_the_serving_backup_live_without_a_restart() {
+        let s = backup_pair(("active", Some(200)), ("failed", None));
+        let hosts = vec![("h1".to_owned(), s.clone())];
+        let target = rollback_target(&config(), &hosts, None).unwrap();
+        assert_eq!(
+            target.release.release, "1",
+            "the release before the live colour's, though its copy is down"
+        );
+        let p = plan(&config(), &target.release, &hosts, &[]).unwrap();
+        assert_eq!(
+            (p.steps[0].to, p.steps[0].port, p.steps[0].action),
+            (Colour::Blue, 3001, Action::SwitchToWarm)
+        );
+        // The same when the live copy hangs instead.
+        let s = backup_pair(("active", Some(200)), ("active", Some(0)));
+        let p = plan(&config(), &rel("1"), &[("h1".to_owned(), s)], &[]).unwrap();
+        assert_eq!(p.steps[0].action, Action::SwitchToWarm);
+    }
+
+    #[test]
+    fn a_warm_copy_that_does_not_answer_is_started_again_not_switched_to() {
+        let s = backup_pair(("active", Some(0)), ("active", Some(200)));
+        let step = one(&config(), s, "1").unwrap();
+        assert_eq!(
+            (step.to, step.action),
+            (Colour::Blue, Action::StartAndSwitch)
+        );
+    }
+
+    #[test]
+    fn changed_settings_name_what_changed_never_a_value() {
+        let mut s = host(Some(3001), colour(Some("1"), "active", 3001), none());
+        s.blue.settings = Settings::Differs;
+        s.blue.changed = vec!["DATABASE_PASSWORD".into(), "units".into()];
+        let step = one(&config(), s, "1").unwrap();
+        assert_eq!(step.action, Action::StartAndSwitch);
+        assert_eq!(
+            step.why.as_deref(),
+            Some("settings changed: `DATABASE_PASSWORD`, the units (volumes, limits or processes)")
+        );
+    }
+
+    fn ran(mut e: HistoryEntry, run: &str) -> HistoryEntry {
+        e.run = run.into();
+        e
+    }
+
+    #[test]
+    fn a_host_without_an_opinion_follows_the_fleet() {
+        let old = || {
+            with_history(
+                host(
+                    Some(3002),
+                    colour(Some("2"), "active", 3001),
+                    colour(Some("3"), "active", 3002),
+                ),
+                vec![
+                    ran(entry(1, "1", Outcome::Deployed), "r1"),
+                    ran(entry(2, "2", Outcome::Deployed), "r2"),
+                    ran(entry(3, "3", Outcome::Deployed), "r3"),
+                ],
+            )
+        };
+        // Added (or rebuilt) for the last deploy: only the current release in its history.
+        let new = with_history(
+            host(Some(3002), none(), colour(Some("3"), "active", 3002)),
+            vec![ran(entry(3, "3", Outcome::Deployed), "r3")],
+        );
+        let hosts = vec![
+            ("h1".to_owned(), old()),
+            ("h2".to_owned(), old()),
+            ("h3".to_owned(), new.clone()),
+        ];
+        let t = rollback_target(&config(), &hosts, None).unwrap();
+        assert_eq!(
+            (t.release.release.as_str(), t.followers.as_slice()),
+            ("2", &["h3".to_owned()][..])
+        );
+        let p = plan(&config(), &t.release, &hosts, &t.followers).unwrap();
+        assert!(p.steps[2].follows);
+        assert_eq!(p.steps[2].action, Action::StartAndSwitch);
+        // With `--to`, any release some host retains: h3 joined after 1 went live.
+        let t = rollback_target(&config(), &hosts, Some("1")).unwrap();
+        assert_eq!(t.followers, ["h3"]);
+        // Lost its state altogether: the same.
+        let blank = host(Some(3002), none(), colour(Some("3"), "active", 3002));
+        let hosts = vec![("h1".to_owned(), old()), ("h2".to_owned(), blank)];
+        assert_eq!(
+            rollback_target(&config(), &hosts, None).unwrap().followers,
+            ["h2"]
+        );
+        // Nobody has an opinion: nothing to roll back to.
+        let hosts = vec![("h3".to_owned(), new)];
+        assert!(matches!(
+            rollback_target(&config(), &hosts, None),
+            Err(PlanError::NoPrevious { .. })
+        ));
+    }
+
+    #[test]
+    fn a_host_the_others_record_as_behind_follows_them() {
+        let mut ahead = with_history(
+            host(
+                Some(3001),
+                colour(Some("1"), "active", 3001),
+                colour(Some("2"), "active", 3002),
+            ),
+            vec![
+                ran(entry(1, "1", Outcome::Deployed), "r1"),
+                ran(entry(2, "2", Outcome::Deployed), "r2"),
+                ran(entry(3, "1", Outcome::RolledBack), "r3"),
+            ],
+        );
+        ahead.behind = vec![crate::state::Behind {
+            host: "h3".into(),
+            release: "1".into(),
+            command: "rollback".into(),
+            run: "r3".into(),
+        }];
+        // h3 was down during the rollback: it still serves 2 and its history ends there.
+        let behind = with_history(
+            host(
+                Some(3002),
+                colour(Some("1"), "active", 3001),
+                colour(Some("2"), "active", 3002),
+            ),
+            vec![
+                ran(entry(1, "1", Outcome::Deployed), "r1"),
+                ran(entry(2, "2", Outcome::Deployed), "r2"),
+            ],
+        );
+        let hosts = vec![
+            ("h1".to_owned(), ahead.clone()),
+            ("h2".to_owned(), ahead),
+            ("h3".to_owned(), behind),
+        ];
+        let t = rollback_target(&config(), &hosts, Some("1")).unwrap();
+        assert_eq!(t.followers, ["h3"]);
+        let p = plan(&config(), &t.release, &hosts, &t.followers).unwrap();
+        assert_eq!(
+            p.steps.iter().map(|s| s.action).collect::<Vec<_>>(),
+            [
+                Action::AlreadyLive,
+                Action::AlreadyLive,
+                Action::SwitchToWarm
+            ]
+        );
+    }
+
+    #[test]
+    fn a_host_that_was_there_and_remembers_otherwise_is_not_a_follower() {
+        // h2 was part of run r1 and r2 but has no 6.6.6: it disagrees, it does not follow.
+        let live = || {
+            host(
+                Some(3002),
+                colour(Some("1"), "active", 3001),
+                colour(Some("2"), "active", 3002),
+            )
+        };
+        let honest = vec![
+            ran(entry(1, "1", Outcome::Deployed), "r1"),
+            ran(entry(2, "2", Outcome::Deployed), "r2"),
+        ];
+        let mut forged = honest.clone();
+        forged.push(ran(entry(3, "6.6.6", Outcome::Deployed), "rX"));
+        let hosts = vec![
+            ("h1".to_owned(), with_history(live(), honest)),
+            ("h2".to_owned(), with_history(live(), forged)),
+        ];
+        assert!(matches!(
+            rollback_target(&config(), &hosts, Some("6.6.6")),
+            Err(PlanError::HostsDisagree { .. })
+        ));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::remote::scripts;
 use crate::secret::Secrets;
 use crate::signals::Cancel;
 use crate::ssh::Host;
-use crate::state::{self, HistoryEntry, HostState, Outcome, PortOwner};
+use crate::state::{self, Behind, FleetRecord, HistoryEntry, HostState, Outcome, PortOwner};
 use crate::ui::{self, plural};
 
 /// One deploy or rollback in progress.
@@ -223,11 +223,11 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// The backup, on its host: kept there at mode 0600, the oldest beyond `keep` removed.
+    /// The backup, on its host: kept there at mode 0600 under a name the host's clock gives,
+    /// the oldest beyond `keep` removed (never the one just taken).
     async fn backup(&self, backup: &crate::config::Backup) -> Result<(), Error> {
         let w = self.work_on(&backup.host)?;
         let env = env::app_env(self.config, self.secrets, &self.plan.target, w.step.to)?;
-        let file = backup_file_name(lock::now(), &self.plan.target.release);
         let dir = self.config.site().backups_dir();
         let image = backup.image.as_deref().unwrap_or(&self.plan.target.image);
         let oneoff = crate::oneoff::Oneoff {
@@ -241,15 +241,16 @@ impl<'a> Run<'a> {
                 "--volume".into(),
                 format!("{dir}/.incoming:/shipit-backup"),
                 "--env".into(),
-                format!("SHIPIT_BACKUP_FILE=/shipit-backup/{file}"),
+                "SHIPIT_BACKUP_FILE=/shipit-backup/backup".into(),
             ],
             tty: false,
             interactive: false,
         };
         let docker = oneoff.docker_args();
+        let release = release_label(&self.plan.target.release);
         let cmd = scripts::Backup {
             dir: &dir,
-            file: &file,
+            release: &release,
             keep: backup.keep,
             name: &oneoff.name,
             image,
@@ -260,13 +261,15 @@ impl<'a> Run<'a> {
         let out = self
             .release_step(&w, "backup", &backup.command, &oneoff.name, &cmd)
             .await?;
-        let bytes = out
+        let taken = out
             .stderr
             .lines()
             .find_map(|l| l.strip_prefix("shipit-backup "))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|b| b.parse::<u64>().ok())
-            .unwrap_or(0);
+            .and_then(|l| l.split_once(' '));
+        let Some((file, bytes)) = taken else {
+            return Err(w.host.failed(&cmd, &out));
+        };
+        let bytes = bytes.trim().parse::<u64>().unwrap_or(0);
         let pruned = out
             .stderr
             .lines()
@@ -289,7 +292,7 @@ impl<'a> Run<'a> {
                 }
             ),
         );
-        self.note_backup(file);
+        self.note_backup(file.to_owned());
         Ok(())
     }
 
@@ -999,13 +1002,14 @@ impl<'a> Run<'a> {
             Kind::Deploy => Outcome::Deployed,
             Kind::Rollback => Outcome::RolledBack,
         };
+        let files = self.fleet_files();
         match self.kind {
             // A deploy may have pulled an image: drop those beyond `retain`.
             Kind::Deploy => {
-                tokio::join!(self.record(&all, outcome, None), self.prune(&all));
+                tokio::join!(self.record(&all, outcome, None, &files), self.prune(&all));
             }
             // A rollback pulls nothing new, at most a retained image.
-            Kind::Rollback => self.record(&all, outcome, None).await,
+            Kind::Rollback => self.record(&all, outcome, None, &files).await,
         }
         // The previous release's processes stop now that the switch is verified (they would
         // consume the same queue as the new ones).
@@ -1013,6 +1017,32 @@ impl<'a> Run<'a> {
         if self.config.deploy.keep_previous == KeepPrevious::Stop {
             self.stop_previous(&self.changing()).await;
         }
+    }
+
+    /// What a run that went live writes beside the history: the fleet it counted (the
+    /// configured hosts, and those deployed to before that are no longer configured, until
+    /// they are retired) and the hosts it left out, now behind.
+    fn fleet_files(&self) -> Vec<(String, String)> {
+        let site = self.config.site();
+        let record = FleetRecord {
+            hosts: self.config.hosts.iter().map(ToString::to_string).collect(),
+            removed: super::removed_hosts(self.config, self.states),
+        };
+        let behind: Vec<Behind> = self
+            .fleet
+            .skipped
+            .iter()
+            .map(|u| Behind {
+                host: u.spec.to_string(),
+                release: self.plan.target.release.clone(),
+                command: self.kind.command().to_owned(),
+                run: self.run_id.clone(),
+            })
+            .collect();
+        vec![
+            (site.fleet_record(), record.render()),
+            (site.behind_record(), Behind::render_all(&behind)),
+        ]
     }
 
     async fn stop_previous_processes(&self, changing: &[Work<'a>]) {
@@ -1047,13 +1077,21 @@ impl<'a> Run<'a> {
         }
     }
 
-    async fn record(&self, hosts: &[Work<'a>], outcome: Outcome, reason: Option<&str>) {
+    /// Append the outcome to every host's history (the host's clock dates it), with `files`
+    /// written beside it.
+    async fn record(
+        &self,
+        hosts: &[Work<'a>],
+        outcome: Outcome,
+        reason: Option<&str>,
+        files: &[(String, String)],
+    ) {
         let me: Me = lock::me();
-        let time = lock::now();
         let target = &self.plan.target;
         let results = each_bounded(hosts.to_vec(), self.fleet.max_parallel, |w| {
             let entry = HistoryEntry {
-                time,
+                // The host writes its own clock here.
+                time: 0,
                 release: target.release.clone(),
                 image: target.image.clone(),
                 colour: w.step.to,
@@ -1070,6 +1108,7 @@ impl<'a> Run<'a> {
                 let cmd = scripts::Record {
                     history: &self.config.site().history(),
                     line: &line,
+                    files,
                 }
                 .command();
                 (w.host.spec.to_string(), w.host.check(&cmd).await)
@@ -1093,6 +1132,7 @@ impl<'a> Run<'a> {
                 let cmd = scripts::Prune {
                     repository: &self.config.image,
                     app: &self.config.app,
+                    state_dir: &self.config.site().state_dir(),
                     keep: &keep,
                 }
                 .command();
@@ -1196,7 +1236,7 @@ impl<'a> Run<'a> {
             } else {
                 Outcome::AutoRolledBack
             };
-            self.record(&reachable, outcome, Some(&reason)).await;
+            self.record(&reachable, outcome, Some(&reason), &[]).await;
             return match cause {
                 Error::Interrupted { signal, .. } => Error::Interrupted {
                     signal,
@@ -1213,6 +1253,7 @@ impl<'a> Run<'a> {
                 "{reason}; not switched back: {}",
                 names.join(", ")
             )),
+            &[],
         )
         .await;
         self.fleet_split(reason, &reverted)
@@ -1437,12 +1478,9 @@ fn served_by(upstream_addr: Option<&str>) -> Option<u16> {
         .ok()
 }
 
-/// A backup's file name: when (UTC) and which release, sortable by time.
-fn backup_file_name(unix: u64, release: &str) -> String {
-    let time = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix))
-        .to_string()
-        .replace(['-', ':'], "");
-    let release: String = release
+/// A release as it goes into a backup's file name: letters, digits, `.`, `+` and `_`.
+fn release_label(release: &str) -> String {
+    release
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || ".+_".contains(c) {
@@ -1451,8 +1489,7 @@ fn backup_file_name(unix: u64, release: &str) -> String {
                 '-'
             }
         })
-        .collect();
-    format!("{time}_{release}.backup")
+        .collect()
 }
 
 #[cfg(test)]
@@ -1471,14 +1508,8 @@ mod tests {
     }
 
     #[test]
-    fn backups_are_named_by_time_and_release() {
-        assert_eq!(
-            backup_file_name(1_796_153_400, "1.4.2+3f9c2ab"),
-            "20261201T193000Z_1.4.2+3f9c2ab.backup"
-        );
-        assert_eq!(
-            backup_file_name(0, "1.0.0+abc.dirty/x"),
-            "19700101T000000Z_1.0.0+abc.dirty-x.backup"
-        );
+    fn a_release_goes_into_a_backup_name_as_plain_characters() {
+        assert_eq!(release_label("1.4.2+3f9c2ab"), "1.4.2+3f9c2ab");
+        assert_eq!(release_label("1.0.0+abc.dirty/x y"), "1.0.0+abc.dirty-x-y");
     }
 }

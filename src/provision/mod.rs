@@ -102,6 +102,47 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
     result
 }
 
+/// The files and units `shipit provision` would change on each host, before a deploy starts
+/// anything: the configuration changed since the last provision (the domain, nginx settings,
+/// limits, volumes, processes, jobs). A deploy refuses to go on, naming them and the command
+/// to run: what they carry would otherwise reach users half, or not at all.
+pub async fn refuse_drift(config: &Config, fleet: &Fleet) -> Result<(), Error> {
+    let templates = Templates::load(&config.app_dir)?;
+    let mut desired = templates.render_all(config)?;
+    desired.extend(crate::acme::placeholder_files(config)?);
+    let dirs = plan::directories(&config.site(), config.acme().is_some());
+    let results = fleet
+        .each(|host| {
+            let desired: Vec<ManagedFile> = desired
+                .iter()
+                .filter(|f| f.goes_to(&host.spec))
+                .cloned()
+                .collect();
+            let dirs = &dirs;
+            async move {
+                let (observed, _, _, units) = read_host(config, &host, &desired, dirs).await?;
+                let plan = plan::plan_host(&desired, dirs, &observed, None, None, &units);
+                let mut files: Vec<String> =
+                    plan.changes.iter().map(|c| c.file.path.clone()).collect();
+                files.extend(plan.retire.iter().cloned());
+                files.extend(plan.enable_timers.iter().cloned());
+                Ok::<_, Error>((host.spec.to_string(), files))
+            }
+        })
+        .await;
+    let drift: Vec<(String, Vec<String>)> = crate::fleet::collect(results)?
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .collect();
+    if drift.is_empty() {
+        return Ok(());
+    }
+    Err(Error::ProvisionDrift {
+        hosts: drift,
+        environment: config.environment.clone(),
+    })
+}
+
 /// `Provisioned 3 hosts in 1.2s: 4 changes, 3 reloads`.
 fn say_done(reports: &[HostReport], started: Instant) {
     let changes: usize = reports.iter().map(|r| r.changed.len()).sum();

@@ -321,6 +321,12 @@ fn switch_script() -> &'static str {
     SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("switch.sh")))
 }
 
+/// `prepare.sh` after the state functions, made once.
+fn prepare_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| format!("{}{}", body(STATE_FN), script!("prepare.sh")))
+}
+
 /// `lock.sh` after the state functions, made once.
 fn lock_script() -> &'static str {
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -421,7 +427,7 @@ pub struct Prepare<'a> {
 
 impl Prepare<'_> {
     pub fn command(&self) -> RemoteCommand {
-        RemoteCommand::new(self.label.clone(), script!("prepare.sh"))
+        RemoteCommand::new(self.label.clone(), prepare_script())
             .arg(self.image)
             .arg(self.unit)
             .arg(self.unit_env_file)
@@ -547,9 +553,13 @@ impl Maintenance<'_> {
 }
 
 /// Append a line to the history.
+/// Append a line to the history (its `"time":0` becomes the host's clock), and write files
+/// beside it (the fleet, who is behind; empty content removes one).
 pub struct Record<'a> {
     pub history: &'a str,
     pub line: &'a str,
+    /// `(path, content)`.
+    pub files: &'a [(String, String)],
 }
 
 impl Record<'_> {
@@ -557,14 +567,22 @@ impl Record<'_> {
         RemoteCommand::new("record the release", script!("record.sh"))
             .arg(self.history)
             .arg(self.line)
+            .args(
+                self.files
+                    .iter()
+                    .flat_map(|(path, content)| [path.clone(), content.clone()]),
+            )
     }
 }
 
-/// Remove a repository's images but the ones kept (`repo@digest`).
+/// Remove a repository's images but the ones kept (`repo@digest`), here or by any other site
+/// on the host.
 pub struct Prune<'a> {
     pub repository: &'a str,
     /// The app, whose label (`shipit.app`) marks its images.
     pub app: &'a str,
+    /// This site's state directory: its `retained` list is written there.
+    pub state_dir: &'a str,
     /// `repo@digest` of images pulled from a registry, `sha256:...` IDs of images sent over SSH.
     pub keep: &'a [String],
 }
@@ -574,6 +592,7 @@ impl Prune<'_> {
         RemoteCommand::new("prune old images", script!("prune.sh"))
             .arg(self.repository)
             .arg(self.app)
+            .arg(self.state_dir)
             .args(self.keep.iter().cloned())
     }
 }
@@ -662,7 +681,8 @@ impl RemoveContainers<'_> {
 /// Take a backup into the backups directory, keeping the newest `keep`.
 pub struct Backup<'a> {
     pub dir: &'a str,
-    pub file: &'a str,
+    /// The release, as it goes in the file's name (the host's clock gives the rest).
+    pub release: &'a str,
     pub keep: usize,
     pub name: &'a str,
     pub image: &'a str,
@@ -674,7 +694,7 @@ impl Backup<'_> {
     pub fn command(&self) -> RemoteCommand {
         RemoteCommand::new("back up", script!("backup.sh"))
             .arg(self.dir)
-            .arg(self.file)
+            .arg(self.release)
             .arg(self.keep.to_string())
             .arg(self.name)
             .arg(self.image)
@@ -994,12 +1014,17 @@ mod tests {
             .command(),
             Record {
                 history: &site.history(),
-                line: r#"{"time":1}"#,
+                line: r#"{"time":0}"#,
+                files: &[(
+                    format!("{}/fleet", site.state_dir()),
+                    "host root@h1:22\n".into(),
+                )],
             }
             .command(),
             Prune {
                 repository: "registry.example.com/web",
                 app: "web",
+                state_dir: &site.state_dir(),
                 keep: &[
                     "registry.example.com/web@sha256:00".into(),
                     "sha256:11".into(),
@@ -1030,7 +1055,7 @@ mod tests {
             .command(),
             Backup {
                 dir: "/var/lib/shipit/web/production/backups",
-                file: "20261201T000000Z_1.0.0.backup",
+                release: "1.0.0",
                 keep: 10,
                 name: "web_production_backup",
                 image: "registry.example.com/web@sha256:00",

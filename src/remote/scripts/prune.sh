@@ -1,22 +1,48 @@
 # shellcheck shell=sh
-# Remove the images of repository `$1` (built by app `$2`) that are not among `$3...`, the
-# retained releases. Images pulled from a registry are named `repo@digest`, images sent over
-# SSH by their ID (`sha256:...`): an image is kept when either is listed. An image is removed
-# by the name it has (its tag, else its digest). An image sent over SSH that lost its tag to a
-# later build of the same tag is found among the untagged images labelled with the app (and
-# never one pulled from a registry: those have a digest).
+# Remove the images of repository `$1` (built by app `$2`) that nothing on this host keeps:
+# `$3` is this site's state directory, and `$4...` the images it retains. Kept too: what every
+# other site of any app on the host retains (its `retained` file, or for a site written by an
+# older shipit, every image its history and env files name), and the image of every container,
+# running or not. This site's list is written to `$3/retained` first. Images pulled from a
+# registry are named `repo@digest`, images sent over SSH by their ID (`sha256:...`): an image
+# is kept when either is listed. An image is removed by the name it has (its tag, else its
+# digest). An image sent over SSH that lost its tag to a later build of the same tag is found
+# among the untagged images labelled with the app (and never one pulled from a registry: those
+# have a digest). Prints each image removed.
 repo=$1
 app=$2
-shift 2
-kept() {
-  for k; do
-    case $k in "$ref_digest" | "$id") return 0 ;; esac
+state=$3
+shift 3
+umask 077
+mkdir -p -- "$state" || exit 1
+printf '%s\n' "$@" > "$state/retained.shipit-tmp~" && mv -f -- "$state/retained.shipit-tmp~" "$state/retained" || exit 1
+keep=$(mktemp) || exit 1
+trap 'rm -f -- "$keep"' EXIT
+# `repo:tag@digest` as `repo@digest`; an ID as it is.
+by_digest() { sed -n 's/^\([^@]*\/[^:@/]*\)\(:[^@]*\)\{0,1\}\(@sha256:[0-9a-f]*\).*/\1\3/p; s/^\(sha256:[0-9a-f]*\)$/\1/p'; }
+{
+  printf '%s\n' "$@"
+  for dir in /var/lib/shipit/*/*/; do
+    dir=${dir%/}
+    [ "$dir" = "${state%/}" ] && continue
+    if [ -f "$dir/retained" ]; then
+      cat -- "$dir/retained"
+    else
+      site=${dir#/var/lib/shipit/}
+      { sed -n 's/.*"image":"\([^"]*\)".*/\1/p' "$dir/history.jsonl" 2> /dev/null
+        sed -n 's/^SHIPIT_IMAGE=//p' /etc/shipit/"$site"/*.env 2> /dev/null; } | by_digest
+    fi
   done
-  return 1
+  docker ps -aq --no-trunc | while read -r c; do
+    docker inspect --format '{{.Image}}' -- "$c" 2> /dev/null
+  done
+} | sort -u > "$keep"
+kept() {
+  grep -qxF -e "$ref_digest" -e "$id" -- "$keep"
 }
 docker image ls --digests --no-trunc --format '{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}} {{.ID}}' -- "$repo" |
   while read -r ref_tag ref_digest id; do
-    if kept "$@"; then continue; fi
+    if kept; then continue; fi
     case $ref_tag in
       *:\<none\>) name=$ref_digest ;;
       *) name=$ref_tag ;;
@@ -27,7 +53,7 @@ docker image ls --digests --no-trunc --format '{{.Repository}}:{{.Tag}} {{.Repos
 docker image ls --no-trunc -q --filter dangling=true --filter "label=shipit.app=$app" |
   sort -u | while read -r id; do
     ref_digest=-
-    if kept "$@"; then continue; fi
+    if kept; then continue; fi
     [ "$(docker image inspect --format '{{len .RepoDigests}}' -- "$id" 2> /dev/null)" = 0 ] || continue
     docker image rm -- "$id" > /dev/null 2>&1 && echo "$id"
   done
