@@ -92,6 +92,27 @@ pub enum Command {
         #[command(flatten)]
         change: ChangeArgs,
     },
+    /// Take hosts that are no longer in `hosts` out of the environment for good: the app's
+    /// units, containers, nginx site and configuration go (history and backups stay)
+    #[command(
+        after_help = "Examples:\n  shipit retire production deploy@203.0.113.12\n  shipit retire production deploy@203.0.113.12 --forget   # the host is gone for good\n\n`shipit status`, `deploy` and `doctor` name the hosts to retire."
+    )]
+    Retire {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// The hosts, as they were written in `hosts`
+        #[arg(required = true, value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Do not connect to them: only make the configured hosts forget them (a host that
+        /// is gone for good)
+        #[arg(long)]
+        forget: bool,
+        #[command(flatten)]
+        lock: LockWaitArg,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Per host: live colour, release, health, unit states, lock holder
     #[command(after_help = "Example:\n  shipit status production --json")]
     Status {
@@ -410,6 +431,18 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             let report = crate::deploy::rollback(&load(&environment)?, &options).await?;
             ui::print(&report, change.json);
             report.verdict(&environment)
+        }
+        Command::Retire {
+            environment,
+            hosts,
+            forget,
+            lock,
+            json,
+        } => {
+            let retired =
+                crate::retire::retire(&load(&environment)?, &hosts, forget, lock.lock_wait).await?;
+            ui::print(&retired, json);
+            Ok(())
         }
         Command::Status { environment, json } => {
             ui::print(

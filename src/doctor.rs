@@ -49,8 +49,30 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
         host_checks(config, spec, image_bytes)
     })
     .await;
-    checks.extend(hosts.into_iter().flatten());
+    let mut states = Vec::new();
+    for (host_checks, state) in hosts {
+        checks.extend(host_checks);
+        states.extend(state);
+    }
+    checks.extend(fleet_check(config, &states));
     checks
+}
+
+/// Hosts an earlier run deployed to that are no longer in `hosts`: they may still serve the
+/// app and run its jobs.
+fn fleet_check(config: &Config, states: &[(String, crate::state::HostState)]) -> Vec<Check> {
+    crate::fleet::removed_hosts(config, states)
+        .into_iter()
+        .map(|host| {
+            check(
+                &host,
+                "fleet membership",
+                false,
+                "no longer in `hosts`, but an earlier deploy went to it: it may still serve the app and run its jobs",
+                || format!("retire it: `shipit retire {} {host}`", config.environment),
+            )
+        })
+        .collect()
 }
 
 /// Without a registry: the size of the release's image in the local engine (every host must
@@ -127,7 +149,7 @@ async fn host_checks(
     config: &Config,
     spec: crate::config::HostSpec,
     image_bytes: Option<u64>,
-) -> Vec<Check> {
+) -> (Vec<Check>, Option<(String, crate::state::HostState)>) {
     let place = spec.to_string();
     let host = match Host::connect(&spec, &config.ssh).await {
         Ok(h) => h,
@@ -138,14 +160,17 @@ async fn host_checks(
                 .map_or((text.clone(), None), |(d, f)| {
                     (d.to_owned(), Some(f.to_owned()))
                 });
-            return vec![Check {
-                place,
-                what: "ssh and host key",
-                ok: false,
-                warning: false,
-                detail,
-                fix: fix.or(Some("check the host and `ssh.*`".into())),
-            }];
+            return (
+                vec![Check {
+                    place,
+                    what: "ssh and host key",
+                    ok: false,
+                    warning: false,
+                    detail,
+                    fix: fix.or(Some("check the host and `ssh.*`".into())),
+                }],
+                None,
+            );
         }
     };
     let connected = check(&place, "ssh and host key", true, "connected", String::new);
@@ -154,18 +179,22 @@ async fn host_checks(
         Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
         Err(e) => {
             host.close().await;
-            return vec![remote_failed(&place, &e)];
+            return (vec![remote_failed(&place, &e)], None);
         }
     };
     if let Some(c) = sudo_check(&place, &probe) {
         host.close().await;
-        return vec![connected, c];
+        return (vec![connected, c], None);
     }
     let registry = config.registry.as_ref().map_or("", |r| r.server.as_str());
     let sent = SystemTime::now();
     let out = host.check(&scripts::Doctor { registry }.command()).await;
     let received = SystemTime::now();
-    let ports = ports_check(config, &place, &host).await;
+    let (ports, state) = tokio::join!(
+        ports_check(config, &place, &host),
+        crate::fleet::read_state(config, &host)
+    );
+    let state = state.ok().map(|s| (place.clone(), s));
     let tls = match &config.tls {
         Some(_) => Some(tls_check(&place, &host, config).await),
         None => None,
@@ -173,7 +202,7 @@ async fn host_checks(
     host.close().await;
     let text = match out {
         Ok(out) => String::from_utf8_lossy(&out).into_owned(),
-        Err(e) => return vec![connected, remote_failed(&place, &e)],
+        Err(e) => return (vec![connected, remote_failed(&place, &e)], state),
     };
     let as_user = probe
         .lines()
@@ -190,7 +219,7 @@ async fn host_checks(
     ));
     c.push(ports);
     c.extend(tls);
-    c
+    (c, state)
 }
 
 fn remote_failed(place: &str, e: &Error) -> Check {

@@ -414,6 +414,29 @@ pub enum Error {
         said: String,
     },
 
+    #[error(
+        "`{host}` is not a host: {message}\n  help: write it as in `hosts`: `user@host:port`, `user@host` or `host`"
+    )]
+    BadHost { host: String, message: String },
+
+    #[error(
+        "not starting {}: {} no longer in `hosts` but an earlier deploy went there, and a job could run on both; nothing changed\n  help: retire {}: {}",
+        timers.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "),
+        if hosts.len() == 1 { format!("`{}` is", hosts[0]) } else { format!("{} are", hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")) },
+        if hosts.len() == 1 { "it" } else { "them" },
+        hosts.iter().map(|h| format!("`shipit retire {environment} {h}`")).collect::<Vec<_>>().join(", ")
+    )]
+    JobsElsewhere {
+        timers: Vec<String>,
+        hosts: Vec<String>,
+        environment: String,
+    },
+
+    #[error(
+        "`{host}` is one of `{environment}`'s hosts: only a host taken out of `hosts` is retired\n  help: remove it from `hosts` in environments/{environment}.toml first"
+    )]
+    RetireConfigured { host: String, environment: String },
+
     #[error("host `{host}` is not one of the environment's hosts\n  help: name one of {}", hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", "))]
     UnknownHost { host: String, hosts: Vec<String> },
 
@@ -589,6 +612,9 @@ impl Error {
             Error::ImageNoSpace { .. } => 1,
             Error::ReleasePhase { .. } => 12,
             Error::UnknownHost { .. }
+            | Error::BadHost { .. }
+            | Error::RetireConfigured { .. }
+            | Error::JobsElsewhere { .. }
             | Error::NothingLive { .. }
             | Error::NoBackup { .. }
             | Error::NoRestore { .. }

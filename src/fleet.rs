@@ -250,3 +250,17 @@ pub fn collect<T>(results: Vec<Result<T, Error>>) -> Result<Vec<T>, Error> {
 pub fn first_line(e: &Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
 }
+
+/// The hosts the fleet records name that the configuration does not have.
+pub fn removed_hosts(config: &Config, states: &[(String, HostState)]) -> Vec<String> {
+    let configured: Vec<String> = config.hosts.iter().map(ToString::to_string).collect();
+    let mut removed: Vec<String> = Vec::new();
+    for (_, state) in states {
+        for h in state.fleet.hosts.iter().chain(&state.fleet.removed) {
+            if !configured.contains(h) && !removed.contains(h) {
+                removed.push(h.clone());
+            }
+        }
+    }
+    removed
+}

@@ -26,6 +26,7 @@
 //!   that makes HTTP checks (through SSH tunnels), [`tls`] their TLS;
 //! - [`oneoff`] builds the one-off containers of a release (the release command, the backup
 //!   and its restore, [`exec`]); [`backups`] lists and restores backups;
+//! - [`retire`] takes hosts taken out of `hosts` off for good;
 //! - [`doctor`], [`operate`] (logs, maintenance), [`init`], [`show`] (config, secrets) and
 //!   [`hooks`], [`notify`] are the rest of the commands and their side effects;
 //! - [`secret`] holds values that never print; [`model`] the shared vocabulary (colours);
@@ -53,6 +54,7 @@ pub mod operate;
 pub mod probe;
 pub mod provision;
 pub mod remote;
+pub mod retire;
 pub mod secret;
 pub mod show;
 pub mod signals;

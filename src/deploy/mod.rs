@@ -329,26 +329,12 @@ fn left_out(skipped: &[String]) -> String {
 /// Hosts an earlier run deployed to that are no longer configured: they may still serve the
 /// app and run its jobs. Each is named with the command that retires it.
 fn warn_removed(config: &Config, states: &[(String, HostState)]) {
-    for host in removed_hosts(config, states) {
+    for host in crate::fleet::removed_hosts(config, states) {
         ui::warn(&format!(
             "`{host}` is no longer in `hosts` but was deployed to: it may still serve {} and run its jobs; retire it with `shipit retire {} {host}`",
             config.app, config.environment
         ));
     }
-}
-
-/// The hosts the fleet records name that the configuration does not have.
-pub fn removed_hosts(config: &Config, states: &[(String, HostState)]) -> Vec<String> {
-    let configured: Vec<String> = config.hosts.iter().map(ToString::to_string).collect();
-    let mut removed: Vec<String> = Vec::new();
-    for (_, state) in states {
-        for h in state.fleet.hosts.iter().chain(&state.fleet.removed) {
-            if !configured.contains(h) && !removed.contains(h) {
-                removed.push(h.clone());
-            }
-        }
-    }
-    removed
 }
 
 /// What a rollback's target needs beside the plan: the image, from this machine's engine when

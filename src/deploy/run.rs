@@ -1026,7 +1026,7 @@ impl<'a> Run<'a> {
         let site = self.config.site();
         let record = FleetRecord {
             hosts: self.config.hosts.iter().map(ToString::to_string).collect(),
-            removed: super::removed_hosts(self.config, self.states),
+            removed: crate::fleet::removed_hosts(self.config, self.states),
         };
         let behind: Vec<Behind> = self
             .fleet

@@ -5,14 +5,14 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::fleet::{each_bounded, with_fleet};
+use crate::fleet::{Fleet, Tolerate, each_bounded};
 use crate::lock;
 use crate::model::Colour;
 use crate::probe::{self, Expect, Tunnel};
 use crate::state::{ColourState, HostState};
 
 /// One colour on a host.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct ColourStatus {
     /// `systemctl is-active`.
     pub unit: String,
@@ -21,7 +21,7 @@ pub struct ColourStatus {
 }
 
 /// The live copy's health, checked directly on its port.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "state", content = "detail")]
 pub enum Health {
     Healthy,
@@ -31,17 +31,34 @@ pub enum Health {
     /// It could not be checked (the tunnel failed).
     Unknown(String),
     /// Nothing is live.
+    #[default]
     None,
 }
 
 /// One host's line in `shipit status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct HostStatus {
     pub host: String,
+    /// The live colour: the upstream's first server.
     pub live: Option<Colour>,
     pub port: Option<u16>,
+    /// The release users get (the live colour's, or the backup's while the live one is down).
     pub release: Option<String>,
+    /// The live copy's health, checked directly.
     pub health: Health,
+    /// Users get the previous colour through nginx's `backup`: the live copy does not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub through_backup: Option<Colour>,
+    /// Another run left this host out as unreachable: what it missed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind: Option<String>,
+    /// Not in `hosts`, but an earlier run deployed to it (it may still serve the app): the
+    /// command that retires it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retire: Option<String>,
+    /// It could not be reached now, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
     pub blue: ColourStatus,
     pub green: ColourStatus,
     pub lock: Option<crate::state::LockInfo>,
@@ -135,6 +152,15 @@ fn parts(
 impl crate::ui::Render for HostStatus {
     /// The line `shipit status` prints for the host.
     fn text(&self) -> String {
+        if let Some(why) = &self.unreachable {
+            return format!("{}: unreachable ({why})\n", self.host);
+        }
+        if let Some(retire) = &self.retire {
+            return format!(
+                "{}: no longer in `hosts`, but an earlier run deployed to it: it may still serve the app and run its jobs; retire it with `{retire}`\n",
+                self.host
+            );
+        }
         let health = match &self.health {
             Health::Healthy => "healthy".to_owned(),
             Health::Unhealthy(a) => format!("unhealthy: {a}"),
@@ -153,16 +179,32 @@ impl crate::ui::Render for HostStatus {
             }
             s
         };
+        let users = match self.through_backup {
+            Some(c) => format!(
+                "; users get {c} {} through nginx's backup",
+                self.release.as_deref().unwrap_or("(no release)")
+            ),
+            None => String::new(),
+        };
+        let live_release = match (self.live, self.through_backup) {
+            (Some(l), Some(_)) => match l {
+                Colour::Blue => self.blue.release.as_deref(),
+                Colour::Green => self.green.release.as_deref(),
+            },
+            _ => self.release.as_deref(),
+        };
         let mut text = format!(
-            "{}: live {} {} ({}); blue {}, green {}; lock {}\n",
+            "{}: live {} {} ({health}{users}); blue {}, green {}; lock {}\n",
             self.host,
             self.live.map_or("-".to_owned(), |c| c.to_string()),
-            self.release.as_deref().unwrap_or("(no release)"),
-            health,
+            live_release.unwrap_or("(no release)"),
             colour(&self.blue),
             colour(&self.green),
             self.lock.as_ref().map_or("free".to_owned(), lock::describe),
         );
+        if let Some(b) = &self.behind {
+            text.push_str(&format!("    behind: {b}\n"));
+        }
         for p in &self.processes {
             text.push_str(&format!(
                 "    process {}: blue {}, green {}\n",
@@ -187,64 +229,119 @@ fn colour_status(c: &ColourState) -> ColourStatus {
     }
 }
 
+/// Every host's line, unreachable ones included (named, with why), then the hosts an earlier
+/// run deployed to that are no longer configured.
 pub async fn status(config: &Config) -> Result<Vec<HostStatus>, Error> {
-    with_fleet(config, async |fleet| {
-        let states = crate::fleet::observe(fleet, config).await?;
-        let client = probe::client(true)?;
-        let rows = each_bounded(
-            fleet.hosts.iter().cloned().zip(states).collect(),
-            fleet.max_parallel,
-            |(host, (name, state)): (_, (String, HostState))| {
-                let client = client.clone();
-                async move {
-                    let live = state.live();
-                    let health = match live {
-                        Some(l) if state.colour(l.colour).running() => {
-                            // Checked on the path the live copy was started with.
-                            let path = state
-                                .colour(l.colour)
-                                .health_path
-                                .clone()
-                                .unwrap_or_else(|| config.health.path.clone());
-                            let expect = Expect {
-                                path: &path,
-                                json: config.health.expect_json.as_ref(),
-                            };
-                            match Tunnel::open(&host, l.port).await {
-                                Ok(t) => {
-                                    let a = probe::get(&client, &t, expect.path, None).await;
-                                    if expect.healthy(&a) {
-                                        Health::Healthy
-                                    } else {
-                                        Health::Unhealthy(a.to_string())
-                                    }
-                                }
-                                Err(e) => Health::Unknown(e.to_string()),
-                            }
-                        }
-                        Some(_) => Health::Down,
-                        None => Health::None,
-                    };
-                    let (processes, jobs) = parts_of(config, &host).await;
-                    HostStatus {
-                        processes,
-                        jobs,
-                        host: name,
-                        live: live.map(|l| l.colour),
-                        port: live.map(|l| l.port),
-                        release: state.live_release().map(|r| r.release.clone()),
-                        health,
-                        blue: colour_status(&state.blue),
-                        green: colour_status(&state.green),
-                        lock: state.lock.clone(),
+    let fleet = Fleet::connect_tolerating(&config.hosts, &config.ssh, Tolerate::All).await?;
+    let result = rows(config, &fleet).await;
+    fleet.close().await;
+    result
+}
+
+async fn rows(config: &Config, fleet: &Fleet) -> Result<Vec<HostStatus>, Error> {
+    let states = crate::fleet::observe(fleet, config).await?;
+    let behind: Vec<crate::state::Behind> = states
+        .iter()
+        .flat_map(|(_, s)| s.behind.iter().cloned())
+        .collect();
+    let removed = crate::fleet::removed_hosts(config, &states);
+    let client = probe::client(true)?;
+    let mut rows = each_bounded(
+        fleet.hosts.iter().cloned().zip(states).collect(),
+        fleet.max_parallel,
+        |(host, (name, state)): (_, (String, HostState))| {
+            let client = client.clone();
+            let behind = behind.iter().find(|b| b.host == name).map(|b| {
+                format!(
+                    "missed the {} to {} (it could not be reached then)",
+                    b.command, b.release
+                )
+            });
+            async move {
+                let (processes, jobs) = parts_of(config, &host).await;
+                HostStatus {
+                    processes,
+                    jobs,
+                    behind,
+                    ..host_row(config, &client, &host, name, &state).await
+                }
+            }
+        },
+    )
+    .await;
+    for (spec, row) in config.hosts.iter().zip(0..) {
+        if let Some(u) = fleet.skipped.iter().find(|u| u.spec == *spec) {
+            rows.insert(
+                row.min(rows.len()),
+                HostStatus {
+                    host: spec.to_string(),
+                    unreachable: Some(u.why.clone()),
+                    ..HostStatus::default()
+                },
+            );
+        }
+    }
+    rows.extend(removed.into_iter().map(|host| HostStatus {
+        retire: Some(format!("shipit retire {} {host}", config.environment)),
+        host,
+        ..HostStatus::default()
+    }));
+    Ok(rows)
+}
+
+/// One reachable host's line: the live colour and its health (checked directly), what users
+/// get, each colour, the lock.
+async fn host_row(
+    config: &Config,
+    client: &reqwest::Client,
+    host: &crate::ssh::Host,
+    name: String,
+    state: &HostState,
+) -> HostStatus {
+    let live = state.live();
+    let health = match live {
+        Some(l) if state.colour(l.colour).running() => {
+            // Checked on the path the live copy was started with.
+            let path = state
+                .colour(l.colour)
+                .health_path
+                .clone()
+                .unwrap_or_else(|| config.health.path.clone());
+            let expect = Expect {
+                path: &path,
+                json: config.health.expect_json.as_ref(),
+            };
+            match Tunnel::open(host, l.port).await {
+                Ok(t) => {
+                    let a = probe::get(client, &t, expect.path, None).await;
+                    if expect.healthy(&a) {
+                        Health::Healthy
+                    } else {
+                        Health::Unhealthy(a.to_string())
                     }
                 }
-            },
-        )
-        .await;
-        Ok(rows)
-    })
-    .await
+                Err(e) => Health::Unknown(e.to_string()),
+            }
+        }
+        Some(_) => Health::Down,
+        None => Health::None,
+    };
+    let through_backup = state
+        .serving()
+        .filter(|(_, via)| *via == crate::state::Via::Backup)
+        .map(|(l, _)| l.colour);
+    HostStatus {
+        host: name,
+        live: live.map(|l| l.colour),
+        port: live.map(|l| l.port),
+        release: state.live_release().map(|r| r.release.clone()),
+        health,
+        through_backup,
+        blue: colour_status(&state.blue),
+        green: colour_status(&state.green),
+        lock: state.lock.clone(),
+        ..HostStatus::default()
+    }
 }
 
 /// A host's processes and jobs; nothing when it has none (or could not say: then each reads

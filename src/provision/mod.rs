@@ -196,10 +196,29 @@ async fn run(
     // Phase 1: observe, plan, stage, validate. A signal is acted on when it ends (staged
     // candidates are hidden files no service reads, and the next run replaces them); phase 2
     // is never cut short.
-    let checked = check_all(config, fleet, desired, dirs, login, options.dry_run).await;
+    let (checked, elsewhere) = tokio::join!(
+        check_all(config, fleet, desired, dirs, login, options.dry_run),
+        jobs_elsewhere(config, fleet)
+    );
     cancel.check()?;
     if checked.iter().any(Result::is_err) {
         return Err(discard_all(fleet, checked).await);
+    }
+    // A job timer started here while a host taken out of `hosts` (and not retired) may still
+    // run it would run the job twice.
+    let starting: Vec<String> = checked
+        .iter()
+        .flatten()
+        .flat_map(|(_, plan)| plan.enable_timers.iter().cloned())
+        .collect();
+    if let Some(removed) = elsewhere?.filter(|_| !starting.is_empty()) {
+        let error = Error::JobsElsewhere {
+            timers: starting,
+            hosts: removed,
+            environment: config.environment.clone(),
+        };
+        discard_all(fleet, checked).await;
+        return Err(error);
     }
     let prepared: Vec<(Arc<Host>, HostPlan)> = checked.into_iter().flatten().collect();
     if options.dry_run {
@@ -222,6 +241,17 @@ async fn run(
     // With `[tls] acme`: the first certificate, now that every host serves the challenges.
     crate::acme::after_provision(config, fleet).await?;
     Ok(reports)
+}
+
+/// With jobs configured: the hosts an earlier run deployed to that are no longer in `hosts`
+/// (they may still run the jobs' timers), when there are any.
+async fn jobs_elsewhere(config: &Config, fleet: &Fleet) -> Result<Option<Vec<String>>, Error> {
+    if config.jobs.is_empty() {
+        return Ok(None);
+    }
+    let states = crate::fleet::observe(fleet, config).await?;
+    let removed = crate::fleet::removed_hosts(config, &states);
+    Ok((!removed.is_empty()).then_some(removed))
 }
 
 /// Phase 1 on every host, with a progress line each.

@@ -327,6 +327,46 @@ fn prepare_script() -> &'static str {
     SCRIPT.get_or_init(|| format!("{}{}", body(STATE_FN), script!("prepare.sh")))
 }
 
+/// `retire_site.sh` after `reload_nginx`, made once.
+fn retire_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("retire_site.sh")))
+}
+
+/// Take a site off a host that is no longer its environment's: units, containers, nginx site,
+/// unit files, logrotate rule and configuration (history and backups stay).
+pub struct RetireSite<'a> {
+    pub site: &'a crate::layout::Site,
+}
+
+impl RetireSite<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        let site = self.site;
+        RemoteCommand::new(format!("retire {} {}", site.app, site.env), retire_script())
+            .arg(site.key())
+            .arg(site.nginx_site())
+            .arg(site.config_dir())
+            .arg(site.logrotate())
+            .arg(&site.app)
+            .arg(&site.env)
+    }
+}
+
+/// Drop retired hosts from a site's fleet record and its record of hosts left behind.
+pub struct ForgetHosts<'a> {
+    pub site: &'a crate::layout::Site,
+    pub hosts: &'a [String],
+}
+
+impl ForgetHosts<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("forget retired hosts", script!("forget_hosts.sh"))
+            .arg(self.site.fleet_record())
+            .arg(self.site.behind_record())
+            .args(self.hosts.iter().cloned())
+    }
+}
+
 /// `lock.sh` after the state functions, made once.
 fn lock_script() -> &'static str {
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
