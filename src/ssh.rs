@@ -159,8 +159,16 @@ impl Host {
     ) -> Result<(), Error> {
         if let (Some(bytes), Some(mut stdin)) = (&cmd.stdin, child.stdin().take()) {
             let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
-            stdin.write_all(bytes).await.map_err(|e| transport(&e))?;
-            stdin.shutdown().await.map_err(|e| transport(&e))?;
+            // A command may end without reading all of its stdin (the lock script, when the
+            // lock is held, never reads the settings): its exit status says how it went.
+            let fed = match stdin.write_all(bytes).await {
+                Ok(()) => stdin.shutdown().await,
+                Err(e) => Err(e),
+            };
+            match fed {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(transport(&e)),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -477,7 +485,7 @@ fn connect_error(spec: &HostSpec, ssh: &Ssh, e: &openssh::Error) -> Error {
         || lower.contains("could not resolve")
     {
         Some(format!(
-            "check that `{}` is up and sshd listens on port {}",
+            "check that `{}` is up and sshd listens on port {}; in an incident, `deploy` and `rollback` go on without it with `--skip-unreachable`",
             spec.host, spec.port
         ))
     } else {

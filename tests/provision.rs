@@ -28,7 +28,12 @@ fn provision_applies_then_changes_nothing_on_a_rerun() {
     // Ports of its own: nothing may answer there, so nginx answers 502 until a deploy.
     app.file(
         "shipit.toml",
-        &(std::fs::read_to_string(app.path().join("shipit.toml")).unwrap()
+        &(std::fs::read_to_string(app.path().join("shipit.toml"))
+            .unwrap()
+            .split("\n# test settings\n")
+            .next()
+            .unwrap()
+            .to_owned()
             + "\n[ports]\nblue = 4351\ngreen = 4352\n"),
     );
     for h in &hosts {
@@ -122,7 +127,12 @@ fn broken_template_is_refused_and_the_old_config_keeps_serving() {
     // Ports of its own: nothing may answer there, so nginx answers 502 until a deploy.
     app.file(
         "shipit.toml",
-        &(std::fs::read_to_string(app.path().join("shipit.toml")).unwrap()
+        &(std::fs::read_to_string(app.path().join("shipit.toml"))
+            .unwrap()
+            .split("\n# test settings\n")
+            .next()
+            .unwrap()
+            .to_owned()
             + "\n[ports]\nblue = 4361\ngreen = 4362\n"),
     );
     for h in &hosts {

@@ -121,6 +121,7 @@ impl<'a> Run<'a> {
         for line in super::describe(self.plan) {
             info!("{line}");
         }
+        self.say_why();
         if self.plan.is_noop() {
             ui::status(
                 "Unchanged",
@@ -134,6 +135,42 @@ impl<'a> Run<'a> {
                 Ok(())
             }
             Err(cause) => Err(self.undo(cause).await),
+        }
+    }
+
+    /// Why hosts change beyond "a new release", grouped: what shipit saw (a live copy down,
+    /// settings that changed, hosts that follow the others), before it acts on it.
+    fn say_why(&self) {
+        let target = &self.plan.target.release;
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        let mut add = |text: String, host: &str| match groups.iter_mut().find(|(t, _)| *t == text) {
+            Some((_, hosts)) => hosts.push(format!("`{host}`")),
+            None => groups.push((text, vec![format!("`{host}`")])),
+        };
+        for s in &self.plan.steps {
+            if s.action == Action::AlreadyLive {
+                continue;
+            }
+            if let Some(why) = &s.why {
+                let what = match s.action {
+                    Action::SwitchToWarm => {
+                        format!("switching to {} where {target} runs warm", s.to)
+                    }
+                    _ => format!("starting {target} on {}", s.to),
+                };
+                add(format!("{what}: {why}"), &s.host);
+            }
+            if s.follows {
+                add(
+                    format!(
+                        "{target} on hosts that have no history of it: they follow the other hosts"
+                    ),
+                    &s.host,
+                );
+            }
+        }
+        for (text, hosts) in groups {
+            ui::status("Because", &format!("{} ({})", text, hosts.join(", ")));
         }
     }
 

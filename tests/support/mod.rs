@@ -397,7 +397,9 @@ impl Run {
 }
 
 impl App {
-    /// A valid app named `name` deployed to `hosts` of the testbed as environment `production`.
+    /// A valid app named `name` deployed to `hosts` of the testbed as environment `production`,
+    /// its colours on ports 5901 and 5902 (never the defaults, 3001 and 3002: the demo's app
+    /// holds those on the hosts, and tests never trip over what the demo left).
     pub fn new(testbed: &Testbed, name: &str, hosts: &[TestHost]) -> App {
         let dir = tempfile::tempdir().unwrap();
         let domain = format!("{name}.test");
@@ -431,6 +433,11 @@ cpu_quota = "50%"
 path = "/health"
 expect_json = {{ status = "healthy" }}
 timeout = "20s"
+
+# test settings
+[ports]
+blue = 5901
+green = 5902
 "#,
                 registry = testbed.registry,
                 user = testbed.registry_user,
