@@ -182,9 +182,10 @@ async fn host_checks(
             return (vec![remote_failed(&place, &e)], None);
         }
     };
+    let shell = login_shell_check(&place, &probe, host.login_noise().await);
     if let Some(c) = sudo_check(&place, &probe) {
         host.close().await;
-        return (vec![connected, c], None);
+        return (vec![connected, shell, c], None);
     }
     let registry = config.registry.as_ref().map_or("", |r| r.server.as_str());
     let sent = SystemTime::now();
@@ -208,7 +209,7 @@ async fn host_checks(
         .lines()
         .find_map(|l| l.strip_prefix("user "))
         .unwrap_or("?");
-    let mut c = vec![connected];
+    let mut c = vec![connected, shell];
     c.extend(doctor_answer(
         &place,
         &text,
@@ -361,6 +362,55 @@ async fn ports_check(config: &Config, place: &str, host: &Host) -> Check {
             }
         }
         Err(e) => check(place, "colour ports", false, e.to_string(), || {
+            "see the error above".into()
+        }),
+    }
+}
+
+/// The login shell, and what it (its rc files) prints before a command runs. shipit's commands
+/// reach `/bin/sh` unchanged whatever the shell, and their answers are framed, so that output
+/// breaks nothing; it is named all the same (earlier versions of shipit, and other tools,
+/// misread it).
+fn login_shell_check(place: &str, probe: &str, noise: Result<(String, String), Error>) -> Check {
+    let shell = probe
+        .lines()
+        .find_map(|l| l.strip_prefix("shell "))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    match noise {
+        Ok((out, err)) if out.is_empty() && err.is_empty() => check(
+            place,
+            "login shell",
+            true,
+            format!("`{shell}`, quiet"),
+            String::new,
+        ),
+        Ok((out, err)) => {
+            let sample: String = format!("{out}{err}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(80)
+                .collect();
+            Check {
+                place: place.to_owned(),
+                what: "login shell",
+                ok: true,
+                warning: true,
+                detail: format!(
+                    "`{shell}` prints {} byte{} before every command (`{sample}`); shipit leaves it out of what it reads",
+                    out.len() + err.len(),
+                    crate::ui::plural(out.len() + err.len())
+                ),
+                fix: Some(
+                    "print only in interactive shells: in ~/.bashrc after Debian's `case $- in *i*)` test, in ~/.tcshrc under `if ($?prompt)`, in fish's config under `status is-interactive`"
+                        .into(),
+                ),
+            }
+        }
+        Err(e) => check(place, "login shell", false, e.to_string(), || {
             "see the error above".into()
         }),
     }

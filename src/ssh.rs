@@ -24,6 +24,18 @@ pub struct Output {
     pub stderr: String,
 }
 
+impl Output {
+    /// A framed command's output, what came before its marker left out.
+    fn unframed(out: std::process::Output, marker: &str) -> Output {
+        Output {
+            code: out.status.code(),
+            stdout: crate::remote::unframe(&out.stdout, marker).to_vec(),
+            stderr: String::from_utf8_lossy(crate::remote::unframe(&out.stderr, marker))
+                .into_owned(),
+        }
+    }
+}
+
 /// A connected host.
 pub struct Host {
     pub spec: HostSpec,
@@ -133,22 +145,45 @@ impl Host {
     }
 
     /// Start `cmd` (as root: under `sudo` when `sudo`) with its stdout and stderr piped and its
-    /// stdin piped when `stdin` (else empty); nothing is written to it yet.
+    /// stdin piped when `stdin` (else empty); nothing is written to it yet. Its output is
+    /// framed: what the login shell's rc files print before it runs comes before the marker
+    /// returned (see [`crate::remote::unframe`]).
     async fn spawn(
         &self,
         cmd: &RemoteCommand,
         sudo: bool,
         stdin: bool,
-    ) -> Result<openssh::Child<&Session>, Error> {
-        let mut command = self.session.raw_command(cmd.command_line(sudo));
+    ) -> Result<(openssh::Child<&Session>, String), Error> {
+        let marker = crate::remote::marker();
+        let mut command = self.session.raw_command(cmd.framed_line(sudo, &marker));
         command
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        command
+        let child = command
             .spawn()
             .await
-            .map_err(|e| self.transport_error(cmd, &e))
+            .map_err(|e| self.transport_error(cmd, &e))?;
+        Ok((child, marker))
+    }
+
+    /// What the login shell (its rc files) printed before a command ran, on stdout and stderr:
+    /// nothing on a quiet host. shipit leaves it out of every answer; `doctor` names it.
+    pub async fn login_noise(&self) -> Result<(String, String), Error> {
+        let cmd = RemoteCommand::new("check the login shell", "true");
+        let (child, marker) = self.spawn(&cmd, false, false).await?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| self.transport_error(&cmd, &e))?;
+        let before = |bytes: &[u8]| {
+            let rest = crate::remote::unframe(bytes, &marker).len();
+            let noise = &bytes[..bytes.len() - rest];
+            String::from_utf8_lossy(noise)
+                .trim_end_matches(&format!("{marker}\n"))
+                .to_owned()
+        };
+        Ok((before(&out.stdout), before(&out.stderr)))
     }
 
     /// Write `cmd`'s stdin (if it has one) to `child`, then close it.
@@ -178,14 +213,10 @@ impl Host {
         async {
             let started = Instant::now();
             let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
-            let mut child = self.spawn(cmd, sudo, cmd.stdin.is_some()).await?;
+            let (mut child, marker) = self.spawn(cmd, sudo, cmd.stdin.is_some()).await?;
             self.feed_stdin(cmd, &mut child).await?;
             let out = child.wait_with_output().await.map_err(|e| transport(&e))?;
-            let output = Output {
-                code: out.status.code(),
-                stdout: out.stdout,
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            };
+            let output = Output::unframed(out, &marker);
             debug!(code = ?output.code, elapsed_ms = started.elapsed().as_millis() as u64, "done");
             Ok(output)
         }
@@ -206,18 +237,14 @@ impl Host {
         async {
             let started = Instant::now();
             let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
-            let mut child = self.spawn(cmd, self.sudo, true).await?;
+            let (mut child, marker) = self.spawn(cmd, self.sudo, true).await?;
             let stdin = child
                 .stdin()
                 .take()
                 .ok_or_else(|| transport(&"no stdin to write to"))?;
             let (fed, out) = tokio::join!(feed(stdin), child.wait_with_output());
             let out = out.map_err(|e| transport(&e))?;
-            let output = Output {
-                code: out.status.code(),
-                stdout: out.stdout,
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            };
+            let output = Output::unframed(out, &marker);
             debug!(code = ?output.code, elapsed_ms = started.elapsed().as_millis() as u64, "done");
             match fed {
                 Err(e) if output.code == Some(0) || output.stderr.trim().is_empty() => {
@@ -241,7 +268,7 @@ impl Host {
         let span = info_span!("remote", host = %self.spec, cmd = %cmd.label);
         async {
             let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
-            let mut child = self.spawn(cmd, self.sudo, cmd.stdin.is_some()).await?;
+            let (mut child, marker) = self.spawn(cmd, self.sudo, cmd.stdin.is_some()).await?;
             self.feed_stdin(cmd, &mut child).await?;
             let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
             let mut stderr = String::new();
@@ -251,7 +278,13 @@ impl Host {
             };
             let read_out = async {
                 let mut lines = tokio::io::BufReader::new(stdout).lines();
+                let mut framed = false;
                 while let Some(line) = lines.next_line().await.map_err(|e| transport(&e))? {
+                    // What the login shell printed before the command ran is not its output.
+                    if !framed {
+                        framed = line == marker;
+                        continue;
+                    }
                     on_line(&line);
                     tail.push_back(line);
                     if tail.len() > 40 {
@@ -268,6 +301,9 @@ impl Host {
             let (out, err) = tokio::join!(read_out, read_err);
             out?;
             err?;
+            let stderr =
+                String::from_utf8_lossy(crate::remote::unframe(stderr.as_bytes(), &marker))
+                    .into_owned();
             let status = child.wait().await.map_err(|e| transport(&e))?;
             let stdout: Vec<u8> = tail
                 .into_iter()
@@ -292,18 +328,31 @@ impl Host {
     ) -> Result<(), Error> {
         use tokio::io::AsyncBufReadExt;
         let transport = |e: &dyn std::fmt::Display| self.transport_error(cmd, e);
-        let mut command = self.session.raw_command(cmd.command_line(self.sudo));
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = command.spawn().await.map_err(|e| transport(&e))?;
-        if let Some(stdout) = child.stdout().take() {
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            while let Some(line) = lines.next_line().await.map_err(|e| transport(&e))? {
-                on_line(&line);
+        let (mut child, marker) = self.spawn(cmd, self.sudo, false).await?;
+        let stdout = child.stdout().take();
+        let stderr = child.stderr().take();
+        let read_out = async {
+            if let Some(stdout) = stdout {
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                let mut framed = false;
+                while let Some(line) = lines.next_line().await.map_err(|e| transport(&e))? {
+                    if !framed {
+                        framed = line == marker;
+                        continue;
+                    }
+                    on_line(&line);
+                }
             }
-        }
+            Ok::<_, Error>(())
+        };
+        // Its stderr is drained (and dropped), so that it never blocks on a full pipe.
+        let drain = async {
+            if let Some(mut err) = stderr {
+                let _ = tokio::io::copy(&mut err, &mut tokio::io::sink()).await;
+            }
+        };
+        let (out, ()) = tokio::join!(read_out, drain);
+        out?;
         child.wait().await.map_err(|e| transport(&e))?;
         Ok(())
     }

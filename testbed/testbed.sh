@@ -31,9 +31,9 @@ STATE=$(realpath -m -- "${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}")
 readonly STATE
 readonly IMAGE=shipit-testhost:1
 # Bump when customize_rootfs changes: a cached image of another recipe is rebuilt.
-readonly IMAGE_RECIPE=3
+readonly IMAGE_RECIPE=4
 readonly SUITE=bookworm
-readonly INCLUDE=systemd,systemd-sysv,dbus,openssh-server,nginx-light,logrotate,procps,curl,iproute2,ca-certificates,docker.io,sudo,python3
+readonly INCLUDE=systemd,systemd-sysv,dbus,openssh-server,nginx-light,logrotate,procps,curl,iproute2,ca-certificates,docker.io,sudo,python3,tcsh,fish
 readonly REGISTRY=registry.test:5000
 readonly REGISTRY_USER=shipit
 readonly HOST_PREFIX=shipit-th
@@ -429,6 +429,32 @@ customize_rootfs() {
   chroot "$r" usermod -aG sudo nosudo
   printf 'deploy ALL=(ALL) NOPASSWD: ALL\n' >"$r/etc/sudoers.d/deploy"
   chmod 0440 "$r/etc/sudoers.d/deploy"
+
+  # Users whose login shell is not a quiet sh, as real teams have them (passwordless sudo each):
+  # `tcshuser` (tcsh refuses a multi-line quoted command), `fishuser` (fish), and `noisy`
+  # (bash with a ~/.bashrc that greets on stdout and stderr before Debian's interactive test);
+  # each shell's rc file prints, as a forgotten `echo` does.
+  local shell
+  for user in tcshuser:/usr/bin/tcsh fishuser:/usr/bin/fish noisy:/bin/bash; do
+    shell=${user#*:}
+    user=${user%%:*}
+    chroot "$r" useradd --create-home --shell "$shell" "$user" ||
+      die "useradd $user failed in the host root filesystem"
+    install -d -m 0700 "$r/home/$user/.ssh"
+    install -m 0600 "$KEY.pub" "$r/home/$user/.ssh/authorized_keys"
+    printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" >"$r/etc/sudoers.d/$user"
+    chmod 0440 "$r/etc/sudoers.d/$user"
+  done
+  # shellcheck disable=SC2016 # expanded by the host's shells, not here
+  printf 'echo "Welcome to tcsh on `hostname`"\necho "tcsh rc on stderr" > /dev/stderr\n' >"$r/home/tcshuser/.tcshrc"
+  install -d "$r/home/fishuser/.config/fish"
+  printf 'echo "Welcome to fish"\necho "fish rc on stderr" >&2\n' >"$r/home/fishuser/.config/fish/config.fish"
+  # shellcheck disable=SC2016 # expanded by the host's shells, not here
+  { printf 'echo "Welcome to $(hostname)!"\necho "Last deploy: never" >&2\n'; cat "$r/home/noisy/.bashrc"; } >"$r/home/noisy/.bashrc.new"
+  mv "$r/home/noisy/.bashrc.new" "$r/home/noisy/.bashrc"
+  for user in tcshuser fishuser noisy; do
+    chroot "$r" chown -R "$user:$user" "/home/$user"
+  done
   grep -q '^Defaults[[:space:]]*use_pty' "$r/etc/sudoers" ||
     die "the host's sudoers lacks Debian's default use_pty"
 

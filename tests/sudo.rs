@@ -102,3 +102,51 @@ fn a_user_whose_sudo_wants_a_password_is_told_exactly_what_is_missing() {
         "`nosudo` may not run shipit's commands as root: sudo: a password is required",
     );
 }
+
+#[test]
+fn the_main_story_works_whatever_the_login_shell_parses_or_prints() {
+    let tb = Testbed::from_env();
+    let root_hosts = tb.hosts(2);
+    // tcsh and fish parse a command line their own way; each of the three prints from its rc
+    // file on stdout and stderr before any command runs.
+    for (user, port) in [("tcshuser", 4741), ("fishuser", 4751), ("noisy", 4761)] {
+        let name = format!("t-shell-{}", &user[..4]);
+        let hosts = as_user(&root_hosts, user);
+        for h in &root_hosts {
+            tb.wipe(h, &name);
+        }
+        let app = App::hello_unprovisioned(&tb, &name, &hosts, port, "");
+        let doctor = app.shipit(&["doctor", "production"]).success();
+        assert_has(&doctor.stdout, "login shell: `/");
+        assert_has(&doctor.stdout, "before every command");
+        app.shipit(&["provision", "production"]).success();
+        app.deploy("1.0.0");
+        let load = Load::start(&hosts, &app.domain, 2);
+        app.deploy("2.0.0");
+        app.shipit(&["rollback", "production"]).success();
+        load.stop()
+            .assert_no_failures(&format!("a deploy and a rollback as {user}"));
+        assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2], "{user}");
+        let lock = app.shipit(&["lock", "status", "production"]).success();
+        assert_eq!(
+            lock.stdout.matches(": free").count(),
+            2,
+            "{user}: {}",
+            lock.stdout
+        );
+        let releases = app.shipit(&["releases", "production", "--json"]).success();
+        let lines: serde_json::Value = serde_json::from_str(&releases.stdout).unwrap();
+        assert_eq!(
+            lines.as_array().unwrap().len(),
+            3,
+            "{user}: {}",
+            releases.stdout
+        );
+        let logs = app
+            .shipit(&["logs", "production", "--lines", "3"])
+            .success();
+        assert!(!logs.stdout.contains("Welcome"), "{user}: {}", logs.stdout);
+        let exec = app.shipit(&["exec", "production", "--", "help"]).success();
+        assert!(!exec.stdout.contains("Welcome"), "{user}: {}", exec.stdout);
+    }
+}
