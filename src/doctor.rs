@@ -152,7 +152,7 @@ async fn host_checks(
 ) -> (Vec<Check>, Option<(String, crate::state::HostState)>) {
     let place = spec.to_string();
     let host = match Host::connect(&spec, &config.ssh).await {
-        Ok(h) => h,
+        Ok(h) => std::sync::Arc::new(h),
         Err(e) => {
             let text = e.to_string();
             let (detail, fix) = text
@@ -178,13 +178,13 @@ async fn host_checks(
     let probe = match host.run_as_login_user(&scripts::SudoProbe.command()).await {
         Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
         Err(e) => {
-            host.close().await;
+            close(host).await;
             return (vec![remote_failed(&place, &e)], None);
         }
     };
     let shell = login_shell_check(&place, &probe, host.login_noise().await);
     if let Some(c) = sudo_check(&place, &probe) {
-        host.close().await;
+        close(host).await;
         return (vec![connected, shell, c], None);
     }
     let registry = config.registry.as_ref().map_or("", |r| r.server.as_str());
@@ -200,7 +200,7 @@ async fn host_checks(
         Some(_) => Some(tls_check(&place, &host, config).await),
         None => None,
     };
-    host.close().await;
+    close(host).await;
     let text = match out {
         Ok(out) => String::from_utf8_lossy(&out).into_owned(),
         Err(e) => return (vec![connected, remote_failed(&place, &e)], state),
@@ -221,6 +221,11 @@ async fn host_checks(
     c.push(ports);
     c.extend(tls);
     (c, state)
+}
+
+/// Close a host's connection (once its tunnels have closed).
+async fn close(host: std::sync::Arc<Host>) {
+    crate::fleet::close_all(vec![host]).await;
 }
 
 fn remote_failed(place: &str, e: &Error) -> Check {
@@ -467,7 +472,7 @@ pub const CERTIFICATE_WARNING_DAYS: i64 = 14;
 /// The certificate a host serves for the domain (over the SSH tunnel, with the domain as SNI):
 /// its expiry (a warning under [`CERTIFICATE_WARNING_DAYS`]), issuer, and whether this machine
 /// trusts it. With `[tls] acme`, the fix is `shipit tls renew`.
-async fn tls_check(place: &str, host: &Host, config: &Config) -> Check {
+async fn tls_check(place: &str, host: &std::sync::Arc<Host>, config: &Config) -> Check {
     let what = "tls certificate";
     let domain = &config.domain;
     let tunnel = match crate::probe::Tunnel::open(host, 443).await {

@@ -142,11 +142,18 @@ impl Fleet {
     }
 }
 
-async fn close_all(hosts: Vec<Arc<Host>>) {
-    let closing = hosts
-        .into_iter()
-        .filter_map(Arc::into_inner)
-        .map(Host::close);
+/// Close every host's connection once nothing else holds it (a tunnel closing its forward
+/// holds it for a moment; waited for up to a second).
+pub async fn close_all(hosts: Vec<Arc<Host>>) {
+    let closing = hosts.into_iter().map(|mut host| async move {
+        for _ in 0..50 {
+            match Arc::try_unwrap(host) {
+                Ok(h) => return h.close().await,
+                Err(still) => host = still,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
     futures::future::join_all(closing).await;
 }
 

@@ -83,6 +83,12 @@ impl Site {
         format!("{}/acme-account.json", self.state_dir())
     }
 
+    /// The nginx map of the token that proves shipit's own checks to this site's nginx (mode
+    /// 0600, made once by provision, read by shipit over SSH).
+    pub fn verify_conf(&self) -> String {
+        format!("{}/verify.conf", self.config_dir())
+    }
+
     /// The upstream include the deploy switches between colours.
     pub fn upstream_include(&self) -> String {
         format!("{}/upstream.conf", self.config_dir())

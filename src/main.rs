@@ -33,7 +33,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(cli::run(cli)) {
+    let result = runtime.block_on(cli::run(cli));
+    // The forwarded sockets of the run's checks (each closed already).
+    shipit::probe::remove_forwards();
+    if let Err(e) = result {
         // `shipit exec`'s command said what it had to say; its code is ours.
         if !matches!(e, shipit::error::Error::CommandExit { .. }) {
             say_error(&e.to_string());

@@ -1,15 +1,19 @@
 //! HTTP checks of the app on a host: directly on a colour's loopback port, or through the
-//! host's nginx, both reached through the SSH master connection (a local port forward), so
-//! nothing but SSH needs to be open on the host.
+//! host's nginx, both reached through the SSH master connection (a Unix socket of shipit's own
+//! forwarded to the host's loopback), so nothing but SSH needs to be open on the host and
+//! nothing of shipit's listens on TCP here.
 //!
 //! Owns: the tunnels, the HTTP client, what counts as healthy, and the health gate's backoff.
 //! Must not: decide what to do about a failure (the deploy does).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use openssh::ForwardType;
+use openssh::{ForwardType, Socket};
 use serde::Serialize;
 
 use crate::error::Error;
@@ -104,64 +108,140 @@ impl Expect<'_> {
     }
 }
 
-/// A local port forwarded to `127.0.0.1:remote_port` on a host.
+/// A Unix socket in shipit's private directory (mode 0700), forwarded to
+/// `127.0.0.1:remote_port` on a host over its master connection. Nothing of shipit's listens on
+/// TCP on this machine, so no other local user reaches the app or nginx "from the host" through
+/// it. Dropped, the forward is closed and the socket removed.
 pub struct Tunnel {
-    pub local: SocketAddr,
+    pub socket: PathBuf,
     pub remote_port: u16,
+    host: Arc<Host>,
+    /// What proves shipit's own checks to the host's nginx (`X-Shipit-Verify`), when the
+    /// site has one.
+    token: Option<String>,
+    /// HTTP clients over the socket: a new connection per request, and pooled.
+    fresh: OnceLock<reqwest::Client>,
+    pooled: OnceLock<reqwest::Client>,
+}
+
+/// The private directory of this process's forwarded sockets, made once (0700).
+fn forwards_dir() -> Result<&'static Path, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        tempfile::Builder::new()
+            .prefix("shipit-")
+            .tempdir_in(&base)
+            .map(tempfile::TempDir::keep)
+            .map_err(|e| format!("making a private directory in `{}`: {e}", base.display()))
+    })
+    .as_ref()
+    .map(PathBuf::as_path)
+    .map_err(Clone::clone)
+}
+
+/// Remove this process's directory of forwarded sockets (at the end of a run).
+pub fn remove_forwards() {
+    if let Ok(dir) = forwards_dir() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 impl Tunnel {
-    pub async fn open(host: &Host, remote_port: u16) -> Result<Tunnel, Error> {
-        let mut last = String::new();
-        for _ in 0..3 {
-            // A free local port; the tiny race with another process is retried.
-            let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .map_err(|e| Error::Transport {
-                    host: host.spec.to_string(),
-                    command: "open a local port".into(),
-                    message: e.to_string(),
-                })?;
-            let local = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let remote = SocketAddr::from((Ipv4Addr::LOCALHOST, remote_port));
-            match host
-                .session()
-                .request_port_forward(ForwardType::Local, local, remote)
-                .await
-            {
-                Ok(()) => return Ok(Tunnel { local, remote_port }),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(Error::Transport {
+    pub async fn open(host: &Arc<Host>, remote_port: u16) -> Result<Tunnel, Error> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let failed = |message: String| Error::Transport {
             host: host.spec.to_string(),
-            command: format!("forward a local port to 127.0.0.1:{remote_port}"),
-            message: last,
+            command: format!("forward a local socket to 127.0.0.1:{remote_port}"),
+            message,
+        };
+        let dir = forwards_dir().map_err(failed)?;
+        let socket = dir.join(format!("{}.sock", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let listen = Socket::UnixSocket {
+            path: socket.as_path().into(),
+        };
+        let remote = SocketAddr::from((Ipv4Addr::LOCALHOST, remote_port));
+        host.session()
+            .request_port_forward(ForwardType::Local, listen, remote)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Tunnel {
+            socket,
+            remote_port,
+            host: Arc::clone(host),
+            token: None,
+            fresh: OnceLock::new(),
+            pooled: OnceLock::new(),
         })
+    }
+
+    /// The token this tunnel's checks through nginx carry.
+    pub fn with_token(mut self, token: Option<&str>) -> Tunnel {
+        self.token = token.map(str::to_owned);
+        self
+    }
+
+    fn client(&self, fresh: bool) -> Result<&reqwest::Client, reqwest::Error> {
+        let cell = if fresh { &self.fresh } else { &self.pooled };
+        if let Some(c) = cell.get() {
+            return Ok(c);
+        }
+        let mut b = crate::tls::client_builder()
+            .unix_socket(self.socket.clone())
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none());
+        if fresh {
+            b = b.pool_max_idle_per_host(0);
+        }
+        let client = b.build()?;
+        Ok(cell.get_or_init(|| client))
     }
 }
 
-/// An HTTP client for checks: short timeouts, no proxy, and (for checks through nginx) a new
-/// connection per request, so that every request meets nginx's current workers.
-pub fn client(fresh_connections: bool) -> Result<reqwest::Client, Error> {
-    let mut b = crate::tls::client_builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(3))
-        .redirect(reqwest::redirect::Policy::none());
-    if fresh_connections {
-        b = b.pool_max_idle_per_host(0);
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Closed in the background, holding the host only while it closes (the fleet's close
+        // waits for that).
+        let host = Arc::downgrade(&self.host);
+        let socket = std::mem::take(&mut self.socket);
+        let remote = SocketAddr::from((Ipv4Addr::LOCALHOST, self.remote_port));
+        runtime.spawn(async move {
+            let Some(host) = host.upgrade() else {
+                return;
+            };
+            let listen = Socket::UnixSocket {
+                path: socket.as_path().into(),
+            };
+            let _ = host
+                .session()
+                .close_port_forward(ForwardType::Local, listen, remote)
+                .await;
+        });
     }
-    b.build().map_err(|e| Error::Internal {
-        context: "making the HTTP client".into(),
-        source: e.into(),
-    })
+}
+
+/// How checks are made: short timeouts, no proxy, and (for checks through nginx) a new
+/// connection per request, so that every request meets nginx's current workers.
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    fresh_connections: bool,
+}
+
+pub fn client(fresh_connections: bool) -> Result<Client, Error> {
+    Ok(Client { fresh_connections })
 }
 
 /// One GET; never fails, the answer says what happened.
 pub async fn get(
-    client: &reqwest::Client,
+    client: &Client,
     tunnel: &Tunnel,
     path: &str,
     host_header: Option<&str>,
@@ -169,23 +249,28 @@ pub async fn get(
     get_within(client, tunnel, path, host_header, None).await
 }
 
-/// One GET with its own time limit.
+/// One GET with its own time limit. With a `Host` (a request through nginx), the tunnel's
+/// token goes with it: nginx then says which upstream answered.
 pub async fn get_within(
-    client: &reqwest::Client,
+    client: &Client,
     tunnel: &Tunnel,
     path: &str,
     host_header: Option<&str>,
     limit: Option<Duration>,
 ) -> Answer {
-    let url = format!("http://{}{path}", tunnel.local);
-    let mut req = client.get(&url);
+    let http = match tunnel.client(client.fresh_connections) {
+        Ok(c) => c,
+        Err(e) => return Answer::failed(&e),
+    };
+    let mut req = http.get(format!("http://127.0.0.1{path}"));
     if let Some(limit) = limit {
         req = req.timeout(limit);
     }
     if let Some(h) = host_header {
-        req = req
-            .header(reqwest::header::HOST, h)
-            .header("X-Shipit-Verify", "1");
+        req = req.header(reqwest::header::HOST, h);
+        if let Some(token) = &tunnel.token {
+            req = req.header("X-Shipit-Verify", token.as_str());
+        }
     }
     match req.send().await {
         Ok(resp) => Answer::of(resp).await,
@@ -209,19 +294,18 @@ pub struct TlsAnswer {
 pub async fn get_over_tls(tunnel: &Tunnel, domain: &str, path: &str) -> TlsAnswer {
     let attempt = |check: bool| async move {
         let client = crate::tls::client_builder()
-            .no_proxy()
+            .unix_socket(tunnel.socket.clone())
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
-            .resolve(domain, tunnel.local)
             .tls_info(true)
             .danger_accept_invalid_certs(!check)
             .build()?;
-        client
-            .get(format!("https://{domain}{path}"))
-            .header("X-Shipit-Verify", "1")
-            .send()
-            .await
+        let mut req = client.get(format!("https://{domain}{path}"));
+        if let Some(token) = &tunnel.token {
+            req = req.header("X-Shipit-Verify", token.as_str());
+        }
+        req.send().await
     };
     let (sent, untrusted) = match attempt(true).await {
         Err(e) if is_certificate_error(&e) => {
@@ -293,7 +377,7 @@ pub fn attempt_limit(attempt: u32) -> Duration {
 /// how many checks were made. `seen` is told each unhealthy answer with its attempt number
 /// (from 0).
 pub async fn wait_healthy(
-    client: &reqwest::Client,
+    client: &Client,
     tunnel: &Tunnel,
     expect: &Expect<'_>,
     deadline: Duration,

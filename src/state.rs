@@ -203,6 +203,8 @@ pub struct HostState {
     pub behind: Vec<Behind>,
     /// The host's own clock (unix seconds) when it answered.
     pub clock: Option<u64>,
+    /// The site's check token (`verify.conf`): what proves shipit's checks to its nginx.
+    pub verify_token: Option<String>,
 }
 
 /// The environment's hosts as a run recorded them on each host it reached: what it deployed to,
@@ -425,7 +427,7 @@ fn upstream_live_colour(text: &str) -> Option<Colour> {
 }
 
 /// How many lines a host's deploy state has.
-const STATE_LINES: usize = 18;
+const STATE_LINES: usize = 19;
 
 /// Parse the answer to `DEPLOY_STATE`.
 pub fn parse_state(stdout: &str) -> Result<HostState, String> {
@@ -477,6 +479,11 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             "fleet" => state.fleet = FleetRecord::parse(&decode(value)?.unwrap_or_default()),
             "behind" => state.behind = Behind::parse_all(&decode(value)?.unwrap_or_default()),
             "clock" => state.clock = value.trim().parse().ok(),
+            "token" => {
+                state.verify_token = Some(value.trim())
+                    .filter(|t| *t != "-" && !t.is_empty())
+                    .map(str::to_owned);
+            }
             "lock" => {
                 state.lock = decode(value)?.and_then(|t| serde_json::from_str(t.trim()).ok());
             }
@@ -672,7 +679,7 @@ mod tests {
     fn answer(upstream: &str, env_blue: &str, hist: &str) -> String {
         let lock = r#"{"id":"x","user":"alice","machine":"laptop","pid":1,"since":5,"command":"deploy","version":"1.0.0"}"#;
         format!(
-            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nanswers-blue 200\nanswers-green -\nsettings-blue same\nsettings-green differs DATABASE_URL units\nlock {}\nhistory 41 {}\nlegacy-upstream no\nnginx active\nfleet {}\nbehind -\nclock 1796153400\n",
+            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nanswers-blue 200\nanswers-green -\nsettings-blue same\nsettings-green differs DATABASE_URL units\nlock {}\nhistory 41 {}\nlegacy-upstream no\nnginx active\nfleet {}\nbehind -\nclock 1796153400\ntoken 0123456789abcdef0123\n",
             b64(upstream),
             b64(env_blue),
             b64(lock),
@@ -702,6 +709,7 @@ mod tests {
         assert_eq!(s.fleet.hosts, ["root@a:22"]);
         assert_eq!(s.fleet.removed, ["root@old:22"]);
         assert_eq!(s.clock, Some(1_796_153_400));
+        assert_eq!(s.verify_token.as_deref(), Some("0123456789abcdef0123"));
         assert!(s.blue.running() && s.blue.running_here());
         assert!(
             s.green.running() && !s.green.running_here(),

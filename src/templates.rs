@@ -54,6 +54,8 @@ pub enum FileKind {
     /// With `[tls] acme`: the stand-in certificate and key nginx starts with, created once
     /// (then `shipit tls renew` owns them). Never shown in a diff.
     Certificate,
+    /// The site's check token (an nginx map, mode 0600), created once. Never shown in a diff.
+    Token,
 }
 
 /// A file shipit manages on every host, with the content it should have.
@@ -89,8 +91,10 @@ struct Context<'a> {
     key: String,
     upstream_name: String,
     upstream_include: String,
+    verify_conf: String,
     config_dir: String,
     log_dir: String,
+    state_dir: String,
     container_port: u16,
     memory_max: &'a str,
     cpu_quota: &'a str,
@@ -117,6 +121,35 @@ struct JobContext<'a> {
     command: &'a [String],
     persistent: bool,
     randomized_delay_secs: u64,
+}
+
+/// A fresh random token (128 bits, hex) for a site's checks.
+fn token() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal {
+        context: "making the site's check token".into(),
+        source: e.to_string().into(),
+    })?;
+    Ok(hex::encode(bytes))
+}
+
+/// The nginx map that tells shipit's own checks (their `X-Shipit-Verify` carries `token`) from
+/// everyone else's requests, for the site whose variables start with `name`.
+pub fn verify_map(name: &str, token: &str) -> String {
+    format!(
+        "# Managed by shipit: what tells shipit's own checks (their `X-Shipit-Verify` header) from\n\
+         # every other request to this site. Made once by `shipit provision` (mode 0600) and read\n\
+         # by shipit over SSH; whoever reads it gets past the maintenance page and the rate limit.\n\
+         map $http_x_shipit_verify ${name}_local_check {{\n    default \"\";\n    \"{token}\" 1;\n}}\n"
+    )
+}
+
+/// The token in a site's check map ([`verify_map`]), when the text has one.
+pub fn token_of(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let t = l.trim().strip_suffix(" 1;")?.trim_matches('"');
+        (t.len() >= 16 && t.chars().all(|c| c.is_ascii_hexdigit())).then(|| t.to_owned())
+    })
 }
 
 /// The `systemd_args` filter: a list of arguments as systemd's `ExecStart=` reads them back
@@ -232,8 +265,10 @@ impl Templates {
             key: site.key(),
             upstream_name: site.nginx_name(),
             upstream_include: site.upstream_include(),
+            verify_conf: site.verify_conf(),
             config_dir: site.config_dir(),
             log_dir: site.log_dir(),
+            state_dir: site.state_dir(),
             container_port: config.container.port,
             memory_max: &config.container.memory_max,
             cpu_quota: &config.container.cpu_quota,
@@ -287,6 +322,16 @@ impl Templates {
                 "logrotate.tera",
                 &ctx,
             )?,
+            ManagedFile {
+                path: site.verify_conf(),
+                content: verify_map(&site.nginx_name(), &token()?),
+                mode: "600",
+                owner: "root:root",
+                kind: FileKind::Token,
+                create_only: true,
+                template: None,
+                hosts: None,
+            },
         ];
         for p in &config.processes {
             let ctx = with(
@@ -412,8 +457,16 @@ mod snapshots {
                 "/etc/nginx/conf.d/shipit-hello-web_test.conf",
                 "/etc/systemd/system/hello-web_test@.service",
                 "/etc/logrotate.d/shipit-hello-web_test",
+                "/etc/shipit/hello-web/test/verify.conf",
             ]
         );
+        assert_eq!(
+            token_of(&files[4].content).map(|t| t.len()),
+            Some(32),
+            "{}",
+            files[4].content
+        );
+        assert_eq!(files[4].mode, "600");
         insta::assert_snapshot!("upstream", files[0].content);
         insta::assert_snapshot!("nginx_plain", files[1].content);
         insta::assert_snapshot!("systemd_unit", files[2].content);
@@ -442,7 +495,7 @@ mod snapshots {
             assert!(nginx.contains(line), "{line}\n{nginx}");
         }
         // The placeholder certificate and key come from provisioning, not from templates.
-        assert_eq!(files.len(), 4);
+        assert_eq!(files.len(), 5);
         let enforced = rendered(&config(
             "[nginx]\ncsp = \"default-src 'self'\"\ncsp_enforce = true\n",
         ));

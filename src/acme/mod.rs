@@ -567,7 +567,7 @@ fn describe(cert: &Result<Option<CertFacts>, String>) -> String {
 }
 
 /// The certificate a host's nginx serves for `domain` on 443, through the SSH tunnel.
-async fn served(host: &Host, domain: &str) -> Result<CertFacts, String> {
+async fn served(host: &std::sync::Arc<Host>, domain: &str) -> Result<CertFacts, String> {
     let tunnel = crate::probe::Tunnel::open(host, 443)
         .await
         .map_err(|e| e.to_string())?;

@@ -845,6 +845,7 @@ impl<'a> Run<'a> {
                 let nginx = each_bounded(all.clone(), self.fleet.max_parallel, |w| async move {
                     Tunnel::open(&w.host, 80)
                         .await
+                        .map(|t| t.with_token(w.state.verify_token.as_deref()))
                         .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))
                 })
                 .await
@@ -913,7 +914,8 @@ impl<'a> Run<'a> {
         let answers = each_bounded(all.to_vec(), self.fleet.max_parallel, |w| async move {
             let tunnel = Tunnel::open(&w.host, 443)
                 .await
-                .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))?;
+                .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))?
+                .with_token(w.state.verify_token.as_deref());
             Ok::<_, Error>(probe::get_over_tls(&tunnel, domain, path).await)
         })
         .await;
@@ -1025,7 +1027,10 @@ impl<'a> Run<'a> {
 
     async fn smoke(&self) -> Result<(), Error> {
         let all = self.work();
-        let hosts: Vec<Arc<Host>> = all.iter().map(|w| Arc::clone(&w.host)).collect();
+        let hosts: Vec<(Arc<Host>, Option<String>)> = all
+            .iter()
+            .map(|w| (Arc::clone(&w.host), w.state.verify_token.clone()))
+            .collect();
         super::smoke::burst(self.config, &hosts)
             .await
             .map_err(|reason| Error::SmokeFailed { reason })

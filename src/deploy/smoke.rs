@@ -158,54 +158,62 @@ pub fn judge(
 }
 
 /// Run the burst on `hosts`; `Err` says which threshold was crossed and what was seen.
-pub async fn burst(config: &Config, hosts: &[Arc<Host>]) -> Result<(), String> {
+/// Each host comes with its site's check token (the burst is shipit's own: never limited).
+pub async fn burst(config: &Config, hosts: &[(Arc<Host>, Option<String>)]) -> Result<(), String> {
     let smoke = &config.smoke;
     if smoke.requests == 0 {
         return Ok(());
     }
     let t = Instant::now();
     let client = probe::client(false).map_err(|e| e.to_string())?;
-    let opened = futures::future::join_all(hosts.iter().map(|h| Tunnel::open(h, 80))).await;
+    let opened = futures::future::join_all(hosts.iter().map(|(h, token)| async move {
+        Tunnel::open(h, 80)
+            .await
+            .map(|t| t.with_token(token.as_deref()))
+    }))
+    .await;
     let tunnels = opened
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     let progress = ui::Step::new(
         "Testing",
-        hosts.iter().map(|h| &h.spec),
+        hosts.iter().map(|(h, _)| &h.spec),
         &format!("smoke burst of {} requests through nginx", smoke.requests),
     );
-    let results = futures::future::join_all(hosts.iter().zip(&tunnels).map(|(host, tunnel)| {
-        let client = client.clone();
-        let line = progress.line(&host.spec);
-        async move {
-            let results = futures::stream::iter(0..smoke.requests)
-                .map(|_| {
-                    let client = client.clone();
-                    async move {
-                        let started = Instant::now();
-                        let answer =
-                            probe::get(&client, tunnel, &smoke.path, Some(&config.domain)).await;
-                        Seen::from_answer(&answer, started.elapsed())
-                    }
-                })
-                .buffer_unordered(4)
-                .collect::<Vec<_>>()
-                .await;
-            let host_stats = stats(&results);
-            line.finish(
-                host_stats.failed == 0,
-                format!(
-                    "{} of {} requests failed ({})",
-                    host_stats.failed,
-                    host_stats.total,
-                    host_stats.answers()
-                ),
-            );
-            results
-        }
-    }))
-    .await;
+    let results =
+        futures::future::join_all(hosts.iter().zip(&tunnels).map(|((host, _), tunnel)| {
+            let client = client.clone();
+            let line = progress.line(&host.spec);
+            async move {
+                let results = futures::stream::iter(0..smoke.requests)
+                    .map(|_| {
+                        let client = client.clone();
+                        async move {
+                            let started = Instant::now();
+                            let answer =
+                                probe::get(&client, tunnel, &smoke.path, Some(&config.domain))
+                                    .await;
+                            Seen::from_answer(&answer, started.elapsed())
+                        }
+                    })
+                    .buffer_unordered(4)
+                    .collect::<Vec<_>>()
+                    .await;
+                let host_stats = stats(&results);
+                line.finish(
+                    host_stats.failed == 0,
+                    format!(
+                        "{} of {} requests failed ({})",
+                        host_stats.failed,
+                        host_stats.total,
+                        host_stats.answers()
+                    ),
+                );
+                results
+            }
+        }))
+        .await;
     drop(progress);
     let all: Vec<Seen> = results.into_iter().flatten().collect();
     let stats = stats(&all);

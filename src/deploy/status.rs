@@ -293,8 +293,8 @@ async fn rows(config: &Config, fleet: &Fleet) -> Result<Vec<HostStatus>, Error> 
 /// get, each colour, the lock.
 async fn host_row(
     config: &Config,
-    client: &reqwest::Client,
-    host: &crate::ssh::Host,
+    client: &probe::Client,
+    host: &std::sync::Arc<crate::ssh::Host>,
     name: String,
     state: &HostState,
 ) -> HostStatus {

@@ -214,7 +214,7 @@ impl HostPlan {
                     FileKind::Nginx => Validator::Nginx,
                     FileKind::Systemd => Validator::Systemd,
                     FileKind::Logrotate => Validator::Logrotate,
-                    FileKind::Upstream | FileKind::Certificate => return None,
+                    FileKind::Upstream | FileKind::Certificate | FileKind::Token => return None,
                 };
                 Some(Candidate {
                     validator,
@@ -456,6 +456,12 @@ fn logged_in(config: Option<&RemoteFile>, login: &Login<'_>) -> bool {
 
 /// A unified diff of one change, for `--dry-run`.
 pub fn diff(host: &str, change: &Change) -> String {
+    if change.file.kind == FileKind::Token {
+        return format!(
+            "{host}:{}: would create the site's check token (mode {}), never shown\n",
+            change.file.path, change.file.mode
+        );
+    }
     if change.file.kind == FileKind::Certificate {
         return format!(
             "{host}:{}: would create a temporary self-signed certificate (mode {}), until `shipit tls renew` installs the CA's\n",
