@@ -181,7 +181,7 @@ async fn run_restore(
 ) -> Result<(), Error> {
     let site = config.site();
     let state = crate::fleet::read_state(config, host).await?;
-    let live = state.live();
+    let live = state.serving().map(|(l, _)| l);
     let release = state.live_release().cloned();
     let image = match (&backup.image, &release) {
         (Some(image), _) => image.clone(),

@@ -5,8 +5,9 @@
 //! connection with a terminal (`-t`), so keys, Ctrl-C and window size pass through as in any
 //! SSH session. Elsewhere its output streams and its exit code is shipit's. The container is
 //! removed afterwards whatever happened (`--rm`, then `docker rm -f` by its name), and each run
-//! is audited in the host's `audit.jsonl`: who, from where, when, which release, the command's
-//! words and its exit code (never a value of the environment).
+//! is audited in the host's `audit.jsonl` (root's alone, written from stdin, rotated with the
+//! logs): who, from where, when (the host's clock), which release, the command's words with
+//! credentials masked ([`masked`]), and its exit code; never a value of the environment.
 
 use std::io::IsTerminal;
 
@@ -21,6 +22,7 @@ use crate::ui;
 /// One line of a host's audit log.
 #[derive(Debug, Serialize)]
 struct AuditEntry<'a> {
+    /// 0: the host writes its own clock here.
     time: u64,
     event: &'a str,
     user: &'a str,
@@ -30,6 +32,70 @@ struct AuditEntry<'a> {
     tty: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit: Option<i32>,
+}
+
+/// The words of a command as the audit keeps them, credentials masked (`***`): a URL's password
+/// (`postgres://u:***@db/app`), the value of a flag that names one (`--password=***`,
+/// `--token ***`), `NAME=***` for a configured secret, and any configured secret's value
+/// wherever it appears.
+pub fn masked(
+    words: &[String],
+    secret_names: &[String],
+    secrets: &[(String, String)],
+) -> Vec<String> {
+    const SENSITIVE: [&str; 6] = ["pass", "secret", "token", "key", "auth", "credential"];
+    let sensitive_flag = |flag: &str| {
+        let f = flag.trim_start_matches('-').to_ascii_lowercase();
+        flag.starts_with('-') && SENSITIVE.iter().any(|s| f.contains(s))
+    };
+    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut mask_next = false;
+    for word in words {
+        if std::mem::take(&mut mask_next) {
+            out.push("***".into());
+            continue;
+        }
+        let mut w = word.clone();
+        // The values of configured secrets, wherever they appear (long enough to be one).
+        for (_, value) in secrets.iter().filter(|(_, v)| v.len() >= 4) {
+            w = w.replace(value.as_str(), "***");
+        }
+        if let Some((flag, _)) = w.split_once('=')
+            && sensitive_flag(flag)
+        {
+            w = format!("{flag}=***");
+        } else if sensitive_flag(&w) && !w.contains('=') {
+            mask_next = true;
+        } else if let Some((name, _)) = w.split_once('=')
+            && secret_names.iter().any(|n| n == name)
+        {
+            w = format!("{name}=***");
+        }
+        out.push(mask_url_password(&w));
+    }
+    out
+}
+
+/// `scheme://user:password@host...` with the password masked, wherever in the word.
+fn mask_url_password(word: &str) -> String {
+    let Some(scheme_end) = word.find("://") else {
+        return word.to_owned();
+    };
+    let rest = &word[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return word.to_owned();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return word.to_owned();
+    };
+    format!(
+        "{}{}:***{}",
+        &word[..scheme_end + 3],
+        &authority[..colon],
+        &rest[at..]
+    )
 }
 
 /// Which host to run on: the one named, or the first.
@@ -67,7 +133,8 @@ pub async fn exec(config: &Config, host: Option<&str>, command: &[String]) -> Re
 async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Error> {
     let site = config.site();
     let state = crate::fleet::read_state(config, host).await?;
-    let (Some(live), Some(release)) = (state.live(), state.live_release().cloned()) else {
+    // The release users get: the live colour's, or the backup's while the live copy is down.
+    let (Some((live, _)), Some(release)) = (state.serving(), state.live_release().cloned()) else {
         return Err(Error::NothingLive {
             host: host.spec.to_string(),
             environment: config.environment.clone(),
@@ -100,14 +167,25 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
     }
     .command();
     let me = crate::lock::me();
+    let secrets = crate::secret::Secrets::load(&config.app_dir).ok();
+    let secret_values: Vec<(String, String)> = config
+        .env
+        .secret
+        .iter()
+        .filter_map(|name| {
+            let (value, _) = secrets.as_ref()?.get(name)?;
+            Some((name.clone(), value.expose().to_owned()))
+        })
+        .collect();
+    let words = masked(command, &config.env.secret, &secret_values);
     let audit = |event: &str, exit: Option<i32>| {
         let entry = AuditEntry {
-            time: crate::lock::now(),
+            time: 0,
             event,
             user: &me.user,
             machine: &me.machine,
             release: &release.release,
-            command,
+            command: &words,
             tty,
             exit,
         };
@@ -115,10 +193,9 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
     };
     // Written before the command runs: a run cut short is on record too.
     host.check(
-        &scripts::Record {
-            history: &site.audit_log(),
+        &scripts::Audit {
+            file: &site.audit_log(),
             line: &audit("exec", None),
-            files: &[],
         }
         .command(),
     )
@@ -161,10 +238,9 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
     let code = status.code().unwrap_or(130);
     if let Err(e) = host
         .check(
-            &scripts::Record {
-                history: &site.audit_log(),
+            &scripts::Audit {
+                file: &site.audit_log(),
                 line: &audit("exec-exit", Some(code)),
-                files: &[],
             }
             .command(),
         )
@@ -176,4 +252,52 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
     }
     removed?;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn credentials_in_the_words_are_masked_and_nothing_else() {
+        let names = words(&["DATABASE_PASSWORD"]);
+        let secrets = vec![("DATABASE_PASSWORD".to_owned(), "s3cret-Pw".to_owned())];
+        let got = masked(
+            &words(&[
+                "psql",
+                "postgres://app:hunter2@db.internal:5432/app?sslmode=require",
+                "--password=hunter2",
+                "--api-token",
+                "abc123",
+                "DATABASE_PASSWORD=anything",
+                "-c",
+                "select 's3cret-Pw'",
+                "--verbose",
+                "http://example.com/path",
+                "plain",
+            ]),
+            &names,
+            &secrets,
+        );
+        assert_eq!(
+            got,
+            words(&[
+                "psql",
+                "postgres://app:***@db.internal:5432/app?sslmode=require",
+                "--password=***",
+                "--api-token",
+                "***",
+                "DATABASE_PASSWORD=***",
+                "-c",
+                "select '***'",
+                "--verbose",
+                "http://example.com/path",
+                "plain",
+            ])
+        );
+    }
 }

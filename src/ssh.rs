@@ -55,7 +55,7 @@ impl Host {
             let started = Instant::now();
             let sudo = spec.user != "root";
             let reuse = persisted_link(spec, ssh);
-            if let Some(session) = resume_persisted(reuse.as_deref()).await {
+            if let Some(session) = resume_persisted(reuse.as_deref(), ssh.connect_timeout).await {
                 debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "reused the master connection"
@@ -427,14 +427,23 @@ impl Host {
     }
 }
 
-/// The master connection a recent run left at `link`, when it still answers (a dead one's link
-/// is removed).
-async fn resume_persisted(link: Option<&std::path::Path>) -> Option<Session> {
+/// The master connection a recent run left at `link`, when the host still answers through it
+/// within `timeout`: a master outlives a host that died or froze (its alive check is local),
+/// so a command must come back. One that does not is closed and its link removed.
+async fn resume_persisted(
+    link: Option<&std::path::Path>,
+    timeout: std::time::Duration,
+) -> Option<Session> {
     let link = link?;
     let ctl = std::fs::read_link(link).ok()?;
     let session = Session::resume_mux(ctl.into_boxed_path(), None);
     if session.check().await.is_ok() {
-        return Some(session);
+        let answered = tokio::time::timeout(timeout, session.command("true").status()).await;
+        if matches!(answered, Ok(Ok(status)) if status.success()) {
+            return Some(session);
+        }
+        debug!("the kept master connection no longer reaches its host: closing it");
+        let _ = tokio::time::timeout(timeout, session.close()).await;
     }
     let _ = std::fs::remove_file(link);
     None

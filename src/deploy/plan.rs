@@ -262,6 +262,14 @@ fn plan_host(
         p if taken(p) => config.port_of(to.other()),
         p => p,
     };
+    // The target already runs there, warm, but with other settings: why it starts again.
+    let idle = state.colour(to);
+    let why = why.or_else(|| {
+        (idle.running()
+            && idle.release.as_ref() == Some(target)
+            && idle.settings == Settings::Differs)
+            .then(|| format!("its warm copy there: {}", describe_changed(idle)))
+    });
     Ok(step(to, port, Action::StartAndSwitch, why))
 }
 
@@ -722,6 +730,10 @@ mod tests {
             step.action,
             Action::StartAndSwitch,
             "a warm copy with old settings is not reused"
+        );
+        assert_eq!(
+            step.why.as_deref(),
+            Some("its warm copy there: settings changed")
         );
     }
 

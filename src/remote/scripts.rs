@@ -615,6 +615,20 @@ impl Record<'_> {
     }
 }
 
+/// Append a line to `shipit exec`'s audit log (root's alone), the line on stdin.
+pub struct Audit<'a> {
+    pub file: &'a str,
+    pub line: &'a str,
+}
+
+impl Audit<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("audit", script!("audit.sh"))
+            .arg(self.file)
+            .stdin(format!("{}\n", self.line))
+    }
+}
+
 /// Remove a repository's images but the ones kept (`repo@digest`), here or by any other site
 /// on the host.
 pub struct Prune<'a> {
@@ -1059,6 +1073,11 @@ mod tests {
                     format!("{}/fleet", site.state_dir()),
                     "host root@h1:22\n".into(),
                 )],
+            }
+            .command(),
+            Audit {
+                file: &site.audit_log(),
+                line: r#"{"time":0,"event":"exec"}"#,
             }
             .command(),
             Prune {
