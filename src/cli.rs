@@ -273,6 +273,9 @@ pub struct ReleaseArgs {
     /// Build even with uncommitted changes (the tag is marked `dirty`)
     #[arg(long)]
     allow_dirty: bool,
+    /// Push even when the registry's tag for this release names another image (replacing it)
+    #[arg(long)]
+    force_push: bool,
 }
 
 impl ReleaseArgs {
@@ -281,6 +284,7 @@ impl ReleaseArgs {
             version: self.version,
             allow_dirty: self.allow_dirty,
             verbose: verbose > 0,
+            force_push: self.force_push,
         }
     }
 }

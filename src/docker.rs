@@ -48,6 +48,8 @@ pub struct ImageFacts {
     pub diff_ids: Vec<String>,
     /// Uncompressed bytes.
     pub size: u64,
+    /// `repo@sha256:...` of each registry the engine pushed it to or pulled it from.
+    pub repo_digests: Vec<String>,
 }
 
 /// A registry push failure, classified for the retry policy and the message.
@@ -214,6 +216,7 @@ impl Engine {
                     .size
                     .and_then(|s| u64::try_from(s).ok())
                     .unwrap_or_default(),
+                repo_digests: found.repo_digests.unwrap_or_default(),
             })),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..

@@ -146,6 +146,15 @@ pub enum Error {
     DirtyTree { not_a_repository: bool },
 
     #[error(
+        "`{reference}` already names another image in the registry ({registry_digest}) than this build (`{id}`): the same release, other content\n  help: deploy what the registry holds with `--no-build`, give this build another version (`--version`), or replace the tag with `--force-push` (a rollback to the release then gets the new content)"
+    )]
+    TagTaken {
+        reference: String,
+        registry_digest: String,
+        id: String,
+    },
+
+    #[error(
         "`{reference}` is not in the local engine: --no-build deploys a release built before (without `[registry]`, images stay in this machine's engine)\n  help: build it first (`shipit build {environment}`, from the same commit and with the same --version), or deploy without --no-build"
     )]
     NotBuiltLocally {
@@ -583,6 +592,7 @@ impl Error {
             | Error::DockerIgnore { .. }
             | Error::NoDockerfile { .. }
             | Error::DirtyTree { .. } => 2,
+            Error::TagTaken { .. } => 5,
             Error::EngineUnreachable { .. }
             | Error::BuildStep { .. }
             | Error::RegistryUnauthorized { .. }

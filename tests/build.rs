@@ -300,3 +300,73 @@ fn shipits_secrets_never_go_into_an_image_whatever_dockerignore_says() {
     assert!(!files.contains(".env"), "{files}");
     assert_eq!(found, 0, "the secret's value is nowhere in the image");
 }
+
+#[test]
+fn files_git_ignores_in_the_context_are_pinned_in_the_release_name() {
+    let tb = Testbed::from_env();
+    let app = App::new(&tb, "t-build-pinned", &tb.hosts(1));
+    // A file built before the image (a `dist/`, a binary) that git ignores: the commit alone
+    // would not name what the image holds.
+    app.busybox_app(&unique());
+    app.file(".gitignore", "www/version\n").commit();
+    let tag_of = |run: &support::Run| {
+        let reference = run.stdout.trim();
+        let image = reference.split_once('@').unwrap().0;
+        image.rsplit_once(':').unwrap().1.to_owned()
+    };
+    let first = app.shipit(&["build", "production"]).success();
+    assert_has(
+        &first.stderr,
+        "Pinned 1 file of the context that git ignores (`www/version`)",
+    );
+    let first_tag = tag_of(&first);
+    assert_eq!(
+        first_tag.len(),
+        "1.0.0_".len() + 7 + 1 + 7,
+        "version, commit and the ignored files' hash: {first_tag}"
+    );
+    // Other content in the ignored file, the same commit: another release.
+    app.file("www/version", "rebuilt\n");
+    let second = app.shipit(&["build", "production"]).success();
+    assert_ne!(tag_of(&second), first_tag);
+    let (_, found) = image_files(second.stdout.trim(), "www", "rebuilt");
+    assert_eq!(found, 1, "the image holds what its name pins");
+}
+
+#[test]
+fn a_pushed_tag_never_names_other_content_unless_forced() {
+    let tb = Testbed::from_env();
+    let app = App::new(&tb, "t-build-taken", &tb.hosts(1));
+    app.busybox_app(&unique()).commit();
+    let first = app.shipit(&["build", "production"]).success();
+    let (image, digest) = first.stdout.trim().split_once('@').unwrap();
+    // The same commit built again after the engine's cache is gone: another image (its
+    // creation time differs), under the same release name.
+    support::docker_ok(&["rmi", image]);
+    let run = app.shipit(&["build", "production"]).failure(5);
+    assert_has(&run.stderr, "already names another image in the registry");
+    assert_has(&run.stderr, digest);
+    assert_has(&run.stderr, "--force-push");
+    assert_has(&run.stderr, "--no-build");
+    // The registry still holds the first image under the tag.
+    let tag = image.rsplit_once(':').unwrap().1;
+    let head = Command::new("curl")
+        .args(["-sSI", "--max-time", "5", "-u"])
+        .arg(format!("{}:{}", tb.registry_user, tb.registry_password))
+        .args([
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+        ])
+        .arg(format!(
+            "http://{}/v2/tests/t-build-taken/manifests/{tag}",
+            tb.registry
+        ))
+        .output()
+        .unwrap();
+    assert_has(&String::from_utf8_lossy(&head.stdout), digest);
+    let forced = app
+        .shipit(&["build", "production", "--force-push"])
+        .success();
+    assert_has(&forced.stderr, "replacing");
+    assert_ne!(forced.stdout.trim().split_once('@').unwrap().1, digest);
+}

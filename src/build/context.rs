@@ -98,6 +98,11 @@ fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
 }
 
 impl Context {
+    /// The paths of what the context holds, relative to its directory.
+    pub fn relative_paths(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(rel, _)| rel.as_str())
+    }
+
     /// Write the tar to `out`.
     pub fn write_tar(&self, out: impl Write) -> Result<(), Error> {
         let mut builder = tar::Builder::new(out);
@@ -118,6 +123,42 @@ impl Context {
             path: self.dir.clone(),
             source,
         })
+    }
+
+    /// Hex sha256 of the named files' paths and contents (a link's target), in the context's
+    /// order: the same files give the same hash wherever and whenever they were made.
+    pub fn sha256_of<'a>(&self, rels: impl Iterator<Item = &'a str>) -> Result<String, Error> {
+        let wanted: std::collections::HashSet<&str> = rels.collect();
+        let mut hash = Sha256::new();
+        for (rel, path) in self
+            .entries
+            .iter()
+            .filter(|(r, _)| wanted.contains(r.as_str()))
+        {
+            let read = |source| Error::Read {
+                path: path.clone(),
+                source,
+            };
+            hash.update(rel.as_bytes());
+            hash.update([0]);
+            let meta = std::fs::symlink_metadata(path).map_err(read)?;
+            if meta.is_symlink() {
+                let target = std::fs::read_link(path).map_err(read)?;
+                hash.update(target.as_os_str().as_encoded_bytes());
+            } else if meta.is_file() {
+                let mut file = std::fs::File::open(path).map_err(read)?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = std::io::Read::read(&mut file, &mut buf).map_err(read)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hash.update(&buf[..n]);
+                }
+            }
+            hash.update([0]);
+        }
+        Ok(hex::encode(hash.finalize()))
     }
 
     /// Hex sha256 of the tar (written through the hash, never held): a tag naming a dirty

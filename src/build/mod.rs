@@ -26,6 +26,8 @@ pub struct Options {
     pub version: Option<semver::Version>,
     pub allow_dirty: bool,
     pub verbose: bool,
+    /// Push even when the registry's tag names another image (it is replaced).
+    pub force_push: bool,
 }
 
 /// The image of a release: pushed to the registry, or (without `[registry]`) in the local
@@ -132,7 +134,35 @@ pub fn prepare(
         &config.dockerfile,
         &crate::secret::Secrets::files(&config.app_dir),
     )?;
-    let tree = release::probe_tree(&config.app_dir);
+    let mut tree = release::probe_tree(&config.app_dir);
+    // Files git ignores go into the image too (a `dist/` built before, a binary): the commit
+    // does not pin them, so their hash joins it in the release's name. Another build of them
+    // is another release, never the same name over other content.
+    if let release::Tree::Clean { sha } = &tree {
+        let ignored =
+            release::ignored_in_context(&config.app_dir, &context_dir, context.relative_paths());
+        if !ignored.is_empty() {
+            let hash = context.sha256_of(ignored.iter().map(|(rel, _)| rel.as_str()))?;
+            ui::status(
+                "Pinned",
+                &format!(
+                    "{} file{} of the context that git ignores ({}{}) by their hash in the release's name",
+                    ignored.len(),
+                    ui::plural(ignored.len()),
+                    ignored
+                        .iter()
+                        .take(3)
+                        .map(|(_, shown)| format!("`{shown}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if ignored.len() > 3 { ", ..." } else { "" }
+                ),
+            );
+            tree = release::Tree::Clean {
+                sha: format!("{sha}.{}", &hash[..hash.len().min(7)]),
+            };
+        }
+    }
     let version = options.version.as_ref().unwrap_or(&config.version);
     let release = release::Release::new(version, &tree, options.allow_dirty, || context.sha256())?;
     Ok((release, context))
@@ -396,6 +426,38 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         );
         return Ok(Image::local(reference, tag, &release, facts, build_seconds));
     };
+    // A release's tag names one image: a build of the same release with other content (the
+    // same commit rebuilt elsewhere, or after the engine's cache was cleared) never replaces
+    // what the registry holds unless asked.
+    let held = registry_call("look up", registry, &source, &reference, || {
+        engine.registry_digest(
+            &config.image,
+            &tag,
+            &registry.server,
+            &registry.username,
+            &password,
+        )
+    })
+    .await?;
+    if let Some(digest) = held {
+        let ours = facts
+            .repo_digests
+            .iter()
+            .any(|d| d.ends_with(&format!("@{digest}")));
+        if !ours && !options.force_push {
+            return Err(Error::TagTaken {
+                reference,
+                registry_digest: digest,
+                id: facts.id,
+            });
+        }
+        if !ours {
+            ui::warn(&format!(
+                "replacing `{reference}` in the registry ({digest}) with this build (`{}`): `--force-push`",
+                facts.id
+            ));
+        }
+    }
     let started = Instant::now();
     let pushed = registry_call("push to", registry, &source, &reference, || {
         engine.push_once(

@@ -62,6 +62,51 @@ impl Release {
     }
 }
 
+/// The files of a build context (`paths`, relative to `context_dir`) that git ignores in the
+/// repository holding `app_dir`: what goes into the image without the commit pinning it
+/// (`dist/`, a built binary, `config/master.key`, a stray `.env.production`). Each as
+/// `(path in the context, path shown from the app directory)`.
+pub fn ignored_in_context<'a>(
+    app_dir: &Path,
+    context_dir: &Path,
+    paths: impl Iterator<Item = &'a str>,
+) -> Vec<(String, String)> {
+    let Ok(out) = Command::new("git")
+        .arg("-C")
+        .arg(context_dir)
+        .args([
+            "ls-files",
+            "-z",
+            "--others",
+            "--ignored",
+            "--exclude-standard",
+            "--",
+            ".",
+        ])
+        .output()
+    else {
+        return Vec::new();
+    };
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let ignored: std::collections::HashSet<&[u8]> = out
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let shown_from = |rel: &str| {
+        context_dir
+            .join(rel)
+            .strip_prefix(app_dir)
+            .map_or_else(|_| rel.to_owned(), |p| p.display().to_string())
+    };
+    paths
+        .filter(|rel| ignored.contains(rel.as_bytes()))
+        .map(|rel| (rel.to_owned(), shown_from(rel)))
+        .collect()
+}
+
 /// The tree state of the git repository holding `dir`.
 pub fn probe_tree(dir: &Path) -> Tree {
     let git = |args: &[&str]| {
