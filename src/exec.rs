@@ -204,7 +204,7 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
         "Running",
         &format!(
             "`{}` on `{}` in {} ({})",
-            command.join(" "),
+            words.join(" "),
             host.spec,
             release.release,
             if tty {

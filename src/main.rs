@@ -33,9 +33,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(cli::run(cli));
-    // The forwarded sockets of the run's checks (each closed already).
-    shipit::probe::remove_forwards();
+    let result = runtime.block_on(async {
+        let result = cli::run(cli).await;
+        // The forwards of the run's checks, closed before a kept master outlives the run.
+        shipit::probe::finish().await;
+        result
+    });
     if let Err(e) = result {
         // `shipit exec`'s command said what it had to say; its code is ours.
         if !matches!(e, shipit::error::Error::CommandExit { .. }) {

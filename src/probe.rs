@@ -132,19 +132,39 @@ fn forwards_dir() -> Result<&'static Path, String> {
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
-        tempfile::Builder::new()
+        let failed =
+            |e: std::io::Error| format!("making a private directory in `{}`: {e}", base.display());
+        let dir = tempfile::Builder::new()
             .prefix("shipit-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&base)
             .map(tempfile::TempDir::keep)
-            .map_err(|e| format!("making a private directory in `{}`: {e}", base.display()))
+            .map_err(failed)?;
+        // Whatever the umask or the crate made of it: its owner's alone.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(failed)?;
+        Ok(dir)
     })
     .as_ref()
     .map(PathBuf::as_path)
     .map_err(Clone::clone)
 }
 
-/// Remove this process's directory of forwarded sockets (at the end of a run).
-pub fn remove_forwards() {
+/// The forwards being closed in the background (by dropped tunnels).
+fn closing() -> &'static std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> {
+    static CLOSING: OnceLock<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = OnceLock::new();
+    CLOSING.get_or_init(Default::default)
+}
+
+/// At the end of a run: wait (a little) for the forwards still closing, so that a master
+/// kept for the next run (`ssh.persist`) keeps none of them, then remove this process's
+/// directory of forwarded sockets.
+pub async fn finish() {
+    let pending: Vec<_> = closing()
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pending)).await;
     if let Ok(dir) = forwards_dir() {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -213,7 +233,7 @@ impl Drop for Tunnel {
         let host = Arc::downgrade(&self.host);
         let socket = std::mem::take(&mut self.socket);
         let remote = SocketAddr::from((Ipv4Addr::LOCALHOST, self.remote_port));
-        runtime.spawn(async move {
+        let task = runtime.spawn(async move {
             let Some(host) = host.upgrade() else {
                 return;
             };
@@ -225,6 +245,10 @@ impl Drop for Tunnel {
                 .close_port_forward(ForwardType::Local, listen, remote)
                 .await;
         });
+        if let Ok(mut pending) = closing().lock() {
+            pending.retain(|t| !t.is_finished());
+            pending.push(task);
+        }
     }
 }
 
