@@ -3,12 +3,12 @@
 #
 #   bash bench/fleet.sh 10          # also 100, 500; `bash bench/fleet.sh down` removes a kept fleet
 #
-# Each fake host is a network namespace and a mount namespace of its own (no container, no
-# daemon per host): per-host directories bound over /etc/shipit, /var/lib/shipit,
-# /var/log/shipit, /etc/nginx, /etc/systemd/system, /etc/logrotate.d, /run, /var/lib/docker,
-# /root (Debian's default dot files: this machine's .bashrc would run for every SSH command),
-# /var/log/nginx and /var/log/fleet, and the stand-ins of bench/fleet/ over
-# /usr/local/bin (first in sshd's PATH) and /usr/bin/docker (the unit's ExecStart). It runs a
+# Each fake host is a network, mount and PID namespace of its own (no container; tini as the
+# PID namespace's init, so `pgrep`, `ps` and `ss -p` see the host's processes only), with
+# per-host directories bound over /etc/shipit, /var/lib/shipit, /var/log/shipit, /etc/nginx,
+# /etc/systemd/system, /etc/logrotate.d, /run, /var/lib/docker, /root (Debian's default dot
+# files: this machine's .bashrc would run for every SSH command), /var/log/nginx and
+# /var/log/fleet, and the stand-ins of bench/fleet/ over /usr/local/bin (first in sshd's PATH) and /usr/bin/docker (the unit's ExecStart). It runs a
 # real nginx (Debian's configuration, one worker) and, once deployed, one `busybox httpd` per
 # colour; its SSH is a real `sshd -i` started per connection by bench/fleet/dispatcher, one
 # process for the whole fleet listening on each host's address (127.213.X.Y:22, loopback).
@@ -119,7 +119,7 @@ teardown() {
   done
   (( n == 0 )) || log "ended $n processes of the old fleet"
   if [[ -d $NS ]]; then
-    for f in "$NS"/net-* "$NS"/mnt-*; do
+    for f in "$NS"/net-* "$NS"/mnt-* "$NS"/pid-*; do
       [[ -e $f ]] || continue
       umount "$f" 2>/dev/null || true
       rm -f "$f"
@@ -141,7 +141,7 @@ N=$1
 # --- what the machine needs -----------------------------------------------------------------
 need=()
 for pair in sshd:openssh-server nginx:nginx-light logrotate:logrotate busybox:busybox-static \
-  nsenter:util-linux ip:iproute2 curl:curl perl:perl; do
+  nsenter:util-linux ip:iproute2 curl:curl perl:perl tini:tini; do
   command -v "${pair%%:*}" >/dev/null || [[ -x /usr/sbin/${pair%%:*} ]] || need+=("${pair##*:}")
 done
 [[ -x /usr/bin/time ]] || need+=(time)
@@ -157,6 +157,7 @@ if (( ${#need[@]} > 0 )); then
   [[ -z $policy_added ]] || rm -f /usr/sbin/policy-rc.d
 fi
 BUSYBOX=$(command -v busybox)
+TINI=$(command -v tini-static || command -v tini)
 
 # The registry and the local engine of the testbed (started when they do not answer).
 tb=${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}
@@ -230,7 +231,8 @@ for b in "${BINDS[@]}"; do
   if [[ ! -d ${b#*:} ]]; then mkdir -p "${b#*:}" && echo "${b#*:}" >> "$FLEET_DIR/created-mountpoints"; fi
 done
 
-# One host: its directories, its namespaces (persisted as files, no process kept), its nginx.
+# One host: its directories; its network, mount and PID namespaces (kept as files; the PID
+# namespace's init is tini, which reaps the host's orphans), its /proc, its nginx.
 cat > "$FLEET_DIR/host-up.sh" <<EOF
 #!/bin/sh
 # host-up.sh I: create fake host I (written by bench/fleet.sh).
@@ -243,15 +245,24 @@ mkdir -p "\$h/run/sshd" "\$h/run/fleet-systemd" "\$h/root/.docker" && chmod 0755
 chmod 0700 "\$h/root" "\$h/root/.docker"
 cp /usr/share/base-files/dot.bashrc "\$h/root/.bashrc"
 cp /usr/share/base-files/dot.profile "\$h/root/.profile"
-touch "$NS/net-\$i" "$NS/mnt-\$i"
-unshare --net="$NS/net-\$i" --mount="$NS/mnt-\$i" --propagation private -- sh -c '
+touch "$NS/net-\$i" "$NS/mnt-\$i" "$NS/pid-\$i"
+rm -f "\$h/run/.up"
+unshare --net="$NS/net-\$i" --mount="$NS/mnt-\$i" --pid="$NS/pid-\$i" --fork --propagation private -- sh -c '
   set -e
   ip link set lo up
   for b in ${BINDS[*]}; do mount --bind "$HOSTS/\$1/\${b%%:*}" "\${b#*:}"; done
   mount --bind "$FAKES" /usr/local/bin
   mount --bind "$FAKES/docker" /usr/bin/docker
-' sh "\$i"
-nsenter --net="$NS/net-\$i" --mount="$NS/mnt-\$i" -- /usr/local/bin/systemctl start nginx.service
+  mount -t proc proc /proc
+  : > /run/.up
+  exec $TINI -s -- sleep infinity
+' sh "\$i" </dev/null >/dev/null 2>&1 &
+n=0
+until [ -e "\$h/run/.up" ]; do
+  n=\$((n + 1)); [ "\$n" -lt 200 ] || { echo "host \$i: namespaces not ready" >&2; exit 1; }
+  sleep 0.05
+done
+nsenter --net="$NS/net-\$i" --mount="$NS/mnt-\$i" --pid="$NS/pid-\$i" -- /usr/local/bin/systemctl start nginx.service
 EOF
 log "creating $N hosts"
 seq "$N" | timeout 600 xargs -P 4 -n 1 sh "$FLEET_DIR/host-up.sh" || die "host setup failed"
@@ -260,7 +271,7 @@ seq "$N" | timeout 600 xargs -P 4 -n 1 sh "$FLEET_DIR/host-up.sh" || die "host s
 : > "$FLEET_DIR/known_hosts"
 hostkey=$(cut -d' ' -f1,2 "$FLEET_DIR/ssh/host_ed25519.pub")
 for i in $(seq "$N"); do
-  printf 'h%d %s 22 %s %s\n' "$i" "$(addr_of "$i")" "$NS/net-$i" "$NS/mnt-$i" >> "$FLEET_DIR/hosts.tsv"
+  printf 'h%d %s 22 %s %s %s\n' "$i" "$(addr_of "$i")" "$NS/net-$i" "$NS/mnt-$i" "$NS/pid-$i" >> "$FLEET_DIR/hosts.tsv"
   printf '%s %s\n' "$(addr_of "$i")" "$hostkey" >> "$FLEET_DIR/known_hosts"
 done
 : > "$LOGS/dispatcher.log"
@@ -303,8 +314,10 @@ timeout = "20s"
 verify_window = "0s"
 [smoke]
 # 20 requests a host through nginx, as by default; the p95 threshold is raised from 400 ms:
-# with 500 hosts simulated on 2 cores the burst's latency measures this machine (1.2 s seen)
+# with 500 hosts simulated on 2 cores the burst measures this machine: p95 1.2-2.1 s and 0.4 to
+# 1.25 % timeouts seen (docs/benchmarks.md)
 max_p95 = "10s"
+max_error_rate = 0.05
 [ssh]
 identity = "$FLEET_DIR/ssh/id_ed25519"
 known_hosts_file = "$FLEET_DIR/known_hosts"
@@ -408,7 +421,7 @@ sed -e 's/^SHIPIT_PORT=.*/SHIPIT_PORT=5199/' "$sg_dir/live.env" > "$sg_dir/sg.en
 cp "$sg_dir/live.app.env" "$sg_dir/sg.app.env"
 for _ in 1 2 3 4 5; do
   # shellcheck disable=SC2016 # Perl's variables
-  nsenter --net="$NS/net-1" --mount="$NS/mnt-1" -- perl -MTime::HiRes=time,sleep -e '
+  nsenter --net="$NS/net-1" --mount="$NS/mnt-1" --pid="$NS/pid-1" -- perl -MTime::HiRes=time,sleep -e '
     my $t = time;
     system("/usr/local/bin/systemctl", "restart", "fleet_bench\@sg.service") == 0 or die "restart failed\n";
     for (1 .. 2000) {
@@ -417,7 +430,7 @@ for _ in 1 2 3 4 5; do
       sleep 0.01;
     }
     die "no 200 within 20 s\n";'
-  nsenter --net="$NS/net-1" --mount="$NS/mnt-1" -- /usr/local/bin/systemctl stop fleet_bench@sg.service
+  nsenter --net="$NS/net-1" --mount="$NS/mnt-1" --pid="$NS/pid-1" -- /usr/local/bin/systemctl stop fleet_bench@sg.service
 done > "$res/start_gate"
 rm -f "$sg_dir/sg.env" "$sg_dir/sg.app.env"
 start_gate=$(sort -g "$res/start_gate" | sed -n 3p)
