@@ -105,11 +105,13 @@ async fn list_on(config: &Config, host: &Host) -> Result<Vec<BackupInfo>, Error>
 }
 
 /// Put backup `id` back with the `restore` command, under the deploy lock; asks first unless
-/// `yes` (it overwrites what the app has now).
+/// `yes` (it overwrites what the app has now). With `skip_unreachable`, the lock is taken on
+/// the hosts that answer (the backup host must be one of them).
 pub async fn restore(
     config: &Config,
     id: &str,
     yes: bool,
+    skip_unreachable: bool,
     lock_wait: Option<std::time::Duration>,
     confirm: impl FnOnce(&str) -> Result<bool, Error>,
 ) -> Result<(), Error> {
@@ -120,8 +122,44 @@ pub async fn restore(
         });
     };
     let secrets = crate::secret::Secrets::load(&config.app_dir)?;
-    crate::fleet::with_fleet(config, async |fleet| {
+    let tolerate = if skip_unreachable {
+        crate::fleet::Tolerate::All
+    } else {
+        crate::fleet::Tolerate::None
+    };
+    let fleet =
+        crate::fleet::Fleet::connect_tolerating(&config.hosts, &config.ssh, tolerate).await?;
+    let result = restore_on(
+        config, &fleet, backup, restore, id, yes, lock_wait, &secrets, confirm,
+    )
+    .await;
+    fleet.close().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_on(
+    config: &Config,
+    fleet: &crate::fleet::Fleet,
+    backup: &Backup,
+    restore: &[String],
+    id: &str,
+    yes: bool,
+    lock_wait: Option<std::time::Duration>,
+    secrets: &crate::secret::Secrets,
+    confirm: impl FnOnce(&str) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    {
         let Some(host) = fleet.hosts.iter().find(|h| h.spec == backup.host).cloned() else {
+            if let Some(u) = fleet.skipped.iter().find(|u| u.spec == backup.host) {
+                return Err(Error::Connect {
+                    host: u.spec.to_string(),
+                    message: u.why.clone(),
+                    help: Some(
+                        "the backups are kept on this host: it must answer for a restore".into(),
+                    ),
+                });
+            }
             return Err(Error::UnknownHost {
                 host: backup.host.to_string(),
                 hosts: config.hosts.iter().map(ToString::to_string).collect(),
@@ -158,7 +196,6 @@ pub async fn restore(
             None,
             |_, cancel| {
                 let host = &host;
-                let secrets = &secrets;
                 async move {
                     cancel
                         .guard(run_restore(config, backup, restore, host, id, secrets))
@@ -167,8 +204,7 @@ pub async fn restore(
             },
         )
         .await
-    })
-    .await
+    }
 }
 
 async fn run_restore(

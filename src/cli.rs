@@ -331,6 +331,10 @@ pub enum BackupsAction {
         /// Do not ask
         #[arg(long)]
         yes: bool,
+        /// Take the lock on the hosts that answer, leaving out those that cannot be reached
+        /// (the backup host must answer)
+        #[arg(long)]
+        skip_unreachable: bool,
         #[command(flatten)]
         lock: LockWaitArg,
     },
@@ -503,13 +507,19 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     environment,
                     id,
                     yes,
+                    skip_unreachable,
                     lock,
                 }),
             ..
         } => {
-            crate::backups::restore(&load(&environment)?, &id, yes, lock.lock_wait, |q| {
-                confirm(q, "restore a backup")
-            })
+            crate::backups::restore(
+                &load(&environment)?,
+                &id,
+                yes,
+                skip_unreachable,
+                lock.lock_wait,
+                |q| confirm(q, "restore a backup"),
+            )
             .await
         }
         Command::Backups {

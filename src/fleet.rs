@@ -73,7 +73,9 @@ impl Fleet {
             crate::ssh::sweep_persisted(first, ssh);
         }
         let progress = crate::ui::Step::new("Connecting", hosts, "SSH");
-        let results = each_bounded(hosts.to_vec(), ssh.max_parallel, |spec| {
+        // At most `max_starts` handshakes at once: a fleet behind one bastion (or one sshd's
+        // `MaxStartups`) refuses more, at random.
+        let results = each_bounded(hosts.to_vec(), ssh.max_starts.max(1), |spec| {
             let line = progress.line(&spec);
             async move {
                 let r = Host::connect(&spec, ssh).await;
@@ -155,6 +157,32 @@ pub async fn close_all(hosts: Vec<Arc<Host>>) {
         }
     });
     futures::future::join_all(closing).await;
+}
+
+/// Raise this process's soft limit of open files to its hard limit (once, at start): each host
+/// worked at once holds a few sockets and pipes, and the common soft limit (1024) is the hard
+/// one's fraction. Returns the soft limit in force.
+pub fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+    }
+    limit.rlim_cur
 }
 
 /// Map `f` over `items` with at most `limit` futures in flight, results in the input order.

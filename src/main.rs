@@ -21,6 +21,7 @@ fn main() {
         .with_target(false)
         .init();
     shipit::ui::set_quiet(cli.quiet);
+    shipit::fleet::raise_open_file_limit();
     shipit::ui::set_verbose(cli.verbose > 0 || std::env::var_os("SHIPIT_LOG").is_some());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

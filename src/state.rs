@@ -165,6 +165,10 @@ pub struct HistoryEntry {
     /// The backup taken before the release command (its file), or why there was none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
+    /// How long the fleet served two releases at the switch (first host switched to last),
+    /// in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<u64>,
 }
 
 impl HistoryEntry {

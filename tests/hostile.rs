@@ -30,7 +30,7 @@ fn a_backup_that_leaves_a_link_a_device_or_a_directory_gains_nothing_on_the_host
     let hosts = tb.hosts(1);
     let h = &hosts[0];
     let app = App::new(&tb, "t-evilbackup", &hosts);
-    app.busybox_app("evil");
+    app.ports(4961).busybox_app("evil");
     app.commit();
     for h in &hosts {
         tb.wipe(h, &app.name);

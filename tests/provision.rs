@@ -328,6 +328,7 @@ fn hostile_arguments_reach_the_host_unchanged() {
         known_hosts_file: Some(tb.known_hosts.clone()),
         connect_timeout: std::time::Duration::from_secs(5),
         max_parallel: 4,
+        max_starts: 4,
         persist: std::time::Duration::ZERO,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -263,6 +263,9 @@ pub struct Ssh {
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     pub max_parallel: usize,
+    /// Connections being set up at once (the SSH handshake and authentication), below sshd's
+    /// `MaxStartups`.
+    pub max_starts: usize,
     /// How long a master connection stays open after a run for the next one to reuse
     /// (like Ansible's ControlPersist); zero closes it at the end of each run.
     #[serde(with = "humantime_serde")]

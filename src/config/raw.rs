@@ -203,6 +203,7 @@ raw_table!(RawSsh {
     known_hosts_file: Val<String>,
     connect_timeout: Val<String>,
     max_parallel: Val<i64>,
+    max_starts: Val<i64>,
     persist: Val<String>,
 });
 

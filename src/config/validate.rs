@@ -1110,6 +1110,9 @@ fn check_ssh(c: &mut Checker<'_>, r: raw::RawSsh) -> Option<Ssh> {
         Duration::from_secs(10),
     );
     let max_parallel = c.count(&r.max_parallel, "ssh.max_parallel", 1..=256, 10);
+    // Below sshd's `MaxStartups` (10:30:100): more unauthenticated connections at once to one
+    // sshd (a bastion's) are refused at random.
+    let max_starts = c.count(&r.max_starts, "ssh.max_starts", 1..=100, 10);
     let persist = c.duration_from(
         &r.persist,
         "ssh.persist",
@@ -1122,6 +1125,7 @@ fn check_ssh(c: &mut Checker<'_>, r: raw::RawSsh) -> Option<Ssh> {
         known_hosts_file: known_hosts_file?,
         connect_timeout,
         max_parallel,
+        max_starts,
         persist,
     })
 }
@@ -1585,7 +1589,7 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         assert_eq!(
             errors(BASE, &env),
             [
-                "environments/production.toml:4:1: unknown key `banana`\n  help: the keys here are `identity`, `known_hosts`, `known_hosts_file`, `connect_timeout`, `max_parallel`, `persist`"
+                "environments/production.toml:4:1: unknown key `banana`\n  help: the keys here are `identity`, `known_hosts`, `known_hosts_file`, `connect_timeout`, `max_parallel`, `max_starts`, `persist`"
             ]
         );
     }

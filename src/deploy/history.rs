@@ -133,6 +133,7 @@ mod tests {
             reason: None,
             run: run.into(),
             backup: None,
+            window_ms: None,
         }
     }
 

@@ -80,6 +80,10 @@ pub struct Report {
     /// Hosts left out as unreachable (`--skip-unreachable`): they are behind.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub behind: Vec<String>,
+    /// How long the fleet served two releases at the switch: from the first host switched to
+    /// the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch_window_seconds: Option<f64>,
     pub seconds: f64,
 }
 
@@ -240,7 +244,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
         let states = states?;
         let plan = plan::plan(config, &target, &states, &[]).map_err(|e| plan_error(config, e))?;
         print_plan(config, &plan, &states);
-        return Ok(report(plan, Vec::new(), skipped, started));
+        return Ok(report(plan, Switched::default(), skipped, started));
     }
 
     let mut release = format!("{} (not built)", config.version);
@@ -274,7 +278,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
         .await;
         let skipped = skipped_names(&fleet);
         fleet.close().await;
-        result.map(|(plan, sent)| (plan, sent, skipped))
+        result.map(|(plan, switched)| (plan, switched, skipped))
     }
     .await;
     let label = match &result {
@@ -290,7 +294,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
             .map(|(plan, _, skipped)| (plan, skipped.as_slice())),
     )
     .await;
-    let (plan, sent, skipped) = result?;
+    let (plan, switched, skipped) = result?;
     ui::status(
         "Deployed",
         &format!(
@@ -302,7 +306,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
             left_out(&skipped)
         ),
     );
-    Ok(report(plan, sent, skipped, started))
+    Ok(report(plan, switched, skipped, started))
 }
 
 /// The hosts a run left out, by name.
@@ -349,6 +353,15 @@ async fn rollback_image(
     crate::build::local_image(&target.image, &target.release).await
 }
 
+/// What a converged run measured beside its plan.
+#[derive(Default)]
+struct Switched {
+    /// Without a registry: what each host got of the image over SSH.
+    sent: Vec<crate::transfer::Sent>,
+    /// How long the fleet served two releases at the switch.
+    window: Option<Duration>,
+}
+
 /// Under the lock: read the hosts, choose the target, plan, and converge (sending `ship` to
 /// the hosts over SSH first, without a registry). The plan, and what each host got.
 #[allow(clippy::too_many_arguments)]
@@ -362,7 +375,7 @@ async fn converge_locked<F>(
     settings: String,
     extras: Extras<'_>,
     target_of: F,
-) -> Result<(Plan, Vec<crate::transfer::Sent>), Error>
+) -> Result<(Plan, Switched), Error>
 where
     F: FnOnce(&[(String, HostState)]) -> Result<(ReleaseRef, Vec<String>), Error>,
 {
@@ -401,10 +414,12 @@ where
                 backup_note: Default::default(),
                 sent: Default::default(),
                 done: Default::default(),
+                window: Default::default(),
             };
             run.converge().await?;
+            let window = run.window.into_inner().ok().flatten();
             let sent = run.sent.into_inner().unwrap_or_default();
-            Ok((plan, sent))
+            Ok((plan, Switched { sent, window }))
         },
     )
     .await
@@ -437,7 +452,7 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         }
         .await;
         fleet.close().await;
-        return result.map(|plan| report(plan, Vec::new(), skipped, started));
+        return result.map(|plan| report(plan, Switched::default(), skipped, started));
     }
     let label = options.to.clone().unwrap_or_else(|| "previous".into());
     let result = converge_locked(
@@ -463,7 +478,7 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         result.as_ref().map(|(plan, _)| (plan, skipped.as_slice())),
     )
     .await;
-    let (plan, sent) = result?;
+    let (plan, switched) = result?;
     ui::status(
         "Rolled back",
         &format!(
@@ -475,7 +490,7 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
             left_out(&skipped)
         ),
     );
-    Ok(report(plan, sent, skipped, started))
+    Ok(report(plan, switched, skipped, started))
 }
 
 /// The webhook event a deploy or rollback came to; `None` when nothing was to be done.
@@ -530,18 +545,14 @@ async fn announce(
     crate::notify::send(config, &event).await;
 }
 
-fn report(
-    plan: Plan,
-    sent: Vec<crate::transfer::Sent>,
-    behind: Vec<String>,
-    started: Instant,
-) -> Report {
+fn report(plan: Plan, switched: Switched, behind: Vec<String>, started: Instant) -> Report {
     Report {
         release: plan.target.release.clone(),
         image: plan.target.image.clone(),
         steps: plan.steps,
-        sent,
+        sent: switched.sent,
         behind,
+        switch_window_seconds: switched.window.map(|w| w.as_secs_f64()),
         seconds: started.elapsed().as_secs_f64(),
     }
 }

@@ -548,6 +548,7 @@ mod tests {
             reason: None,
             run: String::new(),
             backup: None,
+            window_ms: None,
         }
     }
 

@@ -31,6 +31,10 @@ use crate::ssh::Host;
 use crate::state::{self, Behind, FleetRecord, HistoryEntry, HostState, Outcome, PortOwner};
 use crate::ui::{self, plural};
 
+/// Hosts whose staged switch is committed at once (each a rename and a reload over its open
+/// connection): the whole fleet in one wave up to this many.
+const SWITCH_AT_ONCE: usize = 512;
+
 /// One deploy or rollback in progress.
 pub(super) struct Run<'a> {
     pub config: &'a Config,
@@ -52,6 +56,8 @@ pub(super) struct Run<'a> {
     pub sent: Mutex<Vec<crate::transfer::Sent>>,
     /// Empty at the start.
     pub done: Mutex<Done>,
+    /// How long the fleet served two releases at the switch (first host switched to last).
+    pub window: Mutex<Option<Duration>>,
 }
 
 /// How far the run got: what [`Run::undo`] must undo.
@@ -531,6 +537,12 @@ impl<'a> Run<'a> {
                 .map(|()| tunnel),
             Err(e) => Err(e),
         };
+        // The first half of the switch while the others are still gated: the new upstream
+        // staged and validated here, so that the switch is only a rename and a reload.
+        let r = match r {
+            Ok(tunnel) => self.stage_switch(&w).await.map(|()| tunnel),
+            Err(e) => Err(e),
+        };
         gate_line.finish_with(&r, "healthy");
         r
     }
@@ -746,8 +758,23 @@ impl<'a> Run<'a> {
 
     // --- switch --------------------------------------------------------------------------------
 
+    /// Stage `w`'s switch: its new upstream beside the live one, validated by nginx.
+    async fn stage_switch(&self, w: &Work<'a>) -> Result<(), Error> {
+        let content = self.upstream_for(w);
+        let cmd = scripts::StageUpstream {
+            upstream_include: &self.config.site().upstream_include(),
+            content: &content,
+        }
+        .command();
+        w.host.check(&cmd).await.map(|_| ())
+    }
+
     /// Every host to its new colour, or none: a failed switch anywhere is undone everywhere.
-    /// A switch in flight is never abandoned: a signal is acted on when every switch returned.
+    /// The second half of a two-phase switch: every host staged its upstream while gated, so
+    /// each commit is a rename and a reload, sent to every host at once (not `max_parallel`
+    /// at a time): the fleet serves two releases only for the time between the first host's
+    /// switch and the last's, which is measured and reported. A switch in flight is never
+    /// abandoned: a signal is acted on when every switch returned.
     async fn switch(&self) -> Result<(), Error> {
         let changing = self.changing();
         self.mark(|d| d.switched.extend(changing.iter().map(|w| w.index)));
@@ -755,43 +782,54 @@ impl<'a> Run<'a> {
         let progress = ui::Step::new(
             "Switching",
             changing.iter().map(|w| &w.host.spec),
-            "nginx -t, reload, waiting for the new workers",
+            "rename, reload, waiting for the new workers",
         );
-        let results = each_bounded(changing.clone(), self.fleet.max_parallel, |w| {
+        let label = format!("switch to {}", self.plan.target.release);
+        let results = each_bounded(changing.clone(), SWITCH_AT_ONCE, |w| {
             let line = progress.line(&w.host.spec);
+            let label = &label;
             async move {
-                let r = self
-                    .write_upstream(
-                        &w.host,
-                        self.upstream_for(&w),
-                        &format!("switch to {}", w.step.to),
-                    )
-                    .await;
+                let cmd = scripts::CommitUpstream {
+                    label,
+                    upstream_include: &self.config.site().upstream_include(),
+                }
+                .command();
+                let r = w.host.check(&cmd).await.map(|_| ());
+                let done = t.elapsed();
                 line.finish_with(&r, "switched");
-                r
+                r.map(|()| done)
             }
         })
         .await;
         drop(progress);
         if let Some((host, e)) = changing
             .iter()
-            .zip(results)
-            .find_map(|(w, r)| r.err().map(|e| (w.host.spec.to_string(), e)))
+            .zip(&results)
+            .find_map(|(w, r)| r.as_ref().err().map(|e| (w.host.spec.to_string(), e)))
         {
             return Err(Error::SwitchFailed {
                 host,
                 reason: e.to_string(),
             });
         }
+        let ends: Vec<Duration> = results.into_iter().flatten().collect();
+        let window = match (ends.iter().min(), ends.iter().max()) {
+            (Some(first), Some(last)) => *last - *first,
+            _ => Duration::ZERO,
+        };
+        if let Ok(mut w) = self.window.lock() {
+            *w = Some(window);
+        }
         self.cancel.check()?;
         ui::status(
             "Switched",
             &format!(
-                "{} host{} to {} in {:.2}s",
+                "{} host{} to {} in {:.2}s (two releases served for {:.3}s, first host to last)",
                 changing.len(),
                 plural(changing.len()),
                 self.plan.target.release,
-                t.elapsed().as_secs_f64()
+                t.elapsed().as_secs_f64(),
+                window.as_secs_f64()
             ),
         );
         Ok(())
@@ -967,12 +1005,13 @@ impl<'a> Run<'a> {
         let client = probe::client(true)?;
         let started = Instant::now();
         for round in 1.. {
-            let through_nginx = futures::future::join_all(
-                nginx
-                    .iter()
-                    .map(|t| probe::get(&client, t, expect.path, Some(&self.config.domain))),
-            )
-            .await;
+            // Bounded like every fan-out: at most `max_parallel` requests (and sockets) at once.
+            let limit = self.fleet.max_parallel.max(1);
+            let through_nginx: Vec<probe::Answer> = futures::stream::iter(nginx)
+                .map(|t| probe::get(&client, t, expect.path, Some(&self.config.domain)))
+                .buffered(limit)
+                .collect()
+                .await;
             for (w, answer) in all.iter().zip(through_nginx) {
                 let host = w.host.spec.to_string();
                 if !expect.healthy(&answer) {
@@ -991,12 +1030,11 @@ impl<'a> Run<'a> {
                     ));
                 }
             }
-            let directly = futures::future::join_all(
-                direct
-                    .iter()
-                    .map(|(_, t)| probe::get(&client, t, expect.path, None)),
-            )
-            .await;
+            let directly: Vec<probe::Answer> = futures::stream::iter(direct)
+                .map(|(_, t)| probe::get(&client, t, expect.path, None))
+                .buffered(limit)
+                .collect()
+                .await;
             for ((index, _), answer) in direct.iter().zip(directly) {
                 if !expect.healthy(&answer) {
                     let host = all
@@ -1143,6 +1181,12 @@ impl<'a> Run<'a> {
                 reason: reason.map(str::to_owned),
                 run: self.run_id.clone(),
                 backup: self.backup_note.lock().ok().and_then(|n| n.clone()),
+                window_ms: self
+                    .window
+                    .lock()
+                    .ok()
+                    .and_then(|w| *w)
+                    .map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
             };
             async move {
                 // A struct of strings and integers always serializes.

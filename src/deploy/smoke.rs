@@ -166,12 +166,18 @@ pub async fn burst(config: &Config, hosts: &[(Arc<Host>, Option<String>)]) -> Re
     }
     let t = Instant::now();
     let client = probe::client(false).map_err(|e| e.to_string())?;
-    let opened = futures::future::join_all(hosts.iter().map(|(h, token)| async move {
-        Tunnel::open(h, 80)
-            .await
-            .map(|t| t.with_token(token.as_deref()))
-    }))
-    .await;
+    // Hosts at most `max_parallel` at once (4 requests each): the burst's sockets are bounded
+    // like every other fan-out, at 3 hosts or 500.
+    let limit = config.ssh.max_parallel.max(1);
+    let opened: Vec<_> = futures::stream::iter(hosts)
+        .map(|(h, token)| async move {
+            Tunnel::open(h, 80)
+                .await
+                .map(|t| t.with_token(token.as_deref()))
+        })
+        .buffered(limit)
+        .collect()
+        .await;
     let tunnels = opened
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
@@ -181,8 +187,8 @@ pub async fn burst(config: &Config, hosts: &[(Arc<Host>, Option<String>)]) -> Re
         hosts.iter().map(|(h, _)| &h.spec),
         &format!("smoke burst of {} requests through nginx", smoke.requests),
     );
-    let results =
-        futures::future::join_all(hosts.iter().zip(&tunnels).map(|((host, _), tunnel)| {
+    let results: Vec<Vec<Seen>> = futures::stream::iter(hosts.iter().zip(&tunnels))
+        .map(|((host, _), tunnel)| {
             let client = client.clone();
             let line = progress.line(&host.spec);
             async move {
@@ -212,7 +218,9 @@ pub async fn burst(config: &Config, hosts: &[(Arc<Host>, Option<String>)]) -> Re
                 );
                 results
             }
-        }))
+        })
+        .buffered(limit)
+        .collect()
         .await;
     drop(progress);
     let all: Vec<Seen> = results.into_iter().flatten().collect();

@@ -315,10 +315,39 @@ fn commit_script() -> &'static str {
     SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("commit.sh")))
 }
 
-/// `switch.sh` after `reload_nginx`, made once.
+/// The two halves of a switch, shared by three scripts.
+const UPSTREAM_FN: &str = include_str!("scripts/upstream_fn.sh");
+
+/// `switch.sh` after `reload_nginx` and the switch's halves, made once.
 fn switch_script() -> &'static str {
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("switch.sh")))
+    SCRIPT.get_or_init(|| {
+        format!(
+            "{}{}{}",
+            body(RELOAD_FN),
+            body(UPSTREAM_FN),
+            script!("switch.sh")
+        )
+    })
+}
+
+/// `stage_upstream.sh` after the switch's halves, made once.
+fn stage_upstream_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| format!("{}{}", body(UPSTREAM_FN), script!("stage_upstream.sh")))
+}
+
+/// `commit_upstream.sh` after `reload_nginx` and the switch's halves, made once.
+fn commit_upstream_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        format!(
+            "{}{}{}",
+            body(RELOAD_FN),
+            body(UPSTREAM_FN),
+            script!("commit_upstream.sh")
+        )
+    })
 }
 
 /// `prepare.sh` after the state functions, made once.
@@ -524,6 +553,32 @@ impl Switch<'_> {
         RemoteCommand::new(self.label, switch_script())
             .arg(self.upstream_include)
             .arg(self.content)
+    }
+}
+
+/// The first half of a switch: the new upstream staged beside the live one and validated.
+pub struct StageUpstream<'a> {
+    pub upstream_include: &'a str,
+    pub content: &'a str,
+}
+
+impl StageUpstream<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("stage the switch", stage_upstream_script())
+            .arg(self.upstream_include)
+            .arg(self.content)
+    }
+}
+
+/// The second half: the staged upstream put in place, nginx reloaded, its new workers waited for.
+pub struct CommitUpstream<'a> {
+    pub label: &'a str,
+    pub upstream_include: &'a str,
+}
+
+impl CommitUpstream<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new(self.label, commit_upstream_script()).arg(self.upstream_include)
     }
 }
 
@@ -1032,9 +1087,19 @@ mod tests {
             }
             .command(),
             Switch {
-                label: "switch to green",
+                label: "switch back",
                 upstream_include: &site.upstream_include(),
                 content: "server 127.0.0.1:3002;\n",
+            }
+            .command(),
+            StageUpstream {
+                upstream_include: &site.upstream_include(),
+                content: "server 127.0.0.1:3002;\n",
+            }
+            .command(),
+            CommitUpstream {
+                label: "switch to green",
+                upstream_include: &site.upstream_include(),
             }
             .command(),
             StopUnits {

@@ -444,7 +444,31 @@ green = 5902
             ),
         );
         app.env_file("production", testbed, hosts, "");
+        // What an earlier test (of this run or an earlier one) left on the shared ports is
+        // wiped: tests never trip over it. The demo's apps are never `t-*`.
+        for h in hosts.iter().filter(|h| h.ssh_port != 1) {
+            let others = testbed.sh_ok(
+                h,
+                "for p in 5901 5902; do docker ps --filter publish=$p --format '{{.Label \"shipit.app\"}}'; done | sort -u",
+            );
+            for other in others.lines().filter(|o| o.starts_with("t-") && *o != name) {
+                testbed.wipe(h, other);
+            }
+        }
         app
+    }
+
+    /// The app's colours on `blue` and `blue + 1` instead of the shared 5901 and 5902 (for a
+    /// test that leaves its copies running: the next test of the shared ports would meet them).
+    pub fn ports(&self, blue: u16) -> &App {
+        let text = std::fs::read_to_string(self.path().join("shipit.toml")).unwrap();
+        self.file(
+            "shipit.toml",
+            &text.replace(
+                "[ports]\nblue = 5901\ngreen = 5902\n",
+                &format!("[ports]\nblue = {blue}\ngreen = {}\n", blue + 1),
+            ),
+        )
     }
 
     /// Write `environments/<env>.toml` for `hosts`, with `extra` appended.
