@@ -40,6 +40,8 @@ impl Output {
 pub struct Host {
     pub spec: HostSpec,
     session: Session,
+    /// The user it logged in as: the spec's, or what ssh's configuration chose.
+    login: String,
     sudo: bool,
     /// The master outlives this run (`ssh.persist`): closing leaves it for the next one.
     persistent: bool,
@@ -53,24 +55,23 @@ impl Host {
         let span = info_span!("connect", host = %spec);
         async {
             let started = Instant::now();
-            let sudo = spec.user != "root";
             let reuse = persisted_link(spec, ssh);
             if let Some(session) = resume_persisted(reuse.as_deref(), ssh.connect_timeout).await {
                 debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "reused the master connection"
                 );
-                return Ok(Host {
-                    spec: spec.clone(),
-                    session,
-                    sudo,
-                    persistent: true,
-                });
+                return Host::logged_in(spec, session, true).await;
             }
             let mut b = SessionBuilder::default();
-            b.user(spec.user.clone())
-                .port(spec.port)
-                .connect_timeout(ssh.connect_timeout)
+            // What the spec leaves out, ssh's configuration (`~/.ssh/config`) decides.
+            if let Some(user) = &spec.user {
+                b.user(user.clone());
+            }
+            if let Some(port) = spec.port {
+                b.port(port);
+            }
+            b.connect_timeout(ssh.connect_timeout)
                 .server_alive_interval(std::time::Duration::from_secs(5))
                 .known_hosts_check(match ssh.known_hosts {
                     KnownHostsPolicy::Strict => KnownHosts::Strict,
@@ -122,15 +123,37 @@ impl Host {
                 }
                 None => session,
             };
-            Ok(Host {
-                spec: spec.clone(),
-                session,
-                sudo,
-                persistent: reuse.is_some(),
-            })
+            Host::logged_in(spec, session, reuse.is_some()).await
         }
         .instrument(span)
         .await
+    }
+
+    /// The connected host, knowing the user it logged in as (asked when the spec leaves it to
+    /// ssh's configuration), and so whether its commands need `sudo`.
+    async fn logged_in(spec: &HostSpec, session: Session, persistent: bool) -> Result<Host, Error> {
+        let mut host = Host {
+            spec: spec.clone(),
+            session,
+            login: spec.user.clone().unwrap_or_default(),
+            sudo: false,
+            persistent,
+        };
+        if spec.user.is_none() {
+            let cmd = RemoteCommand::new("who logs in", "id -un");
+            let out = host.run_with(&cmd, false).await?;
+            host.login = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if out.code != Some(0) || host.login.is_empty() {
+                return Err(host.failed(&cmd, &out));
+            }
+        }
+        host.sudo = host.login != "root";
+        Ok(host)
+    }
+
+    /// The user it logged in as.
+    pub fn login(&self) -> &str {
+        &self.login
     }
 
     /// Run `cmd` and return its output whatever its exit code. Errors only when the
@@ -381,7 +404,7 @@ impl Host {
         if self.sudo && out.stderr.starts_with("sudo: ") {
             return Error::Sudo {
                 host: self.spec.to_string(),
-                user: self.spec.user.clone(),
+                user: self.login.clone(),
                 said: trim_stderr(&out.stderr),
             };
         }
@@ -402,12 +425,16 @@ impl Host {
         c.arg("-S")
             .arg(self.session.control_socket())
             .args(["-o", "ControlMaster=no", "-o", "LogLevel=error"])
-            .arg(if tty { "-t" } else { "-T" })
-            .arg("-p")
-            .arg(self.spec.port.to_string())
-            .arg(format!("{}@{}", self.spec.user, self.spec.host))
-            .arg("--")
-            .arg(cmd.command_line(self.sudo));
+            .arg(if tty { "-t" } else { "-T" });
+        if let Some(port) = self.spec.port {
+            c.arg("-p").arg(port.to_string());
+        }
+        c.arg(match &self.spec.user {
+            Some(user) => format!("{user}@{}", self.spec.host),
+            None => self.spec.host.clone(),
+        })
+        .arg("--")
+        .arg(cmd.command_line(self.sudo));
         c
     }
 
@@ -527,15 +554,24 @@ fn connect_error(spec: &HostSpec, ssh: &Ssh, e: &openssh::Error) -> Error {
         |p| p.display().to_string(),
     );
     let lower = message.to_lowercase();
+    // What ssh's configuration decides when the spec leaves it out.
+    let port = spec
+        .port
+        .map_or_else(|| "its port (ssh_config's `Port`, else 22)".to_owned(), |p| format!("port {p}"));
+    let user = spec
+        .user
+        .clone()
+        .unwrap_or_else(|| "the user ssh_config names (else yours)".to_owned());
     let help = if lower.contains("host key verification failed") || lower.contains("host key") {
         Some(format!(
             "the host key of `{}` is not in `{known_hosts}` or has changed; check it out of band, then add it with `ssh-keyscan -p {} {} >> {known_hosts}`, or set `ssh.known_hosts = \"accept-new\"` to trust a new host on first use",
-            spec.host, spec.port, spec.host
+            spec.host,
+            spec.port.unwrap_or(22),
+            spec.host
         ))
     } else if lower.contains("permission denied") {
         Some(format!(
-            "`{}` refused the key; check `ssh.identity` and that the public key is in ~{}/.ssh/authorized_keys on the host",
-            spec.user, spec.user
+            "`{user}` refused the key; check `ssh.identity` and that the public key is in ~{user}/.ssh/authorized_keys on the host",
         ))
     } else if lower.contains("refused")
         || lower.contains("timed out")
@@ -543,8 +579,8 @@ fn connect_error(spec: &HostSpec, ssh: &Ssh, e: &openssh::Error) -> Error {
         || lower.contains("could not resolve")
     {
         Some(format!(
-            "check that `{}` is up and sshd listens on port {}; in an incident, `deploy` and `rollback` go on without it with `--skip-unreachable`",
-            spec.host, spec.port
+            "check that `{}` is up and sshd listens on {port}; in an incident, `deploy` and `rollback` go on without it with `--skip-unreachable`",
+            spec.host
         ))
     } else {
         None

@@ -182,20 +182,27 @@ impl Serialize for WebhookUrl {
     }
 }
 
-/// One SSH destination, `user@host:port`.
+/// One SSH destination, `[user@]host[:port]`. What it leaves out, ssh decides from the user's
+/// `~/.ssh/config` (`User`, `Port`, `HostName`, `ProxyJump` of a `Host` alias), as for
+/// `ssh host`; without a config entry, ssh's own defaults (this machine's user name, port 22).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostSpec {
-    pub user: String,
+    pub user: Option<String>,
+    /// A host name, an address, or an alias of `~/.ssh/config`.
     pub host: String,
-    pub port: u16,
+    pub port: Option<u16>,
 }
 
 impl fmt::Display for HostSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
-        } else {
-            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        if let Some(user) = &self.user {
+            write!(f, "{user}@")?;
+        }
+        match (self.host.contains(':'), self.port) {
+            (true, Some(port)) => write!(f, "[{}]:{port}", self.host),
+            (true, None) => write!(f, "[{}]", self.host),
+            (false, Some(port)) => write!(f, "{}:{port}", self.host),
+            (false, None) => f.write_str(&self.host),
         }
     }
 }

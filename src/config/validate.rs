@@ -394,9 +394,9 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
                 None => hosts.as_deref().and_then(|h| h.first().cloned()),
             }
             .unwrap_or_else(|| HostSpec {
-                user: String::new(),
+                user: None,
                 host: String::new(),
-                port: 0,
+                port: None,
             }),
             retain: c.count(&d.retain, "deploy.retain", 2..=100, 5),
             keep_previous: match &d.keep_previous {
@@ -585,7 +585,7 @@ fn check_hosts(
                 c.at(
                     h,
                     format!("host {:?} is not valid: {why}", h.value),
-                    Some("write it as `user@host` or `user@host:port`".into()),
+                    Some("write it as `host`, `user@host` or `user@host:port` (what it leaves out, `~/.ssh/config` decides)".into()),
                 );
                 ok = false;
             }
@@ -594,13 +594,16 @@ fn check_hosts(
     ok.then_some(out)
 }
 
-/// Parse `[user@]host[:port]`; IPv6 addresses go in brackets.
+/// Parse `[user@]host[:port]`; IPv6 addresses go in brackets. The host may be an alias of
+/// `~/.ssh/config` (`_` allowed); what is left out, ssh's configuration decides.
 pub fn parse_host(s: &str) -> Result<HostSpec, String> {
     let (user, rest) = match s.split_once('@') {
-        Some((user, rest)) => (user, rest),
-        None => ("root", s),
+        Some((user, rest)) => (Some(user), rest),
+        None => (None, s),
     };
-    if !is_user_name(user) {
+    if let Some(user) = user
+        && !is_user_name(user)
+    {
         return Err(format!("user `{user}` is not a valid user name"));
     }
     let (host, port, bracketed) = if let Some(inner) = rest.strip_prefix('[') {
@@ -625,18 +628,18 @@ pub fn parse_host(s: &str) -> Result<HostSpec, String> {
             None => (rest, None, false),
         }
     };
-    if !bracketed && !is_domain(host) {
-        return Err(format!("`{host}` is not a host name or address"));
+    if !bracketed && !is_host_or_alias(host) {
+        return Err(format!("`{host}` is not a host name, address or ssh_config alias"));
     }
     let port = match port {
-        None => 22,
+        None => None,
         Some(p) => match p.parse::<u16>() {
-            Ok(p) if p > 0 => p,
+            Ok(p) if p > 0 => Some(p),
             _ => return Err(format!("port `{p}` is not between 1 and 65535")),
         },
     };
     Ok(HostSpec {
-        user: user.to_owned(),
+        user: user.map(str::to_owned),
         host: host.to_owned(),
         port,
     })
@@ -1363,6 +1366,16 @@ fn is_user_name(s: &str) -> bool {
         && s.len() <= 32
 }
 
+/// A host name or address (`is_domain`), or an alias of `~/.ssh/config` as people write them
+/// (`web_1`, `prod-web1`): letters, digits, `.`, `-` and `_`, not starting with `-`.
+fn is_host_or_alias(s: &str) -> bool {
+    is_domain(s)
+        || (!s.is_empty()
+            && s.len() <= 253
+            && !s.starts_with(['-', '.'])
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+}
+
 fn is_domain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
@@ -1553,7 +1566,19 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         assert_eq!(c.app, "hello");
         assert_eq!(c.version, semver::Version::new(1, 4, 2));
         assert_eq!(c.hosts[1].to_string(), "deploy@203.0.113.11:2222");
-        assert_eq!(c.hosts[0].port, 22);
+        // What a host leaves out, ssh's configuration decides.
+        assert_eq!(c.hosts[0].port, None);
+        assert_eq!(
+            parse_host("web_1").unwrap(),
+            HostSpec {
+                user: None,
+                host: "web_1".into(),
+                port: None
+            },
+            "an ssh_config alias, `_` and all"
+        );
+        assert_eq!(parse_host("deploy@web_1").unwrap().to_string(), "deploy@web_1");
+        assert!(parse_host("-oProxyCommand=x").is_err());
         assert_eq!(c.dockerfile, "Dockerfile.production");
         assert_eq!(c.ports.blue, 3001);
         assert_eq!(c.health.timeout, Duration::from_secs(30));
@@ -1636,8 +1661,8 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
                 "domain = \"a.b\"\nhosts = [\"h;rm -rf /\", \"h:99999\"]\n"
             ),
             [
-                "environments/production.toml:2:10: host \"h;rm -rf /\" is not valid: `h;rm -rf /` is not a host name or address\n  help: write it as `user@host` or `user@host:port`",
-                "environments/production.toml:2:24: host \"h:99999\" is not valid: port `99999` is not between 1 and 65535\n  help: write it as `user@host` or `user@host:port`",
+                "environments/production.toml:2:10: host \"h;rm -rf /\" is not valid: `h;rm -rf /` is not a host name, address or ssh_config alias\n  help: write it as `host`, `user@host` or `user@host:port` (what it leaves out, `~/.ssh/config` decides)",
+                "environments/production.toml:2:24: host \"h:99999\" is not valid: port `99999` is not between 1 and 65535\n  help: write it as `host`, `user@host` or `user@host:port` (what it leaves out, `~/.ssh/config` decides)",
             ]
         );
     }
@@ -1781,7 +1806,8 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
 
     #[test]
     fn hosts_parse() {
-        assert_eq!(parse_host("h").unwrap().to_string(), "root@h:22");
+        assert_eq!(parse_host("h").unwrap().to_string(), "h");
+        assert_eq!(parse_host("root@h:22").unwrap().to_string(), "root@h:22");
         assert_eq!(
             parse_host("u@[::1]:2222").unwrap().to_string(),
             "u@[::1]:2222"

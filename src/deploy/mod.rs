@@ -390,12 +390,15 @@ where
         |held, cancel| async move {
             let states = states_under_lock(fleet, config, &held.states, Some(settings)).await?;
             warn_removed(config, &states);
-            if kind == Kind::Deploy {
-                crate::provision::refuse_drift(config, fleet).await?;
-            }
             let (target, followers) = target_of(&states)?;
             let plan = plan::plan(config, &target, &states, &followers)
                 .map_err(|e| plan_error(config, e))?;
+            // A deploy that would change what serves never goes on with the provisioned files
+            // behind the configuration (a host not provisioned at all, or in the earlier
+            // layout, was refused by the plan already, saying so).
+            if kind == Kind::Deploy {
+                crate::provision::refuse_drift(config, fleet).await?;
+            }
             let rollback_ship = match kind {
                 Kind::Rollback if !plan.is_noop() => rollback_image(config, &target).await?,
                 _ => None,
