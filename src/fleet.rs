@@ -72,13 +72,21 @@ impl Fleet {
         if let Some(first) = hosts.first() {
             crate::ssh::sweep_persisted(first, ssh);
         }
+        let vias = bastions(hosts, ssh).await;
         let progress = crate::ui::Step::new("Connecting", hosts, "SSH");
         // At most `max_starts` handshakes at once: a fleet behind one bastion (or one sshd's
         // `MaxStartups`) refuses more, at random.
-        let results = each_bounded(hosts.to_vec(), ssh.max_starts.max(1), |spec| {
+        let work: Vec<(HostSpec, Via)> = hosts.iter().cloned().zip(vias).collect();
+        let results = each_bounded(work, ssh.max_starts.max(1), |(spec, via)| {
             let line = progress.line(&spec);
             async move {
-                let r = Host::connect(&spec, ssh).await;
+                let r = match via {
+                    Via::Direct => Host::connect_through(&spec, ssh, None, 0).await,
+                    Via::Bastion(bastion) => {
+                        Host::connect_through(&spec, ssh, Some(bastion), 0).await
+                    }
+                    Via::Failed(e) => Err(e),
+                };
                 line.finish_with(&r, "connected");
                 r
             }
@@ -142,6 +150,88 @@ impl Fleet {
     pub async fn close(self) {
         close_all(self.hosts).await;
     }
+}
+
+/// How one host is reached.
+enum Via {
+    Direct,
+    /// Through this master to its bastion.
+    Bastion(Arc<Host>),
+    /// Through a bastion that could not be reached.
+    Failed(Error),
+}
+
+/// Hosts a master to one bastion carries at most; beyond, another master to it.
+const PER_BASTION_MASTER: usize = 200;
+
+/// How each host is reached: directly, or through a master to its bastion (`ssh.bastion`, or
+/// the `ProxyJump` ssh's configuration gives it), one master per bastion for up to
+/// [`PER_BASTION_MASTER`] hosts, opened at most `max_starts` at once.
+async fn bastions(hosts: &[HostSpec], ssh: &Ssh) -> Vec<Via> {
+    // Only a configuration can name a bastion (`ssh -G` per host otherwise costs a process).
+    let may_jump = ssh.bastion.is_some()
+        || ssh.config_file.is_some()
+        || std::env::var_os("HOME")
+            .is_some_and(|h| std::path::Path::new(&h).join(".ssh/config").is_file());
+    if !may_jump {
+        return hosts.iter().map(|_| Via::Direct).collect();
+    }
+    let jumps: Vec<Option<HostSpec>> = each_bounded(hosts.to_vec(), 16, |spec| async move {
+        let ssh = ssh.clone();
+        tokio::task::spawn_blocking(move || crate::ssh::jump_of(&spec, &ssh))
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    // Each host's (bastion, shard), and the masters to open.
+    let mut counts: Vec<(HostSpec, usize)> = Vec::new();
+    let mut placed: Vec<Option<(HostSpec, usize)>> = Vec::with_capacity(hosts.len());
+    for jump in jumps {
+        placed.push(jump.map(|b| {
+            let seen = match counts.iter_mut().find(|(s, _)| *s == b) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n - 1
+                }
+                None => {
+                    counts.push((b.clone(), 1));
+                    0
+                }
+            };
+            (b, seen / PER_BASTION_MASTER)
+        }));
+    }
+    let mut shards: Vec<(HostSpec, usize)> = placed.iter().flatten().cloned().collect();
+    shards.sort();
+    shards.dedup();
+    let opened = each_bounded(
+        shards.clone(),
+        ssh.max_starts.max(1),
+        |(b, shard)| async move {
+            Host::connect_through(&b, ssh, None, shard)
+                .await
+                .map(Arc::new)
+        },
+    )
+    .await;
+    let masters: Vec<((HostSpec, usize), Result<Arc<Host>, Error>)> =
+        shards.into_iter().zip(opened).collect();
+    placed
+        .into_iter()
+        .map(|p| match p {
+            None => Via::Direct,
+            Some(key) => match masters.iter().find(|(k, _)| *k == key) {
+                Some((_, Ok(m))) => Via::Bastion(Arc::clone(m)),
+                Some((_, Err(e))) => Via::Failed(Error::Connect {
+                    host: key.0.to_string(),
+                    message: format!("the bastion could not be reached: {}", first_line(e)),
+                    help: Some("check the bastion first (`ssh -v` to it)".into()),
+                }),
+                None => Via::Direct,
+            },
+        })
+        .collect()
 }
 
 /// Close every host's connection once nothing else holds it (a tunnel closing its forward

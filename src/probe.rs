@@ -7,7 +7,7 @@
 //! Must not: decide what to do about a failure (the deploy does).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -124,32 +124,6 @@ pub struct Tunnel {
     pooled: OnceLock<reqwest::Client>,
 }
 
-/// The private directory of this process's forwarded sockets, made once (0700).
-fn forwards_dir() -> Result<&'static Path, String> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        let failed =
-            |e: std::io::Error| format!("making a private directory in `{}`: {e}", base.display());
-        let dir = tempfile::Builder::new()
-            .prefix("shipit-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir_in(&base)
-            .map(tempfile::TempDir::keep)
-            .map_err(failed)?;
-        // Whatever the umask or the crate made of it: its owner's alone.
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .map_err(failed)?;
-        Ok(dir)
-    })
-    .as_ref()
-    .map(PathBuf::as_path)
-    .map_err(Clone::clone)
-}
-
 /// The forwards being closed in the background (by dropped tunnels).
 fn closing() -> &'static std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> {
     static CLOSING: OnceLock<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = OnceLock::new();
@@ -165,7 +139,7 @@ pub async fn finish() {
         .map(|mut v| std::mem::take(&mut *v))
         .unwrap_or_default();
     let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pending)).await;
-    if let Ok(dir) = forwards_dir() {
+    if let Ok(dir) = crate::ssh::private_dir() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -178,7 +152,7 @@ impl Tunnel {
             command: format!("forward a local socket to 127.0.0.1:{remote_port}"),
             message,
         };
-        let dir = forwards_dir().map_err(failed)?;
+        let dir = crate::ssh::private_dir().map_err(failed)?;
         let socket = dir.join(format!("{}.sock", NEXT.fetch_add(1, Ordering::Relaxed)));
         let listen = Socket::UnixSocket {
             path: socket.as_path().into(),

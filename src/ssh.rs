@@ -6,6 +6,8 @@
 
 use openssh::Stdio;
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
@@ -45,6 +47,8 @@ pub struct Host {
     sudo: bool,
     /// The master outlives this run (`ssh.persist`): closing leaves it for the next one.
     persistent: bool,
+    /// The bastion's master this host's connection goes through, kept open as long as it is.
+    via: Option<std::sync::Arc<Host>>,
 }
 
 impl Host {
@@ -52,16 +56,33 @@ impl Host {
     /// the same host and settings (`ssh.persist`). A little over the usual length: its one
     /// tracing span covers both paths, and the new master is remembered where it is made.
     pub async fn connect(spec: &HostSpec, ssh: &Ssh) -> Result<Host, Error> {
+        let via = match jump_of(spec, ssh) {
+            Some(bastion) => Some(std::sync::Arc::new(
+                Host::connect_through(&bastion, ssh, None, 0).await?,
+            )),
+            None => None,
+        };
+        Host::connect_through(spec, ssh, via, 0).await
+    }
+
+    /// [`Host::connect`] through `via`, a bastion's master already open (one master carries
+    /// every connection through it); `shard` tells apart several masters to one bastion.
+    pub async fn connect_through(
+        spec: &HostSpec,
+        ssh: &Ssh,
+        via: Option<std::sync::Arc<Host>>,
+        shard: usize,
+    ) -> Result<Host, Error> {
         let span = info_span!("connect", host = %spec);
         async {
             let started = Instant::now();
-            let reuse = persisted_link(spec, ssh);
+            let reuse = persisted_link(spec, ssh, shard);
             if let Some(session) = resume_persisted(reuse.as_deref(), ssh.connect_timeout).await {
                 debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "reused the master connection"
                 );
-                return Host::logged_in(spec, session, true).await;
+                return Host::logged_in(spec, session, true, via).await;
             }
             let mut b = SessionBuilder::default();
             // What the spec leaves out, ssh's configuration (`~/.ssh/config`) decides.
@@ -98,6 +119,20 @@ impl Host {
             if let Some(file) = &ssh.known_hosts_file {
                 b.user_known_hosts_file(file);
             }
+            match &via {
+                // Through the bastion's master: a configuration of its own that sends this host's
+                // connection over that master, then reads the user's as ssh would.
+                Some(bastion) => {
+                    let file = jump_config(spec, bastion, ssh)
+                        .map_err(|message| connect_error_text(spec, message))?;
+                    b.config_file(file);
+                }
+                None => {
+                    if let Some(file) = &ssh.config_file {
+                        b.config_file(file);
+                    }
+                }
+            }
             let session = b
                 .connect_mux(&spec.host)
                 .await
@@ -123,7 +158,7 @@ impl Host {
                 }
                 None => session,
             };
-            Host::logged_in(spec, session, reuse.is_some()).await
+            Host::logged_in(spec, session, reuse.is_some(), via).await
         }
         .instrument(span)
         .await
@@ -131,13 +166,19 @@ impl Host {
 
     /// The connected host, knowing the user it logged in as (asked when the spec leaves it to
     /// ssh's configuration), and so whether its commands need `sudo`.
-    async fn logged_in(spec: &HostSpec, session: Session, persistent: bool) -> Result<Host, Error> {
+    async fn logged_in(
+        spec: &HostSpec,
+        session: Session,
+        persistent: bool,
+        via: Option<std::sync::Arc<Host>>,
+    ) -> Result<Host, Error> {
         let mut host = Host {
             spec: spec.clone(),
             session,
             login: spec.user.clone().unwrap_or_default(),
             sudo: false,
             persistent,
+            via,
         };
         if spec.user.is_none() {
             let cmd = RemoteCommand::new("who logs in", "id -un");
@@ -445,12 +486,99 @@ impl Host {
 
     /// Close the master connection (a persistent one is left to expire on its own).
     pub async fn close(self) {
-        if self.persistent {
-            return;
-        }
-        if let Err(e) = self.session.close().await {
+        if !self.persistent
+            && let Err(e) = self.session.close().await
+        {
             debug!(host = %self.spec, error = %e, "closing the master connection");
         }
+        // The bastion's master, once no other host goes through it.
+        if let Some(bastion) = self.via.and_then(std::sync::Arc::into_inner) {
+            Box::pin(bastion.close()).await;
+        }
+    }
+
+    /// The bastion this host's connection goes through.
+    pub fn via(&self) -> Option<&std::sync::Arc<Host>> {
+        self.via.as_ref()
+    }
+}
+
+/// The jump host `spec`'s connection goes through: `ssh.bastion`, or else the single
+/// `ProxyJump` ssh's configuration gives it (`ssh -G`). A chain of several is left to ssh.
+pub fn jump_of(spec: &HostSpec, ssh: &Ssh) -> Option<HostSpec> {
+    if let Some(bastion) = &ssh.bastion {
+        return (bastion != spec).then(|| bastion.clone());
+    }
+    let mut c = std::process::Command::new("ssh");
+    c.arg("-G");
+    if let Some(file) = &ssh.config_file {
+        c.arg("-F").arg(file);
+    }
+    if let Some(user) = &spec.user {
+        c.arg("-l").arg(user);
+    }
+    if let Some(port) = spec.port {
+        c.arg("-p").arg(port.to_string());
+    }
+    let out = c.arg("--").arg(&spec.host).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let jump = text
+        .lines()
+        .find_map(|l| l.strip_prefix("proxyjump "))?
+        .trim();
+    if jump.is_empty() || jump == "none" || jump.contains(',') {
+        return None;
+    }
+    let jump = jump.strip_prefix("ssh://").unwrap_or(jump);
+    crate::config::parse_host(jump).ok()
+}
+
+/// A configuration for ssh that sends `spec`'s connection over the bastion's master (a
+/// `ProxyCommand` of `ssh -W` on its control socket, so that one authenticated connection to
+/// the bastion carries them all), then reads the user's configuration as ssh would (its
+/// `User`, `Port`, `HostName`, `IdentityFile`; its `ProxyJump` yields to this). Written in the
+/// private directory.
+fn jump_config(spec: &HostSpec, bastion: &Host, ssh: &Ssh) -> Result<PathBuf, String> {
+    use std::fmt::Write as _;
+    let dir = private_dir()?;
+    let mut proxy = format!(
+        "ssh -o ControlMaster=no -o BatchMode=yes -S {}",
+        crate::remote::quote(&bastion.session.control_socket().to_string_lossy())
+    );
+    if let Some(user) = &bastion.spec.user {
+        let _ = write!(proxy, " -l {}", crate::remote::quote(user));
+    }
+    if let Some(port) = bastion.spec.port {
+        let _ = write!(proxy, " -p {port}");
+    }
+    let _ = write!(
+        proxy,
+        " -W %h:%p -- {}",
+        crate::remote::quote(&bastion.spec.host)
+    );
+    let user_config = ssh
+        .config_file
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh").join("config")));
+    let mut text = format!("Host {}\n    ProxyCommand {proxy}\nMatch all\n", spec.host);
+    if let Some(file) = user_config.filter(|f| f.is_file()) {
+        let _ = writeln!(text, "    Include {}", file.display());
+    }
+    text.push_str("    Include /etc/ssh/ssh_config\n");
+    let path = dir.join(format!(
+        "jump-{}.conf",
+        hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())[..8])
+    ));
+    std::fs::write(&path, text).map_err(|e| format!("writing `{}`: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// A connection that failed before ssh ran, as the user reads it.
+fn connect_error_text(spec: &HostSpec, message: String) -> Error {
+    Error::Connect {
+        host: spec.to_string(),
+        message,
+        help: None,
     }
 }
 
@@ -478,7 +606,7 @@ async fn resume_persisted(
 
 /// Where the master connection of `spec` with these settings is remembered, when masters
 /// persist: `~/.cache/shipit/ssh/cm-HASH` (the directory is private to the user).
-fn persisted_link(spec: &HostSpec, ssh: &Ssh) -> Option<std::path::PathBuf> {
+fn persisted_link(spec: &HostSpec, ssh: &Ssh, shard: usize) -> Option<std::path::PathBuf> {
     use sha2::Digest;
     if ssh.persist.is_zero() {
         return None;
@@ -492,17 +620,44 @@ fn persisted_link(spec: &HostSpec, ssh: &Ssh) -> Option<std::path::PathBuf> {
     }
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).ok()?;
     let key = format!(
-        "{spec}\n{:?}\n{:?}\n{:?}",
-        ssh.identity, ssh.known_hosts, ssh.known_hosts_file
+        "{spec}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{shard}",
+        ssh.identity, ssh.known_hosts, ssh.known_hosts_file, ssh.config_file, ssh.bastion
     );
     let hash = hex::encode(&sha2::Sha256::digest(key)[..8]);
     Some(dir.join(format!("cm-{hash}")))
 }
 
+/// This process's private directory (0700), made once: the forwarded sockets of the checks,
+/// the generated ssh configuration of hosts behind a bastion. Removed at the end of the run.
+pub fn private_dir() -> Result<&'static Path, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let failed =
+            |e: std::io::Error| format!("making a private directory in `{}`: {e}", base.display());
+        let dir = tempfile::Builder::new()
+            .prefix("shipit-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(&base)
+            .map(tempfile::TempDir::keep)
+            .map_err(failed)?;
+        // Whatever the umask or the crate made of it: its owner's alone.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(failed)?;
+        Ok(dir)
+    })
+    .as_ref()
+    .map(PathBuf::as_path)
+    .map_err(Clone::clone)
+}
+
 /// Before a run connects its hosts: remove what masters of earlier runs (kept by `ssh.persist`)
 /// left behind once they expired.
 pub fn sweep_persisted(first: &HostSpec, ssh: &Ssh) {
-    if let Some(link) = persisted_link(first, ssh) {
+    if let Some(link) = persisted_link(first, ssh, 0) {
         sweep_expired_masters(link.parent().unwrap_or(&link));
     }
 }
@@ -555,9 +710,10 @@ fn connect_error(spec: &HostSpec, ssh: &Ssh, e: &openssh::Error) -> Error {
     );
     let lower = message.to_lowercase();
     // What ssh's configuration decides when the spec leaves it out.
-    let port = spec
-        .port
-        .map_or_else(|| "its port (ssh_config's `Port`, else 22)".to_owned(), |p| format!("port {p}"));
+    let port = spec.port.map_or_else(
+        || "its port (ssh_config's `Port`, else 22)".to_owned(),
+        |p| format!("port {p}"),
+    );
     let user = spec
         .user
         .clone()

@@ -330,6 +330,8 @@ fn hostile_arguments_reach_the_host_unchanged() {
         max_parallel: 4,
         max_starts: 4,
         persist: std::time::Duration::ZERO,
+        bastion: None,
+        config_file: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let out = rt.block_on(async {

@@ -277,6 +277,11 @@ pub struct Ssh {
     /// (like Ansible's ControlPersist); zero closes it at the end of each run.
     #[serde(with = "humantime_serde")]
     pub persist: Duration,
+    /// The jump host every host is reached through (else what ssh's configuration says, its
+    /// `ProxyJump`): one master to it carries the hosts' connections.
+    pub bastion: Option<HostSpec>,
+    /// ssh's configuration file (`-F`); ssh's own default (`~/.ssh/config`) when unset.
+    pub config_file: Option<PathBuf>,
 }
 
 /// Where nginx's certificate comes from.

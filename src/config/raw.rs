@@ -205,6 +205,8 @@ raw_table!(RawSsh {
     max_parallel: Val<i64>,
     max_starts: Val<i64>,
     persist: Val<String>,
+    bastion: Val<String>,
+    config_file: Val<String>,
 });
 
 raw_table!(RawTls {

@@ -629,7 +629,9 @@ pub fn parse_host(s: &str) -> Result<HostSpec, String> {
         }
     };
     if !bracketed && !is_host_or_alias(host) {
-        return Err(format!("`{host}` is not a host name, address or ssh_config alias"));
+        return Err(format!(
+            "`{host}` is not a host name, address or ssh_config alias"
+        ));
     }
     let port = match port {
         None => None,
@@ -1122,6 +1124,31 @@ fn check_ssh(c: &mut Checker<'_>, r: raw::RawSsh) -> Option<Ssh> {
         Duration::from_secs(60),
         Duration::ZERO,
     );
+    let bastion = match &r.bastion {
+        None => Some(None),
+        Some(v) => match parse_host(&v.value) {
+            Ok(spec) => Some(Some(spec)),
+            Err(message) => {
+                c.at(
+                    v,
+                    format!("`ssh.bastion` = {:?} is not valid: {message}", v.value),
+                    Some("write it as `host`, `user@host` or `user@host:port`".into()),
+                );
+                None
+            }
+        },
+    };
+    let config_file = match &r.config_file {
+        None => Some(None),
+        Some(v) => c
+            .string(
+                v,
+                "ssh.config_file",
+                |s| !s.is_empty() && !s.contains('\n'),
+                "a path",
+            )
+            .map(|s| Some(expand_home(&s))),
+    };
     Some(Ssh {
         identity: identity?,
         known_hosts: known_hosts?,
@@ -1130,6 +1157,8 @@ fn check_ssh(c: &mut Checker<'_>, r: raw::RawSsh) -> Option<Ssh> {
         max_parallel,
         max_starts,
         persist,
+        bastion: bastion?,
+        config_file: config_file?,
     })
 }
 
@@ -1373,7 +1402,8 @@ fn is_host_or_alias(s: &str) -> bool {
         || (!s.is_empty()
             && s.len() <= 253
             && !s.starts_with(['-', '.'])
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
 }
 
 fn is_domain(s: &str) -> bool {
@@ -1577,7 +1607,10 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
             },
             "an ssh_config alias, `_` and all"
         );
-        assert_eq!(parse_host("deploy@web_1").unwrap().to_string(), "deploy@web_1");
+        assert_eq!(
+            parse_host("deploy@web_1").unwrap().to_string(),
+            "deploy@web_1"
+        );
         assert!(parse_host("-oProxyCommand=x").is_err());
         assert_eq!(c.dockerfile, "Dockerfile.production");
         assert_eq!(c.ports.blue, 3001);
@@ -1614,7 +1647,7 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         assert_eq!(
             errors(BASE, &env),
             [
-                "environments/production.toml:4:1: unknown key `banana`\n  help: the keys here are `identity`, `known_hosts`, `known_hosts_file`, `connect_timeout`, `max_parallel`, `max_starts`, `persist`"
+                "environments/production.toml:4:1: unknown key `banana`\n  help: the keys here are `identity`, `known_hosts`, `known_hosts_file`, `connect_timeout`, `max_parallel`, `max_starts`, `persist`, `bastion`, `config_file`"
             ]
         );
     }
