@@ -37,7 +37,7 @@ fn aliases_behind_a_bastion_are_reached_through_one_master_to_it() {
     tb.sh_ok(
         bastion,
         &format!(
-            "sed -i '/t-th[0-9]-internal/d' /etc/hosts && printf '%s' '{entries}' >> /etc/hosts"
+            "grep -v 't-th[0-9]-internal' /etc/hosts > /tmp/hosts.t; cat /tmp/hosts.t > /etc/hosts && printf '%s' '{entries}' >> /etc/hosts"
         ),
     );
     // The team's ssh configuration: a bastion, and aliases behind it without user or port.
@@ -108,5 +108,8 @@ fn aliases_behind_a_bastion_are_reached_through_one_master_to_it() {
             h.dest
         );
     }
-    tb.sh_ok(bastion, "sed -i '/t-th[0-9]-internal/d' /etc/hosts");
+    tb.sh_ok(
+        bastion,
+        "grep -v 't-th[0-9]-internal' /etc/hosts > /tmp/hosts.t; cat /tmp/hosts.t > /etc/hosts",
+    );
 }
