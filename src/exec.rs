@@ -219,15 +219,17 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
     let interrupted = tokio::spawn(async {
         let _ = tokio::signal::ctrl_c().await;
     });
-    let status = host
-        .interactive(&remote, tty)
-        .status()
-        .await
-        .map_err(|e| Error::Transport {
-            host: host.spec.to_string(),
-            command: remote.to_string(),
-            message: format!("running ssh: {e}"),
-        });
+    let (mut ssh, marker) = host.interactive(&remote, tty);
+    let status = match &marker {
+        // Without a terminal, what the login shell prints before the command is left out.
+        Some(marker) => crate::ssh::Host::stream_out(ssh, marker).await,
+        None => ssh.status().await,
+    }
+    .map_err(|e| Error::Transport {
+        host: host.spec.to_string(),
+        command: remote.to_string(),
+        message: format!("running ssh: {e}"),
+    });
     interrupted.abort();
     // The container goes whatever happened (a dropped connection leaves it running).
     let names = [name];

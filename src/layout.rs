@@ -46,6 +46,15 @@ impl Site {
         )
     }
 
+    /// The prefix of the site's nginx variables: short (`shipit_` and 8 hex digits of the
+    /// key's digest) so that ten sites' variables still fit nginx's default variables hash
+    /// (long names are what make `nginx -t` warn "could not build optimal variables_hash").
+    pub fn nginx_var(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.key().as_bytes());
+        format!("shipit_{}", hex::encode(&digest[..4]))
+    }
+
     /// Configuration directory: upstream include and env files.
     pub fn config_dir(&self) -> String {
         format!("/etc/shipit/{}/{}", self.app, self.env)

@@ -460,8 +460,13 @@ impl Host {
     /// The system `ssh` running `cmd` through this master connection, its stdin, stdout and
     /// stderr those of shipit: with `tty` a terminal is allocated (`-t`: keys, Ctrl-C and the
     /// window size pass through), else none (`-T`). Its exit status is the command's (255:
-    /// ssh's own failure).
-    pub fn interactive(&self, cmd: &RemoteCommand, tty: bool) -> tokio::process::Command {
+    /// ssh's own failure). Without a terminal, its output is framed (see [`Host::stream_out`]),
+    /// and the marker is returned.
+    pub fn interactive(
+        &self,
+        cmd: &RemoteCommand,
+        tty: bool,
+    ) -> (tokio::process::Command, Option<String>) {
         let mut c = tokio::process::Command::new("ssh");
         c.arg("-S")
             .arg(self.session.control_socket())
@@ -470,13 +475,67 @@ impl Host {
         if let Some(port) = self.spec.port {
             c.arg("-p").arg(port.to_string());
         }
+        let marker = (!tty).then(crate::remote::marker);
+        let line = match &marker {
+            Some(m) => cmd.framed_line(self.sudo, m),
+            None => cmd.command_line(self.sudo),
+        };
         c.arg(match &self.spec.user {
             Some(user) => format!("{user}@{}", self.spec.host),
             None => self.spec.host.clone(),
         })
         .arg("--")
-        .arg(cmd.command_line(self.sudo));
-        c
+        .arg(line);
+        (c, marker)
+    }
+
+    /// Run an [`Host::interactive`] command without a terminal: its stdin is shipit's, its
+    /// stdout and stderr are copied to shipit's as they come, what the login shell printed
+    /// before the marker left out. Its exit status.
+    pub async fn stream_out(
+        mut command: tokio::process::Command,
+        marker: &str,
+    ) -> std::io::Result<std::process::ExitStatus> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn()?;
+        let copy = |from: Option<tokio::process::ChildStdout>| async move {
+            let Some(from) = from else { return Ok(()) };
+            pass(tokio::io::BufReader::new(from), tokio::io::stdout(), marker).await
+        };
+        let copy_err = |from: Option<tokio::process::ChildStderr>| async move {
+            let Some(from) = from else { return Ok(()) };
+            pass(tokio::io::BufReader::new(from), tokio::io::stderr(), marker).await
+        };
+        /// Lines up to the marker dropped, the rest copied as it comes.
+        async fn pass(
+            mut from: impl tokio::io::AsyncBufRead + Unpin,
+            mut to: impl tokio::io::AsyncWrite + Unpin,
+            marker: &str,
+        ) -> std::io::Result<()> {
+            // Held until the marker comes: without one (the command never ran: sudo refused,
+            // say), all of it is what there is to say.
+            let mut before = Vec::new();
+            loop {
+                let start = before.len();
+                if from.read_until(b'\n', &mut before).await? == 0 {
+                    to.write_all(&before).await?;
+                    return to.flush().await;
+                }
+                if before[start..].strip_suffix(b"\n") == Some(marker.as_bytes()) {
+                    break;
+                }
+            }
+            tokio::io::copy_buf(&mut from, &mut to).await?;
+            to.flush().await
+        }
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let (a, b) = tokio::join!(copy(out), copy_err(err));
+        a?;
+        b?;
+        child.wait().await
     }
 
     /// The master connection, for port forwards.
@@ -593,7 +652,13 @@ async fn resume_persisted(
     let ctl = std::fs::read_link(link).ok()?;
     let session = Session::resume_mux(ctl.into_boxed_path(), None);
     if session.check().await.is_ok() {
-        let answered = tokio::time::timeout(timeout, session.command("true").status()).await;
+        // Its output goes nowhere: a login shell's greeting is not shipit's output.
+        let mut check = session.command("true");
+        check
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let answered = tokio::time::timeout(timeout, check.status()).await;
         if matches!(answered, Ok(Ok(status)) if status.success()) {
             return Some(session);
         }

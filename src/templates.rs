@@ -90,6 +90,8 @@ struct Context<'a> {
     /// `<app>_<environment>`: units are `<key>@<colour>`, containers `<key>-<colour>`.
     key: String,
     upstream_name: String,
+    /// The prefix of the site's variables ([`crate::layout::Site::nginx_var`]).
+    var: String,
     upstream_include: String,
     verify_conf: String,
     config_dir: String,
@@ -140,7 +142,7 @@ pub fn verify_map(name: &str, token: &str) -> String {
         "# Managed by shipit: what tells shipit's own checks (their `X-Shipit-Verify` header) from\n\
          # every other request to this site. Made once by `shipit provision` (mode 0600) and read\n\
          # by shipit over SSH; whoever reads it gets past the maintenance page and the rate limit.\n\
-         map $http_x_shipit_verify ${name}_local_check {{\n    default \"\";\n    \"{token}\" 1;\n}}\n"
+         map $http_x_shipit_verify ${name}_check {{\n    default \"\";\n    \"{token}\" 1;\n}}\n"
     )
 }
 
@@ -264,6 +266,7 @@ impl Templates {
             environment: &config.environment,
             key: site.key(),
             upstream_name: site.nginx_name(),
+            var: site.nginx_var(),
             upstream_include: site.upstream_include(),
             verify_conf: site.verify_conf(),
             config_dir: site.config_dir(),
@@ -324,7 +327,7 @@ impl Templates {
             )?,
             ManagedFile {
                 path: site.verify_conf(),
-                content: verify_map(&site.nginx_name(), &token()?),
+                content: verify_map(&site.nginx_var(), &token()?),
                 mode: "600",
                 owner: "root:root",
                 kind: FileKind::Token,
@@ -487,7 +490,7 @@ mod snapshots {
             "location ^~ /.well-known/acme-challenge/ {",
             "alias /etc/shipit/hello-web/test/acme-challenge/;",
             "add_header Content-Security-Policy-Report-Only \"default-src 'self'\" always;",
-            "limit_req_zone $shipit_9_hello_web_test_limit_key zone=shipit_9_hello_web_test_requests:10m rate=30r/m;",
+            "zone=shipit_9_hello_web_test_requests:10m rate=30r/m;",
             "limit_req zone=shipit_9_hello_web_test_requests burst=10 nodelay;",
             "add_header Retry-After 2 always;",
             "set_real_ip_from 2001:db8::/32;",

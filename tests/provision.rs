@@ -42,21 +42,24 @@ fn provision_applies_then_changes_nothing_on_a_rerun() {
 
     let run = app.shipit(&["provision", "production"]).success();
     assert_has(&run.stderr, "2 hosts");
-    assert_has(&run.stderr, "8 changes");
+    // The site, its unit, its logrotate rule, the upstream include and the check token.
+    assert_has(&run.stderr, "10 changes");
 
     for h in &hosts {
         // Files, modes and owners.
         let stat = tb.sh_ok(
             h,
             "stat -c '%n %a %U:%G' /etc/nginx/conf.d/shipit-t-prov-apply_production.conf /etc/systemd/system/t-prov-apply_production@.service \
-             /etc/logrotate.d/shipit-t-prov-apply_production /etc/shipit/t-prov-apply/production/upstream.conf",
+             /etc/logrotate.d/shipit-t-prov-apply_production /etc/shipit/t-prov-apply/production/upstream.conf \
+             /etc/shipit/t-prov-apply/production/verify.conf",
         );
         assert_eq!(
             stat,
             "/etc/nginx/conf.d/shipit-t-prov-apply_production.conf 644 root:root\n\
              /etc/systemd/system/t-prov-apply_production@.service 644 root:root\n\
              /etc/logrotate.d/shipit-t-prov-apply_production 644 root:root\n\
-             /etc/shipit/t-prov-apply/production/upstream.conf 644 root:root\n"
+             /etc/shipit/t-prov-apply/production/upstream.conf 644 root:root\n\
+             /etc/shipit/t-prov-apply/production/verify.conf 600 root:root\n"
         );
         // Contents are the rendered templates.
         let site = tb.sh_ok(
@@ -352,4 +355,41 @@ fn hostile_arguments_reach_the_host_unchanged() {
         tb.sh_ok(host, "test -e /tmp/pwned && echo yes || echo no"),
         "no\n"
     );
+}
+
+#[test]
+fn ten_sites_on_one_host_leave_nginx_as_quiet_as_one() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(1);
+    let h = &hosts[0];
+    // Ten apps with names as long as teams give them, each provisioned (with a rate limit,
+    // whose map adds a variable); then `nginx -t` must not warn.
+    let mut apps = Vec::new();
+    for i in 0..10u16 {
+        let name = format!("t-tensites-customer-portal-{i}");
+        tb.wipe(h, &name);
+        let app = App::new(&tb, &name, &hosts);
+        let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+        app.file(
+            "shipit.toml",
+            &format!(
+                "{}\n[ports]\nblue = {}\ngreen = {}\n\n[nginx]\nrate_limit = {{ rate = \"10r/s\" }}\n",
+                text.split("\n# test settings\n").next().unwrap(),
+                5601 + 2 * i,
+                5602 + 2 * i
+            ),
+        );
+        app.shipit(&["provision", "production"]).success();
+        apps.push(app);
+    }
+    let out = tb.sh(h, "nginx -t 2>&1");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(
+        !said.contains("[warn]"),
+        "nginx warns with ten sites: {said}"
+    );
+    for app in &apps {
+        tb.wipe(h, &app.name);
+    }
 }

@@ -492,9 +492,27 @@ fn masked(text: &str) -> String {
 
 /// The arguments of each start command a host's `ps` showed (after its script), quotes
 /// removed, masked: the same whether `ps` caught the login shell's line or `sh`'s.
-fn start_arguments(ps: &str) -> std::collections::BTreeSet<String> {
+/// The programs in command lines `ps` saw: each reaches the host's shell as base64 (`eval
+/// "$(printf %s BASE64 | base64 -d)"`), decoded here as the host decodes it.
+fn decoded(ps: &str) -> String {
+    use base64::Engine;
     ps.lines()
-        .filter_map(|l| l.rsplit_once("restart -- \"$unit\"").map(|(_, args)| args))
+        .filter_map(|l| l.split("printf %s ").nth(1)?.split_whitespace().next())
+        .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned() + "\n\u{0}\n")
+        .collect()
+}
+
+/// The arguments of the start command (`prepare.sh`) among decoded programs: its `set --` line.
+fn start_arguments(programs: &str) -> std::collections::BTreeSet<String> {
+    programs
+        .split("\n\u{0}\n")
+        .filter(|program| program.contains("shipit-refused-live"))
+        .filter_map(|program| {
+            program
+                .lines()
+                .find_map(|l| l.strip_prefix("set -- ").map(str::to_owned))
+        })
         .map(|args| masked(&args.replace(['\'', '"'], "")))
         .map(|args| args.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
@@ -536,10 +554,8 @@ fn no_value_derived_from_a_secret_leaves_the_hosts_env_file() {
             .success();
         load.stop()
             .assert_no_failures("a deploy with a changed secret");
-        let ps = tb.sh_ok(
-            host,
-            &format!("grep -a 'shipit-refused-live' {log} | sort -u"),
-        );
+        // What `ps` saw, decoded as the host's shell decodes it.
+        let ps = decoded(&tb.sh_ok(host, &format!("grep -a 'base64 -d' {log} | sort -u")));
         let history = tb.sh_ok(
             host,
             "tail -n 1 /var/lib/shipit/t-derived/production/history.jsonl",
