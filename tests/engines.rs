@@ -193,6 +193,33 @@ fn a_deploying_engine_with_containerds_store_sends_to_both_stores() {
 }
 
 #[test]
+fn a_deploying_engine_with_containerds_store_pushes_for_a_fleet_of_both_stores() {
+    let tb = Testbed::from_env();
+    let (th, tx) = (tb.hosts(1).remove(0), tb.trixie(1).remove(0));
+    let engine = ForwardedEngine::start(&tb, &tb.trixie(2).remove(1));
+    let hosts = vec![th.clone(), tx.clone()];
+    let name = "t-ctrdreg";
+    let mut app = App::hello(&tb, name, &hosts, 6131, "");
+    app.set_env("DOCKER_HOST", &engine.docker_host);
+    let first = deploy_json(&app, "1.0.0");
+    let pinned = first["image"].as_str().unwrap();
+    assert!(
+        pinned.contains("@sha256:"),
+        "pushed and pulled by digest: {first}"
+    );
+    let load = Load::start(&hosts, &app.domain, 2);
+    app.file("README", "second\n").commit();
+    deploy_json(&app, "1.1.0");
+    assert_eq!(app.versions(&tb, &hosts), ["1.1.0"; 2]);
+    let run = app.shipit(&["rollback", "production"]).success();
+    assert_has(&run.stderr, "Rolled back to 1.0.0+");
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
+    load.stop()
+        .assert_no_failures("pushed from an engine with containerd's store");
+    drop(engine);
+}
+
+#[test]
 fn a_registry_serves_a_fleet_of_both_stores_and_pruning_finds_images_known_by_digest() {
     let tb = Testbed::from_env();
     let (th, tx) = (tb.hosts(1).remove(0), tb.trixie(1).remove(0));
