@@ -221,7 +221,7 @@ async fn run_restore(
     let release = state.live_release().cloned();
     let image = match (&backup.image, &release) {
         (Some(image), _) => image.clone(),
-        (None, Some(r)) => r.image.clone(),
+        (None, Some(r)) => state.image_here(r),
         (None, None) => {
             return Err(Error::NothingLive {
                 host: host.spec.to_string(),

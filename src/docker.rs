@@ -20,6 +20,9 @@ use crate::ui;
 
 pub struct Engine {
     docker: Docker,
+    /// Whether it keeps images in containerd's store (then an image's ID is its manifest's
+    /// digest, not its configuration's).
+    containerd_store: bool,
 }
 
 /// What a finished build left.
@@ -42,8 +45,12 @@ pub struct Pushed {
 /// An image in the local engine, as `docker image inspect` tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFacts {
-    /// `sha256:...`: the digest of its configuration, which names it on every engine.
+    /// `sha256:...`: what this engine calls it: the digest of its configuration on an engine
+    /// with its own store, of its manifest (or index) on one with containerd's store.
     pub id: String,
+    /// The digest of its configuration, when the engine says it (one with its own store: the
+    /// ID); on containerd's store it is read from the saved image when needed.
+    pub config: Option<String>,
     /// Its layers' uncompressed digests, base first.
     pub diff_ids: Vec<String>,
     /// Uncompressed bytes.
@@ -129,8 +136,20 @@ impl Engine {
             .negotiate_version()
             .await
             .map_err(|e| unreachable(&e))?;
-        debug!(api = %docker.client_version(), "connected to the Docker engine");
-        Ok(Engine { docker })
+        // An engine that cannot say is taken for one with its own store: only the name of the
+        // image then differs, which a transfer reads back from the saved image.
+        let containerd_store = docker.info().await.ok().is_some_and(|info| {
+            info.driver_status
+                .unwrap_or_default()
+                .iter()
+                .flatten()
+                .any(|s| s.contains("io.containerd.snapshotter"))
+        });
+        debug!(api = %docker.client_version(), containerd_store, "connected to the Docker engine");
+        Ok(Engine {
+            docker,
+            containerd_store,
+        })
     }
 
     /// Build `tag` from a context tar. Progress: one status line per step; with `verbose`
@@ -210,6 +229,10 @@ impl Engine {
     pub async fn image_facts(&self, reference: &str) -> Result<Option<ImageFacts>, Error> {
         match self.docker.inspect_image(reference).await {
             Ok(found) => Ok(Some(ImageFacts {
+                config: found
+                    .id
+                    .clone()
+                    .filter(|id| !self.containerd_store && id.starts_with("sha256:")),
                 id: found.id.unwrap_or_default(),
                 diff_ids: found.root_fs.and_then(|r| r.layers).unwrap_or_default(),
                 size: found

@@ -357,6 +357,16 @@ pub enum Error {
     },
 
     #[error(
+        "`{host}` loaded the image, but what its engine holds under that name (`{id}`) is not the one built (`{built}`): {why}; no host switched\n  help: deploy again; if it persists, look at `docker image ls` on `{host}` (another tool may load images under this name)"
+    )]
+    ImageMismatch {
+        host: String,
+        id: String,
+        built: String,
+        why: String,
+    },
+
+    #[error(
         "`{host}`: {message}\n  help: `shipit tls status` shows what each host holds and serves; `shipit tls renew --force` installs a certificate again"
     )]
     TlsReadBack { host: String, message: String },
@@ -619,7 +629,7 @@ impl Error {
             Error::Internal { .. } => 1,
             Error::Acme { .. } | Error::ChallengeNotServed { .. } | Error::TlsReadBack { .. } => 11,
             Error::NoAcme { .. } | Error::NoTls { .. } => 2,
-            Error::ImageNoSpace { .. } => 1,
+            Error::ImageNoSpace { .. } | Error::ImageMismatch { .. } => 1,
             Error::ReleasePhase { .. } => 12,
             Error::UnknownHost { .. }
             | Error::BadHost { .. }

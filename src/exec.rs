@@ -146,11 +146,13 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let name = format!("{}_exec-{}-{nanos}", site.key(), std::process::id());
+    // What this host runs the release by (its engine may name it otherwise than the release).
+    let image = state.image_here(&release);
     let oneoff = crate::oneoff::Oneoff {
         config,
         role: "exec",
         name: name.clone(),
-        image: &release.image,
+        image: &image,
         command,
         env: crate::oneoff::EnvFrom::File(site.app_env(live.colour)),
         extra: Vec::new(),

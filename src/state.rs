@@ -19,7 +19,9 @@ use crate::model::Colour;
 pub struct ReleaseRef {
     /// Semver with build metadata, such as `1.4.2+3f9c2ab`.
     pub release: String,
-    /// Image reference pinned by digest, `registry/app:tag@sha256:...`.
+    /// Image reference pinned by digest, `registry/app:tag@sha256:...`, or without a registry
+    /// the ID the deploying engine gave the image (`sha256:...`): the same on every host.
+    /// A host may run it by another ID (see [`ColourState::runs`]).
     pub image: String,
 }
 
@@ -39,6 +41,10 @@ pub enum Settings {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ColourState {
     pub release: Option<ReleaseRef>,
+    /// What this host's engine runs the colour's image by (`SHIPIT_IMAGE`), when it differs
+    /// from the release's image: an engine with containerd's store names an image sent over
+    /// SSH by its own manifest.
+    pub runs: Option<String>,
     /// `systemctl is-active`: `active`, `inactive`, `failed`, `activating`...
     pub unit: String,
     /// The same of the colour's unit in the earlier layout (keyed by the app alone), which
@@ -58,6 +64,13 @@ pub struct ColourState {
 }
 
 impl ColourState {
+    /// The image reference this host's engine runs the colour by.
+    pub fn image_here(&self) -> Option<&str> {
+        self.runs
+            .as_deref()
+            .or(self.release.as_ref().map(|r| r.image.as_str()))
+    }
+
     /// Whether a copy runs in this colour (under its unit, or the earlier layout's).
     pub fn running(&self) -> bool {
         self.unit == "active" || self.legacy_unit == "active"
@@ -153,6 +166,10 @@ pub struct HistoryEntry {
     pub time: u64,
     pub release: String,
     pub image: String,
+    /// What this host's engine ran the image by, when it differs from `image` (see
+    /// [`ColourState::runs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<String>,
     pub colour: Colour,
     pub user: String,
     pub machine: String,
@@ -335,6 +352,23 @@ impl HostState {
     pub fn live_release(&self) -> Option<&ReleaseRef> {
         let (l, _) = self.serving()?;
         self.colour(l.colour).release.as_ref()
+    }
+
+    /// The image reference this host's engine runs `release` by: as a colour or the history
+    /// recorded it (newest first), else the release's image itself.
+    pub fn image_here(&self, release: &ReleaseRef) -> String {
+        [&self.blue, &self.green]
+            .into_iter()
+            .filter(|c| c.release.as_ref() == Some(release))
+            .find_map(|c| c.runs.clone())
+            .or_else(|| {
+                self.history
+                    .iter()
+                    .rev()
+                    .filter(|e| e.release == release.release && e.image == release.image)
+                    .find_map(|e| e.runs.clone())
+            })
+            .unwrap_or_else(|| release.image.clone())
     }
 
     /// The release recorded for the live colour (the upstream's first server), whether or not
@@ -543,15 +577,26 @@ pub fn parse_history(text: &str, first: usize) -> (Vec<HistoryEntry>, Vec<Skippe
     (entries, skipped)
 }
 
-/// The unit env file of a colour: image, release, port, colour and health path.
-pub fn unit_env(release: &ReleaseRef, port: u16, colour: Colour, health_path: &str) -> Vec<String> {
-    vec![
-        format!("SHIPIT_IMAGE={}", release.image),
+/// The unit env file of a colour: the image this host runs it by (`runs`), release, port,
+/// colour and health path; and the release's image when the host runs it by another ID.
+pub fn unit_env(
+    release: &ReleaseRef,
+    runs: &str,
+    port: u16,
+    colour: Colour,
+    health_path: &str,
+) -> Vec<String> {
+    let mut lines = vec![
+        format!("SHIPIT_IMAGE={runs}"),
         format!("SHIPIT_RELEASE={}", release.release),
         format!("SHIPIT_PORT={port}"),
         format!("SHIPIT_COLOUR={colour}"),
         format!("SHIPIT_HEALTH_PATH={health_path}"),
-    ]
+    ];
+    if runs != release.image {
+        lines.push(format!("SHIPIT_RELEASE_IMAGE={}", release.image));
+    }
+    lines
 }
 
 fn parse_unit_env(colour: &mut ColourState, text: Option<&str>) {
@@ -563,9 +608,12 @@ fn parse_unit_env(colour: &mut ColourState, text: Option<&str>) {
             .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
             .map(str::to_owned)
     };
+    let runs = get("SHIPIT_IMAGE");
+    let image = get("SHIPIT_RELEASE_IMAGE").or_else(|| runs.clone());
     colour.release = get("SHIPIT_RELEASE")
-        .zip(get("SHIPIT_IMAGE"))
+        .zip(image)
         .map(|(release, image)| ReleaseRef { release, image });
+    colour.runs = runs.filter(|r| colour.release.as_ref().is_some_and(|rel| rel.image != *r));
     colour.port = get("SHIPIT_PORT").and_then(|p| p.parse().ok());
     colour.health_path = get("SHIPIT_HEALTH_PATH").filter(|p| p.starts_with('/'));
 }
@@ -791,12 +839,58 @@ mod tests {
             release: "2.0.0+x".into(),
             image: "i@sha256:1".into(),
         };
-        let text = unit_env(&r, 3002, Colour::Green, "/health").join("\n");
+        let text = unit_env(&r, "i@sha256:1", 3002, Colour::Green, "/health").join("\n");
+        assert!(!text.contains("SHIPIT_RELEASE_IMAGE"), "{text}");
         let mut c = ColourState::default();
         parse_unit_env(&mut c, Some(&text));
-        assert_eq!(c.release, Some(r));
+        assert_eq!(c.release, Some(r.clone()));
+        assert_eq!(c.runs, None);
+        assert_eq!(c.image_here(), Some("i@sha256:1"));
         assert_eq!(c.port, Some(3002));
         assert_eq!(c.health_path.as_deref(), Some("/health"));
+    }
+
+    #[test]
+    fn a_host_that_runs_the_image_by_its_own_id_records_both() {
+        // Sent over SSH to an engine with containerd's store: it runs its manifest's digest.
+        let r = ReleaseRef {
+            release: "2.0.0+x".into(),
+            image: "sha256:c0".into(),
+        };
+        let text = unit_env(&r, "sha256:m0", 3002, Colour::Green, "/health").join("\n");
+        assert!(text.starts_with("SHIPIT_IMAGE=sha256:m0\n"), "{text}");
+        let mut c = ColourState::default();
+        parse_unit_env(&mut c, Some(&text));
+        assert_eq!(c.release, Some(r.clone()));
+        assert_eq!(c.runs.as_deref(), Some("sha256:m0"));
+        assert_eq!(c.image_here(), Some("sha256:m0"));
+        let s = HostState {
+            green: c,
+            ..HostState::default()
+        };
+        assert_eq!(s.image_here(&r), "sha256:m0");
+        // Only in its history (the colour was replaced since).
+        let entry = |release: &str, runs: Option<&str>| HistoryEntry {
+            time: 1,
+            release: release.into(),
+            image: "sha256:c0".into(),
+            runs: runs.map(str::to_owned),
+            colour: Colour::Blue,
+            user: "u".into(),
+            machine: "m".into(),
+            outcome: Outcome::Deployed,
+            reason: None,
+            run: String::new(),
+            backup: None,
+            window_ms: None,
+        };
+        let s = HostState {
+            history: vec![entry("2.0.0+x", Some("sha256:m0")), entry("2.0.0+x", None)],
+            ..HostState::default()
+        };
+        assert_eq!(s.image_here(&r), "sha256:m0");
+        // Nothing recorded: the release's image.
+        assert_eq!(HostState::default().image_here(&r), "sha256:c0");
     }
 
     #[test]

@@ -26,8 +26,12 @@ remove_mounts_below() {
 }
 
 # The Debian mirror apt uses here (bookworm, not security), else deb.debian.org.
-debian_mirror() {
-  local files=() f
+# shellcheck disable=SC2153 # SUITE is set by the sourcing script
+debian_mirror() { debian_mirror_for "$SUITE"; }
+
+# debian_mirror_for SUITE: the Debian mirror apt uses here for SUITE, else deb.debian.org.
+debian_mirror_for() {
+  local files=() f suite=$1
   if [[ -n ${SHIPIT_TESTBED_MIRROR:-} ]]; then
     printf '%s\n' "$SHIPIT_TESTBED_MIRROR"
     return
@@ -35,7 +39,7 @@ debian_mirror() {
   for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
     [[ -f $f ]] && files+=("$f")
   done
-  ((${#files[@]} > 0)) && awk -v suite="$SUITE" '
+  ((${#files[@]} > 0)) && awk -v suite="$suite" '
     function flush() {
       if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && enabled != "no" && uri != "" && !found) {
         print uri; found = 1

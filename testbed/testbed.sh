@@ -8,6 +8,9 @@
 #   - an SSH client key, the test host image shipit-testhost:1 (debootstrap, cached),
 #   - test hosts: containers shipit-th1..N running systemd, sshd, nginx, logrotate and Docker,
 #     ssh on 127.0.0.1:2201.., http on 127.0.0.1:8001..,
+#   - current-engine hosts: containers shipit-tx1..2 built from Debian 13 (trixie, docker.io 26)
+#     whose engine keeps images in containerd's store (image shipit-testhost-trixie:1), ssh on
+#     127.0.0.1:2291.., http on 127.0.0.1:8091..; `SHIPIT_TESTBED_TRIXIE=0` leaves them out,
 #   - known_hosts and env.sh, which tests and the demo source.
 # It never kills a process it did not start: only pids from its own pid files, checked against
 # the program they must run. Everything is published on 127.0.0.1, except the registry, which
@@ -22,7 +25,9 @@ usage() {
 usage: testbed/testbed.sh up [N]        start or repair the testbed with N hosts (default 3)
        testbed/testbed.sh down          remove the hosts, stop the registry (keeps dockerd, images)
        testbed/testbed.sh status        one line per part; exit 1 when a part is not up
-       testbed/testbed.sh ssh N [cmd]   ssh into host N as root
+       testbed/testbed.sh ssh N [cmd]   ssh into host N as root (tN: the trixie host shipit-txN)
+Besides the N hosts, up starts 2 trixie hosts (Docker 26, containerd image store);
+SHIPIT_TESTBED_TRIXIE=0 leaves them out.
 state dir: ${SHIPIT_TESTBED_DIR:-/var/lib/shipit-testbed}
 EOF
 }
@@ -38,6 +43,17 @@ readonly REGISTRY=registry.test:5000
 readonly REGISTRY_USER=shipit
 readonly HOST_PREFIX=shipit-th
 readonly PACKAGES=(docker.io docker-registry debootstrap apache2-utils openssh-client wrk curl busybox-static hyperfine shellcheck pebble faketime)
+# The current-engine hosts: Debian 13's Docker (26) with containerd's image store, on the
+# `native` snapshotter (overlayfs cannot nest in the outer engine's overlay, as vfs stands in for
+# overlay2 on the bookworm hosts).
+readonly TRIXIE_IMAGE=shipit-testhost-trixie:1
+readonly TRIXIE_RECIPE=1
+readonly TRIXIE_SUITE=trixie
+readonly TRIXIE_INCLUDE=systemd,systemd-sysv,dbus,openssh-server,nginx,logrotate,procps,curl,iproute2,ca-certificates,docker.io,docker-cli,sudo
+readonly TRIXIE_PREFIX=shipit-tx
+TRIXIE_HOSTS=2
+[[ ${SHIPIT_TESTBED_TRIXIE:-1} != 0 ]] || TRIXIE_HOSTS=0
+readonly TRIXIE_HOSTS
 readonly BOOT_BUDGET=120 # seconds for all new hosts to boot, in parallel
 readonly PROBE_BUDGET=8 # seconds for a reused host to answer before it is recreated...
 readonly BOOT_GRACE=30  # ...or longer while it may still be booting (started less ago than this)
@@ -122,13 +138,46 @@ ssh_opts() { # PORT KNOWN_HOSTS_FILE
     -o LogLevel=ERROR
 }
 
-host_name() { printf '%s%d' "$HOST_PREFIX" "$1"; }
-ssh_port() { printf '%d' $((2200 + $1)); }
-http_port() { printf '%d' $((8000 + $1)); }
+# A host is named by its key: I (1..N) for shipit-thI, tJ for the trixie host shipit-txJ.
+host_name() {
+  case $1 in
+  t*) printf '%s%d' "$TRIXIE_PREFIX" "${1#t}" ;;
+  *) printf '%s%d' "$HOST_PREFIX" "$1" ;;
+  esac
+}
+host_hostname() {
+  case $1 in
+  t*) printf 'tx%d' "${1#t}" ;;
+  *) printf 'th%d' "$1" ;;
+  esac
+}
+host_image() {
+  case $1 in
+  t*) printf '%s' "$TRIXIE_IMAGE" ;;
+  *) printf '%s' "$IMAGE" ;;
+  esac
+}
+ssh_port() {
+  case $1 in
+  t*) printf '%d' $((2290 + ${1#t})) ;;
+  *) printf '%d' $((2200 + $1)) ;;
+  esac
+}
+http_port() {
+  case $1 in
+  t*) printf '%d' $((8090 + ${1#t})) ;;
+  *) printf '%d' $((8000 + $1)) ;;
+  esac
+}
 
 # Host containers of the testbed, by name, one a line.
 host_containers() {
   docker ps -a --filter "name=^${HOST_PREFIX}[0-9]+\$" --format '{{.Names}}'
+}
+
+# Trixie host containers, by name, one a line.
+trixie_containers() {
+  docker ps -a --filter "name=^${TRIXIE_PREFIX}[0-9]+\$" --format '{{.Names}}'
 }
 
 CLEANUP=()
@@ -400,10 +449,11 @@ ensure_key() {
 # --- 6. host image -------------------------------------------------------------------------
 
 # The label an image must carry to be reused: the recipe and the client key baked into it.
+# image_label [RECIPE]: the bookworm image's recipe unless told.
 image_label() {
   local fp
   fp=$(ssh-keygen -l -f "$KEY.pub" | awk '{ print $2 }')
-  printf 'recipe=%s key=%s' "$IMAGE_RECIPE" "$fp"
+  printf 'recipe=%s key=%s' "${1:-$IMAGE_RECIPE}" "$fp"
 }
 
 # customize_rootfs ROOTFS: turn a debootstrapped tree into a test host.
@@ -457,7 +507,13 @@ customize_rootfs() {
   done
   grep -q '^Defaults[[:space:]]*use_pty' "$r/etc/sudoers" ||
     die "the host's sudoers lacks Debian's default use_pty"
+  customize_boot "$r"
+}
 
+# customize_boot ROOTFS: what every test host has: root logs in by key, host keys and
+# machine-id made at first boot, sshd, nginx and Docker started at boot, no apt cache.
+customize_boot() {
+  local r=$1
   install -d "$r/etc/ssh/sshd_config.d"
   printf 'PermitRootLogin prohibit-password\n' >"$r/etc/ssh/sshd_config.d/shipit-testbed.conf"
   # Debian's sshd_config includes sshd_config.d first (first value wins); make sure it does.
@@ -499,10 +555,37 @@ EOF
   rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
 }
 
+# customize_trixie ROOTFS: turn a debootstrapped trixie tree into a current-engine test host:
+# root and `deploy` (passwordless sudo) log in with the testbed key; Docker keeps images in
+# containerd's store on the `native` snapshotter; sshd, nginx and Docker start at boot.
+customize_trixie() {
+  local r=$1
+  install -d -m 0700 "$r/root/.ssh"
+  install -m 0600 "$KEY.pub" "$r/root/.ssh/authorized_keys"
+  install -d "$r/etc/docker"
+  printf '%s\n' '{"insecure-registries":["registry.test:5000"],"storage-driver":"native","features":{"containerd-snapshotter":true}}' >"$r/etc/docker/daemon.json"
+  # Docker 26 cannot turn IPv6 off on a container's interface inside this container (its
+  # /proc/sys is read-only) and then refuses to start any container, unless told to go on.
+  install -d "$r/etc/systemd/system/docker.service.d"
+  printf '[Service]\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\n' >"$r/etc/systemd/system/docker.service.d/shipit-testbed.conf"
+  chroot "$r" useradd --create-home --shell /bin/bash deploy ||
+    die "useradd deploy failed in the trixie root filesystem"
+  install -d -m 0700 "$r/home/deploy/.ssh"
+  install -m 0600 "$KEY.pub" "$r/home/deploy/.ssh/authorized_keys"
+  chroot "$r" chown -R deploy:deploy /home/deploy/.ssh
+  printf 'deploy ALL=(ALL) NOPASSWD: ALL\n' >"$r/etc/sudoers.d/deploy"
+  chmod 0440 "$r/etc/sudoers.d/deploy"
+  customize_boot "$r"
+}
+
+# build_image IMAGE SUITE INCLUDE LABEL CUSTOMIZE: debootstrap SUITE with INCLUDE (or unpack its
+# cached tree), CUSTOMIZE it, import it as IMAGE labelled LABEL.
 build_image() {
-  local build rootfs mirror t0 base
+  local image=$1 suite=$2 include=$3 label=$4 customize=$5 build rootfs mirror t0 base logf
   # The base tree depends on the package list: a changed list makes a new one.
-  base=$STATE/cache/rootfs-$SUITE-$(printf %s "$INCLUDE" | sha256sum | cut -c1-12).tar
+  base=$STATE/cache/rootfs-$suite-$(printf %s "$include" | sha256sum | cut -c1-12).tar
+  logf=$STATE/debootstrap.log
+  [[ $suite == "$SUITE" ]] || logf=$STATE/debootstrap-$suite.log
   mkdir -p "$STATE/cache/debs"
   build=$(mktemp -d "$STATE/build.XXXXXX")
   CLEANUP+=("$build")
@@ -512,45 +595,57 @@ build_image() {
     log "image: unpacking the cached root filesystem ($base)"
     tar -C "$rootfs" --numeric-owner -xpf "$base"
   else
-    mirror=$(debian_mirror)
-    log "image: debootstrap $SUITE from $mirror (about 90 s; log $STATE/debootstrap.log)"
+    mirror=$(debian_mirror_for "$suite")
+    log "image: debootstrap $suite from $mirror (about 90 s; log $logf)"
     t0=$(now_us)
-    if ! debootstrap --variant=minbase --include="$INCLUDE" --cache-dir="$STATE/cache/debs" \
-      "$SUITE" "$rootfs" "$mirror" </dev/null >"$STATE/debootstrap.log" 2>&1; then
-      tail -n 30 "$STATE/debootstrap.log" >&2 || true
+    if ! debootstrap --variant=minbase --include="$include" --cache-dir="$STATE/cache/debs" \
+      "$suite" "$rootfs" "$mirror" </dev/null >"$logf" 2>&1; then
+      tail -n 30 "$logf" >&2 || true
       [[ -f $rootfs/debootstrap/debootstrap.log ]] && tail -n 30 "$rootfs/debootstrap/debootstrap.log" >&2
-      die "debootstrap failed; see $STATE/debootstrap.log"
+      die "debootstrap failed; see $logf"
     fi
     log "image: debootstrap done in $(since_us "$t0"); caching the root filesystem"
     remove_mounts_below "$rootfs"
     tar -C "$rootfs" --numeric-owner --exclude='./var/cache/apt/archives/*.deb' -cf "$base.tmp" .
     mv -f "$base.tmp" "$base"
   fi
-  customize_rootfs "$rootfs"
-  log "image: importing $IMAGE"
+  "$customize" "$rootfs"
+  log "image: importing $image"
   tar -C "$rootfs" --numeric-owner -cf - . |
-    docker import -c 'CMD ["/sbin/init"]' -c "LABEL shipit.testbed=\"$(image_label)\"" - "$IMAGE" >/dev/null
+    docker import -c 'CMD ["/sbin/init"]' -c "LABEL shipit.testbed=\"$label\"" - "$image" >/dev/null
   remove_tree "$build"
 }
 
-ensure_image() {
-  local have
-  have=$(docker image inspect -f '{{index .Config.Labels "shipit.testbed"}}' "$IMAGE" 2>/dev/null) || have=
-  if [[ $have == "$(image_label)" ]]; then
+# ensure_one_image IMAGE SUITE INCLUDE RECIPE CUSTOMIZE: IMAGE as build_image makes it, unless
+# an image of that recipe and key is there.
+ensure_one_image() {
+  local image=$1 label have
+  label=$(image_label "$4")
+  have=$(docker image inspect -f '{{index .Config.Labels "shipit.testbed"}}' "$image" 2>/dev/null) || have=
+  if [[ $have == "$label" ]]; then
     return 0
   fi
   if [[ -n $have ]]; then
-    log "image: $IMAGE was built for another key or recipe ($have); rebuilding"
+    log "image: $image was built for another key or recipe ($have); rebuilding"
   fi
-  build_image
+  build_image "$image" "$2" "$3" "$label" "$5"
+}
+
+ensure_image() {
+  ensure_one_image "$IMAGE" "$SUITE" "$INCLUDE" "$IMAGE_RECIPE" customize_rootfs
+}
+
+ensure_trixie_image() {
+  ((TRIXIE_HOSTS > 0)) || return 0
+  ensure_one_image "$TRIXIE_IMAGE" "$TRIXIE_SUITE" "$TRIXIE_INCLUDE" "$TRIXIE_RECIPE" customize_trixie
 }
 
 # --- 7. hosts ------------------------------------------------------------------------------
 
-# run_args I: the docker run arguments of host I (without the image).
+# run_args KEY: the docker run arguments of host KEY (without the image).
 run_args() {
   local i=$1
-  printf '%s\n' --detach --name "$(host_name "$i")" --hostname "th$i" \
+  printf '%s\n' --detach --name "$(host_name "$i")" --hostname "$(host_hostname "$i")" \
     --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add MKNOD --cap-add SYS_PTRACE \
     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     --cgroupns=host --volume /sys/fs/cgroup:/sys/fs/cgroup:rw \
@@ -560,7 +655,7 @@ run_args() {
     --publish "127.0.0.1:$(ssh_port "$i"):22" --publish "127.0.0.1:$(http_port "$i"):80"
 }
 
-# host_spec I IMAGE_ID: what a reusable container of host I must have been created with.
+# host_spec KEY IMAGE_ID: what a reusable container of host KEY must have been created with.
 host_spec() {
   { run_args "$1" && printf '%s\n' "$2"; } | sha256sum | cut -c1-16
 }
@@ -571,12 +666,12 @@ create_host() {
   mapfile -t args < <(run_args "$i")
   docker rm -f "$name" >/dev/null 2>&1 || true
   out=$(docker run "${args[@]}" --label "shipit.testbed.spec=$(host_spec "$i" "$image_id")" \
-    "$IMAGE" /sbin/init 2>&1) || die "docker run $name failed: $out"
+    "$(host_image "$i")" /sbin/init 2>&1) || die "docker run $name failed: $out"
 }
 
-# check_host I DEADLINE OUTDIR: until DEADLINE (in $SECONDS time), scan host I's key and ask it
+# check_host KEY DEADLINE OUTDIR: until DEADLINE (in $SECONDS time), scan host KEY's key and ask it
 # over ssh whether systemd finished booting (running or degraded) and Docker answers. Writes
-# OUTDIR/I.key (a known_hosts line) on success, OUTDIR/I.why (last reason) on failure.
+# OUTDIR/KEY.key (a known_hosts line) on success, OUTDIR/KEY.why (last reason) on failure.
 check_host() {
   local i=$1 deadline=$2 out=$3 port why="no answer yet" reply left opts
   port=$(ssh_port "$i")
@@ -611,7 +706,7 @@ check_host() {
   return 1
 }
 
-# check_hosts BUDGET OUTDIR I...: check_host for every I in parallel within BUDGET seconds.
+# check_hosts BUDGET OUTDIR KEY...: check_host for every KEY in parallel within BUDGET seconds.
 # Prints the numbers of the hosts that failed.
 check_hosts() {
   local budget=$1 out=$2 deadline i
@@ -628,13 +723,17 @@ check_hosts() {
 }
 
 ensure_hosts() {
-  local n=$1 i name image_id out want info started age probe=$PROBE_BUDGET
+  local n=$1 i name out want info started age probe=$PROBE_BUDGET keys=()
   local reuse=() create=() failed=()
-  image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE")
+  local -A image_ids=()
+  image_ids[$IMAGE]=$(docker image inspect -f '{{.Id}}' "$IMAGE")
+  if ((TRIXIE_HOSTS > 0)); then
+    image_ids[$TRIXIE_IMAGE]=$(docker image inspect -f '{{.Id}}' "$TRIXIE_IMAGE")
+  fi
   out=$(mktemp -d "$STATE/check.XXXXXX")
   CLEANUP+=("$out")
 
-  # Hosts beyond N belong to an earlier, larger testbed.
+  # Hosts beyond N (and trixie hosts beyond TRIXIE_HOSTS) belong to an earlier, larger testbed.
   while read -r name; do
     [[ -n $name ]] || continue
     i=${name#"$HOST_PREFIX"}
@@ -643,10 +742,20 @@ ensure_hosts() {
       docker rm -f "$name" >/dev/null
     fi
   done < <(host_containers)
+  while read -r name; do
+    [[ -n $name ]] || continue
+    i=${name#"$TRIXIE_PREFIX"}
+    if ((i < 1 || i > TRIXIE_HOSTS)); then
+      log "removing $name (beyond $TRIXIE_HOSTS trixie hosts)"
+      docker rm -f "$name" >/dev/null
+    fi
+  done < <(trixie_containers)
 
-  for ((i = 1; i <= n; i++)); do
+  for ((i = 1; i <= n; i++)); do keys+=("$i"); done
+  for ((i = 1; i <= TRIXIE_HOSTS; i++)); do keys+=("t$i"); done
+  for i in "${keys[@]}"; do
     name=$(host_name "$i")
-    want=$(host_spec "$i" "$image_id")
+    want=$(host_spec "$i" "${image_ids[$(host_image "$i")]}")
     info=$(docker inspect -f '{{.State.Running}} {{index .Config.Labels "shipit.testbed.spec"}} {{.State.StartedAt}}' "$name" 2>/dev/null) || info=
     if [[ $info == "true $want "* ]]; then
       reuse+=("$i")
@@ -678,23 +787,27 @@ ensure_hosts() {
 
   CREATED=${#create[@]}
   if ((CREATED > 0)); then
-    log "starting ${create[*]/#/$HOST_PREFIX}"
+    local names=()
+    for i in "${create[@]}"; do names+=("$(host_name "$i")"); done
+    log "starting ${names[*]}"
     for i in "${create[@]}"; do
-      create_host "$i" "$image_id"
+      create_host "$i" "${image_ids[$(host_image "$i")]}"
     done
     mapfile -t failed < <(check_hosts "$BOOT_BUDGET" "$out" "${create[@]}")
     if ((${#failed[@]} > 0)); then
+      names=()
       for i in "${failed[@]}"; do
+        names+=("$(host_name "$i")")
         log "$(host_name "$i") did not come up within ${BOOT_BUDGET} s: $(cat "$out/$i.why" 2>/dev/null)"
         log "last console lines of $(host_name "$i"):"
         docker logs --tail 15 "$(host_name "$i")" 2>&1 | sed 's/^/    /' >&2 || true
       done
-      die "host(s) failed: ${failed[*]/#/$HOST_PREFIX}"
+      die "host(s) failed: ${names[*]}"
     fi
   fi
 
   # 8. known_hosts, rewritten each time: a recreated host has new keys.
-  for ((i = 1; i <= n; i++)); do
+  for i in "${keys[@]}"; do
     cat "$out/$i.key"
   done | write_if_changed "$KNOWN_HOSTS" 0644 || true
 }
@@ -714,6 +827,16 @@ write_env() {
     printf 'export SHIPIT_TESTBED_HOSTS=%s\n' "$(sq "${hosts[*]}")"
     printf 'export SHIPIT_TESTBED_HTTP_PORTS=%s\n' "$(sq "${ports[*]}")"
     printf 'export SHIPIT_TESTBED_CONTAINERS=%s\n' "$(sq "${names[*]}")"
+    hosts=() ports=() names=()
+    for ((i = 1; i <= TRIXIE_HOSTS; i++)); do
+      hosts+=("root@127.0.0.1:$(ssh_port "t$i")")
+      ports+=("$(http_port "t$i")")
+      names+=("$(host_name "t$i")")
+    done
+    # The current-engine hosts (Debian 13, Docker 26 with containerd's image store).
+    printf 'export SHIPIT_TESTBED_TRIXIE_HOSTS=%s\n' "$(sq "${hosts[*]}")"
+    printf 'export SHIPIT_TESTBED_TRIXIE_HTTP_PORTS=%s\n' "$(sq "${ports[*]}")"
+    printf 'export SHIPIT_TESTBED_TRIXIE_CONTAINERS=%s\n' "$(sq "${names[*]}")"
     printf 'export SHIPIT_TESTBED_KEY=%s\n' "$(sq "$KEY")"
     printf 'export SHIPIT_TESTBED_KNOWN_HOSTS=%s\n' "$(sq "$KNOWN_HOSTS")"
     printf 'export SHIPIT_REGISTRY=%s\n' "$(sq "$REGISTRY")"
@@ -740,19 +863,20 @@ cmd_up() {
   timed registry ensure_registry
   timed key ensure_key
   timed image ensure_image
+  timed trixie-image ensure_trixie_image
   timed hosts ensure_hosts "$n"
   write_env "$n"
   local timings
   printf -v timings '%s, ' "${TIMINGS[@]}"
-  printf 'testbed up: %d hosts (%d reused, %d created) in %s [%s]; source %s\n' \
-    "$n" "$REUSED" "$CREATED" "$(since_us "$t0")" "${timings%, }" "$STATE/env.sh"
+  printf 'testbed up: %d hosts and %d trixie hosts (%d reused, %d created) in %s [%s]; source %s\n' \
+    "$n" "$TRIXIE_HOSTS" "$REUSED" "$CREATED" "$(since_us "$t0")" "${timings%, }" "$STATE/env.sh"
 }
 
 cmd_down() {
   local names
   lock_state
   if docker_ok; then
-    mapfile -t names < <(host_containers)
+    mapfile -t names < <(host_containers; trixie_containers)
     if ((${#names[@]} > 0)); then
       log "removing ${names[*]}"
       docker rm -f "${names[@]}" >/dev/null
@@ -807,25 +931,43 @@ cmd_status() {
     printf 'ssh-key:    missing\n'
     ok=1
   fi
-  if docker_ok && label=$(docker image inspect -f '{{index .Config.Labels "shipit.testbed"}}' "$IMAGE" 2>/dev/null); then
-    if [[ -s $KEY.pub && $label == "$(image_label)" ]]; then
-      printf 'image:      %s (%s)\n' "$IMAGE" "$label"
+  local image recipe
+  for image in "$IMAGE" "$TRIXIE_IMAGE"; do
+    recipe=$IMAGE_RECIPE
+    if [[ $image == "$TRIXIE_IMAGE" ]]; then
+      ((TRIXIE_HOSTS > 0)) || continue
+      recipe=$TRIXIE_RECIPE
+    fi
+    if docker_ok && label=$(docker image inspect -f '{{index .Config.Labels "shipit.testbed"}}' "$image" 2>/dev/null); then
+      if [[ -s $KEY.pub && $label == "$(image_label "$recipe")" ]]; then
+        printf 'image:      %s (%s)\n' "$image" "$label"
+      else
+        printf 'image:      %s is stale (%s): up rebuilds it\n' "$image" "$label"
+        ok=1
+      fi
     else
-      printf 'image:      %s is stale (%s): up rebuilds it\n' "$IMAGE" "$label"
+      printf 'image:      %s missing\n' "$image"
       ok=1
     fi
-  else
-    printf 'image:      %s missing\n' "$IMAGE"
-    ok=1
-  fi
+  done
   if docker_ok; then
     mapfile -t names < <(host_containers | sort -V)
     ((${#names[@]} > 0)) || {
       printf 'hosts:      none\n'
       ok=1
     }
+    if ((TRIXIE_HOSTS > 0)); then
+      mapfile -t -O "${#names[@]}" names < <(trixie_containers | sort -V)
+      [[ ${names[*]} == *"$TRIXIE_PREFIX"* ]] || {
+        printf 'trixie:     no host\n'
+        ok=1
+      }
+    fi
     for name in "${names[@]}"; do
-      i=${name#"$HOST_PREFIX"}
+      case $name in
+      "$TRIXIE_PREFIX"*) i=t${name#"$TRIXIE_PREFIX"} ;;
+      *) i=${name#"$HOST_PREFIX"} ;;
+      esac
       info=$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null) || info=gone
       if [[ $info != running ]]; then
         printf '%s: %s\n' "$name" "$info"
@@ -851,7 +993,7 @@ cmd_status() {
 
 cmd_ssh() {
   local i=${1:-} opts
-  [[ $i =~ ^[1-9][0-9]*$ ]] || die "usage: testbed.sh ssh N [cmd...]"
+  [[ $i =~ ^t?[1-9][0-9]*$ ]] || die "usage: testbed.sh ssh N|tN [cmd...]"
   shift
   [[ -s $KNOWN_HOSTS ]] || die "$KNOWN_HOSTS is missing: run testbed/testbed.sh up"
   mapfile -t opts < <(ssh_opts "$(ssh_port "$i")" "$KNOWN_HOSTS")

@@ -6,77 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{App, Load, TestHost, Testbed, assert_has};
-
-/// An app whose image has a base layer (`assets`, `base_mib` MiB that do not compress), the
-/// hello binary, and a small layer that changes (`release.txt`): what a team's image with a
-/// distribution base under its app looks like to the transfer.
-fn layered_app(tb: &Testbed, name: &str, hosts: &[TestHost], port: u16) -> App {
-    let app = App::hello_unprovisioned(tb, name, hosts, port, "");
-    // No `[registry]`: images go over SSH.
-    let base = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
-    let start = base.find("[registry]").unwrap();
-    let end = start + base[start..].find("\n\n").unwrap() + 2;
-    // Two releases kept: what pruning removes is seen without many deploys.
-    app.file(
-        "shipit.toml",
-        &format!(
-            "{}{}",
-            &base[..start],
-            base[end..].replace("[deploy]\n", "[deploy]\nretain = 2\n")
-        ),
-    );
-    assets(&app, 6, 1);
-    app.file("release.txt", "first\n");
-    app.file(".dockerignore", "*\n!app/hello\n!assets\n!release.txt\n");
-    app.file(
-        "Dockerfile.production",
-        "FROM scratch\nCOPY assets /assets\nCOPY app/hello /hello\nCOPY release.txt /release.txt\nEXPOSE 3000\nUSER 65534:65534\nENTRYPOINT [\"/hello\"]\n",
-    );
-    app.commit();
-    app.shipit(&["provision", "production"]).success();
-    app
-}
-
-/// `mib` MiB of bytes that do not compress, different for each `seed` and each run of the
-/// test (a host keeps the layers of earlier runs: this run's must be new to it).
-fn assets(app: &App, mib: usize, seed: u64) {
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut state = (seed ^ run).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut bytes = Vec::with_capacity(mib << 20);
-    while bytes.len() < mib << 20 {
-        // xorshift64: cheap, and gzip finds nothing in it.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    std::fs::write(app.path().join("assets"), bytes).unwrap();
-}
-
-/// `deploy --json`: what each host got of the image.
-fn deploy_json(app: &App, version: &str) -> serde_json::Value {
-    let run = app
-        .shipit(&["deploy", "production", "--version", version, "--json"])
-        .success();
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
-}
-
-/// The image ID the live colour's container of `name` runs on a host (the colour nginx serves,
-/// as its upstream include records it).
-fn host_runs(tb: &Testbed, h: &TestHost, name: &str) -> String {
-    tb.sh_ok(
-        h,
-        &format!(
-            "c=$(sed -n 's/^# live: //p' /etc/shipit/{name}/production/upstream.conf) && docker inspect --format '{{{{.Image}}}}' {name}_production-$c"
-        ),
-    )
-    .trim()
-    .to_owned()
-}
+use support::{
+    App, Load, TestHost, Testbed, assert_has, assets, deploy_json, host_runs, layered_app,
+};
 
 fn local_size(reference: &str) -> u64 {
     let out = std::process::Command::new("docker")
@@ -95,7 +27,7 @@ fn without_a_registry_each_host_gets_only_the_layers_it_lacks_and_rolls_back_to_
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let name = "t-noreg";
-    let app = layered_app(&tb, name, &hosts, 4901);
+    let app = layered_app(&tb, name, &hosts, 4901, 2);
 
     // First deploy: every layer to every host.
     let first = deploy_json(&app, "1.0.0");

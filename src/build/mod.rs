@@ -40,8 +40,13 @@ pub struct Image {
     pub release: String,
     /// The registry's manifest digest; empty when nothing was pushed.
     pub digest: String,
-    /// The image ID (`sha256:...`, its configuration's digest): what every engine calls it.
+    /// The image ID (`sha256:...`) in the local engine: its configuration's digest on an engine
+    /// with its own store, its manifest's on one with containerd's store. Without a registry it
+    /// names the release's image in the history, whatever each host calls it.
     pub id: String,
+    /// The digest of its configuration, when known: what engines of both stores agree on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
     /// Its layers' uncompressed digests, base first.
     #[serde(skip)]
     pub diff_ids: Vec<String>,
@@ -91,6 +96,7 @@ impl Image {
             release: release.version.to_string(),
             digest: String::new(),
             id: facts.id,
+            config: facts.config,
             diff_ids: facts.diff_ids,
             size: facts.size,
             layers_pushed: 0,
@@ -321,6 +327,7 @@ pub async fn find_built(config: &Config, options: &Options) -> Result<Image, Err
         release: release.version.to_string(),
         digest,
         id: String::new(),
+        config: None,
         diff_ids: Vec::new(),
         size: 0,
         layers_pushed: 0,
@@ -342,6 +349,7 @@ pub async fn local_image(id: &str, release: &str) -> Result<Option<Image>, Error
         release: release.to_owned(),
         digest: String::new(),
         id: facts.id,
+        config: facts.config,
         diff_ids: facts.diff_ids,
         size: facts.size,
         layers_pushed: 0,
@@ -486,6 +494,7 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         release: release.version.to_string(),
         digest: pushed.digest,
         id: facts.id,
+        config: facts.config,
         diff_ids: facts.diff_ids,
         size: facts.size,
         layers_pushed: pushed.layers_pushed,

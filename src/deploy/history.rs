@@ -126,6 +126,7 @@ mod tests {
             time,
             release: release.into(),
             image: "i".into(),
+            runs: None,
             colour: Colour::Blue,
             user: "u".into(),
             machine: "m".into(),

@@ -434,18 +434,29 @@ fn none_to_roll_back_to(
 
 /// Image references to keep on a host after `target` went live: `retain` releases counting
 /// `target` (the newest of the host's history before it fill the rest), the release users got
-/// before it (the warm colour, the first rollback target) and the live colour's own.
-pub fn retained_images(config: &Config, state: &HostState, target: &ReleaseRef) -> Vec<String> {
-    let mut keep: Vec<String> = vec![target.image.clone()];
-    keep.extend(
+/// before it (the warm colour, the first rollback target) and the live colour's own. Each by
+/// the release's image and by what this host runs it by (`runs`, for the target), which an
+/// engine with containerd's store names otherwise.
+pub fn retained_images(
+    config: &Config,
+    state: &HostState,
+    target: &ReleaseRef,
+    runs: &str,
+) -> Vec<String> {
+    let mut releases: Vec<ReleaseRef> = vec![target.clone()];
+    releases.extend(
         went_live(state)
             .into_iter()
             .filter(|r| r.release != target.release)
-            .take(config.deploy.retain.saturating_sub(1))
-            .map(|r| r.image),
+            .take(config.deploy.retain.saturating_sub(1)),
     );
-    keep.extend(state.live_release().map(|r| r.image.clone()));
-    keep.extend(state.primary_release().map(|r| r.image.clone()));
+    releases.extend(state.live_release().cloned());
+    releases.extend(state.primary_release().cloned());
+    let mut keep: Vec<String> = vec![runs.to_owned()];
+    for r in &releases {
+        keep.push(state.image_here(r));
+        keep.push(r.image.clone());
+    }
     // Images pulled from a registry by digest are `repo@digest` in `docker image ls
     // --digests`; images sent over SSH are named by their ID, as they are kept.
     let mut refs: Vec<String> = keep
@@ -505,6 +516,7 @@ mod tests {
     fn colour(release: Option<&str>, unit: &str, port: u16) -> ColourState {
         ColourState {
             release: release.map(rel),
+            runs: None,
             unit: unit.into(),
             port: release.map(|_| port),
             health_path: Some("/health".into()),
@@ -541,6 +553,7 @@ mod tests {
             time,
             release: release.into(),
             image: rel(release).image,
+            runs: None,
             colour: Colour::Blue,
             user: "u".into(),
             machine: "m".into(),
@@ -1184,7 +1197,7 @@ mod tests {
                 .map(|i| entry(i, &i.to_string(), Outcome::Deployed))
                 .collect(),
         );
-        let keep = retained_images(&config(), &s, &rel("8"));
+        let keep = retained_images(&config(), &s, &rel("8"), &rel("8").image);
         assert_eq!(
             keep,
             [
@@ -1195,6 +1208,28 @@ mod tests {
                 "r/a@sha256:8"
             ]
         );
+        // Sent over SSH to an engine with containerd's store: each release also by the ID the
+        // host runs it by, as its history and its colours recorded it.
+        let mut s = s;
+        for e in &mut s.history {
+            e.image = format!("sha256:c{}", e.release);
+            e.runs = Some(format!("sha256:m{}", e.release));
+        }
+        for c in [&mut s.blue, &mut s.green] {
+            let r = c.release.as_mut().unwrap();
+            r.image = format!("sha256:c{}", r.release);
+            c.runs = Some(format!("sha256:m{}", r.release));
+        }
+        let target = ReleaseRef {
+            release: "8".into(),
+            image: "sha256:c8".into(),
+        };
+        let keep = retained_images(&config(), &s, &target, "sha256:m8");
+        let mut want: Vec<String> = (4..=8)
+            .flat_map(|i| [format!("sha256:c{i}"), format!("sha256:m{i}")])
+            .collect();
+        want.sort();
+        assert_eq!(keep, want);
         assert_eq!(
             by_digest("reg.test:5000/x/app:1.0.0_ab@sha256:12").as_deref(),
             Some("reg.test:5000/x/app@sha256:12")

@@ -52,7 +52,7 @@ pub(super) struct Run<'a> {
     pub skip_backup: bool,
     /// The backup this deploy took (its file), or why none was: for the history.
     pub backup_note: Mutex<Option<String>>,
-    /// What each host got of it.
+    /// What each host got of it, and what each calls it.
     pub sent: Mutex<Vec<crate::transfer::Sent>>,
     /// Empty at the start.
     pub done: Mutex<Done>,
@@ -113,6 +113,18 @@ impl<'a> Run<'a> {
             .into_iter()
             .filter(|w| w.step.action != Action::AlreadyLive)
             .collect()
+    }
+
+    /// The image reference `w`'s host runs the target by: what its engine called it when the
+    /// image was sent (or found there), else what the host recorded for the release, else the
+    /// release's image (pulled from the registry by that reference).
+    fn image_on(&self, w: &Work<'a>) -> String {
+        let host = w.host.spec.to_string();
+        self.sent
+            .lock()
+            .ok()
+            .and_then(|sent| sent.iter().find(|s| s.host == host).map(|s| s.id.clone()))
+            .unwrap_or_else(|| w.state.image_here(&self.plan.target))
     }
 
     fn mark(&self, f: impl FnOnce(&mut Done)) {
@@ -240,11 +252,12 @@ impl<'a> Run<'a> {
         if let Some(command) = &self.config.deploy.release_command {
             let w = self.work_on(&self.config.deploy.release_host)?;
             let env = env::app_env(self.config, self.secrets, &self.plan.target, w.step.to)?;
+            let image = self.image_on(&w);
             let oneoff = crate::oneoff::Oneoff {
                 config: self.config,
                 role: "release",
                 name: crate::oneoff::name(self.config, "release"),
-                image: &self.plan.target.image,
+                image: &image,
                 command,
                 env: crate::oneoff::EnvFrom::Stdin,
                 extra: Vec::new(),
@@ -255,7 +268,7 @@ impl<'a> Run<'a> {
             let cmd = scripts::Oneoff {
                 label: "release command",
                 name: &oneoff.name,
-                pull: Some(&self.plan.target.image),
+                pull: Some(&image),
                 docker: &docker,
                 env: Some(&env),
             }
@@ -272,7 +285,8 @@ impl<'a> Run<'a> {
         let w = self.work_on(&backup.host)?;
         let env = env::app_env(self.config, self.secrets, &self.plan.target, w.step.to)?;
         let dir = self.config.site().backups_dir();
-        let image = backup.image.as_deref().unwrap_or(&self.plan.target.image);
+        let here = self.image_on(&w);
+        let image = backup.image.as_deref().unwrap_or(&here);
         let oneoff = crate::oneoff::Oneoff {
             config: self.config,
             role: "backup",
@@ -625,12 +639,13 @@ impl<'a> Run<'a> {
         let site = self.config.site();
         let colour = w.step.to;
         let target = &self.plan.target;
+        let image = self.image_on(w);
         let span = info_span!("prepare", host = %w.host.spec, colour = %colour);
         async {
             let env = env::app_env(self.config, self.secrets, target, colour)?;
             let cmd = scripts::Prepare {
                 label: format!("start {} on {colour}", target.release),
-                image: &target.image,
+                image: &image,
                 unit: &site.unit(colour),
                 unit_env_file: &site.unit_env(colour),
                 app_env_file: &site.app_env(colour),
@@ -640,6 +655,7 @@ impl<'a> Run<'a> {
                 legacy_unit: &site.legacy().unit(colour),
                 unit_env_lines: state::unit_env(
                     target,
+                    &image,
                     w.step.port,
                     colour,
                     &self.config.health.path,
@@ -690,7 +706,7 @@ impl<'a> Run<'a> {
         .await
         {
             Ok(took) => match self.owner(w).await {
-                Ok(owner) if owner.serves(&self.plan.target.image, w.step.port) => {
+                Ok(owner) if owner.serves(&self.image_on(w), w.step.port) => {
                     info!(host = %w.host.spec, colour = %colour, elapsed_ms = took.as_millis() as u64, "healthy");
                     return Ok(tunnel);
                 }
@@ -904,7 +920,7 @@ impl<'a> Run<'a> {
                 for (w, owner) in owners {
                     let owner = owner
                         .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))?;
-                    if !owner.serves(&self.plan.target.image, w.step.port) {
+                    if !owner.serves(&self.image_on(&w), w.step.port) {
                         return Err(verify_failed(
                             &w.host.spec.to_string(),
                             format!(
@@ -1174,6 +1190,7 @@ impl<'a> Run<'a> {
                 time: 0,
                 release: target.release.clone(),
                 image: target.image.clone(),
+                runs: Some(self.image_on(&w)).filter(|i| *i != target.image),
                 colour: w.step.to,
                 user: me.user.clone(),
                 machine: me.machine.clone(),
@@ -1213,7 +1230,12 @@ impl<'a> Run<'a> {
 
     async fn prune(&self, all: &[Work<'a>]) {
         let results = each_bounded(all.to_vec(), self.fleet.max_parallel, |w| {
-            let keep = super::plan::retained_images(self.config, w.state, &self.plan.target);
+            let keep = super::plan::retained_images(
+                self.config,
+                w.state,
+                &self.plan.target,
+                &self.image_on(&w),
+            );
             async move {
                 let cmd = scripts::Prune {
                     repository: &self.config.image,

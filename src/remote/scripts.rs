@@ -895,24 +895,31 @@ impl PartsStatus<'_> {
     }
 }
 
+/// The functions naming a host's images, shared by two scripts.
+const IMAGE_FN: &str = include_str!("scripts/image_fn.sh");
+
 /// What a host's engine holds, for sending it an image over SSH.
 pub struct HostImages;
 
 impl HostImages {
     pub fn command(&self) -> RemoteCommand {
-        RemoteCommand::new("read the engine's images", script!("host_images.sh"))
+        static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let script =
+            SCRIPT.get_or_init(|| format!("{}{}", body(IMAGE_FN), script!("host_images.sh")));
+        RemoteCommand::new("read the engine's images", script.as_str())
     }
 }
 
-/// Load an image from stdin and check the engine holds it by its ID.
-pub struct LoadImage<'a> {
-    /// `sha256:...`
-    pub id: &'a str,
-}
+/// Load an image from stdin and say what the engine then holds under the name it loaded
+/// (`crate::transfer` checks it against the build).
+pub struct LoadImage;
 
-impl LoadImage<'_> {
+impl LoadImage {
     pub fn command(&self) -> RemoteCommand {
-        RemoteCommand::new("load the image", script!("load_image.sh")).arg(self.id)
+        static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let script =
+            SCRIPT.get_or_init(|| format!("{}{}", body(IMAGE_FN), script!("load_image.sh")));
+        RemoteCommand::new("load the image", script.as_str())
     }
 }
 
@@ -1228,7 +1235,7 @@ mod tests {
                 timers: &["web_production_job_cleanup.timer".into()],
             }
             .command(),
-            LoadImage { id: "sha256:11" }.command(),
+            LoadImage.command(),
             SudoProbe.command(),
             Doctor {
                 registry: "registry.example.com",

@@ -45,6 +45,8 @@ pub struct Archive {
     layers: Vec<usize>,
     /// Why it cannot be split, when it cannot.
     pub unsplittable: Option<String>,
+    /// The digest of the image's configuration, as the archive names it.
+    pub config: Option<String>,
     trailer: Member,
 }
 
@@ -59,7 +61,19 @@ fn spool_error(what: &str, e: impl std::fmt::Display) -> Error {
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ManifestEntry {
+    #[serde(default)]
+    config: String,
     layers: Vec<String>,
+}
+
+/// The digest of the configuration a `manifest.json` entry names: `<hex>.json` in the layout of
+/// an engine with its own store, `blobs/sha256/<hex>` in the OCI layout of a containerd store.
+fn config_digest(path: &str) -> Option<String> {
+    let hex = path
+        .strip_suffix(".json")
+        .or_else(|| path.strip_prefix("blobs/sha256/"))?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
 impl Archive {
@@ -84,7 +98,12 @@ impl Archive {
 
     /// Index the saved `tar` in `dir` (which the archive then owns).
     fn open(dir: tempfile::TempDir, tar: PathBuf, layer_count: usize) -> Result<Archive, Error> {
-        let (entries, layers, unsplittable) = index(&tar, layer_count)?;
+        let Indexed {
+            entries,
+            layers,
+            unsplittable,
+            config,
+        } = index(&tar, layer_count)?;
         let trailer = dir.path().join("trailer.gz");
         let bytes = write_member(&trailer, &[0u8; 1024], &mut std::io::empty(), 0)?;
         Ok(Archive {
@@ -93,6 +112,7 @@ impl Archive {
             entries,
             layers,
             unsplittable,
+            config,
             trailer: Member {
                 path: trailer,
                 bytes,
@@ -196,7 +216,12 @@ fn write_member(path: &Path, header: &[u8], data: &mut impl Read, size: u64) -> 
     file.metadata().map(|m| m.len()).map_err(write_error)
 }
 
-type Indexed = (Vec<Entry>, Vec<usize>, Option<String>);
+struct Indexed {
+    entries: Vec<Entry>,
+    layers: Vec<usize>,
+    unsplittable: Option<String>,
+    config: Option<String>,
+}
 
 /// Read the spooled tar's entries (headers only: data is skipped) and map each layer position
 /// to its entry through `manifest.json`.
@@ -239,11 +264,16 @@ fn index(tar_path: &Path, layer_count: usize) -> Result<Indexed, Error> {
             member: OnceCell::new(),
         });
     }
-    let layers = match manifest
+    let list = manifest
         .as_deref()
-        .map(serde_json::from_slice::<Vec<ManifestEntry>>)
-    {
-        Some(Ok(list)) if list.len() == 1 && list[0].layers.len() == layer_count => list[0]
+        .and_then(|m| serde_json::from_slice::<Vec<ManifestEntry>>(m).ok())
+        .unwrap_or_default();
+    let config = match list.as_slice() {
+        [one] => config_digest(&one.config),
+        _ => None,
+    };
+    let layers = match list.as_slice() {
+        [one] if one.layers.len() == layer_count => one
             .layers
             .iter()
             .map(|l| entries.iter().position(|e| e.path == *l))
@@ -260,9 +290,19 @@ fn index(tar_path: &Path, layer_count: usize) -> Result<Indexed, Error> {
         }
     };
     if unsplittable.is_some() {
-        return Ok((entries, Vec::new(), unsplittable));
+        return Ok(Indexed {
+            entries,
+            layers: Vec::new(),
+            unsplittable,
+            config,
+        });
     }
-    Ok((entries, layers, None))
+    Ok(Indexed {
+        entries,
+        layers,
+        unsplittable: None,
+        config,
+    })
 }
 
 #[cfg(test)]
@@ -282,13 +322,17 @@ mod tests {
         };
         add("aaa/layer.tar", &vec![1u8; 3000]);
         add("bbb/layer.tar", &vec![2u8; 700]);
-        add("cfg.json", b"{}");
+        add(&format!("{}.json", "c".repeat(64)), b"{}");
         if long_name {
             add(&format!("{}.json", "x".repeat(120)), b"{}");
         }
         add(
             "manifest.json",
-            br#"[{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["aaa/layer.tar","bbb/layer.tar"]}]"#,
+            format!(
+                r#"[{{"Config":"{}.json","RepoTags":["app:1"],"Layers":["aaa/layer.tar","bbb/layer.tar"]}}]"#,
+                "c".repeat(64)
+            )
+            .as_bytes(),
         );
         b.finish().unwrap();
         path
@@ -321,7 +365,9 @@ mod tests {
         // A host with the first layer: the second layer, the config and the manifest.
         let needed = a.needed(1);
         let names: Vec<&str> = needed.iter().map(|i| a.entry_path(*i)).collect();
-        assert_eq!(names, ["bbb/layer.tar", "cfg.json", "manifest.json"]);
+        let config = format!("{}.json", "c".repeat(64));
+        assert_eq!(names, ["bbb/layer.tar", config.as_str(), "manifest.json"]);
+        assert_eq!(a.config, Some(format!("sha256:{}", "c".repeat(64))));
         let mut parts = Vec::new();
         for i in &needed {
             parts.push(a.member(*i).await.unwrap().path);
@@ -356,8 +402,22 @@ mod tests {
         assert_eq!(a.needed(2).len(), a.entries.len());
         let dir = tempfile::tempdir().unwrap();
         let tar = saved(dir.path(), false);
-        let (_, layers, why) = index(&tar, 3).unwrap();
+        let Indexed {
+            layers,
+            unsplittable,
+            ..
+        } = index(&tar, 3).unwrap();
         assert!(layers.is_empty());
-        assert!(why.unwrap().contains("manifest.json"));
+        assert!(unsplittable.unwrap().contains("manifest.json"));
+    }
+
+    #[test]
+    fn the_configuration_is_named_in_either_layout() {
+        let hex = "ab".repeat(32);
+        let want = Some(format!("sha256:{hex}"));
+        assert_eq!(config_digest(&format!("{hex}.json")), want);
+        assert_eq!(config_digest(&format!("blobs/sha256/{hex}")), want);
+        assert_eq!(config_digest("cfg.json"), None);
+        assert_eq!(config_digest(&format!("blobs/sha512/{hex}")), None);
     }
 }

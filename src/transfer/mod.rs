@@ -6,7 +6,10 @@
 //! 2. the image is saved once from the local engine into a spool directory
 //!    ([`archive::Archive`]); each entry is compressed once, when a host first needs it;
 //! 3. each host (at most `ssh.max_parallel` at once) is fed its members on the stdin of
-//!    `docker load`, and then must hold the image by its ID.
+//!    `docker load`, and then must hold the image: the same layers, and the same configuration
+//!    where its engine can tell. The ID that host gives it is the one it runs, checks and
+//!    prunes it by ([`Sent::id`]): an engine with containerd's image store names an image by
+//!    its manifest, which its load makes anew, not by its configuration.
 //!
 //! Nothing here changes what any host serves: a failure leaves every host as it was, plus
 //! possibly the image's layers on some.
@@ -28,7 +31,7 @@ use crate::remote::scripts;
 use crate::ssh::Host;
 use crate::ui::{self, plural};
 use archive::Archive;
-use plan::{HostImages, Send};
+use plan::{HostImage, HostImages, Send, Wanted};
 
 /// What one host got.
 #[derive(Clone, Debug, Serialize)]
@@ -42,43 +45,50 @@ pub struct Sent {
     /// Why every layer went, when they all did although the host had some.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub everything_because: Option<String>,
+    /// What this host's engine calls the image (`sha256:...`): what it runs.
+    pub id: String,
 }
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
-/// Put `image` on every host of `fleet` that lacks it. Hosts that have it get nothing.
+/// Put `image` on every host of `fleet` that lacks it. Hosts that have it get nothing. Each
+/// host's [`Sent::id`] says what it calls the image.
 pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
     let started = Instant::now();
     let held = read_hosts(fleet).await?;
     let layers = image.diff_ids.len();
-    let mut decisions: Vec<Send> = held
-        .iter()
-        .map(|h| plan::what_to_send(&image.id, &image.diff_ids, h))
-        .collect();
-    if decisions.iter().all(|d| *d == Send::Nothing) {
-        ui::status(
-            "Present",
-            &format!(
-                "{} ({}) on every host already: nothing to send",
-                image.reference, image.id
-            ),
-        );
-        return Ok(fleet
-            .hosts
-            .iter()
-            .map(|h| Sent {
-                host: h.spec.to_string(),
-                layers_sent: 0,
-                layers_had: layers,
-                bytes: 0,
-                everything_because: None,
-            })
-            .collect());
+    let decide = |config: Option<&str>| -> Vec<Send> {
+        let wanted = Wanted {
+            id: &image.id,
+            config,
+            diff_ids: &image.diff_ids,
+        };
+        held.iter()
+            .map(|h| plan::what_to_send(&wanted, h))
+            .collect()
+    };
+    let mut decisions = decide(image.config.as_deref());
+    if let Some(sent) = present(fleet, image, &decisions) {
+        return Ok(sent);
     }
     let engine = crate::docker::Engine::connect().await?;
     let archive = Archive::save(&engine, &image.reference, layers).await?;
+    // An engine with containerd's store does not say an image's configuration: its archive
+    // does, and hosts of the other store know the image by it.
+    let config = image.config.clone().or_else(|| archive.config.clone());
+    if image.config.is_none() && config.is_some() {
+        decisions = decide(config.as_deref());
+        if let Some(sent) = present(fleet, image, &decisions) {
+            return Ok(sent);
+        }
+    }
+    let wanted = Wanted {
+        id: &image.id,
+        config: config.as_deref(),
+        diff_ids: &image.diff_ids,
+    };
     if let Some(why) = &archive.unsplittable {
         for d in &mut decisions {
             if matches!(d, Send::From { .. }) {
@@ -90,7 +100,7 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
     // to any host (and long before any switch).
     for ((host, h), d) in fleet.hosts.iter().zip(&held).zip(&decisions) {
         let needed = archive.layer_bytes_from(d.first(layers));
-        if *d != Send::Nothing && h.free_kib.saturating_mul(1024) < needed {
+        if !d.is_nothing() && h.free_kib.saturating_mul(1024) < needed {
             return Err(Error::ImageNoSpace {
                 host: host.spec.to_string(),
                 needed_mib: needed.div_ceil(1 << 20),
@@ -111,7 +121,7 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
         .hosts
         .iter()
         .zip(&decisions)
-        .filter(|(_, d)| **d != Send::Nothing)
+        .filter(|(_, d)| !d.is_nothing())
         .map(|(h, d)| {
             let first = d.first(layers);
             format!(
@@ -131,13 +141,13 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
             plan_text.join(", ")
         ),
     );
-    let sending: Vec<(Arc<Host>, Send)> = fleet
+    type ToHost = (Arc<Host>, Send);
+    let (sending, had): (Vec<ToHost>, Vec<ToHost>) = fleet
         .hosts
         .iter()
         .cloned()
         .zip(decisions)
-        .filter(|(_, d)| *d != Send::Nothing)
-        .collect();
+        .partition(|(_, d)| !d.is_nothing());
     let progress = ui::Step::new(
         "Sending",
         sending.iter().map(|(h, _)| &h.spec),
@@ -147,7 +157,7 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
         let line = progress.line(&host.spec);
         let archive = Arc::clone(&archive);
         async move {
-            let result = send_host(&host, &archive, image, &decision, &line).await;
+            let result = send_host(&host, &archive, image, &wanted, &decision, &line).await;
             match &result {
                 Ok(sent) => line.finish(
                     true,
@@ -181,19 +191,51 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
             mib(image.size),
         ),
     );
-    for h in &fleet.hosts {
-        let name = h.spec.to_string();
-        if !sent.iter().any(|s| s.host == name) {
+    for (h, d) in had {
+        if let Send::Nothing { id } = d {
             sent.push(Sent {
-                host: name,
+                host: h.spec.to_string(),
                 layers_sent: 0,
                 layers_had: layers,
                 bytes: 0,
                 everything_because: None,
+                id,
             });
         }
     }
     Ok(sent)
+}
+
+/// When every host has the image already: what each calls it, and it is said.
+fn present(fleet: &Fleet, image: &Image, decisions: &[Send]) -> Option<Vec<Sent>> {
+    if !decisions.iter().all(Send::is_nothing) {
+        return None;
+    }
+    ui::status(
+        "Present",
+        &format!(
+            "{} ({}) on every host already: nothing to send",
+            image.reference, image.id
+        ),
+    );
+    Some(
+        fleet
+            .hosts
+            .iter()
+            .zip(decisions)
+            .map(|(h, d)| Sent {
+                host: h.spec.to_string(),
+                layers_sent: 0,
+                layers_had: image.diff_ids.len(),
+                bytes: 0,
+                everything_because: None,
+                id: match d {
+                    Send::Nothing { id } => id.clone(),
+                    _ => image.id.clone(),
+                },
+            })
+            .collect(),
+    )
 }
 
 /// What every host's engine holds, in host order.
@@ -223,13 +265,14 @@ async fn send_host(
     host: &Host,
     archive: &Arc<Archive>,
     image: &Image,
+    wanted: &Wanted<'_>,
     decision: &Send,
     line: &ui::HostLine,
 ) -> Result<Sent, Error> {
     let layers = image.diff_ids.len();
     let first = decision.first(layers);
-    match load(host, archive, image, first, line).await {
-        Ok(bytes) => Ok(Sent {
+    match load(host, archive, image, wanted, first, line).await {
+        Ok((bytes, id)) => Ok(Sent {
             host: host.spec.to_string(),
             layers_sent: layers - first,
             layers_had: first,
@@ -238,6 +281,7 @@ async fn send_host(
                 Send::Everything { why } => Some(why.clone()),
                 _ => None,
             },
+            id,
         }),
         Err(e) if first > 0 && is_missing_layer(&e) => {
             let why = format!(
@@ -245,38 +289,44 @@ async fn send_host(
                 crate::fleet::first_line(&e)
             );
             ui::warn(&format!("`{}`: {why}; sending the whole image", host.spec));
-            let bytes = load(host, archive, image, 0, line).await?;
+            let (bytes, id) = load(host, archive, image, wanted, 0, line).await?;
             Ok(Sent {
                 host: host.spec.to_string(),
                 layers_sent: layers,
                 layers_had: 0,
                 bytes,
                 everything_because: Some(why),
+                id,
             })
         }
         Err(e) => Err(e),
     }
 }
 
-/// Whether a failed load says a layer's file was missing from the stream.
+/// Whether a failed load says a layer's file was missing from the stream (an engine with its
+/// own store, or one with containerd's: `layer "..." not found`).
 fn is_missing_layer(e: &Error) -> bool {
     let text = e.to_string().to_lowercase();
-    text.contains("no such file") || text.contains("layer does not exist")
+    text.contains("no such file")
+        || text.contains("layer does not exist")
+        || (text.contains("layer") && text.contains("not found"))
 }
 
 /// One `docker load` on `host` of the entries a host with the layers before `first` needs.
-/// The compressed bytes sent.
+/// The compressed bytes sent, and what the host's engine calls the image it loaded, once it
+/// is checked to be the one built.
 async fn load(
     host: &Host,
     archive: &Arc<Archive>,
     image: &Image,
+    wanted: &Wanted<'_>,
     first: usize,
     line: &ui::HostLine,
-) -> Result<u64, Error> {
+) -> Result<(u64, String), Error> {
     let needed = archive.needed(first);
     let layers_total = image.diff_ids.len() - first;
     let sent = AtomicU64::new(0);
-    let cmd = scripts::LoadImage { id: &image.id }.command();
+    let cmd = scripts::LoadImage.command();
     let feed = |mut stdin: openssh::ChildStdin| {
         let (needed, sent) = (&needed, &sent);
         async move {
@@ -312,5 +362,24 @@ async fn load(
     if out.code != Some(0) {
         return Err(host.failed(&cmd, &out));
     }
-    Ok(sent.load(Ordering::Relaxed))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let loaded = text
+        .lines()
+        .find_map(|l| l.strip_prefix("loaded "))
+        .ok_or_else(|| "no `loaded` line".to_owned())
+        .and_then(HostImage::parse)
+        .map_err(|message| Error::Protocol {
+            host: host.spec.to_string(),
+            command: cmd.to_string(),
+            message,
+        })?;
+    if let Some(why) = wanted.mismatch(&loaded) {
+        return Err(Error::ImageMismatch {
+            host: host.spec.to_string(),
+            id: loaded.id,
+            built: image.id.clone(),
+            why,
+        });
+    }
+    Ok((sent.load(Ordering::Relaxed), loaded.id))
 }

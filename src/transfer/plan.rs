@@ -10,6 +10,13 @@
 //! Where that cannot be trusted (an engine using containerd's image store, which imports
 //! content blobs and wants them all; another engine behind a `docker` command; an engine older
 //! than 17.06), everything is sent, and the reason said.
+//!
+//! Which image is which, across engines: an engine with its own image store calls an image by
+//! its configuration's digest; one with containerd's store calls it by its manifest's digest,
+//! which a load from another store makes anew. So a host has the image when it holds one by the
+//! same ID, or one whose configuration has the same digest and the same layers (on a containerd
+//! store the host reads the configuration's digest from containerd, where it can): then the ID
+//! that host has is the one it runs, checks and prunes.
 
 use std::fmt;
 
@@ -23,8 +30,75 @@ pub struct HostImages {
     pub containerd_store: bool,
     /// KiB free in the engine's data root.
     pub free_kib: u64,
-    /// `(image ID, its diff IDs)` for every image, intermediate ones included.
-    pub images: Vec<(String, Vec<String>)>,
+    /// Every image, intermediate ones included.
+    pub images: Vec<HostImage>,
+}
+
+/// One image a host's engine holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostImage {
+    /// What the engine calls it (`sha256:...`).
+    pub id: String,
+    /// The digest of its configuration, when the host could tell (on an engine with its own
+    /// store it is the ID).
+    pub config: Option<String>,
+    /// Its layers' uncompressed digests, base first.
+    pub diff_ids: Vec<String>,
+}
+
+impl HostImage {
+    /// Parse `ID CONFIG DIFF-ID...` (`CONFIG` is `-` when unknown), the words after `image `
+    /// in [`HostImages`] and after `loaded ` in the answer of `crate::remote::scripts::LoadImage`.
+    pub fn parse(words: &str) -> Result<HostImage, String> {
+        let mut words = words.split_whitespace();
+        let id = words.next().ok_or("an image line without an ID")?;
+        let config = words
+            .next()
+            .ok_or("an image line without a configuration")?;
+        Ok(HostImage {
+            id: id.to_owned(),
+            config: (config != "-").then(|| config.to_owned()),
+            diff_ids: words.map(str::to_owned).collect(),
+        })
+    }
+}
+
+/// The image to put on hosts, as the deploying machine knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Wanted<'a> {
+    /// The local engine's ID for it.
+    pub id: &'a str,
+    /// Its configuration's digest, when known.
+    pub config: Option<&'a str>,
+    pub diff_ids: &'a [String],
+}
+
+impl Wanted<'_> {
+    /// Whether `have` is this image: the same ID, or the same configuration (where both sides
+    /// know it) with the same layers.
+    pub fn is(&self, have: &HostImage) -> bool {
+        have.id == self.id
+            || (have.config.is_some()
+                && have.config.as_deref() == self.config
+                && have.diff_ids == self.diff_ids)
+    }
+
+    /// Why `loaded` (what a host says it loaded) is not this image, if it is not.
+    pub fn mismatch(&self, loaded: &HostImage) -> Option<String> {
+        if loaded.diff_ids != self.diff_ids {
+            return Some(format!(
+                "its layers differ ({} on the host, {} built)",
+                loaded.diff_ids.len(),
+                self.diff_ids.len()
+            ));
+        }
+        match (loaded.config.as_deref(), self.config) {
+            (Some(have), Some(want)) if have != want => Some(format!(
+                "its configuration is `{have}`, the build's is `{want}`"
+            )),
+            _ => None,
+        }
+    }
 }
 
 impl HostImages {
@@ -42,12 +116,7 @@ impl HostImages {
                         .parse()
                         .map_err(|_| format!("bad free space `{rest}`"))?;
                 }
-                "image" => {
-                    let mut words = rest.split_whitespace();
-                    let id = words.next().ok_or("an image line without an ID")?;
-                    h.images
-                        .push((id.to_owned(), words.map(str::to_owned).collect()));
-                }
+                "image" => h.images.push(HostImage::parse(rest)?),
                 "" => {}
                 other => return Err(format!("unexpected line `{other} ...`")),
             }
@@ -82,8 +151,8 @@ impl HostImages {
 /// What one host gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Send {
-    /// It has the image already.
-    Nothing,
+    /// It has the image already, by this ID.
+    Nothing { id: String },
     /// The layers from position `from` on (it has the ones before).
     From { from: usize },
     /// Every layer, and why.
@@ -93,7 +162,7 @@ pub enum Send {
 impl fmt::Display for Send {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Send::Nothing => f.write_str("has the image already"),
+            Send::Nothing { id } => write!(f, "has the image already (`{id}`)"),
             Send::From { from } => write!(f, "has the first {from} layers"),
             Send::Everything { why } => write!(f, "gets every layer: {why}"),
         }
@@ -101,20 +170,33 @@ impl fmt::Display for Send {
 }
 
 impl Send {
+    /// Whether the host has the image already.
+    pub fn is_nothing(&self) -> bool {
+        matches!(self, Send::Nothing { .. })
+    }
+
     /// The first layer position sent (`layers` when none is).
     pub fn first(&self, layers: usize) -> usize {
         match self {
-            Send::Nothing => layers,
+            Send::Nothing { .. } => layers,
             Send::From { from } => *from,
             Send::Everything { .. } => 0,
         }
     }
 }
 
-/// Decide for one host: the image `id` with layers `diff_ids`.
-pub fn what_to_send(id: &str, diff_ids: &[String], host: &HostImages) -> Send {
-    if host.images.iter().any(|(have, _)| have == id) {
-        return Send::Nothing;
+/// Decide for one host.
+pub fn what_to_send(image: &Wanted<'_>, host: &HostImages) -> Send {
+    // Its own ID first: a host may hold the same image under both names.
+    if let Some(have) = host
+        .images
+        .iter()
+        .find(|h| h.id == image.id)
+        .or_else(|| host.images.iter().find(|h| image.is(h)))
+    {
+        return Send::Nothing {
+            id: have.id.clone(),
+        };
     }
     if let Some(why) = host.untrusted() {
         return Send::Everything { why };
@@ -122,10 +204,10 @@ pub fn what_to_send(id: &str, diff_ids: &[String], host: &HostImages) -> Send {
     let from = host
         .images
         .iter()
-        .map(|(_, layers)| {
-            layers
+        .map(|have| {
+            have.diff_ids
                 .iter()
-                .zip(diff_ids)
+                .zip(image.diff_ids)
                 .take_while(|(a, b)| a == b)
                 .count()
         })
@@ -150,33 +232,102 @@ mod tests {
             free_kib: 1 << 20,
             images: images
                 .iter()
-                .map(|(i, l)| ((*i).to_owned(), ids(l)))
+                .map(|(i, l)| HostImage {
+                    id: (*i).to_owned(),
+                    config: Some((*i).to_owned()),
+                    diff_ids: ids(l),
+                })
                 .collect(),
+        }
+    }
+
+    fn wanted<'a>(id: &'a str, config: Option<&'a str>, diff_ids: &'a [String]) -> Wanted<'a> {
+        Wanted {
+            id,
+            config,
+            diff_ids,
         }
     }
 
     #[test]
     fn the_longest_shared_prefix_is_skipped() {
         let target = ids(&["a", "b", "c", "d"]);
+        let new = wanted("new", Some("new"), &target);
         let h = host(&[
             ("x", &["a", "b", "z"]),
             ("y", &["a"]),
             ("w", &["q", "b", "c"]),
         ]);
-        assert_eq!(what_to_send("new", &target, &h), Send::From { from: 2 });
+        assert_eq!(what_to_send(&new, &h), Send::From { from: 2 });
         // A layer with the same content at another position is not the same layer.
         let h = host(&[("w", &["q", "b", "c", "d"])]);
-        assert_eq!(what_to_send("new", &target, &h), Send::From { from: 0 });
-        assert_eq!(
-            what_to_send("new", &target, &host(&[])),
-            Send::From { from: 0 }
-        );
+        assert_eq!(what_to_send(&new, &h), Send::From { from: 0 });
+        assert_eq!(what_to_send(&new, &host(&[])), Send::From { from: 0 });
         // The image itself is there: nothing to send, whatever the engine.
         let mut h = host(&[("new", &["a", "b", "c", "d"])]);
         h.containerd_store = true;
-        assert_eq!(what_to_send("new", &target, &h), Send::Nothing);
-        assert_eq!(Send::Nothing.first(4), 4);
+        assert_eq!(what_to_send(&new, &h), Send::Nothing { id: "new".into() });
+        assert!(what_to_send(&new, &h).is_nothing());
+        assert_eq!(Send::Nothing { id: "x".into() }.first(4), 4);
         assert_eq!(Send::From { from: 2 }.first(4), 2);
+    }
+
+    #[test]
+    fn an_image_is_known_by_its_configuration_across_stores() {
+        let layers = ids(&["a", "b"]);
+        // A containerd store calls the image by its manifest (`m1`), its configuration is `c1`.
+        let mut h = host(&[]);
+        h.containerd_store = true;
+        h.images.push(HostImage {
+            id: "m1".into(),
+            config: Some("c1".into()),
+            diff_ids: layers.clone(),
+        });
+        // Built on an engine with its own store: its ID is its configuration's digest.
+        assert_eq!(
+            what_to_send(&wanted("c1", Some("c1"), &layers), &h),
+            Send::Nothing { id: "m1".into() }
+        );
+        // Built on a containerd store too (`m0`), configuration known from its archive.
+        assert_eq!(
+            what_to_send(&wanted("m0", Some("c1"), &layers), &h),
+            Send::Nothing { id: "m1".into() }
+        );
+        // Another configuration over the same layers (another release's labels) is another
+        // image; so is an unknown configuration.
+        assert!(!what_to_send(&wanted("c2", Some("c2"), &layers), &h).is_nothing());
+        assert!(!what_to_send(&wanted("m0", None, &layers), &h).is_nothing());
+        // Where the host cannot tell the configuration, only the same ID counts.
+        h.images[0].config = None;
+        assert!(!what_to_send(&wanted("c1", Some("c1"), &layers), &h).is_nothing());
+        // The same configuration over other layers is not the image.
+        h.images[0].config = Some("c1".into());
+        h.images[0].diff_ids.pop();
+        assert!(!what_to_send(&wanted("c1", Some("c1"), &layers), &h).is_nothing());
+    }
+
+    #[test]
+    fn what_a_host_loaded_is_checked_on_what_both_stores_agree_on() {
+        let layers = ids(&["a", "b"]);
+        let want = wanted("c1", Some("c1"), &layers);
+        let loaded = |config: Option<&str>, diff: &[&str]| HostImage {
+            id: "m1".into(),
+            config: config.map(str::to_owned),
+            diff_ids: ids(diff),
+        };
+        assert_eq!(want.mismatch(&loaded(Some("c1"), &["a", "b"])), None);
+        // The host cannot tell the configuration: its layers must be the build's.
+        assert_eq!(want.mismatch(&loaded(None, &["a", "b"])), None);
+        assert!(
+            want.mismatch(&loaded(Some("c9"), &["a", "b"]))
+                .unwrap()
+                .contains("`c9`")
+        );
+        assert!(
+            want.mismatch(&loaded(None, &["a"]))
+                .unwrap()
+                .contains("layers")
+        );
     }
 
     #[test]
@@ -185,7 +336,7 @@ mod tests {
         let mut h = host(&[("x", &["a"])]);
         h.containerd_store = true;
         assert!(matches!(
-            what_to_send("new", &target, &h),
+            what_to_send(&wanted("new", Some("new"), &target), &h),
             Send::Everything { why } if why.contains("containerd")
         ));
         for (engine, trusted) in [
@@ -206,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_hosts_answer_is_parsed() {
-        let text = "engine 20.10.24+dfsg1\ndriver vfs\nstore graphdriver\nfree 40960\nimage sha256:1 sha256:a sha256:b\nimage sha256:2\n";
+        let text = "engine 20.10.24+dfsg1\ndriver vfs\nstore graphdriver\nfree 40960\nimage sha256:1 sha256:1 sha256:a sha256:b\nimage sha256:2 -\n";
         let h = HostImages::parse(text).unwrap();
         assert_eq!(h.engine, "20.10.24+dfsg1");
         assert_eq!(h.driver, "vfs");
@@ -215,13 +366,22 @@ mod tests {
         assert_eq!(
             h.images,
             [
-                ("sha256:1".to_owned(), ids(&["sha256:a", "sha256:b"])),
-                ("sha256:2".to_owned(), vec![])
+                HostImage {
+                    id: "sha256:1".into(),
+                    config: Some("sha256:1".into()),
+                    diff_ids: ids(&["sha256:a", "sha256:b"])
+                },
+                HostImage {
+                    id: "sha256:2".into(),
+                    config: None,
+                    diff_ids: vec![]
+                }
             ]
         );
         assert!(HostImages::parse("store containerd\n").is_err());
         assert!(HostImages::parse("engine 1\nfree lots\n").is_err());
         assert!(HostImages::parse("engine 1\nsurprise\n").is_err());
+        assert!(HostImages::parse("engine 1\nimage sha256:1\n").is_err());
         assert!(
             HostImages::parse("engine 24.0.7\nstore containerd\nfree 1\n")
                 .unwrap()

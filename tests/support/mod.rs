@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 
 pub struct Testbed {
     pub hosts: Vec<TestHost>,
+    /// The current-engine hosts: Debian 13, Docker 26 keeping images in containerd's store
+    /// (`shipit-tx1..`); empty when the testbed was brought up without them.
+    pub trixie: Vec<TestHost>,
     pub key: PathBuf,
     pub known_hosts: PathBuf,
     pub registry: String,
@@ -95,33 +98,41 @@ impl Testbed {
                 panic!("testbed variable {k} is not set: run `bash testbed/testbed.sh up` first")
             })
         };
-        let ssh: Vec<String> = var("SHIPIT_TESTBED_HOSTS")
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        let http: Vec<u16> = var("SHIPIT_TESTBED_HTTP_PORTS")
-            .split_whitespace()
-            .map(|p| p.parse().unwrap())
-            .collect();
-        let containers: Vec<String> = var("SHIPIT_TESTBED_CONTAINERS")
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(ssh.len(), http.len());
-        assert_eq!(ssh.len(), containers.len());
-        let hosts = ssh
-            .into_iter()
-            .zip(http)
-            .zip(containers)
-            .map(|((dest, http_port), container)| TestHost {
-                ssh_port: dest.rsplit_once(':').unwrap().1.parse().unwrap(),
-                dest,
-                http_port,
-                container,
-            })
-            .collect();
+        let hosts_of = |ssh: &str, http: &str, containers: &str| -> Vec<TestHost> {
+            let ssh: Vec<String> = ssh.split_whitespace().map(str::to_owned).collect();
+            let http: Vec<u16> = http
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect();
+            let containers: Vec<String> =
+                containers.split_whitespace().map(str::to_owned).collect();
+            assert_eq!(ssh.len(), http.len());
+            assert_eq!(ssh.len(), containers.len());
+            ssh.into_iter()
+                .zip(http)
+                .zip(containers)
+                .map(|((dest, http_port), container)| TestHost {
+                    ssh_port: dest.rsplit_once(':').unwrap().1.parse().unwrap(),
+                    dest,
+                    http_port,
+                    container,
+                })
+                .collect()
+        };
+        let hosts = hosts_of(
+            &var("SHIPIT_TESTBED_HOSTS"),
+            &var("SHIPIT_TESTBED_HTTP_PORTS"),
+            &var("SHIPIT_TESTBED_CONTAINERS"),
+        );
+        let optional = |k: &str| vars.get(k).cloned().unwrap_or_default();
+        let trixie = hosts_of(
+            &optional("SHIPIT_TESTBED_TRIXIE_HOSTS"),
+            &optional("SHIPIT_TESTBED_TRIXIE_HTTP_PORTS"),
+            &optional("SHIPIT_TESTBED_TRIXIE_CONTAINERS"),
+        );
         Testbed {
             hosts,
+            trixie,
             key: var("SHIPIT_TESTBED_KEY").into(),
             known_hosts: var("SHIPIT_TESTBED_KNOWN_HOSTS").into(),
             registry: var("SHIPIT_REGISTRY"),
@@ -138,6 +149,17 @@ impl Testbed {
             self.hosts.len()
         );
         self.hosts[..n].to_vec()
+    }
+
+    /// The first `n` current-engine hosts (Docker 26, containerd's image store); fails when the
+    /// testbed has fewer.
+    pub fn trixie(&self, n: usize) -> Vec<TestHost> {
+        assert!(
+            self.trixie.len() >= n,
+            "this test needs {n} trixie testbed hosts (Docker 26, containerd image store), the testbed has {}: run `bash testbed/testbed.sh up` (without SHIPIT_TESTBED_TRIXIE=0)",
+            self.trixie.len()
+        );
+        self.trixie[..n].to_vec()
     }
 
     /// Run a shell command on a host with the system ssh client (independent of shipit).
@@ -1109,5 +1131,150 @@ impl Receiver {
 
     pub fn received(&self) -> Vec<(String, serde_json::Value)> {
         self.received.lock().unwrap().clone()
+    }
+}
+
+/// Deploys without a registry (`tests/noregistry.rs`, `tests/engines.rs`): an app whose image
+/// has a base layer (`assets`, `base_mib` MiB that do not compress), the
+/// hello binary, and a small layer that changes (`release.txt`): what a team's image with a
+/// distribution base under its app looks like to the transfer.
+pub fn layered_app(tb: &Testbed, name: &str, hosts: &[TestHost], port: u16, retain: usize) -> App {
+    let app = App::hello_unprovisioned(tb, name, hosts, port, "");
+    // No `[registry]`: images go over SSH.
+    let base = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    let start = base.find("[registry]").unwrap();
+    let end = start + base[start..].find("\n\n").unwrap() + 2;
+    // Few releases kept (`retain`): what pruning removes is seen without many deploys.
+    app.file(
+        "shipit.toml",
+        &format!(
+            "{}{}",
+            &base[..start],
+            base[end..].replace("[deploy]\n", &format!("[deploy]\nretain = {retain}\n"))
+        ),
+    );
+    assets(&app, 6, 1);
+    app.file("release.txt", "first\n");
+    app.file(".dockerignore", "*\n!app/hello\n!assets\n!release.txt\n");
+    app.file(
+        "Dockerfile.production",
+        "FROM scratch\nCOPY assets /assets\nCOPY app/hello /hello\nCOPY release.txt /release.txt\nEXPOSE 3000\nUSER 65534:65534\nENTRYPOINT [\"/hello\"]\n",
+    );
+    app.commit();
+    app.shipit(&["provision", "production"]).success();
+    app
+}
+
+/// `mib` MiB of bytes that do not compress, different for each `seed` and each run of the
+/// test (a host keeps the layers of earlier runs: this run's must be new to it).
+pub fn assets(app: &App, mib: usize, seed: u64) {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut state = (seed ^ run).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(mib << 20);
+    while bytes.len() < mib << 20 {
+        // xorshift64: cheap, and gzip finds nothing in it.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    std::fs::write(app.path().join("assets"), bytes).unwrap();
+}
+
+/// `deploy --json`: what each host got of the image.
+pub fn deploy_json(app: &App, version: &str) -> serde_json::Value {
+    let run = app
+        .shipit(&["deploy", "production", "--version", version, "--json"])
+        .success();
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+/// The image ID the live colour's container of `name` runs on a host (the colour nginx serves,
+/// as its upstream include records it).
+pub fn host_runs(tb: &Testbed, h: &TestHost, name: &str) -> String {
+    tb.sh_ok(
+        h,
+        &format!(
+            "c=$(sed -n 's/^# live: //p' /etc/shipit/{name}/production/upstream.conf) && docker inspect --format '{{{{.Image}}}}' {name}_production-$c"
+        ),
+    )
+    .trim()
+    .to_owned()
+}
+
+/// The deploying machine's engine switched to containerd's image store: a trixie host's Docker
+/// (26, containerd snapshotter), reached through an SSH-forwarded socket in a private temporary
+/// directory. Give shipit and the docker CLI `docker_host` as `DOCKER_HOST`; dropping it ends
+/// the forward.
+pub struct ForwardedEngine {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    pub docker_host: String,
+}
+
+impl ForwardedEngine {
+    pub fn start(tb: &Testbed, host: &TestHost) -> ForwardedEngine {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let child = Command::new("ssh")
+            .args(["-N", "-i"])
+            .arg(&tb.key)
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", tb.known_hosts.display()))
+            .arg("-L")
+            .arg(format!("{}:/run/docker.sock", socket.display()))
+            .args(["-p", &host.ssh_port.to_string(), "root@127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh runs");
+        let engine = ForwardedEngine {
+            child,
+            docker_host: format!("unix://{}", socket.display()),
+            _dir: dir,
+        };
+        let started = std::time::Instant::now();
+        loop {
+            if engine
+                .docker(&["version", "--format", "{{.Server.Version}}"])
+                .status
+                .success()
+            {
+                return engine;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "the engine of {} did not answer through the forwarded socket",
+                host.container
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// `docker ARGS` against this engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", &self.docker_host)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the docker CLI runs")
+    }
+}
+
+impl Drop for ForwardedEngine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -8,7 +8,10 @@
 # is kept when either is listed. An image is removed by the name it has (its tag, else its
 # digest). An image sent over SSH that lost its tag to a later build of the same tag is found
 # among the untagged images labelled with the app (and never one pulled from a registry: those
-# have a digest). Prints each image removed.
+# have a digest). Last, each image this site's history names that is still there and kept by
+# nothing: an engine with containerd's image store lists no image known by its digest alone,
+# and names an image sent over SSH by an ID of its own (the history's `runs`). Prints each
+# image removed.
 repo=$1
 app=$2
 state=$3
@@ -20,6 +23,11 @@ keep=$(mktemp) || exit 1
 trap 'rm -f -- "$keep"' EXIT
 # `repo:tag@digest` as `repo@digest`; an ID as it is.
 by_digest() { sed -n 's/^\([^@]*\/[^:@/]*\)\(:[^@]*\)\{0,1\}\(@sha256:[0-9a-f]*\).*/\1\3/p; s/^\(sha256:[0-9a-f]*\)$/\1/p'; }
+# The images a history file names: each release's, and what the host ran it by.
+named() {
+  sed -n 's/.*"image":"\([^"]*\)".*/\1/p' "$1" 2> /dev/null
+  sed -n 's/.*"runs":"\([^"]*\)".*/\1/p' "$1" 2> /dev/null
+}
 {
   printf '%s\n' "$@"
   for dir in /var/lib/shipit/*/*/; do
@@ -29,7 +37,7 @@ by_digest() { sed -n 's/^\([^@]*\/[^:@/]*\)\(:[^@]*\)\{0,1\}\(@sha256:[0-9a-f]*\
       cat -- "$dir/retained"
     else
       site=${dir#/var/lib/shipit/}
-      { sed -n 's/.*"image":"\([^"]*\)".*/\1/p' "$dir/history.jsonl" 2> /dev/null
+      { named "$dir/history.jsonl"
         sed -n 's/^SHIPIT_IMAGE=//p' /etc/shipit/"$site"/*.env 2> /dev/null; } | by_digest
     fi
   done
@@ -57,4 +65,9 @@ docker image ls --no-trunc -q --filter dangling=true --filter "label=shipit.app=
     [ "$(docker image inspect --format '{{len .RepoDigests}}' -- "$id" 2> /dev/null)" = 0 ] || continue
     docker image rm -- "$id" > /dev/null 2>&1 && echo "$id"
   done
+named "$state/history.jsonl" | by_digest | sort -u | while read -r ref_digest; do
+  id=$(docker image inspect --format '{{.Id}}' -- "$ref_digest" 2> /dev/null) || continue
+  if kept; then continue; fi
+  docker image rm -- "$ref_digest" > /dev/null 2>&1 && echo "$ref_digest"
+done
 true
