@@ -56,6 +56,27 @@ pub enum FileKind {
     Certificate,
     /// The site's check token (an nginx map, mode 0600), created once. Never shown in a diff.
     Token,
+    /// nginx settings of the `http` block that every site on the host shares
+    /// ([`NGINX_HTTP_CONF`]): validated with `nginx -t` and installed with the site when
+    /// absent, then left as the host has it (another site wrote it, or the operator edited it).
+    NginxHttp,
+}
+
+/// The host-wide nginx settings shipit's sites need: each site maps two or three variables
+/// (its check, the copy that answered, the rate limit's key), and from about ten sites on a
+/// host nginx's default variables hash (buckets of 64 bytes) no longer fits them and
+/// `nginx -t` warns on every reload. Buckets of 128 bytes hold a hundred sites quietly.
+pub const NGINX_HTTP_CONF: &str = "/etc/nginx/conf.d/00-shipit-http.conf";
+
+/// The content of [`NGINX_HTTP_CONF`].
+pub fn nginx_http_conf() -> String {
+    "# Written by shipit when absent, shared by every shipit site on this host, never rewritten.\n\
+     # Each site maps a few variables; nginx's default hash of variables (buckets of 64 bytes)\n\
+     # holds about ten sites before `nginx -t` warns. If your nginx.conf sets this directive\n\
+     # already, nginx says it is duplicate: keep the larger value in one place and empty this\n\
+     # file (shipit leaves an existing file as it is).\n\
+     variables_hash_bucket_size 128;\n"
+        .to_owned()
 }
 
 /// A file shipit manages on every host, with the content it should have.
@@ -335,6 +356,16 @@ impl Templates {
                 template: None,
                 hosts: None,
             },
+            ManagedFile {
+                path: NGINX_HTTP_CONF.to_owned(),
+                content: nginx_http_conf(),
+                mode: "644",
+                owner: "root:root",
+                kind: FileKind::NginxHttp,
+                create_only: false,
+                template: None,
+                hosts: None,
+            },
         ];
         for p in &config.processes {
             let ctx = with(
@@ -461,6 +492,7 @@ mod snapshots {
                 "/etc/systemd/system/hello-web_test@.service",
                 "/etc/logrotate.d/shipit-hello-web_test",
                 "/etc/shipit/hello-web/test/verify.conf",
+                "/etc/nginx/conf.d/00-shipit-http.conf",
             ]
         );
         assert_eq!(
@@ -498,7 +530,7 @@ mod snapshots {
             assert!(nginx.contains(line), "{line}\n{nginx}");
         }
         // The placeholder certificate and key come from provisioning, not from templates.
-        assert_eq!(files.len(), 5);
+        assert_eq!(files.len(), 6);
         let enforced = rendered(&config(
             "[nginx]\ncsp = \"default-src 'self'\"\ncsp_enforce = true\n",
         ));

@@ -199,7 +199,7 @@ impl HostPlan {
     }
 
     pub fn reload_nginx(&self) -> bool {
-        self.touches(FileKind::Nginx)
+        self.touches(FileKind::Nginx) || self.touches(FileKind::NginxHttp)
     }
 
     pub fn daemon_reload(&self) -> bool {
@@ -211,7 +211,7 @@ impl HostPlan {
         self.validated()
             .filter_map(|c| {
                 let validator = match c.file.kind {
-                    FileKind::Nginx => Validator::Nginx,
+                    FileKind::Nginx | FileKind::NginxHttp => Validator::Nginx,
                     FileKind::Systemd => Validator::Systemd,
                     FileKind::Logrotate => Validator::Logrotate,
                     FileKind::Upstream | FileKind::Certificate | FileKind::Token => return None,
@@ -391,7 +391,7 @@ pub fn plan_host(
         };
         let reason = match have {
             None => Some(Reason::Created),
-            Some(_) if file.create_only => None,
+            Some(_) if file.create_only || file.kind == FileKind::NginxHttp => None,
             Some(have) if have.content != file.content.as_bytes() => Some(Reason::Content),
             Some(have) if have.mode != file.mode || have.owner != file.owner => {
                 Some(Reason::Permissions)
@@ -638,6 +638,48 @@ mod tests {
         assert_eq!(p.changes.len(), 1);
         assert_eq!(p.changes[0].reason, Reason::Content);
         assert!(p.daemon_reload() && !p.reload_nginx());
+    }
+
+    #[test]
+    fn the_shared_nginx_settings_are_validated_when_absent_and_left_as_the_host_has_them() {
+        let shared = file(
+            crate::templates::NGINX_HTTP_CONF,
+            &crate::templates::nginx_http_conf(),
+            FileKind::NginxHttp,
+            false,
+        );
+        let absent = Observed {
+            files: vec![None],
+            dirs: vec![],
+            docker_config: None,
+        };
+        let p = plan_host(
+            std::slice::from_ref(&shared),
+            &[],
+            &absent,
+            None,
+            None,
+            &SiteUnits::default(),
+        );
+        assert_eq!(p.changes.len(), 1);
+        assert_eq!(p.validations()[0].validator, Validator::Nginx);
+        assert!(p.reload_nginx() && p.created_once().next().is_none());
+        // Another site wrote it, or the operator emptied it: left alone, nothing reloaded.
+        for content in [crate::templates::nginx_http_conf(), String::new()] {
+            let present = Observed {
+                files: vec![have(&content)],
+                ..absent.clone()
+            };
+            let p = plan_host(
+                std::slice::from_ref(&shared),
+                &[],
+                &present,
+                None,
+                None,
+                &SiteUnits::default(),
+            );
+            assert!(p.is_empty() && !p.reload_nginx(), "{p:?}");
+        }
     }
 
     #[test]

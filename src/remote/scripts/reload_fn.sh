@@ -1,7 +1,7 @@
 # shellcheck shell=sh
-# `reload_nginx`: reload nginx (start it if it is not running), then wait at most 5 s until its
+# `reload_nginx`: reload nginx (start it if it is not running), then wait at most 15 s until its
 # new workers run: a reload is asynchronous, and until then new connections may still meet the
-# old configuration. Shared by the scripts that reload nginx.
+# old configuration (a loaded host may take seconds). Shared by the scripts that reload nginx.
 nginx_workers() { pgrep -P "$1" -x -f 'nginx: worker process' | tr '\n' ' '; }
 reload_nginx() {
   master=$(cat /run/nginx.pid 2>/dev/null)
@@ -14,7 +14,7 @@ reload_nginx() {
     *) systemctl reload-or-restart nginx || return 1 ;;
   esac
   i=0
-  while [ "$i" -lt 250 ]; do
+  while [ "$i" -lt 750 ]; do
     now=$(cat /run/nginx.pid 2>/dev/null)
     cur=$(nginx_workers "$now")
     fresh=1
@@ -27,6 +27,6 @@ reload_nginx() {
     sleep 0.02
     i=$((i + 1))
   done
-  echo "shipit: nginx reloaded but its new workers did not start within 5s" >&2
+  echo "shipit: nginx reloaded but its new workers did not start within 15s (master ${now:-none}, workers: ${cur:-none}; nginx's error log ends: $(tail -n 2 /var/log/nginx/error.log 2>/dev/null | tr '\n' ' '))" >&2
   return 1
 }
