@@ -164,6 +164,10 @@ enum Via {
 /// Hosts a master to one bastion carries at most; beyond, another master to it.
 const PER_BASTION_MASTER: usize = 200;
 
+/// A master to a bastion: the bastion and the shard's number (one master per
+/// [`PER_BASTION_MASTER`] hosts behind it).
+type BastionShard = (HostSpec, usize);
+
 /// How each host is reached: directly, or through a master to its bastion (`ssh.bastion`, or
 /// the `ProxyJump` ssh's configuration gives it), one master per bastion for up to
 /// [`PER_BASTION_MASTER`] hosts, opened at most `max_starts` at once.
@@ -215,7 +219,8 @@ async fn bastions(hosts: &[HostSpec], ssh: &Ssh) -> Vec<Via> {
         },
     )
     .await;
-    let masters: Vec<((HostSpec, usize), Result<Arc<Host>, Error>)> =
+    // Each shard (bastion, shard number) with its master, or why it could not be opened.
+    let masters: Vec<(BastionShard, Result<Arc<Host>, Error>)> =
         shards.into_iter().zip(opened).collect();
     placed
         .into_iter()

@@ -189,19 +189,14 @@ pub async fn burst(config: &Config, hosts: &[(Arc<Host>, Option<String>)]) -> Re
     );
     let results: Vec<Vec<Seen>> = futures::stream::iter(hosts.iter().zip(&tunnels))
         .map(|((host, _), tunnel)| {
-            let client = client.clone();
             let line = progress.line(&host.spec);
             async move {
                 let results = futures::stream::iter(0..smoke.requests)
-                    .map(|_| {
-                        let client = client.clone();
-                        async move {
-                            let started = Instant::now();
-                            let answer =
-                                probe::get(&client, tunnel, &smoke.path, Some(&config.domain))
-                                    .await;
-                            Seen::from_answer(&answer, started.elapsed())
-                        }
+                    .map(|_| async move {
+                        let started = Instant::now();
+                        let answer =
+                            probe::get(&client, tunnel, &smoke.path, Some(&config.domain)).await;
+                        Seen::from_answer(&answer, started.elapsed())
                     })
                     .buffer_unordered(4)
                     .collect::<Vec<_>>()

@@ -250,7 +250,6 @@ async fn rows(config: &Config, fleet: &Fleet) -> Result<Vec<HostStatus>, Error> 
         fleet.hosts.iter().cloned().zip(states).collect(),
         fleet.max_parallel,
         |(host, (name, state)): (_, (String, HostState))| {
-            let client = client.clone();
             let behind = behind.iter().find(|b| b.host == name).map(|b| {
                 format!(
                     "missed the {} to {} (it could not be reached then)",
