@@ -152,7 +152,7 @@ pub fn prepare(
             ui::status(
                 "Pinned",
                 &format!(
-                    "{} file{} of the context that git ignores ({}{}) by their hash in the release's name",
+                    "{} file{} of the context that git ignores ({}{}) by {} hash in the release's name",
                     ignored.len(),
                     ui::plural(ignored.len()),
                     ignored
@@ -161,7 +161,8 @@ pub fn prepare(
                         .map(|(_, shown)| format!("`{shown}`"))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    if ignored.len() > 3 { ", ..." } else { "" }
+                    if ignored.len() > 3 { ", ..." } else { "" },
+                    if ignored.len() == 1 { "its" } else { "their" }
                 ),
             );
             tree = release::Tree::Clean {

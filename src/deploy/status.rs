@@ -212,9 +212,17 @@ impl crate::ui::Render for HostStatus {
             ));
         }
         for j in &self.jobs {
+            // systemd says `n/a` for a timer that never fired, with a default result.
+            let last = match j.last_run.as_str() {
+                "" | "n/a" | "0" => "not run yet".to_owned(),
+                when => format!(
+                    "last run {when} ({}, exit status {})",
+                    j.result, j.exit_status
+                ),
+            };
             text.push_str(&format!(
-                "    job {}: last run {} ({}, exit status {}), next run {}\n",
-                j.name, j.last_run, j.result, j.exit_status, j.next_run
+                "    job {}: {last}, next run {}\n",
+                j.name, j.next_run
             ));
         }
         text
