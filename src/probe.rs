@@ -202,15 +202,13 @@ impl Drop for Tunnel {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        // Closed in the background, holding the host only while it closes (the fleet's close
-        // waits for that).
-        let host = Arc::downgrade(&self.host);
+        // Closed in the background, holding the host until it is closed (the fleet's close waits
+        // for that): a tunnel may be the host's last holder, and a host dropped first would
+        // leave the forward on a master that outlives the run (`ssh.persist`).
+        let host = Arc::clone(&self.host);
         let socket = std::mem::take(&mut self.socket);
         let remote = SocketAddr::from((Ipv4Addr::LOCALHOST, self.remote_port));
         let task = runtime.spawn(async move {
-            let Some(host) = host.upgrade() else {
-                return;
-            };
             let listen = Socket::UnixSocket {
                 path: socket.as_path().into(),
             };

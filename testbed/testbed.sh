@@ -139,6 +139,19 @@ ssh_opts() { # PORT KNOWN_HOSTS_FILE
 }
 
 # A host is named by its key: I (1..N) for shipit-thI, tJ for the trixie host shipit-txJ.
+# close_inherited_fds: in a subshell about to exec a daemon, close every descriptor above
+# stderr (the state lock, and whatever lock or pipe the caller handed down), so that the daemon
+# holds none of them for its whole life.
+close_inherited_fds() {
+  local fd n
+  for fd in /proc/"$BASHPID"/fd/*; do
+    n=${fd##*/}
+    if [[ $n =~ ^[0-9]+$ ]] && ((n > 2)); then
+      eval "exec $n>&-" 2>/dev/null || true
+    fi
+  done
+}
+
 host_name() {
   case $1 in
   t*) printf '%s%d' "$TRIXIE_PREFIX" "${1#t}" ;;
@@ -315,8 +328,9 @@ ensure_dockerd() {
         settle_pidfile /var/run/docker.pid dockerd 10
         settle_pidfile /var/run/docker/containerd/containerd.pid containerd 30
         log "starting dockerd (log $STATE/dockerd.log)"
-        # 9>&-: the daemon must not inherit (and so hold) the state lock.
-        setsid nohup dockerd --insecure-registry "$REGISTRY" </dev/null >"$STATE/dockerd.log" 2>&1 9>&- &
+        # The daemon must not inherit (and so hold) the state lock, nor a lock the caller holds
+        # (`flock FILE bash testbed/test.sh` would stay locked while dockerd runs).
+        (close_inherited_fds && exec setsid nohup dockerd --insecure-registry "$REGISTRY" </dev/null >"$STATE/dockerd.log" 2>&1) &
         pid=$!
         started=1
         printf '%s\n' "$pid" >"$STATE/dockerd.pid"
@@ -416,7 +430,7 @@ ensure_registry() {
     [[ $code == 000 ]] ||
       die "port 5000 already answers ($code) from a process testbed did not start; stop it (ss -ltnp 'sport = :5000'), then re-run"
     log "starting registry on $REGISTRY (log $STATE/registry.log)"
-    (cd "$dir" && exec setsid nohup docker-registry serve "$dir/registry.yml" </dev/null >"$STATE/registry.log" 2>&1 9>&-) &
+    (cd "$dir" && close_inherited_fds && exec setsid nohup docker-registry serve "$dir/registry.yml" </dev/null >"$STATE/registry.log" 2>&1) &
     pid=$!
     printf '%s\n' "$pid" >"$STATE/registry.pid"
     deadline=$((SECONDS + 30))

@@ -236,7 +236,7 @@ fn hostile_values_reach_the_container_exactly_and_bad_ones_are_refused() {
         (
             "hosts",
             "[\"root@h;reboot\"]",
-            "is not a host name or address",
+            "is not a host name, address or ssh_config alias",
         ),
     ] {
         let bad = env_text.replace("domain = ", &format!("{key} = {value}\n# was: domain = "));
