@@ -350,6 +350,10 @@ pub enum TlsAction {
         /// Renew now, even when not due
         #[arg(long)]
         force: bool,
+        /// Go on with the hosts that answer, leaving out (and naming) those that cannot be
+        /// reached; the next run gives them the certificate the others hold
+        #[arg(long)]
+        skip_unreachable: bool,
         #[command(flatten)]
         lock: LockWaitArg,
         /// Print the report as JSON
@@ -572,6 +576,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 TlsAction::Renew {
                     environment,
                     force,
+                    skip_unreachable,
                     lock,
                     json,
                 },
@@ -579,6 +584,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             let options = crate::acme::RenewOptions {
                 force,
                 lock_wait: lock.lock_wait,
+                skip_unreachable,
             };
             let report = crate::acme::renew(&load(&environment)?, options).await?;
             ui::print(&report, json);

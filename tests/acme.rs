@@ -210,6 +210,7 @@ fn one_certificate_for_every_host_issued_renewed_when_due_and_served_without_a_f
         .collect();
     assert!(renewed.iter().all(|s| *s == renewed[0]), "{renewed:?}");
     assert_ne!(renewed[0], served[0], "a new certificate");
+    let current = renewed[0].clone();
     for h in &hosts {
         assert_has(&files(&tb, h, name), "challenges: 0");
     }
@@ -244,14 +245,79 @@ fn one_certificate_for_every_host_issued_renewed_when_due_and_served_without_a_f
         "{}",
         status.stdout
     );
+    // The one the other two hold (from the configured CA, not due) is copied to it: the CA
+    // is asked for nothing (its duplicate-certificate limit is not spent).
+    pebble.point(domain, &[]);
     let run = app.shipit(&["tls", "renew", "production"]).success();
     assert_has(&run.stderr, "the hosts hold different certificates");
+    assert_has(
+        &run.stderr,
+        &format!("that `{}` holds (sha256 {}", hosts[0].dest, &current[..16]),
+    );
+    assert_has(&run.stderr, "nothing is asked of the CA");
+    assert_has(
+        &run.stdout,
+        &format!("t-acme.test: copied to {} (sha256", hosts[2].dest),
+    );
+    outputs.push(run.stdout + &run.stderr);
+    let copied: Vec<String> = hosts
+        .iter()
+        .map(|h| https_get(h, domain, &pebble.root, "/version").2)
+        .collect();
+    assert_eq!(copied, [current.as_str(); 3]);
+    assert_eq!(files(&tb, &hosts[2], name), files(&tb, &hosts[0], name));
+
+    // A host that cannot be reached: without the choice, nothing changes anywhere; with
+    // `--skip-unreachable` the others renew and it is named; once it answers, the next run
+    // gives it the certificate the others hold, again without a new order.
+    pebble.point(domain, &[hosts[0].address()]);
+    let frozen = support::Frozen::host(&hosts[2]);
+    let run = app
+        .shipit(&["tls", "renew", "production", "--force"])
+        .failure(3);
+    assert_has(&run.stderr, &hosts[2].dest);
+    assert_has(&run.stderr, "--skip-unreachable");
+    let run = app
+        .shipit(&[
+            "tls",
+            "renew",
+            "production",
+            "--force",
+            "--skip-unreachable",
+        ])
+        .success();
+    assert_has(
+        &run.stderr,
+        &format!("`{}` is left out (unreachable", hosts[2].dest),
+    );
+    assert_has(
+        &run.stdout,
+        &format!("left out (unreachable, not changed): {}", hosts[2].dest),
+    );
+    assert_has(&run.stdout, "on 2 hosts");
+    outputs.push(run.stdout + &run.stderr);
+    let forced: Vec<String> = hosts[..2]
+        .iter()
+        .map(|h| https_get(h, domain, &pebble.root, "/version").2)
+        .collect();
+    assert_eq!(forced[0], forced[1]);
+    assert_ne!(
+        forced[0], current,
+        "a new certificate on the hosts that answered"
+    );
+    drop(frozen);
+    pebble.point(domain, &[]);
+    let run = app.shipit(&["tls", "renew", "production"]).success();
+    assert_has(
+        &run.stdout,
+        &format!("t-acme.test: copied to {} (sha256", hosts[2].dest),
+    );
     outputs.push(run.stdout + &run.stderr);
     let renewed: Vec<String> = hosts
         .iter()
         .map(|h| https_get(h, domain, &pebble.root, "/version").2)
         .collect();
-    assert!(renewed.iter().all(|s| *s == renewed[0]), "{renewed:?}");
+    assert_eq!(renewed, [forced[0].as_str(); 3]);
 
     // Neither key ever appeared in any output: the certificate's, nor the account's.
     let key = tb.sh_ok(

@@ -9,7 +9,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{App, Load, TestHost, Testbed, assert_has};
+use support::{App, Frozen, Load, TestHost, Testbed, assert_has};
 
 /// The container of a colour on a host: its ID and when it started (the same after a run
 /// means it was never restarted).
@@ -171,27 +171,6 @@ fn a_hotfix_while_the_live_copy_is_down_starts_in_its_colour_and_never_touches_w
         );
         assert_has(&upstream, "server 127.0.0.1:5511 max_fails");
         assert_has(&upstream, "server 127.0.0.1:5512 backup");
-    }
-}
-
-/// A host frozen (its container paused): SSH to it times out, as for a host that died. Thawed
-/// when dropped, whatever the test did.
-struct Frozen(String);
-
-impl Frozen {
-    fn host(h: &TestHost) -> Frozen {
-        let out = Command::new("docker")
-            .args(["pause", &h.container])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "docker pause {}", h.container);
-        Frozen(h.container.clone())
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["unpause", &self.0]).output();
     }
 }
 

@@ -39,6 +39,9 @@ pub struct RenewOptions {
     /// Renew even when the certificate is not due.
     pub force: bool,
     pub lock_wait: Option<Duration>,
+    /// Leave out the hosts that cannot be reached (named; the next run gives them the
+    /// certificate the others hold).
+    pub skip_unreachable: bool,
 }
 
 /// What `shipit tls renew` did, as read back from the hosts.
@@ -46,21 +49,41 @@ pub struct RenewOptions {
 pub struct RenewReport {
     pub domain: String,
     pub renewed: bool,
-    /// Why it renewed, or why it did not need to.
+    /// Hosts given the certificate the others held (no new order).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copied_to: Vec<String>,
+    /// Why it renewed or copied, or why it did not need to.
     pub reason: String,
     pub certificate: CertSummary,
     /// When the next renewal is due (RFC 3339).
     pub due: String,
     pub hosts: Vec<String>,
+    /// Hosts left out as unreachable (`--skip-unreachable`): they keep what they had.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 impl ui::Render for RenewReport {
     fn text(&self) -> String {
         let c = &self.certificate;
+        let done = if self.renewed {
+            "renewed".to_owned()
+        } else if !self.copied_to.is_empty() {
+            format!("copied to {}", self.copied_to.join(", "))
+        } else {
+            "current".to_owned()
+        };
+        let skipped = if self.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; left out (unreachable, not changed): {}",
+                self.skipped.join(", ")
+            )
+        };
         format!(
-            "{}: {} (sha256 {}), issued by {}, expires {} (in {} days), on {} host{}; renewal due from {}\n",
+            "{}: {done} (sha256 {}), issued by {}, expires {} (in {} days), on {} host{}; renewal due from {}{skipped}\n",
             self.domain,
-            if self.renewed { "renewed" } else { "current" },
             c.sha256.get(..16).unwrap_or(&c.sha256),
             c.issuer,
             c.expires,
@@ -132,22 +155,35 @@ fn acme_of(config: &Config) -> Result<&Acme, Error> {
 
 /// `shipit tls renew <env>`: obtain a certificate when one is due (or `force`), install it on
 /// every host, read it back. Safe to run daily from cron or CI: when nothing is due it changes
-/// nothing.
+/// nothing. With `skip_unreachable`, the hosts that answer are renewed (or given the
+/// certificate the others hold) and the others are named; the next run brings them level.
 pub async fn renew(config: &Config, options: RenewOptions) -> Result<RenewReport, Error> {
     let acme = acme_of(config)?;
-    crate::fleet::with_fleet(config, async |fleet| {
-        crate::lock::with_lock(
-            fleet,
-            config,
-            "tls renew",
-            "-",
-            options.lock_wait,
-            None,
-            |_, _cancel| renew_locked(config, acme, fleet, options.force),
-        )
-        .await
-    })
-    .await
+    let tolerate = if options.skip_unreachable {
+        crate::fleet::Tolerate::All
+    } else {
+        crate::fleet::Tolerate::None
+    };
+    let fleet = Fleet::connect_tolerating(&config.hosts, &config.ssh, tolerate).await?;
+    for u in &fleet.skipped {
+        ui::warn(&format!(
+            "`{}` is left out (unreachable: {}): it keeps the certificate it has; run `shipit tls renew {}` once it answers: it is given the certificate the other hosts hold, without a new order",
+            u.spec, u.why, config.environment
+        ));
+    }
+    let result = crate::lock::with_lock(
+        &fleet,
+        config,
+        "tls renew",
+        "-",
+        options.lock_wait,
+        None,
+        |_, _cancel| renew_locked(config, acme, &fleet, options.force),
+    )
+    .await;
+    let skipped = fleet.skipped.iter().map(|u| u.spec.to_string()).collect();
+    fleet.close().await;
+    result.map(|report| RenewReport { skipped, ..report })
 }
 
 /// After `shipit provision` installed the site, under its lock: obtain the first certificate
@@ -170,6 +206,13 @@ pub async fn after_provision(config: &Config, fleet: &Fleet) -> Result<(), Error
             obtain_and_install(config, acme, fleet, held, &reason).await?;
             Ok(())
         }
+        Decision::Copy {
+            from,
+            cert,
+            to,
+            reason,
+            ..
+        } => copy_certificate(config, fleet, &from, &cert, &to, &reason).await,
         Decision::Current { .. } => Ok(()),
     }
 }
@@ -210,10 +253,31 @@ async fn renew_locked(
             Ok(RenewReport {
                 domain: config.domain.clone(),
                 renewed: false,
+                copied_to: Vec::new(),
                 reason: format!("not due until {}", rfc3339(due_at)),
                 certificate: CertSummary::of(&cert, now()),
                 due: rfc3339(due_at),
                 hosts,
+                skipped: Vec::new(),
+            })
+        }
+        Decision::Copy {
+            from,
+            cert,
+            to,
+            reason,
+            due_at,
+        } => {
+            copy_certificate(config, fleet, &from, &cert, &to, &reason).await?;
+            Ok(RenewReport {
+                domain: config.domain.clone(),
+                renewed: false,
+                copied_to: to,
+                reason: reason.to_string(),
+                certificate: CertSummary::of(&cert, now()),
+                due: rfc3339(due_at),
+                hosts,
+                skipped: Vec::new(),
             })
         }
         Decision::Renew(reason) => {
@@ -222,10 +286,12 @@ async fn renew_locked(
             Ok(RenewReport {
                 domain: config.domain.clone(),
                 renewed: true,
+                copied_to: Vec::new(),
                 reason: reason.to_string(),
                 certificate: CertSummary::of(&facts, now()),
                 due: rfc3339(facts.not_after - margin),
                 hosts,
+                skipped: Vec::new(),
             })
         }
     }
@@ -456,8 +522,7 @@ async fn commit(
     }
 }
 
-/// Install the certificate on every host: staged on all first (any failure removes what was
-/// staged everywhere and changes nothing), then renamed into place and nginx reloaded.
+/// Install the certificate on every host.
 async fn install(
     config: &Config,
     acme: &Acme,
@@ -484,35 +549,143 @@ async fn install(
         (key.as_str(), "600", obtained.key.expose()),
         (record_path.as_str(), "644", record.as_str()),
     ];
-    let staged = fleet
-        .each(|host| async move { stage(&host, &files).await })
-        .await;
+    put_certificate(fleet, fleet.hosts.clone(), &files).await
+}
+
+/// Put a certificate's files on `hosts`: staged on all of them first (any failure removes
+/// what was staged everywhere and changes nothing), then renamed into place and nginx
+/// reloaded.
+async fn put_certificate(
+    fleet: &Fleet,
+    hosts: Vec<Arc<Host>>,
+    files: &[(&str, &str, &str)],
+) -> Result<(), Error> {
+    let staged = crate::fleet::each_bounded(hosts.clone(), fleet.max_parallel, |host| async move {
+        stage(&host, files).await
+    })
+    .await;
     if staged.iter().any(Result::is_err) {
         let names: Vec<String> = files.iter().map(|(p, _, _)| layout::staged(p)).collect();
-        fleet
-            .each(|host| {
-                let names = names.clone();
-                async move {
-                    let _ = host
-                        .check(&scripts::Discard { staged: &names }.command())
-                        .await;
-                }
-            })
-            .await;
-        return crate::fleet::collect(staged).map(|_| ());
-    }
-    let results = fleet
-        .each(|host| async move {
-            commit(
-                &host,
-                &files,
-                "install the certificate and reload nginx",
-                true,
-            )
-            .await
+        crate::fleet::each_bounded(hosts, fleet.max_parallel, |host| {
+            let names = names.clone();
+            async move {
+                let _ = host
+                    .check(&scripts::Discard { staged: &names }.command())
+                    .await;
+            }
         })
         .await;
+        return crate::fleet::collect(staged).map(|_| ());
+    }
+    let results = crate::fleet::each_bounded(hosts, fleet.max_parallel, |host| async move {
+        commit(
+            &host,
+            files,
+            "install the certificate and reload nginx",
+            true,
+        )
+        .await
+    })
+    .await;
     crate::fleet::collect(results).map(|_| ())
+}
+
+/// Give the hosts `to` the certificate `from` holds (its key and its record with it), then
+/// read it back from every host, as after a renewal. The CA is not asked for anything.
+async fn copy_certificate(
+    config: &Config,
+    fleet: &Fleet,
+    from: &str,
+    cert: &CertFacts,
+    to: &[String],
+    reason: &plan::Reason,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    ui::status(
+        "Copying",
+        &format!(
+            "the certificate for `{}` that `{from}` holds (sha256 {}, expires {}, in {} days) to {}: {reason}; nothing is asked of the CA",
+            config.domain,
+            cert.short_sha256(),
+            rfc3339(cert.not_after),
+            cert.days_left(now()),
+            to.iter()
+                .map(|h| format!("`{h}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    let source = fleet
+        .hosts
+        .iter()
+        .find(|h| h.spec.to_string() == from)
+        .ok_or_else(|| Error::Internal {
+            context: format!("copying the certificate: `{from}` is not among the connected hosts"),
+            source: "no such host".into(),
+        })?;
+    let site = config.site();
+    let paths = [
+        site.certificate(),
+        site.certificate_key(),
+        site.certificate_record(),
+    ];
+    let cmd = scripts::Observe {
+        files: paths.to_vec(),
+        dirs: Vec::new(),
+    }
+    .command();
+    let out = source.check(&cmd).await?;
+    let protocol = |message: String| Error::Protocol {
+        host: from.to_owned(),
+        command: cmd.to_string(),
+        message,
+    };
+    let observed =
+        crate::provision::plan::parse_observed(&out, paths.len(), 0).map_err(protocol)?;
+    let mut contents = Vec::with_capacity(paths.len());
+    for (file, path) in observed.files.into_iter().zip(&paths) {
+        let file = file.ok_or_else(|| protocol(format!("`{path}` is gone")))?;
+        contents.push(
+            String::from_utf8(file.content)
+                .map_err(|_| protocol(format!("`{path}` is not text (PEM or JSON)")))?,
+        );
+    }
+    let [chain, key, record]: [String; 3] = contents
+        .try_into()
+        .map_err(|_| protocol("fewer files than asked for".into()))?;
+    // Under the lock nothing else writes these files; still, what is copied is what was
+    // judged.
+    let read = CertFacts::from_pem(chain.as_bytes()).map_err(protocol)?;
+    if read.sha256 != cert.sha256 {
+        return Err(protocol(format!(
+            "its certificate changed while it was read: sha256 {}, not {}",
+            read.short_sha256(),
+            cert.short_sha256()
+        )));
+    }
+    let files = [
+        (paths[0].as_str(), "644", chain.as_str()),
+        (paths[1].as_str(), "600", key.as_str()),
+        (paths[2].as_str(), "644", record.as_str()),
+    ];
+    let targets: Vec<Arc<Host>> = fleet
+        .hosts
+        .iter()
+        .filter(|h| to.contains(&h.spec.to_string()))
+        .cloned()
+        .collect();
+    put_certificate(fleet, targets, &files).await?;
+    read_back(config, fleet, cert).await?;
+    ui::status(
+        "Copied",
+        &format!(
+            "to {} host{} in {:.1}s: every host serves it (read back over HTTPS)",
+            to.len(),
+            plural(to.len()),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(())
 }
 
 /// Every host holds the new certificate and serves it over HTTPS (nginx's new workers take a

@@ -227,6 +227,20 @@ impl fmt::Display for Reason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Renew(Reason),
+    /// Some hosts hold a good certificate (for the domain, from the configured CA, more than
+    /// the renewal margin left) and others do not (a host added, rebuilt, left out of the last
+    /// renewal or given another certificate by hand): the good one is copied to the others.
+    /// Nothing is asked of the CA, whose duplicate-certificate limits a new order would spend.
+    Copy {
+        /// The first host (in configuration order) holding it.
+        from: String,
+        cert: CertFacts,
+        /// The hosts that do not hold it, in configuration order.
+        to: Vec<String>,
+        /// Why the fleet is not current (the first host's reason, as for a renewal).
+        reason: Reason,
+        due_at: i64,
+    },
     /// Every host holds the same certificate, for the domain, from the configured CA, with
     /// more than the renewal margin left.
     Current {
@@ -236,7 +250,9 @@ pub enum Decision {
 }
 
 /// Decide from what every host holds. The first host (in configuration order) with a reason
-/// gives it, so the message names a host an operator can look at.
+/// gives it, so the message names a host an operator can look at. When hosts disagree and
+/// some hold a good certificate, that one is copied to the rest: the one most hosts hold,
+/// then the one that lasts longest, then the first host's.
 pub fn decide(
     domain: &str,
     directory: &str,
@@ -248,63 +264,104 @@ pub fn decide(
     if force {
         return Decision::Renew(Reason::Forced);
     }
-    let mut certs = Vec::with_capacity(hosts.len());
-    for h in hosts {
-        let host = h.host.clone();
-        let cert = match &h.cert {
-            Ok(Some(c)) => c,
-            Ok(None) => return Decision::Renew(Reason::Missing { host }),
-            Err(why) => {
-                return Decision::Renew(Reason::Unreadable {
-                    host,
-                    why: why.clone(),
+    let margin = i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX);
+    let due = |c: &CertFacts| c.not_after.saturating_sub(margin);
+    let judged: Vec<Result<&CertFacts, Reason>> =
+        hosts.iter().map(|h| judge(h, domain, directory)).collect();
+    let held: Vec<(&str, &CertFacts)> = hosts
+        .iter()
+        .zip(&judged)
+        .filter_map(|(h, j)| j.as_ref().ok().map(|c| (h.host.as_str(), *c)))
+        .collect();
+    let reason = match judged.iter().find_map(|j| j.as_ref().err()) {
+        Some(reason) => reason.clone(),
+        None => {
+            let Some((_, first)) = held.first() else {
+                return Decision::Renew(Reason::Missing {
+                    host: "every host".into(),
                 });
+            };
+            if held.iter().all(|(_, c)| c.sha256 == first.sha256) {
+                if now >= due(first) {
+                    return Decision::Renew(Reason::Expiring {
+                        days: first.days_left(now),
+                        renew_before_days: margin / DAY,
+                    });
+                }
+                return Decision::Current {
+                    cert: (*first).clone(),
+                    due_at: due(first),
+                };
             }
-        };
-        if cert.placeholder {
-            return Decision::Renew(Reason::Placeholder { host });
+            Reason::Differ {
+                fingerprints: held
+                    .iter()
+                    .map(|(h, c)| ((*h).to_owned(), c.short_sha256().to_owned()))
+                    .collect(),
+            }
         }
-        if !cert.covers(domain) {
-            return Decision::Renew(Reason::OtherNames {
+    };
+    // The good certificates that are not due, by how many hosts hold each; held is in
+    // configuration order and only a better one replaces the choice, so `from` is the first
+    // host holding it.
+    let mut best: Option<(usize, &str, &CertFacts)> = None;
+    for (host, c) in held.iter().filter(|(_, c)| now < due(c)) {
+        let count = held.iter().filter(|(_, o)| o.sha256 == c.sha256).count();
+        let better =
+            best.is_none_or(|(n, _, b)| count > n || (count == n && c.not_after > b.not_after));
+        if better {
+            best = Some((count, host, c));
+        }
+    }
+    let Some((_, from, cert)) = best else {
+        return Decision::Renew(reason);
+    };
+    let to = hosts
+        .iter()
+        .filter(|h| {
+            !held
+                .iter()
+                .any(|(o, c)| *o == h.host && c.sha256 == cert.sha256)
+        })
+        .map(|h| h.host.clone())
+        .collect();
+    Decision::Copy {
+        from: from.to_owned(),
+        cert: cert.clone(),
+        to,
+        reason,
+        due_at: due(cert),
+    }
+}
+
+/// A host's certificate when it is one for `domain` from the CA at `directory`; else why not.
+fn judge<'a>(h: &'a HostCert, domain: &str, directory: &str) -> Result<&'a CertFacts, Reason> {
+    let host = h.host.clone();
+    let cert = match &h.cert {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(Reason::Missing { host }),
+        Err(why) => {
+            return Err(Reason::Unreadable {
                 host,
-                names: cert.names.clone(),
+                why: why.clone(),
             });
         }
-        match &h.issued {
-            Some(i) if i.directory == directory => {}
-            other => {
-                return Decision::Renew(Reason::OtherCa {
-                    host,
-                    directory: other.as_ref().map(|i| i.directory.clone()),
-                });
-            }
-        }
-        certs.push((h.host.clone(), cert));
-    }
-    let Some((_, first)) = certs.first() else {
-        return Decision::Renew(Reason::Missing {
-            host: "every host".into(),
-        });
     };
-    if certs.iter().any(|(_, c)| c.sha256 != first.sha256) {
-        return Decision::Renew(Reason::Differ {
-            fingerprints: certs
-                .iter()
-                .map(|(h, c)| (h.clone(), c.short_sha256().to_owned()))
-                .collect(),
+    if cert.placeholder {
+        return Err(Reason::Placeholder { host });
+    }
+    if !cert.covers(domain) {
+        return Err(Reason::OtherNames {
+            host,
+            names: cert.names.clone(),
         });
     }
-    let margin = i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX);
-    let due_at = first.not_after.saturating_sub(margin);
-    if now >= due_at {
-        return Decision::Renew(Reason::Expiring {
-            days: first.days_left(now),
-            renew_before_days: margin / DAY,
-        });
-    }
-    Decision::Current {
-        cert: (*first).clone(),
-        due_at,
+    match &h.issued {
+        Some(i) if i.directory == directory => Ok(cert),
+        other => Err(Reason::OtherCa {
+            host,
+            directory: other.as_ref().map(|i| i.directory.clone()),
+        }),
     }
 }
 
@@ -439,7 +496,8 @@ mod tests {
 
     #[test]
     fn every_reason_names_the_first_host_that_has_it() {
-        let fresh = || Ok(Some(facts("aa", 60)));
+        // Due, so that no host holds a certificate the others could be given.
+        let fresh = || Ok(Some(facts("aa", 20)));
         let cases: Vec<(Vec<HostCert>, Reason)> = vec![
             (
                 vec![host("a", fresh()), host("b", Ok(None))],
@@ -503,7 +561,7 @@ mod tests {
                 },
             ),
             (
-                vec![host("a", fresh()), host("b", Ok(Some(facts("bb", 60))))],
+                vec![host("a", fresh()), host("b", Ok(Some(facts("bb", 10))))],
                 Reason::Differ {
                     fingerprints: vec![("a".into(), "aa".into()), ("b".into(), "bb".into())],
                 },
@@ -532,6 +590,82 @@ mod tests {
                 "app.example.com",
                 DIR,
                 &[host("a", Ok(Some(facts("aa", 80))))],
+                NOW,
+                Duration::from_secs(30 * 86_400),
+                true
+            ),
+            Decision::Renew(Reason::Forced)
+        );
+    }
+
+    #[test]
+    fn a_good_certificate_some_hosts_hold_is_copied_to_the_others_instead_of_ordered() {
+        let copy = |hosts: &[HostCert]| match decide_on(hosts) {
+            Decision::Copy {
+                from,
+                cert,
+                to,
+                reason,
+                due_at,
+            } => {
+                assert_eq!(due_at, cert.not_after - 30 * DAY);
+                (from, cert.sha256, to, reason)
+            }
+            other => panic!("{other:?}"),
+        };
+        // A new or rebuilt host: nothing, or the stand-in `provision` put there.
+        let (from, sha, to, reason) = copy(&[
+            host("a", Ok(None)),
+            host("b", Ok(Some(facts("aa", 60)))),
+            host(
+                "c",
+                Ok(Some(CertFacts {
+                    placeholder: true,
+                    ..facts("pp", 365)
+                })),
+            ),
+        ]);
+        assert_eq!((from.as_str(), sha.as_str()), ("b", "aa"));
+        assert_eq!(to, ["a", "c"]);
+        assert_eq!(reason, Reason::Missing { host: "a".into() });
+        // A host left out of the last renewal (still on the old, due one): the renewed one.
+        let (from, sha, to, reason) = copy(&[
+            host("a", Ok(Some(facts("old", 9)))),
+            host("b", Ok(Some(facts("new", 90)))),
+        ]);
+        assert_eq!(
+            (from.as_str(), sha.as_str(), to),
+            ("b", "new", vec!["a".into()])
+        );
+        assert!(matches!(reason, Reason::Differ { .. }), "{reason:?}");
+        // Two good ones: the one most hosts hold, even when the other lasts longer...
+        let (_, sha, to, _) = copy(&[
+            host("a", Ok(Some(facts("long", 89)))),
+            host("b", Ok(Some(facts("many", 60)))),
+            host("c", Ok(Some(facts("many", 60)))),
+        ]);
+        assert_eq!((sha.as_str(), to), ("many", vec!["a".into()]));
+        // ...and between as many, the one that lasts longer.
+        let (from, sha, _, _) = copy(&[
+            host("a", Ok(Some(facts("short", 40)))),
+            host("b", Ok(Some(facts("long", 80)))),
+        ]);
+        assert_eq!((from.as_str(), sha.as_str()), ("b", "long"));
+        // A certificate from another CA, or for other names, is never the source.
+        let (from, _, to, _) = copy(&[
+            HostCert {
+                issued: None,
+                ..host("a", Ok(Some(facts("hand", 300))))
+            },
+            host("b", Ok(Some(facts("aa", 60)))),
+        ]);
+        assert_eq!((from.as_str(), to), ("b", vec!["a".into()]));
+        // Forced: a new order whatever the hosts hold.
+        assert_eq!(
+            decide(
+                "app.example.com",
+                DIR,
+                &[host("a", Ok(None)), host("b", Ok(Some(facts("aa", 60))))],
                 NOW,
                 Duration::from_secs(30 * 86_400),
                 true

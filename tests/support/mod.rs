@@ -746,6 +746,27 @@ impl App {
     }
 }
 
+/// A host frozen (its container paused): SSH to it times out, as for a host that died. Thawed
+/// when dropped, whatever the test did.
+pub struct Frozen(String);
+
+impl Frozen {
+    pub fn host(h: &TestHost) -> Frozen {
+        let out = Command::new("docker")
+            .args(["pause", &h.container])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker pause {}", h.container);
+        Frozen(h.container.clone())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["unpause", &self.0]).output();
+    }
+}
+
 /// A bounded load through the hosts' nginx while something happens: a few keep-alive clients
 /// per host, each stopping after `max_requests` or `max_time`. A request on a reused
 /// connection that nginx closed on reload is retried once by the client (RFC 9112 9.3.1);
