@@ -258,26 +258,57 @@ pub async fn close_all(hosts: Vec<Arc<Host>>) {
 /// worked at once holds a few sockets and pipes, and the common soft limit (1024) is the hard
 /// one's fraction. Returns the soft limit in force.
 pub fn raise_open_file_limit() -> u64 {
+    let Some(limit) = open_file_limit() else {
+        return 0;
+    };
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct passed to it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    limit.rlim_cur
+}
+
+fn open_file_limit() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
-        }
-    }
-    limit.rlim_cur
+    // SAFETY: getrlimit only writes the struct passed to it.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
+}
+
+/// Descriptors one remote command holds while in flight: its connection to the host's SSH
+/// master, its standard input and the two ends of its output and error pipes while they are
+/// handed over (measured at 5-6; counted high).
+const FDS_PER_COMMAND: u64 = 8;
+
+/// Descriptors kept for everything else of a run (the masters' setup, tunnels, logs, the
+/// Docker socket, the runtime's own).
+const FDS_RESERVED: u64 = 128;
+
+/// How many remote commands may be in flight at once, at most `wanted`, within this
+/// process's open files limit (as raised at start): a wide fan-out (the switch) must never
+/// meet "Too many open files" half way.
+pub fn commands_within_open_files(wanted: usize) -> usize {
+    commands_within(open_file_limit().map_or(1024, |l| l.rlim_cur), wanted)
+}
+
+fn commands_within(soft_limit: u64, wanted: usize) -> usize {
+    let fit = soft_limit.saturating_sub(FDS_RESERVED) / FDS_PER_COMMAND;
+    wanted
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(1)
+}
+
+/// The open files limit in force (soft), for messages.
+pub fn open_files_soft_limit() -> u64 {
+    open_file_limit().map_or(0, |l| l.rlim_cur)
 }
 
 /// Map `f` over `items` with at most `limit` futures in flight, results in the input order.
@@ -393,4 +424,22 @@ pub fn removed_hosts(config: &Config, states: &[(String, HostState)]) -> Vec<Str
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commands_in_flight_fit_the_open_files_limit() {
+        // A login shell's common limit: 112 at once, never the 512 a switch would like.
+        assert_eq!(commands_within(1024, 512), 112);
+        const { assert!(112 * FDS_PER_COMMAND + FDS_RESERVED <= 1024) };
+        // A raised limit: what is wanted.
+        assert_eq!(commands_within(524_288, 512), 512);
+        assert_eq!(commands_within(20_000, 3), 3);
+        // A limit below the reserve still lets one through (it fails, saying why, if it must).
+        assert_eq!(commands_within(64, 512), 1);
+        assert_eq!(commands_within(0, 0), 1);
+    }
 }

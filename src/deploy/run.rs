@@ -801,7 +801,16 @@ impl<'a> Run<'a> {
             "rename, reload, waiting for the new workers",
         );
         let label = format!("switch to {}", self.plan.target.release);
-        let results = each_bounded(changing.clone(), SWITCH_AT_ONCE, |w| {
+        let at_once = crate::fleet::commands_within_open_files(SWITCH_AT_ONCE);
+        if at_once < changing.len().min(SWITCH_AT_ONCE) {
+            ui::warn(&format!(
+                "the open files limit ({}) allows {at_once} switches at once, so {} hosts switch in {} waves and serve two releases longer: raise it (`ulimit -Hn`, `LimitNOFILE=`) for one wave",
+                crate::fleet::open_files_soft_limit(),
+                changing.len(),
+                changing.len().div_ceil(at_once)
+            ));
+        }
+        let results = each_bounded(changing.clone(), at_once, |w| {
             let line = progress.line(&w.host.spec);
             let label = &label;
             async move {

@@ -166,31 +166,27 @@ pub async fn burst(config: &Config, hosts: &[(Arc<Host>, Option<String>)]) -> Re
     }
     let t = Instant::now();
     let client = probe::client(false).map_err(|e| e.to_string())?;
-    // Hosts at most `max_parallel` at once (4 requests each): the burst's sockets are bounded
-    // like every other fan-out, at 3 hosts or 500.
+    // Hosts at most `max_parallel` at once (4 requests each), each through a tunnel opened
+    // for it and closed (with its pooled connections) as soon as its requests are done: the
+    // burst's sockets and forwards are bounded like every other fan-out, at 3 hosts or 500.
     let limit = config.ssh.max_parallel.max(1);
-    let opened: Vec<_> = futures::stream::iter(hosts)
-        .map(|(h, token)| async move {
-            Tunnel::open(h, 80)
-                .await
-                .map(|t| t.with_token(token.as_deref()))
-        })
-        .buffered(limit)
-        .collect()
-        .await;
-    let tunnels = opened
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
     let progress = ui::Step::new(
         "Testing",
         hosts.iter().map(|(h, _)| &h.spec),
         &format!("smoke burst of {} requests through nginx", smoke.requests),
     );
-    let results: Vec<Vec<Seen>> = futures::stream::iter(hosts.iter().zip(&tunnels))
-        .map(|((host, _), tunnel)| {
+    let results: Vec<Result<Vec<Seen>, String>> = futures::stream::iter(hosts)
+        .map(|(host, token)| {
             let line = progress.line(&host.spec);
             async move {
+                let tunnel = match Tunnel::open(host, 80).await {
+                    Ok(t) => t.with_token(token.as_deref()),
+                    Err(e) => {
+                        line.finish(false, "no tunnel to nginx".to_owned());
+                        return Err(e.to_string());
+                    }
+                };
+                let tunnel = &tunnel;
                 let results = futures::stream::iter(0..smoke.requests)
                     .map(|_| async move {
                         let started = Instant::now();
@@ -211,12 +207,13 @@ pub async fn burst(config: &Config, hosts: &[(Arc<Host>, Option<String>)]) -> Re
                         host_stats.answers()
                     ),
                 );
-                results
+                Ok(results)
             }
         })
         .buffered(limit)
         .collect()
         .await;
+    let results = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     drop(progress);
     let all: Vec<Seen> = results.into_iter().flatten().collect();
     let stats = stats(&all);
