@@ -26,7 +26,7 @@
 # (peak, and over time in the .tsv), their RSS and CPU apart; connections (accepted by the
 # dispatcher, sshd sessions that failed, the kernel's listen overflows, and shipit's own
 # refused/reset/"Too many open files" messages); the mixed-version window (first to last
-# write of the hosts' upstream include, the switch); the hosts' own CPU.
+# switch of the hosts' upstream include, by its change time); the hosts' own CPU.
 #
 # Settings (environment): FLEET_PARALLEL (ssh.max_parallel written to the config, default 16),
 # FLEET_START_DELAY (seconds an app copy takes to start, slept by the docker stand-in, default
@@ -349,10 +349,12 @@ export XDG_CACHE_HOME=$FLEET_DIR/cache TMPDIR=$FLEET_DIR/tmp
 overflows() { awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else { for (i = 1; i <= NF; i++) if (k[i] == "ListenOverflows" || k[i] == "ListenDrops") s += $i } } END { print s + 0 }' /proc/net/netstat; }
 hostcpu() { perl bench/fleet/hostcpu "$NS" "$dispatcher" | cut -d' ' -f1; }
 upstreams() { for i in $(seq "$N"); do printf '%s\n' "$HOSTS/$i/etc-shipit/fleet/bench/upstream.conf"; done; }
-# window SINCE: first to last write of the hosts' upstream include after SINCE (epoch s),
-# and how many hosts wrote it
+# window SINCE: first to last switch of the hosts' upstream include after SINCE (epoch s),
+# and how many hosts switched. Its change time, not its modification time: the two-phase
+# switch writes the include while staging and renames it into place at the commit, and a
+# rename keeps the mtime but sets the ctime.
 window() {
-  upstreams | xargs stat -c '%.9Y' 2>/dev/null | awk -v since="$1" '$1 >= since { n++; if (!lo || $1 < lo) lo = $1; if ($1 > hi) hi = $1 }
+  upstreams | xargs stat -c '%.9Z' 2>/dev/null | awk -v since="$1" '$1 >= since { n++; if (!lo || $1 < lo) lo = $1; if ($1 > hi) hi = $1 }
     END { if (n) printf "%.3f %d\n", hi - lo, n; else print "- 0" }'
 }
 live_counts() { upstreams | xargs sed -n 's/^# live: //p' 2>/dev/null | sort | uniq -c | awk '{ printf "%s%s=%s", sep, $2, $1; sep = " " } END { print "" }'; }
@@ -461,7 +463,7 @@ row1() {
 }
 row2() {
   local r=$1
-  printf '| %s | %s / %s | %s | %s | %s | %s | %s (%s hosts wrote it) | %s | %s | %s |\n' \
+  printf '| %s | %s / %s | %s | %s | %s | %s | %s (%s hosts switched) | %s | %s | %s |\n' \
     "$r" "$(fig "$r" accepted)" "$(fig "$r" authenticated)" "$(fig "$r" sessions_failed)" \
     "$(fig "$r" dispatcher_errors)" "$(fig "$r" listen_overflows)" "$(fig "$r" shipit_conn_errors)" \
     "$(fig "$r" window_s)" "$(fig "$r" upstreams_written)" "$(fig "$r" live)" \
