@@ -236,6 +236,17 @@ async fn renew_locked(
 ) -> Result<RenewReport, Error> {
     let held = read_fleet(config, fleet).await?;
     let hosts: Vec<String> = fleet.hosts.iter().map(|h| h.spec.to_string()).collect();
+    // What every outcome reports: the certificate the hosts now hold and when it is due.
+    let report = |cert: &CertFacts, due_at: i64, reason: String| RenewReport {
+        domain: config.domain.clone(),
+        renewed: false,
+        copied_to: Vec::new(),
+        reason,
+        certificate: CertSummary::of(cert, now()),
+        due: rfc3339(due_at),
+        hosts: hosts.clone(),
+        skipped: Vec::new(),
+    };
     match decide(config, acme, &held.certs, force) {
         Decision::Current { cert, due_at } => {
             let days = (due_at - now()).div_euclid(86_400);
@@ -250,16 +261,11 @@ async fn renew_locked(
                     cert.days_left(now()),
                 ),
             );
-            Ok(RenewReport {
-                domain: config.domain.clone(),
-                renewed: false,
-                copied_to: Vec::new(),
-                reason: format!("not due until {}", rfc3339(due_at)),
-                certificate: CertSummary::of(&cert, now()),
-                due: rfc3339(due_at),
-                hosts,
-                skipped: Vec::new(),
-            })
+            Ok(report(
+                &cert,
+                due_at,
+                format!("not due until {}", rfc3339(due_at)),
+            ))
         }
         Decision::Copy {
             from,
@@ -270,28 +276,16 @@ async fn renew_locked(
         } => {
             copy_certificate(config, fleet, &from, &cert, &to, &reason).await?;
             Ok(RenewReport {
-                domain: config.domain.clone(),
-                renewed: false,
                 copied_to: to,
-                reason: reason.to_string(),
-                certificate: CertSummary::of(&cert, now()),
-                due: rfc3339(due_at),
-                hosts,
-                skipped: Vec::new(),
+                ..report(&cert, due_at, reason.to_string())
             })
         }
         Decision::Renew(reason) => {
             let facts = obtain_and_install(config, acme, fleet, held, &reason).await?;
             let margin = i64::try_from(acme.renew_before.as_secs()).unwrap_or(0);
             Ok(RenewReport {
-                domain: config.domain.clone(),
                 renewed: true,
-                copied_to: Vec::new(),
-                reason: reason.to_string(),
-                certificate: CertSummary::of(&facts, now()),
-                due: rfc3339(facts.not_after - margin),
-                hosts,
-                skipped: Vec::new(),
+                ..report(&facts, facts.not_after - margin, reason.to_string())
             })
         }
     }
