@@ -214,6 +214,16 @@ pub enum Error {
     },
 
     #[error(
+        "the deploy lock of `{environment}` was taken over on `{host}` by {holder}: this shipit could not renew its lease ({lease}) in time (it was stopped, suspended or cut off), so it stopped at once and changed nothing more; what it had already changed stays as it is\n  help: see what the fleet runs with `shipit status {environment}`; the holder now converges it"
+    )]
+    LockLost {
+        host: String,
+        holder: String,
+        lease: String,
+        environment: String,
+    },
+
+    #[error(
         "`{host}` is not provisioned for this app (no upstream include)\n  help: run `shipit provision {environment}` first"
     )]
     NotProvisioned { host: String, environment: String },
@@ -370,6 +380,17 @@ pub enum Error {
         "`{host}`: {message}\n  help: `shipit tls status` shows what each host holds and serves; `shipit tls renew --force` installs a certificate again"
     )]
     TlsReadBack { host: String, message: String },
+
+    #[error(
+        "the CA already issued a certificate for `{names}` {ago} ago (by `{host}`'s clock, recorded in {log}), and it is not what the hosts serve; shipit orders at most one a day per name set, so that a run failing after the order cannot spend the CA's duplicate-certificate limit (5 a week at Let's Encrypt); nothing was asked of the CA and nothing changed\n  help: see what each host serves with `shipit tls status {environment}` and fix what failed last time; to order anyway, run `shipit tls renew {environment} --force`"
+    )]
+    OrderedToday {
+        names: String,
+        host: String,
+        ago: String,
+        log: String,
+        environment: String,
+    },
 
     #[error(
         "`{environment}` has no `[tls] acme`: shipit renews only the certificates it obtains\n  help: add `acme = {{ email = \"ops@example.com\" }}` under `[tls]` (and run `shipit provision {environment}`)"
@@ -615,7 +636,7 @@ impl Error {
             Error::LeftBehind { .. } => 13,
             Error::Hosts { hosts } => hosts.iter().map(Error::exit_code).max().unwrap_or(1),
             Error::Validation { .. } => 4,
-            Error::LockHeld { .. } | Error::LegacyBusy { .. } => 6,
+            Error::LockHeld { .. } | Error::LockLost { .. } | Error::LegacyBusy { .. } => 6,
             Error::NotProvisioned { .. }
             | Error::NotMoved { .. }
             | Error::NoPrevious { .. }
@@ -627,7 +648,10 @@ impl Error {
             Error::PortHeld { .. } | Error::RollbackDisagree { .. } => 2,
             Error::Hook { .. } => 8,
             Error::Internal { .. } => 1,
-            Error::Acme { .. } | Error::ChallengeNotServed { .. } | Error::TlsReadBack { .. } => 11,
+            Error::Acme { .. }
+            | Error::ChallengeNotServed { .. }
+            | Error::TlsReadBack { .. }
+            | Error::OrderedToday { .. } => 11,
             Error::NoAcme { .. } | Error::NoTls { .. } => 2,
             Error::ImageNoSpace { .. } | Error::ImageMismatch { .. } => 1,
             Error::ReleasePhase { .. } => 12,

@@ -87,6 +87,12 @@ impl Site {
         format!("{}/acme-challenge", self.config_dir())
     }
 
+    /// Every certificate the CA issued for the site, with the host's clock (mode 0600): at most
+    /// one a day per name set unless forced.
+    pub fn acme_orders(&self) -> String {
+        format!("{}/acme-orders.log", self.state_dir())
+    }
+
     /// The ACME account (its key included), mode 0600, the same on every host.
     pub fn acme_account(&self) -> String {
         format!("{}/acme-account.json", self.state_dir())
@@ -131,6 +137,20 @@ impl Site {
     }
 
     /// A scheduled job's service (`web_production_job_cleanup.service`) and timer.
+    /// The daily certificate check (with TLS): its script (0700, it holds the webhook
+    /// addresses), its service and its timer.
+    pub fn tls_check_script(&self) -> String {
+        format!("{}/tls-check.sh", self.config_dir())
+    }
+
+    pub fn tls_check_service(&self) -> String {
+        format!("/etc/systemd/system/{}_tls_check.service", self.key())
+    }
+
+    pub fn tls_check_timer(&self) -> String {
+        format!("/etc/systemd/system/{}_tls_check.timer", self.key())
+    }
+
     pub fn job_service(&self, job: &str) -> String {
         format!("/etc/systemd/system/{}_job_{job}.service", self.key())
     }

@@ -3,8 +3,14 @@
 //!
 //! A deploy holds it on every host or on none. A lock left by a shipit that provably died (same
 //! machine and running kernel, same PID namespace, its process gone) is taken over with a
-//! warning that names it; any other held lock is refused with its holder's details, or waited
-//! for with `--lock-wait`.
+//! warning that names it. So is a lock whose lease expired: its holder renews it (the host's
+//! clock in `renewed`) every fifth of `deploy.lock_lease` while it lives, so a lock nobody
+//! renewed for a whole lease on every host that holds it belongs to a shipit that died
+//! elsewhere (a killed CI container) or stopped. The holder checks itself too: when it went a
+//! half lease without renewing (stopped, suspended, cut off), its work waits until a renewal
+//! proves the lock is still its own; a lock taken over meanwhile stops it at once, changing
+//! nothing more. Any other held lock is refused with its holder's details, or waited for with
+//! `--lock-wait`.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +21,8 @@ use crate::remote::scripts;
 use crate::signals::Cancel;
 use crate::state::LockInfo;
 use crate::ui;
+
+mod lease;
 
 pub fn now() -> u64 {
     SystemTime::now()
@@ -105,7 +113,7 @@ fn process_exists(pid: u32) -> bool {
 }
 
 impl Me {
-    pub fn lock_info(&self, command: &str, version: &str) -> LockInfo {
+    pub fn lock_info(&self, command: &str, version: &str, lease: Duration) -> LockInfo {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -121,6 +129,7 @@ impl Me {
             since: now(),
             command: command.to_owned(),
             version: version.to_owned(),
+            lease: lease.as_secs(),
         }
     }
 
@@ -175,6 +184,30 @@ pub fn describe(holder: &LockInfo) -> String {
     )
 }
 
+fn secs(s: u64) -> String {
+    humantime::format_duration(Duration::from_secs(s)).to_string()
+}
+
+/// What a held lock's lease says, by the host's clock: when it was last renewed and when it may
+/// be taken over (empty for a lock of an older shipit, which has no lease).
+pub fn lease_note(holder: &LockInfo, renewed_ago: Option<u64>) -> String {
+    match (holder.lease, renewed_ago) {
+        (0, _) => String::new(),
+        (lease, Some(ago)) if ago < lease => format!(
+            "; its lease ({}) was renewed {} ago by the host's clock: if it is dead, the lock can be taken over in {}",
+            secs(lease),
+            secs(ago),
+            secs(lease - ago)
+        ),
+        (lease, Some(ago)) => format!(
+            "; its lease ({}) expired {} ago by the host's clock",
+            secs(lease),
+            secs(ago - lease)
+        ),
+        (lease, None) => format!("; its lease ({}) was never renewed", secs(lease)),
+    }
+}
+
 /// A lock held on every host of the fleet.
 pub struct Held {
     pub id: String,
@@ -185,7 +218,21 @@ pub struct Held {
 
 enum Outcome {
     Acquired(Option<String>),
-    Held(Option<LockInfo>),
+    /// Held by someone else: the holder's details, and how long ago it renewed its lease by
+    /// the host's clock.
+    Held(Option<Box<LockInfo>>, Option<u64>),
+}
+
+/// Why a held lock may be taken over: its holder is provably gone (0), or its lease (seconds)
+/// expired by the host's clock.
+fn takeover_lease(me: &Me, holder: &LockInfo, renewed_ago: Option<u64>) -> Option<u64> {
+    if me.holder_is_gone(holder) {
+        return Some(0);
+    }
+    match (holder.lease, renewed_ago) {
+        (lease, Some(ago)) if lease > 0 && ago >= lease => Some(lease),
+        _ => None,
+    }
 }
 
 /// Take the lock on every host, or on none. With a `query`, each host answers with its state
@@ -211,17 +258,15 @@ pub async fn acquire(
         if let Some(e) = first_error {
             return Err(e);
         }
-        let (host, holder) = refused.unwrap_or_default();
+        let (host, holder, renewed_ago) = refused.unwrap_or_default();
+        let said = holder.as_ref().map_or(
+            "an unknown holder (the details file is missing)".into(),
+            |h| format!("{}{}", describe(h), lease_note(h, renewed_ago)),
+        );
         match wait {
             Some(w) if started.elapsed() < w => {
                 if !announced {
-                    ui::status(
-                        "Waiting",
-                        &format!(
-                            "for the lock, held by {}",
-                            holder.as_ref().map_or("an unknown holder".into(), describe)
-                        ),
-                    );
+                    ui::status("Waiting", &format!("for the lock, held by {said}"));
                     announced = true;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -229,10 +274,7 @@ pub async fn acquire(
             _ => {
                 return Err(Error::LockHeld {
                     host,
-                    holder: holder.as_ref().map_or(
-                        "an unknown holder (the details file is missing)".into(),
-                        describe,
-                    ),
+                    holder: said,
                     environment: config.environment.clone(),
                 });
             }
@@ -241,15 +283,17 @@ pub async fn acquire(
 }
 
 /// What one try at the lock on every host came to: each host's state read under it (`None`
-/// where a gone holder's lock was taken over), the first host that refused with its holder,
-/// and the first error.
+/// where a lock was taken over), the first host that refused with its holder and how long ago
+/// that holder renewed, and the first error.
 type Round = (
     Vec<Option<String>>,
-    Option<(String, Option<LockInfo>)>,
+    Option<(String, Option<Box<LockInfo>>, Option<u64>)>,
     Option<Error>,
 );
 
-/// Try to take the lock on every host once; a lock whose holder is provably gone is taken over.
+/// Try to take the lock on every host once. Locks whose holder is provably gone or whose
+/// lease expired are taken over, but only when every host's lock is ours or may be taken over:
+/// a holder that still renews its lock somewhere keeps it everywhere.
 async fn take_round(
     fleet: &Fleet,
     config: &Config,
@@ -274,52 +318,80 @@ async fn take_round(
                     return Ok::<_, Error>(Outcome::Acquired(state));
                 }
                 let text = text.trim();
-                let details = text.strip_prefix("held").map(str::trim).unwrap_or_default();
+                let rest = text.strip_prefix("held").map(str::trim).unwrap_or_default();
+                let (details, ago) = rest.split_once(' ').unwrap_or((rest, "-"));
                 let holder =
                     base64::Engine::decode(&base64::engine::general_purpose::STANDARD, details)
                         .ok()
-                        .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
-                Ok(Outcome::Held(holder))
+                        .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
+                        .map(Box::new);
+                // A negative age (the host's clock went back) is no proof of anything.
+                Ok(Outcome::Held(holder, ago.trim().parse().ok()))
             }
         })
         .await;
-    let mut refused: Option<(String, Option<LockInfo>)> = None;
+    let mut refused = None;
     let mut first_error = None;
     let mut states = Vec::with_capacity(results.len());
-    for (host, r) in fleet.hosts.iter().zip(results) {
+    let mut takeovers = Vec::new();
+    for (i, (host, r)) in fleet.hosts.iter().zip(results).enumerate() {
         match r {
             Ok(Outcome::Acquired(state)) => states.push(state),
-            Ok(Outcome::Held(Some(holder))) if me.holder_is_gone(&holder) => {
-                ui::warn(&format!(
-                    "{}: taking over the lock left by a shipit that is no longer running: {}",
-                    host.spec,
-                    describe(&holder)
-                ));
-                let cmd = scripts::TakeOverLock {
-                    lock_dir: &dir,
-                    expected_id: &holder.id,
-                    holder: &info.to_json(),
-                }
-                .command();
-                if let Err(e) = host.check(&cmd).await {
-                    first_error.get_or_insert(e);
+            Ok(Outcome::Held(holder, ago)) => {
+                match holder
+                    .as_ref()
+                    .and_then(|h| Some((h, takeover_lease(&me, h, ago)?)))
+                {
+                    Some((h, lease)) => takeovers.push((i, h.clone(), ago, lease)),
+                    None => {
+                        refused.get_or_insert((host.spec.to_string(), holder, ago));
+                    }
                 }
                 states.push(None);
             }
-            Ok(Outcome::Held(holder)) => {
-                refused.get_or_insert((host.spec.to_string(), holder));
-            }
             Err(e) => {
                 first_error.get_or_insert(e);
+                states.push(None);
             }
+        }
+    }
+    if refused.is_some() || first_error.is_some() {
+        return (states, refused, first_error);
+    }
+    for (i, holder, ago, lease) in takeovers {
+        let host = &fleet.hosts[i];
+        let why = if lease == 0 {
+            "left by a shipit that is no longer running".to_owned()
+        } else {
+            format!(
+                "whose lease expired (not renewed for {} by the host's clock, its lease is {})",
+                secs(ago.unwrap_or(lease)),
+                secs(lease)
+            )
+        };
+        ui::warn(&format!(
+            "{}: taking over the lock {why}: {}",
+            host.spec,
+            describe(&holder)
+        ));
+        let cmd = scripts::TakeOverLock {
+            lock_dir: &dir,
+            expected_id: &holder.id,
+            holder: &info.to_json(),
+            lease,
+        }
+        .command();
+        if let Err(e) = host.check(&cmd).await {
+            first_error.get_or_insert(e);
         }
     }
     (states, refused, first_error)
 }
 
 /// Run `f` holding the environment lock on every host, listening for SIGINT, SIGTERM and
-/// SIGHUP (`f` is told through its [`Cancel`] and decides how to stop). The lock is released
-/// on every exit path; hosts where it could not be are named, and listed in a fleet split.
+/// SIGHUP (`f` is told through its [`Cancel`] and decides how to stop), and renewing the lock's
+/// lease while it runs. The lock is released on every exit path; hosts where it could not be
+/// are named, and listed in a fleet split.
 pub async fn with_lock<T, F, Fut>(
     fleet: &Fleet,
     config: &Config,
@@ -334,7 +406,8 @@ where
     Fut: std::future::Future<Output = Result<T, Error>>,
 {
     let (cancel, _listener) = Cancel::listen();
-    let info = me().lock_info(command, version);
+    let lease = config.deploy.lock_lease;
+    let info = me().lock_info(command, version, lease);
     let held = match cancel
         .guard(acquire(fleet, config, &info, wait, query))
         .await
@@ -348,7 +421,8 @@ where
             return Err(e);
         }
     };
-    let result = f(held, cancel).await;
+    let result = lease::keep_renewed(fleet, config, &info.id, lease, f(held, cancel)).await;
+    // Where the lock was taken over this frees nothing (it is released only by our id).
     let kept = release(fleet, config, &info.id).await;
     match result {
         Err(Error::FleetSplit(mut split)) => {
@@ -392,13 +466,21 @@ pub async fn release(fleet: &Fleet, config: &Config, id: &str) -> Vec<(String, S
 pub struct LockRow {
     pub host: String,
     pub lock: Option<LockInfo>,
+    /// Seconds since the holder last renewed its lease, by the host's clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renewed_ago: Option<u64>,
 }
 
 impl crate::ui::Render for LockRow {
     fn text(&self) -> String {
         match &self.lock {
             None => format!("{}: free\n", self.host),
-            Some(l) => format!("{}: held by {}\n", self.host, describe(l)),
+            Some(l) => format!(
+                "{}: held by {}{}\n",
+                self.host,
+                describe(l),
+                lease_note(l, self.renewed_ago)
+            ),
         }
     }
 }
@@ -411,7 +493,14 @@ pub async fn status(config: &Config) -> Result<Vec<LockRow>, Error> {
     .await?;
     Ok(states
         .into_iter()
-        .map(|(host, s)| LockRow { host, lock: s.lock })
+        .map(|(host, s)| LockRow {
+            host,
+            renewed_ago: s
+                .lock_renewed
+                .zip(s.clock)
+                .and_then(|(renewed, clock)| clock.checked_sub(renewed)),
+            lock: s.lock,
+        })
         .collect())
 }
 
@@ -491,7 +580,7 @@ mod tests {
             start_time: 777,
             ..me()
         }
-        .lock_info("deploy", "1.0.0");
+        .lock_info("deploy", "1.0.0", Duration::from_secs(600));
         change(&mut h);
         h
     }
@@ -527,6 +616,38 @@ mod tests {
         assert!(!me.holder_is_gone_with(&old, absent, unreadable));
         // Our own pid is never "gone".
         assert!(!me.holder_is_gone_with(&holder(|h| h.pid = 100), absent, unreadable));
+    }
+
+    #[test]
+    fn a_lock_is_taken_over_for_its_age_only_when_its_lease_expired_by_the_hosts_clock() {
+        let me = me();
+        // Another machine: its process cannot be checked, only its lease.
+        let elsewhere = |lease| {
+            holder(|h| {
+                h.machine_id = "m-ci".into();
+                h.lease = lease;
+            })
+        };
+        assert_eq!(takeover_lease(&me, &elsewhere(600), Some(599)), None);
+        assert_eq!(takeover_lease(&me, &elsewhere(600), Some(600)), Some(600));
+        assert_eq!(
+            takeover_lease(&me, &elsewhere(600), Some(86_400)),
+            Some(600)
+        );
+        // No renewal time on the host, or a clock that went back: no proof.
+        assert_eq!(takeover_lease(&me, &elsewhere(600), None), None);
+        // A lock of an older shipit has no lease: never taken over for its age.
+        assert_eq!(takeover_lease(&me, &elsewhere(0), Some(86_400)), None);
+        // What the refusal and `lock status` say about it.
+        assert_eq!(
+            lease_note(&elsewhere(600), Some(30)),
+            "; its lease (10m) was renewed 30s ago by the host's clock: if it is dead, the lock can be taken over in 9m 30s"
+        );
+        assert_eq!(
+            lease_note(&elsewhere(600), Some(660)),
+            "; its lease (10m) expired 1m ago by the host's clock"
+        );
+        assert_eq!(lease_note(&elsewhere(0), Some(660)), "");
     }
 
     #[test]

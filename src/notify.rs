@@ -114,13 +114,25 @@ pub async fn send(config: &Config, event: &Event<'_>) {
             match sent {
                 Ok(()) => {}
                 Err(Failure::Untrusted(e)) => ui::warn(&format!(
-                    "could not notify `{url}`: its TLS certificate is not trusted by this machine ({e}); for a private CA, set SSL_CERT_FILE to a bundle that holds it (the deploy itself is not affected)"
+                    "could not notify `{url}`: its TLS certificate is not trusted by this machine ({e}); {} (the deploy itself is not affected)",
+                    untrusted_fix(&e)
                 )),
                 Err(Failure::Other(e)) => ui::warn(&format!("could not notify `{url}`: {e}")),
             }
         }
     });
     futures::future::join_all(sends).await;
+}
+
+/// What to do about an endpoint certificate this machine refused, from the refusal.
+fn untrusted_fix(error: &str) -> &'static str {
+    if error.contains("CaUsedAsEndEntity") {
+        // A self-signed certificate made with `CA:TRUE` (what `openssl req -x509` makes by
+        // default): curl accepts it once trusted; webpki never accepts a CA as a server's.
+        "the endpoint serves a CA certificate (basicConstraints CA:TRUE, such as a self-signed one made by `openssl req -x509`) as its own, which shipit refuses even when SSL_CERT_FILE trusts it (curl accepts it): give the endpoint a certificate issued by that CA (CA:FALSE, its name in subjectAltName) and keep the CA in SSL_CERT_FILE"
+    } else {
+        "for a private CA, set SSL_CERT_FILE to a bundle that holds it"
+    }
 }
 
 /// Why a notification could not be sent.
@@ -145,6 +157,13 @@ impl Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_certificate_served_as_the_endpoints_own_is_named_with_the_fix() {
+        let fix = untrusted_fix("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
+        assert!(fix.contains("CA:TRUE") && fix.contains("CA:FALSE"), "{fix}");
+        assert!(untrusted_fix("invalid peer certificate: UnknownIssuer").contains("SSL_CERT_FILE"));
+    }
 
     #[test]
     fn chat_text_and_url_redaction() {

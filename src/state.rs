@@ -118,6 +118,11 @@ pub struct LockInfo {
     pub since: u64,
     pub command: String,
     pub version: String,
+    /// The holder's lease in seconds: it renews the lock's `renewed` time (by the host's clock)
+    /// while it lives, and a lock not renewed for this long may be taken over. 0 (a lock of an
+    /// older shipit): no lease, never taken over for its age.
+    #[serde(default)]
+    pub lease: u64,
 }
 
 impl LockInfo {
@@ -224,6 +229,8 @@ pub struct HostState {
     pub behind: Vec<Behind>,
     /// The host's own clock (unix seconds) when it answered.
     pub clock: Option<u64>,
+    /// When the lock's holder last renewed its lease, by the host's clock (unix seconds).
+    pub lock_renewed: Option<u64>,
     /// The site's check token (`verify.conf`): what proves shipit's checks to its nginx.
     pub verify_token: Option<String>,
 }
@@ -465,7 +472,7 @@ fn upstream_live_colour(text: &str) -> Option<Colour> {
 }
 
 /// How many lines a host's deploy state has.
-const STATE_LINES: usize = 19;
+const STATE_LINES: usize = 20;
 
 /// Parse the answer to `DEPLOY_STATE`.
 pub fn parse_state(stdout: &str) -> Result<HostState, String> {
@@ -517,6 +524,7 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             "fleet" => state.fleet = FleetRecord::parse(&decode(value)?.unwrap_or_default()),
             "behind" => state.behind = Behind::parse_all(&decode(value)?.unwrap_or_default()),
             "clock" => state.clock = value.trim().parse().ok(),
+            "lock-renewed" => state.lock_renewed = value.trim().parse().ok(),
             "token" => {
                 state.verify_token = Some(value.trim())
                     .filter(|t| *t != "-" && !t.is_empty())
@@ -731,7 +739,7 @@ mod tests {
     fn answer(upstream: &str, env_blue: &str, hist: &str) -> String {
         let lock = r#"{"id":"x","user":"alice","machine":"laptop","pid":1,"since":5,"command":"deploy","version":"1.0.0"}"#;
         format!(
-            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nanswers-blue 200\nanswers-green -\nsettings-blue same\nsettings-green differs DATABASE_URL units\nlock {}\nhistory 41 {}\nlegacy-upstream no\nnginx active\nfleet {}\nbehind -\nclock 1796153400\ntoken 0123456789abcdef0123\n",
+            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nanswers-blue 200\nanswers-green -\nsettings-blue same\nsettings-green differs DATABASE_URL units\nlock {}\nlock-renewed 1796153390\nhistory 41 {}\nlegacy-upstream no\nnginx active\nfleet {}\nbehind -\nclock 1796153400\ntoken 0123456789abcdef0123\n",
             b64(upstream),
             b64(env_blue),
             b64(lock),
@@ -761,6 +769,7 @@ mod tests {
         assert_eq!(s.fleet.hosts, ["root@a:22"]);
         assert_eq!(s.fleet.removed, ["root@old:22"]);
         assert_eq!(s.clock, Some(1_796_153_400));
+        assert_eq!(s.lock_renewed, Some(1_796_153_390));
         assert_eq!(s.verify_token.as_deref(), Some("0123456789abcdef0123"));
         assert!(s.blue.running() && s.blue.running_here());
         assert!(

@@ -37,6 +37,18 @@ pub const DEFAULTS: &[(&str, &str)] = &[
         "job.timer.tera",
         include_str!("../templates/job.timer.tera"),
     ),
+    (
+        "tls-check.sh.tera",
+        include_str!("../templates/tls-check.sh.tera"),
+    ),
+    (
+        "tls-check.service.tera",
+        include_str!("../templates/tls-check.service.tera"),
+    ),
+    (
+        "tls-check.timer.tera",
+        include_str!("../templates/tls-check.timer.tera"),
+    ),
 ];
 
 /// What validates a file on the host before it is installed, and what reloads it after.
@@ -56,6 +68,9 @@ pub enum FileKind {
     Certificate,
     /// The site's check token (an nginx map, mode 0600), created once. Never shown in a diff.
     Token,
+    /// A root-only script holding credentials (the certificate check, with the webhook
+    /// addresses): installed 0700 without validation or reload, never shown in a diff.
+    Private,
     /// nginx settings of the `http` block that every site on the host shares
     /// ([`NGINX_HTTP_CONF`]): validated with `nginx -t` and installed with the site when
     /// absent, then left as the host has it (another site wrote it, or the operator edited it).
@@ -125,8 +140,23 @@ struct Context<'a> {
     docker_cpus: String,
     ports: &'a crate::config::Ports,
     tls: Option<TlsContext>,
+    /// With TLS: the daily certificate check the hosts run themselves.
+    tls_check: Option<TlsCheckContext>,
     nginx: &'a crate::config::Nginx,
     volumes: &'a [String],
+}
+
+/// The daily certificate check's part of the context: its script, when it warns, and the
+/// webhooks it calls (each shell-quoted, as they go into the script).
+#[derive(Serialize)]
+struct TlsCheckContext {
+    script: String,
+    days: i64,
+    /// What to do, as it goes inside the script's double quotes (backquotes escaped).
+    advice: String,
+    webhook: Option<String>,
+    slack: Option<String>,
+    discord: Option<String>,
 }
 
 /// A process's own part of its unit's context.
@@ -306,6 +336,30 @@ impl Templates {
                     certificate_key,
                     acme_challenges: config.acme().map(|_| site.acme_challenges()),
                 }),
+            tls_check: config.tls_files().map(|_| {
+                let quoted = |u: &Option<crate::config::WebhookUrl>| {
+                    u.as_ref()
+                        .map(|u| crate::remote::quote(u.expose()).into_owned())
+                };
+                TlsCheckContext {
+                    script: site.tls_check_script(),
+                    advice: match (config.acme(), config.tls_files()) {
+                        (None, Some((certificate, _))) => format!(
+                            "put a renewed certificate in {certificate} (its key beside it) and reload nginx"
+                        ),
+                        _ => format!(
+                            "run \\`shipit tls renew {}\\` (and see why its daily run did not)",
+                            config.environment
+                        ),
+                    },
+                    days: crate::doctor::CERTIFICATE_WARNING_DAYS
+                        .min(crate::acme::warning_days(config))
+                        .max(1),
+                    webhook: quoted(&config.notify.webhook),
+                    slack: quoted(&config.notify.slack),
+                    discord: quoted(&config.notify.discord),
+                }
+            }),
             nginx: &config.nginx,
             volumes: &config.container.volumes,
         };
@@ -367,6 +421,25 @@ impl Templates {
                 hosts: None,
             },
         ];
+        if config.tls_files().is_some() {
+            files.push(ManagedFile {
+                mode: "700",
+                kind: FileKind::Private,
+                ..file(
+                    site.tls_check_script(),
+                    FileKind::Private,
+                    "tls-check.sh.tera",
+                    &ctx,
+                )?
+            });
+            // The service first: the timer is validated against it.
+            for (path, template) in [
+                (site.tls_check_service(), "tls-check.service.tera"),
+                (site.tls_check_timer(), "tls-check.timer.tera"),
+            ] {
+                files.push(file(path, FileKind::Systemd, template, &ctx)?);
+            }
+        }
         for p in &config.processes {
             let ctx = with(
                 &ctx,
@@ -529,8 +602,9 @@ mod snapshots {
         ] {
             assert!(nginx.contains(line), "{line}\n{nginx}");
         }
-        // The placeholder certificate and key come from provisioning, not from templates.
-        assert_eq!(files.len(), 6);
+        // The placeholder certificate and key come from provisioning, not from templates; the
+        // daily certificate check (its script, service and timer) comes with TLS.
+        assert_eq!(files.len(), 9);
         let enforced = rendered(&config(
             "[nginx]\ncsp = \"default-src 'self'\"\ncsp_enforce = true\n",
         ));
@@ -541,6 +615,37 @@ mod snapshots {
         );
         assert!(!enforced[1].content.contains("acme-challenge"));
         assert!(!enforced[1].content.contains("limit_req"));
+    }
+
+    #[test]
+    fn the_daily_certificate_check_quotes_its_webhooks_and_is_roots_alone() {
+        let files = rendered(&config(
+            "[tls]\ncertificate = \"/etc/ssl/hello.pem\"\ncertificate_key = \"/etc/ssl/hello.key\"\n[notify]\nwebhook = \"https://hooks.example.com/in?token=a&b=c\"\ndiscord = \"https://discord.com/api/webhooks/1/x\"\n",
+        ));
+        let script = files
+            .iter()
+            .find(|f| f.path.ends_with("/tls-check.sh"))
+            .unwrap();
+        assert_eq!((script.mode, script.kind), ("700", FileKind::Private));
+        insta::assert_snapshot!("tls_check_script", script.content);
+        assert!(
+            script
+                .content
+                .contains("post 'https://hooks.example.com/in?token=a&b=c' ")
+        );
+        assert!(!script.content.contains("hooks.slack.com"));
+        let status = std::process::Command::new("sh")
+            .args(["-n", "-c", &script.content])
+            .status()
+            .unwrap();
+        assert!(status.success(), "the script parses");
+        let timer = files
+            .iter()
+            .find(|f| f.path.ends_with("_tls_check.timer"))
+            .unwrap();
+        insta::assert_snapshot!("tls_check_timer", timer.content);
+        // Without TLS, no check.
+        assert!(!rendered(&config("")).iter().any(|f| f.path.contains("tls")));
     }
 
     #[test]

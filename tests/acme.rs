@@ -183,6 +183,28 @@ fn one_certificate_for_every_host_issued_renewed_when_due_and_served_without_a_f
     outputs.push(run.stdout + &run.stderr);
 
     pebble.point(domain, &[hosts[2].address()]);
+    // The CA issued the first certificate minutes ago: a second one for the same name the
+    // same day is refused (a run failing after its order would otherwise spend the CA's
+    // duplicate-certificate limit), nothing is asked of the CA and nothing changes.
+    let due: Vec<String> = hosts.iter().map(|h| files(&tb, h, name)).collect();
+    let run = app.shipit(&["tls", "renew", "production"]).failure(11);
+    assert_has(
+        &run.stderr,
+        "the CA already issued a certificate for `t-acme.test`",
+    );
+    assert_has(&run.stderr, "shipit tls renew production --force");
+    outputs.push(run.stdout + &run.stderr);
+    let after: Vec<String> = hosts.iter().map(|h| files(&tb, h, name)).collect();
+    assert_eq!(after, due, "nothing changed on any host");
+    // As if that order was two days ago, by each host's record and clock.
+    for h in &hosts {
+        tb.sh_ok(
+            h,
+            &format!(
+                "cd /var/lib/shipit/{name}/production && awk '{{ $1 = $1 - 172800; print }}' acme-orders.log > o.tmp && mv o.tmp acme-orders.log"
+            ),
+        );
+    }
     let load = Load::start_tls(&hosts, domain, &ca_and(&pebble.root, &ca), 2);
     let run = app.shipit(&["tls", "renew", "production"]).success();
     assert_has(

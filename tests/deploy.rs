@@ -380,6 +380,76 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
         "{}",
         doctor.stdout
     );
+
+    // Every host checks what it serves daily by itself, so that a renewal nobody ran is noticed
+    // without anyone running shipit: under 14 days it says so in its journal and calls the
+    // webhooks of `[notify]` from the host. A listener on the host's loopback stands in for the
+    // webhook; its URL (a credential) is in a script only root reads.
+    let hooked = format!("{tls}[notify]\nwebhook = \"http://127.0.0.1:9977/tls?token=s3cret\"\n");
+    app.env_file("production", &tb, &hosts, &hooked).commit();
+    app.shipit(&["provision", "production"]).success();
+    let h = &hosts[0];
+    let unit = "t-tls_production_tls_check";
+    assert_eq!(
+        tb.sh_ok(
+            h,
+            &format!(
+                "systemctl is-enabled {unit}.timer; systemctl is-active {unit}.timer; stat -c '%a %U' /etc/shipit/t-tls/production/tls-check.sh"
+            )
+        ),
+        "enabled\nactive\n700 root\n"
+    );
+    tb.put(
+        h,
+        "/tmp/shipit-tls-hook.py",
+        "import http.server\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_POST(self):\n\
+         \x20       body = self.rfile.read(int(self.headers['Content-Length']))\n\
+         \x20       open('/tmp/shipit-tls-hook.body', 'ab').write(self.path.encode() + b' ' + body + b'\\n')\n\
+         \x20       self.send_response(200)\n\
+         \x20       self.end_headers()\n\
+         \x20   def log_message(self, *args):\n\
+         \x20       pass\n\
+         s = http.server.HTTPServer(('127.0.0.1', 9977), H)\n\
+         s.timeout = 60\n\
+         s.handle_request()\n",
+        "600",
+    );
+    tb.sh_ok(
+        h,
+        "rm -f /tmp/shipit-tls-hook.body; setsid python3 /tmp/shipit-tls-hook.py < /dev/null > /dev/null 2>&1 & sleep 1",
+    );
+    let check = tb.sh(h, &format!("systemctl start {unit}.service"));
+    assert!(
+        !check.status.success(),
+        "the check fails: the certificate is due"
+    );
+    let journal = tb.sh_ok(
+        h,
+        &format!("journalctl -u {unit}.service --no-pager -o cat -n 30"),
+    );
+    assert_has(&journal, "t-tls production on ");
+    assert_has(&journal, "the certificate for t-tls.test expires");
+    assert_has(&journal, "(in 1 days)");
+    assert_has(
+        &journal,
+        "put a renewed certificate in /etc/ssl/shipit-test-san/cert.pem",
+    );
+    let body = tb.sh_ok(h, "sleep 1; cat /tmp/shipit-tls-hook.body");
+    assert_has(
+        &body,
+        "/tls?token=s3cret {\"event\":\"certificate-expiring\"",
+    );
+    assert_has(&body, "\"domain\":\"t-tls.test\"");
+    assert_has(&body, "\"days_left\":1,");
+    assert!(!journal.contains("s3cret"), "{journal}");
+    // A host user cannot read the webhook address.
+    let peek = tb.sh(
+        h,
+        "su nosudo -s /bin/sh -c 'cat /etc/shipit/t-tls/production/tls-check.sh'",
+    );
+    assert!(!peek.status.success());
 }
 
 /// Status codes of `count` requests in a row through a host's published nginx port, from this

@@ -582,7 +582,7 @@ fn what_changed_since_the_last_deploy_reaches_users_or_is_named() {
 }
 
 #[test]
-fn a_lock_left_by_a_killed_ci_job_is_named_with_the_command_that_breaks_it() {
+fn a_lock_left_by_a_killed_ci_job_is_taken_over_once_its_lease_expired_and_an_old_one_is_named() {
     let tb = Testbed::from_env();
     let hosts = tb.hosts(2);
     let name = "t-ci-lock";
@@ -599,6 +599,7 @@ fn a_lock_left_by_a_killed_ci_job_is_named_with_the_command_that_breaks_it() {
             "644",
         );
     }
+    // Written by an older shipit, without a lease: only a person can break it.
     let run = app.deploy_fails("2.0.0", 6);
     assert_has(&run.stderr, "`ci` on `runner-7`");
     assert_has(&run.stderr, "shipit lock release production");
@@ -606,4 +607,39 @@ fn a_lock_left_by_a_killed_ci_job_is_named_with_the_command_that_breaks_it() {
         .success();
     app.deploy("2.0.0");
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 2]);
+    // With a lease of 60 s, renewed 30 s ago by the hosts' clocks (the deploying machine's clock
+    // plays no part): refused, saying when it can be taken over. Not renewed for 2 minutes on
+    // every host: taken over with a warning naming the holder, and the deploy goes on.
+    let leased = holder.replace(
+        "\"version\":\"0.9.0\"",
+        "\"version\":\"0.9.0\",\"lease\":60",
+    );
+    let place = |ago: u32| {
+        for h in &hosts {
+            let dir = format!("/var/lib/shipit/{name}/production/lock");
+            tb.put(h, &format!("{dir}/info.json"), &leased, "644");
+            tb.sh_ok(
+                h,
+                &format!("echo $(( $(date +%s) - {ago} )) > {dir}/renewed"),
+            );
+        }
+    };
+    place(30);
+    let status = app.shipit(&["lock", "status", "production"]).success();
+    // (30 s, or a second or two more: the clock runs while the test talks to the hosts)
+    assert_has(&status.stdout, "its lease (1m) was renewed 3");
+    assert_has(&status.stdout, "s ago by the host's clock");
+    let run = app.deploy_fails("3.0.0", 6);
+    assert_has(&run.stderr, "`ci` on `runner-7`");
+    assert_has(&run.stderr, "the lock can be taken over in ");
+    place(120);
+    let run = app.deploy("3.0.0");
+    assert_has(
+        &run.stderr,
+        "taking over the lock whose lease expired (not renewed for 2m",
+    );
+    assert_has(&run.stderr, "its lease is 1m): `ci` on `runner-7`");
+    assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 2]);
+    let status = app.shipit(&["lock", "status", "production"]).success();
+    assert!(!status.stdout.contains("held by"), "{}", status.stdout);
 }

@@ -353,18 +353,29 @@ fn provision_and_maintenance_wait_for_a_deploy_or_are_refused() {
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 2]);
 }
 
-#[test]
-fn a_lock_held_from_another_pid_namespace_is_never_taken_over() {
-    let tb = Testbed::from_env();
-    let hosts = tb.hosts(2);
-    let app = App::hello(&tb, "t-pidns", &hosts, 4551, "");
-    app.deploy("1.0.0");
-    append(&app, "[hooks]\npost_deploy = [\"sleep 30\"]\n");
-    // A deploy in its own PID namespace (a CI container, `unshare`), holding the lock.
-    let mut inner = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(env!("CARGO_BIN_EXE_shipit"))
-        .args(["deploy", "production", "--version", "2.0.0"])
+/// Start `shipit deploy production --version VERSION` (through `wrap`, such as `unshare`, if
+/// any) and read its stderr until a line holds `until`; returns the child and the rest of its
+/// stderr, to read later.
+fn deploy_until(
+    tb: &Testbed,
+    app: &App,
+    wrap: &[&str],
+    version: &str,
+    until: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    let mut cmd = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_shipit"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_shipit")),
+    };
+    let mut child = cmd
+        .args(["deploy", "production", "--version", version])
         .current_dir(app.path())
         .env("SHIPIT_REGISTRY_PASSWORD", &tb.registry_password)
         .stdin(Stdio::null())
@@ -372,37 +383,98 @@ fn a_lock_held_from_another_pid_namespace_is_never_taken_over() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = inner.stderr.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
     let mut seen = String::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("hooks.post_deploy") {
-            break;
+        if line.contains(until) {
+            return (child, lines);
         }
     }
-    assert!(seen.contains("hooks.post_deploy"), "{seen}");
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("`{until}` never came: {seen}");
+}
+
+#[test]
+fn a_lock_from_another_pid_namespace_is_taken_over_only_once_its_lease_expired_and_a_frozen_holder_stops()
+ {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let app = App::hello(&tb, "t-pidns", &hosts, 4551, "");
+    // A short lease, so that the test waits seconds rather than the default ten minutes.
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    app.file(
+        "shipit.toml",
+        &text.replace(
+            "verify_window = \"1500ms\"",
+            "verify_window = \"1500ms\"\nlock_lease = \"12s\"",
+        ),
+    );
+    app.commit();
+    app.deploy("1.0.0");
+    append(&app, "[hooks]\npost_deploy = [\"sleep 40\"]\n");
+    // A deploy in its own PID namespace (a CI container, `unshare`), holding the lock.
+    let unshare = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
+    let (mut inner, lines) = deploy_until(&tb, &app, &unshare, "2.0.0", "hooks.post_deploy");
     let load = Load::start(&hosts, &app.domain, 2);
-    // From this namespace, its pid means nothing: refused with the holder, never taken over.
+    // From this namespace its pid means nothing; alive, it renews its lease: refused, never
+    // taken over, even once the lock is older than the lease.
+    std::thread::sleep(Duration::from_secs(14));
     let run = app.deploy_fails("3.0.0", 6);
     assert!(!run.stderr.contains("taking over"), "{}", run.stderr);
     assert_has(&run.stderr, "for `deploy 2.0.0");
-    // Killed there (SIGKILL, the namespace gone): still not provably dead from here.
+    assert_has(&run.stderr, "its lease (12s) was renewed");
+    assert_has(&run.stderr, "the lock can be taken over in");
+    // Killed there (SIGKILL, the namespace gone): once its lease has expired by the hosts'
+    // clocks, the next deploy takes the lock over, saying whose it was.
     inner.kill().unwrap();
     inner.wait().unwrap();
     drop(lines);
-    let run = app.deploy_fails("3.0.0", 6);
-    assert!(!run.stderr.contains("taking over"), "{}", run.stderr);
-    assert_has(&run.stderr, "shipit lock release production");
-    load.stop()
-        .assert_no_failures("a second deploy refused while another namespace holds the lock");
-    app.shipit(&["lock", "release", "production", "--yes"])
-        .success();
+    std::thread::sleep(Duration::from_secs(13));
     append(&app, "");
-    app.deploy("3.0.0");
+    let run = app.deploy("3.0.0");
+    assert_has(&run.stderr, "taking over the lock whose lease expired");
+    assert_has(&run.stderr, "for `deploy 2.0.0+");
     assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 2]);
+    // A holder frozen (SIGSTOP, a suspended laptop) past its lease, under the lock, before it
+    // started anything: another deploy takes over and finishes; thawed, the frozen one finds the
+    // lock is no longer its own and stops, changing nothing.
+    append(&app, "[hooks]\npre_deploy = [\"sleep 2\"]\n");
+    let (mut frozen, lines) = deploy_until(&tb, &app, &[], "4.0.0", "hooks.pre_deploy");
+    let pid = frozen.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_secs(13));
+    let run = app.deploy("5.0.0");
+    assert_has(&run.stderr, "taking over the lock whose lease expired");
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let rest = rest.join("\n");
+    let status = frozen.wait().unwrap();
+    assert_eq!(status.code(), Some(6), "{rest}");
+    assert_has(&rest, "without renewing it");
+    assert_has(&rest, "was taken over on");
+    assert_has(&rest, "changed nothing more");
+    assert_eq!(app.versions(&tb, &hosts), ["5.0.0"; 2]);
+    let status = app.shipit(&["lock", "status", "production"]).success();
+    assert!(!status.stdout.contains("held by"), "{}", status.stdout);
+    load.stop()
+        .assert_no_failures("locks taken over for an expired lease, and a frozen holder");
 }
 
 #[test]

@@ -203,7 +203,7 @@ pub async fn after_provision(config: &Config, fleet: &Fleet) -> Result<(), Error
             Ok(())
         }
         Decision::Renew(reason) => {
-            obtain_and_install(config, acme, fleet, held, &reason).await?;
+            obtain_and_install(config, acme, fleet, held, &reason, false).await?;
             Ok(())
         }
         Decision::Copy {
@@ -281,7 +281,7 @@ async fn renew_locked(
             })
         }
         Decision::Renew(reason) => {
-            let facts = obtain_and_install(config, acme, fleet, held, &reason).await?;
+            let facts = obtain_and_install(config, acme, fleet, held, &reason, force).await?;
             let margin = i64::try_from(acme.renew_before.as_secs()).unwrap_or(0);
             Ok(RenewReport {
                 renewed: true,
@@ -349,16 +349,89 @@ async fn read_fleet(config: &Config, fleet: &Fleet) -> Result<FleetTls, Error> {
     Ok(held)
 }
 
+/// Refuse a second certificate for the same names from the same CA within a day (by each
+/// host's clock): a run that keeps failing after the CA issued (a host refusing the commit, a
+/// read-back that fails) would otherwise spend the CA's duplicate-certificate limit.
+async fn refuse_a_second_order_today(
+    config: &Config,
+    fleet: &Fleet,
+    want: &plan::Ordered,
+) -> Result<(), Error> {
+    let log = config.site().acme_orders();
+    let cmd = scripts::AcmeOrders {
+        log: &log,
+        record: None,
+    }
+    .command();
+    let results = fleet
+        .each(|host| {
+            let cmd = &cmd;
+            async move { host.check(cmd).await }
+        })
+        .await;
+    let mut hosts = Vec::new();
+    for (host, out) in fleet.hosts.iter().zip(crate::fleet::collect(results)?) {
+        let (clock, orders) = plan::parse_orders(&String::from_utf8_lossy(&out));
+        hosts.push((host.spec.to_string(), clock, orders));
+    }
+    match plan::issued_today(want, &hosts) {
+        None => Ok(()),
+        Some((host, ago)) => Err(Error::OrderedToday {
+            names: want.names.join(", "),
+            host: host.to_owned(),
+            ago: humantime::format_duration(Duration::from_secs(ago.unsigned_abs())).to_string(),
+            log,
+            environment: config.environment.clone(),
+        }),
+    }
+}
+
+/// Record a certificate the CA just issued on every host, before it is installed anywhere
+/// (a host that cannot be written is warned about: the others' records still count).
+async fn record_order(config: &Config, fleet: &Fleet, ordered: &plan::Ordered) {
+    let log = config.site().acme_orders();
+    // A struct of strings always serializes.
+    let record = serde_json::to_string(ordered).unwrap_or_default();
+    let cmd = scripts::AcmeOrders {
+        log: &log,
+        record: Some(&record),
+    }
+    .command();
+    let results = fleet
+        .each(|host| {
+            let cmd = &cmd;
+            async move { host.check(cmd).await }
+        })
+        .await;
+    for (host, r) in fleet.hosts.iter().zip(results) {
+        if let Err(e) = r {
+            ui::warn(&format!(
+                "{}: could not record the certificate just issued in {log}: {}",
+                host.spec,
+                e.to_string().lines().next().unwrap_or_default()
+            ));
+        }
+    }
+}
+
 /// Obtain a certificate, install it on every host, and read it back: the new certificate's
-/// facts.
+/// facts. Unless `force`, refused when the CA issued one for the same names less than a day ago.
 async fn obtain_and_install(
     config: &Config,
     acme: &Acme,
     fleet: &Fleet,
     held: FleetTls,
     reason: &plan::Reason,
+    force: bool,
 ) -> Result<CertFacts, Error> {
     let started = Instant::now();
+    let ordered = plan::Ordered {
+        directory: acme.directory.clone(),
+        names: vec![config.domain.clone()],
+    };
+    if !force {
+        refuse_a_second_order_today(config, fleet, &ordered).await?;
+    }
     // Without the challenge directory, nginx has no place to serve answers from: the CA would
     // be asked for nothing (and a failed validation counts against the CA's limits).
     if let Some(host) = fleet
@@ -405,6 +478,7 @@ async fn obtain_and_install(
     let obtained = ca::obtain(acme, &ready.account, &config.domain, &responder).await;
     responder.withdraw().await;
     let obtained = obtained?;
+    record_order(config, fleet, &ordered).await;
     ui::status(
         "Issued",
         &format!(

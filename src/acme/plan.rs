@@ -430,9 +430,113 @@ pub fn is_token(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// One certificate the CA issued for the site, as recorded on each host the moment it arrived
+/// (before it was installed anywhere): what counts against the CA's duplicate-certificate limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ordered {
+    pub directory: String,
+    pub names: Vec<String>,
+}
+
+/// One host's record of issued certificates, as read: the host, its clock when it answered, and
+/// each certificate with the time it arrived by that clock.
+pub type HostOrders = (String, Option<i64>, Vec<(i64, Ordered)>);
+
+/// One host's record of issued certificates: its clock when it answered and each line's time
+/// (by the same clock) and record. Lines that are not `SECONDS JSON` are skipped.
+pub fn parse_orders(text: &str) -> (Option<i64>, Vec<(i64, Ordered)>) {
+    let mut clock = None;
+    let mut orders = Vec::new();
+    for line in text.lines() {
+        let Some((first, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if first == "clock" {
+            clock = rest.trim().parse().ok();
+        } else if let (Ok(at), Ok(o)) = (first.parse(), serde_json::from_str(rest)) {
+            orders.push((at, o));
+        }
+    }
+    (clock, orders)
+}
+
+/// The most recent certificate issued for the same names from the same CA less than a day ago
+/// by some host's clock: `(host, seconds ago)`. Each host's record is judged by its own clock,
+/// so a wrong clock on the deploying machine changes nothing.
+pub fn issued_today<'a>(want: &Ordered, hosts: &'a [HostOrders]) -> Option<(&'a str, i64)> {
+    let same = |o: &Ordered| {
+        o.directory == want.directory && {
+            let mut a = o.names.clone();
+            let mut b = want.names.clone();
+            a.sort();
+            b.sort();
+            a == b
+        }
+    };
+    hosts
+        .iter()
+        .filter_map(|(host, clock, orders)| {
+            let clock = (*clock)?;
+            orders
+                .iter()
+                .filter(|(at, o)| same(o) && (0..DAY).contains(&(clock - at)))
+                .map(|(at, _)| (host.as_str(), clock - at))
+                .min_by_key(|(_, ago)| *ago)
+        })
+        .min_by_key(|(_, ago)| *ago)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_most_one_certificate_per_name_set_a_day_by_each_hosts_clock() {
+        let want = Ordered {
+            directory: "https://ca/dir".into(),
+            names: vec!["www.a.test".into(), "a.test".into()],
+        };
+        let line = |at: i64, dir: &str, names: &str| {
+            format!("{at} {{\"directory\":\"{dir}\",\"names\":{names}}}")
+        };
+        let text = format!(
+            "clock 1000000\n{}\ngarbage line\n{}\n",
+            line(900_000, "https://ca/dir", r#"["a.test","www.a.test"]"#),
+            line(990_000, "https://other/dir", r#"["a.test","www.a.test"]"#),
+        );
+        let (clock, orders) = parse_orders(&text);
+        assert_eq!(clock, Some(1_000_000));
+        assert_eq!(orders.len(), 2);
+        // 100,000 s ago: more than a day, free to order.
+        let hosts = vec![("h1".to_owned(), clock, orders.clone())];
+        assert_eq!(issued_today(&want, &hosts), None);
+        // Another host, whose clock says an hour ago (names in another order): refused, naming it.
+        let (c2, o2) = parse_orders(&format!(
+            "clock 500\n{}\n",
+            line(-3100, "https://ca/dir", r#"["www.a.test","a.test"]"#)
+        ));
+        let hosts = vec![("h1".to_owned(), clock, orders), ("h2".to_owned(), c2, o2)];
+        assert_eq!(issued_today(&want, &hosts), Some(("h2", 3600)));
+        // Another CA, other names, a time in the host's future, or no clock: not the same order.
+        let other = Ordered {
+            names: vec!["b.test".into()],
+            ..want.clone()
+        };
+        assert_eq!(issued_today(&other, &hosts), None);
+        let (_, future) = parse_orders(&line(
+            2_000_000,
+            "https://ca/dir",
+            r#"["a.test","www.a.test"]"#,
+        ));
+        assert_eq!(
+            issued_today(&want, &[("h3".to_owned(), Some(1_000_000), future.clone())]),
+            None
+        );
+        assert_eq!(
+            issued_today(&want, &[("h3".to_owned(), None, future)]),
+            None
+        );
+    }
 
     const NOW: i64 = 1_800_000_000;
     const DIR: &str = "https://acme.test/dir";

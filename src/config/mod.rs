@@ -372,6 +372,10 @@ pub struct Deploy {
     /// Hosts a deploy or rollback may leave out when they cannot be reached at connect (named,
     /// recorded as behind, converged by the next run); 0: every host must be reached.
     pub tolerate_unreachable: usize,
+    /// How long a lock may go without its holder renewing it (by the host's clock) before
+    /// another shipit may take it over; the holder renews it every quarter of this.
+    #[serde(with = "humantime_serde")]
+    pub lock_lease: Duration,
 }
 
 mod humantime_serde {

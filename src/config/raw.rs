@@ -242,6 +242,7 @@ raw_table!(RawDeploy {
     verify_window: Val<String>,
     drain: Val<String>,
     tolerate_unreachable: Val<i64>,
+    lock_lease: Val<String>,
 });
 
 #[cfg(test)]

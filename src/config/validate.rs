@@ -14,6 +14,11 @@ use super::{
     KnownHostsPolicy, Nginx, Notify, Ports, RateLimit, Registry, Smoke, Ssh, Tls,
 };
 
+/// How long a lock may go unrenewed before another shipit may take it over: long enough for a
+/// laptop lid closed a moment or a slow host, short enough that a CI job killed mid-deploy does
+/// not block the next one for long.
+const DEFAULT_LOCK_LEASE: Duration = Duration::from_secs(600);
+
 /// The two files' names (as shown to the user) and their text.
 pub struct Sources<'a> {
     pub base_name: String,
@@ -205,6 +210,18 @@ impl Checker<'_> {
         let Some(v) = val else { return default };
         match humantime::parse_duration(&v.value) {
             Ok(d) if d >= min => d,
+            Ok(_) => {
+                self.at(
+                    v,
+                    format!(
+                        "`{key}` = {:?} is shorter than {}",
+                        v.value,
+                        humantime::format_duration(min)
+                    ),
+                    Some(format!("write {} or more", humantime::format_duration(min))),
+                );
+                default
+            }
             _ => {
                 self.at(
                     v,
@@ -432,6 +449,12 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
                 "deploy.tolerate_unreachable",
                 0..=1000,
                 0,
+            ),
+            lock_lease: c.duration_from(
+                &d.lock_lease,
+                "deploy.lock_lease",
+                DEFAULT_LOCK_LEASE,
+                Duration::from_secs(10),
             ),
         }
     };
@@ -1777,7 +1800,7 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
             [
                 "environments/production.toml:4:18: `tls.acme.email` = \"ops\" is not an email address (the CA writes to it about expiring certificates)",
                 "environments/production.toml:4:37: `tls.acme.directory` = \"http://ca.test/dir\" is not an https:// URL of an ACME directory",
-                "environments/production.toml:4:74: `tls.acme.renew_before` = \"2h\" is not a duration\n  help: write a number with a unit, such as \"500ms\", \"30s\" or \"2m\"",
+                "environments/production.toml:4:74: `tls.acme.renew_before` = \"2h\" is shorter than 1day\n  help: write 1day or more",
                 "environments/production.toml:6:7: `nginx.csp` = \"script-src $x\" is not a header value (no double quotes, `\\`, `$` or line breaks)",
                 "environments/production.toml:7:23: `nginx.rate_limit.rate` = \"10r/h\" is not a rate\n  help: write requests per second or per minute, such as \"10r/s\" or \"300r/m\"",
                 "environments/production.toml:7:40: `nginx.rate_limit.burst` must be between 0 and 100000, got -1",

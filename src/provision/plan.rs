@@ -214,7 +214,10 @@ impl HostPlan {
                     FileKind::Nginx | FileKind::NginxHttp => Validator::Nginx,
                     FileKind::Systemd => Validator::Systemd,
                     FileKind::Logrotate => Validator::Logrotate,
-                    FileKind::Upstream | FileKind::Certificate | FileKind::Token => return None,
+                    FileKind::Upstream
+                    | FileKind::Certificate
+                    | FileKind::Token
+                    | FileKind::Private => return None,
                 };
                 Some(Candidate {
                     validator,
@@ -460,6 +463,18 @@ pub fn diff(host: &str, change: &Change) -> String {
         return format!(
             "{host}:{}: would create the site's check token (mode {}), never shown\n",
             change.file.path, change.file.mode
+        );
+    }
+    if change.file.kind == FileKind::Private {
+        return format!(
+            "{host}:{}: would {} the certificate check's script (mode {}), never shown: it holds the webhook addresses\n",
+            change.file.path,
+            if change.before.is_some() {
+                "change"
+            } else {
+                "create"
+            },
+            change.file.mode
         );
     }
     if change.file.kind == FileKind::Certificate {

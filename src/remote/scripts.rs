@@ -39,6 +39,28 @@ impl Observe {
     }
 }
 
+/// Read (`record: None`) or append to the site's record of issued certificates.
+pub struct AcmeOrders<'a> {
+    pub log: &'a str,
+    /// The JSON of a certificate just issued.
+    pub record: Option<&'a str>,
+}
+
+impl AcmeOrders<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        let label = if self.record.is_some() {
+            "record an issued certificate"
+        } else {
+            "read the issued certificates"
+        };
+        let cmd = RemoteCommand::new(label, script!("acme_orders.sh")).arg(self.log);
+        match self.record {
+            Some(r) => cmd.arg(r),
+            None => cmd,
+        }
+    }
+}
+
 /// Write `content` to a staging path with a mode and an owner, checking every byte arrived.
 pub struct Stage<'a> {
     /// The staging path beside the target ([`crate::layout::staged`]).
@@ -435,23 +457,45 @@ impl TakeLock<'_> {
     }
 }
 
-/// Replace the holder of a lock left by a holder that is gone, if it still holds it.
+/// Replace the holder of a lock left by a holder that is gone, or whose lease expired, if it
+/// still holds it.
 pub struct TakeOverLock<'a> {
     pub lock_dir: &'a str,
     /// The id the current holder must have (a lock taken meanwhile is never overwritten).
     pub expected_id: &'a str,
     pub holder: &'a str,
+    /// The holder's lease (seconds) when it is taken over because the lease expired: the host
+    /// checks again, under the lock's `flock`, that it was not renewed meanwhile. 0: the holder
+    /// is provably gone, its lease does not matter.
+    pub lease: u64,
 }
 
 impl TakeOverLock<'_> {
     pub fn command(&self) -> RemoteCommand {
-        RemoteCommand::new(
-            "take over a dead holder's lock",
-            script!("lock_takeover.sh"),
-        )
-        .arg(self.lock_dir)
-        .arg(self.expected_id)
-        .arg(self.holder)
+        let label = if self.lease > 0 {
+            "take over a lock whose lease expired"
+        } else {
+            "take over a dead holder's lock"
+        };
+        RemoteCommand::new(label, script!("lock_takeover.sh"))
+            .arg(self.lock_dir)
+            .arg(self.expected_id)
+            .arg(self.holder)
+            .arg(self.lease.to_string())
+    }
+}
+
+/// Renew our lock's lease: prints `renewed`, or `lost DETAILS` when another holder has it.
+pub struct RenewLock<'a> {
+    pub lock_dir: &'a str,
+    pub id: &'a str,
+}
+
+impl RenewLock<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("renew the lock's lease", script!("lock_renew.sh"))
+            .arg(self.lock_dir)
+            .arg(self.id)
     }
 }
 
@@ -1056,6 +1100,12 @@ mod tests {
                 lock_dir: &site.lock_dir(),
                 expected_id: "old",
                 holder: r#"{"id":"new"}"#,
+                lease: 600,
+            }
+            .command(),
+            RenewLock {
+                lock_dir: &site.lock_dir(),
+                id: "x",
             }
             .command(),
             ReleaseLock {

@@ -79,6 +79,7 @@ dump_state() {
       printf 'settings-%s %s\n' "$name" "$v"
     done
     printf 'lock '; b64 "$8/info.json"
+    printf 'lock-renewed %s\n' "$(cat -- "$8/renewed" 2>/dev/null || echo -)"
     if [ -f "$9" ]; then
       total=$(wc -l < "$9")
       first=$((total > 200 ? total - 199 : 1))
