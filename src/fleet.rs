@@ -164,6 +164,11 @@ enum Via {
 /// Hosts a master to one bastion carries at most; beyond, another master to it.
 const PER_BASTION_MASTER: usize = 200;
 
+/// Commands one step runs at once over a host's single SSH master. sshd refuses sessions past
+/// its `MaxSessions` (10 by default) per connection, and other work (the lock's lease renewal,
+/// a log follow) shares the master: a site with TLS and a few jobs has more files than that.
+pub const SESSIONS_PER_HOST: usize = 4;
+
 /// A master to a bastion: the bastion and the shard's number (one master per
 /// [`PER_BASTION_MASTER`] hosts behind it).
 type BastionShard = (HostSpec, usize);

@@ -341,6 +341,47 @@ fn one_certificate_for_every_host_issued_renewed_when_due_and_served_without_a_f
         .collect();
     assert_eq!(renewed, [forced[0].as_str(); 3]);
 
+    // A host that refuses the commit (its nginx fails `nginx -t` for a reason of its own): the
+    // renewal fails naming it and it keeps serving what it had; every later run finishes the
+    // split by copying the new certificate, never by another order (the CA is pointed nowhere).
+    pebble.point(domain, &[hosts[0].address()]);
+    let broken = "/etc/nginx/conf.d/zz-shipit-test-broken.conf";
+    tb.put(&hosts[1], broken, "this is not nginx;\n", "644");
+    // Removed however the test ends: later tests share the host's nginx.
+    let _broken = support::OnDrop(|| {
+        tb.sh(
+            &hosts[1],
+            &format!("rm -f {broken} && systemctl reload nginx"),
+        );
+    });
+    let run = app.shipit(&["tls", "renew", "production", "--force"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr);
+    assert_has(&run.stderr, &hosts[1].dest);
+    outputs.push(run.stdout + &run.stderr);
+    let split: Vec<String> = hosts
+        .iter()
+        .map(|h| https_get(h, domain, &pebble.root, "/version").2)
+        .collect();
+    assert_eq!(split[1], forced[0], "the refusing host serves what it had");
+    assert_ne!(split[0], forced[0], "the others serve the new certificate");
+    pebble.point(domain, &[]);
+    let run = app.shipit(&["tls", "renew", "production"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr);
+    assert_has(&run.stderr, "nothing is asked of the CA");
+    outputs.push(run.stdout + &run.stderr);
+    tb.sh_ok(&hosts[1], &format!("rm {broken} && systemctl reload nginx"));
+    let run = app.shipit(&["tls", "renew", "production"]).success();
+    assert_has(
+        &run.stdout,
+        &format!("t-acme.test: copied to {} (sha256", hosts[1].dest),
+    );
+    outputs.push(run.stdout + &run.stderr);
+    let healed: Vec<String> = hosts
+        .iter()
+        .map(|h| https_get(h, domain, &pebble.root, "/version").2)
+        .collect();
+    assert_eq!(healed, [split[0].as_str(); 3]);
+
     // Neither key ever appeared in any output: the certificate's, nor the account's.
     let key = tb.sh_ok(
         &hosts[0],

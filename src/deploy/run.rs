@@ -629,7 +629,13 @@ impl<'a> Run<'a> {
                 })
             }
         });
-        for r in futures::future::join_all(checks).await {
+        // Bounded: each check is a session on the host's one SSH master.
+        let checked: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+            futures::stream::iter(checks),
+            crate::fleet::SESSIONS_PER_HOST,
+        ))
+        .await;
+        for r in checked {
             r?;
         }
         Ok(())

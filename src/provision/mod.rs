@@ -489,7 +489,12 @@ async fn stage_and_validate(host: &Host, plan: &HostPlan) -> Result<(), Error> {
         .command();
         async move { host.check(&cmd).await }
     });
-    for r in futures::future::join_all(staging).await {
+    let staged: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+        futures::stream::iter(staging),
+        crate::fleet::SESSIONS_PER_HOST,
+    ))
+    .await;
+    for r in staged {
         r?;
     }
     // Files created once (the upstream include) are inert until the site that includes it is

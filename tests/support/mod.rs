@@ -1299,3 +1299,13 @@ impl Drop for ForwardedEngine {
         let _ = self.child.wait();
     }
 }
+
+/// Runs its closure when dropped, however the test ends (a panic included): for undoing what a
+/// test did to a host that later tests share.
+pub struct OnDrop<F: FnMut()>(pub F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
