@@ -131,8 +131,9 @@ fn without_a_registry_each_host_gets_only_the_layers_it_lacks_and_rolls_back_to_
     assert_eq!(redeploy["image"], id3.as_str());
     assert_eq!(app.versions(&tb, &hosts), ["1.2.0"; 3]);
 
-    // A host whose Docker has no room (a small filesystem for its temporary files): the
-    // deploy fails before any host switched, naming the host and what its engine said.
+    // A host whose Docker has no room (a small filesystem for its temporary files, where
+    // `docker load` stages the stream): the host refuses the load before it starts, with what
+    // it needs where, and the deploy fails before any host switched, naming the host.
     let h = &hosts[2];
     struct Unmount<'a>(&'a Testbed, &'a TestHost);
     impl Drop for Unmount<'_> {
@@ -147,7 +148,8 @@ fn without_a_registry_each_host_gets_only_the_layers_it_lacks_and_rolls_back_to_
     let run = app.deploy_fails("1.3.0", 1);
     drop(guard);
     assert_has(&run.stderr, &format!("`{}`", h.dest));
-    assert_has(&run.stderr, "no space left on device");
+    assert_has(&run.stderr, "no room to load the image: docker load needs ");
+    assert_has(&run.stderr, "MiB in /var/lib/docker/tmp (1 MiB free)");
     assert!(!run.stderr.contains("Switched"), "{}", run.stderr);
     assert_eq!(app.versions(&tb, &hosts), ["1.2.0"; 3], "no host switched");
     // With room again, it goes.

@@ -956,7 +956,10 @@ impl HostImages {
 
 /// Load an image from stdin and say what the engine then holds under the name it loaded
 /// (`crate::transfer` checks it against the build).
-pub struct LoadImage;
+pub struct LoadImage {
+    /// What the load needs, checked on the host right before it, under a host-wide lock.
+    pub room: crate::transfer::plan::LoadRoom,
+}
 
 impl LoadImage {
     pub fn command(&self) -> RemoteCommand {
@@ -964,6 +967,9 @@ impl LoadImage {
         let script =
             SCRIPT.get_or_init(|| format!("{}{}", body(IMAGE_FN), script!("load_image.sh")));
         RemoteCommand::new("load the image", script.as_str())
+            .arg(self.room.staged.to_string())
+            .arg(self.room.unpacked.to_string())
+            .arg(crate::transfer::plan::KEEP_FREE.to_string())
     }
 }
 
@@ -1285,7 +1291,13 @@ mod tests {
                 timers: &["web_production_job_cleanup.timer".into()],
             }
             .command(),
-            LoadImage.command(),
+            LoadImage {
+                room: crate::transfer::plan::LoadRoom {
+                    staged: 1 << 20,
+                    unpacked: 3 << 20,
+                },
+            }
+            .command(),
             SudoProbe.command(),
             Doctor {
                 registry: "registry.example.com",

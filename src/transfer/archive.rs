@@ -125,6 +125,11 @@ impl Archive {
         self.layers.len()
     }
 
+    /// Each layer's uncompressed bytes, base first (empty when the archive cannot be split).
+    pub fn layer_sizes(&self) -> Vec<u64> {
+        self.layers.iter().map(|i| self.entries[*i].size).collect()
+    }
+
     /// Uncompressed bytes of the layers from position `from` on.
     pub fn layer_bytes_from(&self, from: usize) -> u64 {
         self.needed(from)

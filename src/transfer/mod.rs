@@ -31,7 +31,7 @@ use crate::remote::scripts;
 use crate::ssh::Host;
 use crate::ui::{self, plural};
 use archive::Archive;
-use plan::{HostImage, HostImages, Send, Wanted};
+use plan::{HostImage, HostImages, KEEP_FREE, Send, Wanted, load_room};
 
 /// What one host got.
 #[derive(Clone, Debug, Serialize)]
@@ -98,8 +98,13 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
     }
     // A host without the room for what it gets fails the deploy here, before anything is sent
     // to any host (and long before any switch).
+    // (A lower bound: the host checks again right before its load, under a host-wide lock, with
+    // the stream's staging counted where it lands.)
+    let sizes = archive.layer_sizes();
     for ((host, h), d) in fleet.hosts.iter().zip(&held).zip(&decisions) {
-        let needed = archive.layer_bytes_from(d.first(layers));
+        let needed = load_room(&h.driver, &sizes, d.first(layers), image.size)
+            .unpacked
+            .saturating_add(KEEP_FREE);
         if !d.is_nothing() && h.free_kib.saturating_mul(1024) < needed {
             return Err(Error::ImageNoSpace {
                 host: host.spec.to_string(),
@@ -141,39 +146,47 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
             plan_text.join(", ")
         ),
     );
-    type ToHost = (Arc<Host>, Send);
+    type ToHost = (Arc<Host>, Send, String);
     let (sending, had): (Vec<ToHost>, Vec<ToHost>) = fleet
         .hosts
         .iter()
         .cloned()
         .zip(decisions)
-        .partition(|(_, d)| !d.is_nothing());
+        .zip(held.into_iter().map(|h| h.driver))
+        .map(|((h, d), driver)| (h, d, driver))
+        .partition(|(_, d, _)| !d.is_nothing());
     let progress = ui::Step::new(
         "Sending",
-        sending.iter().map(|(h, _)| &h.spec),
+        sending.iter().map(|(h, _, _)| &h.spec),
         &format!("{} over SSH", image.reference),
     );
-    let results = crate::fleet::each_bounded(sending, fleet.max_parallel, |(host, decision)| {
-        let line = progress.line(&host.spec);
-        let archive = Arc::clone(&archive);
-        async move {
-            let result = send_host(&host, &archive, image, &wanted, &decision, &line).await;
-            match &result {
-                Ok(sent) => line.finish(
-                    true,
-                    format!(
-                        "{} layer{}, {} sent",
-                        sent.layers_sent,
-                        plural(sent.layers_sent),
-                        mib(sent.bytes)
+    let results =
+        crate::fleet::each_bounded(sending, fleet.max_parallel, |(host, decision, driver)| {
+            let line = progress.line(&host.spec);
+            let archive = Arc::clone(&archive);
+            async move {
+                let to = Target {
+                    host: &host,
+                    driver: &driver,
+                    line: &line,
+                };
+                let result = send_host(&to, &archive, image, &wanted, &decision).await;
+                match &result {
+                    Ok(sent) => line.finish(
+                        true,
+                        format!(
+                            "{} layer{}, {} sent",
+                            sent.layers_sent,
+                            plural(sent.layers_sent),
+                            mib(sent.bytes)
+                        ),
                     ),
-                ),
-                Err(e) => line.failed(e),
+                    Err(e) => line.failed(e),
+                }
+                result
             }
-            result
-        }
-    })
-    .await;
+        })
+        .await;
     drop(progress);
     let mut sent = crate::fleet::collect(results)?;
     let most = sent.iter().map(|s| s.bytes).max().unwrap_or(0);
@@ -191,7 +204,7 @@ pub async fn send(fleet: &Fleet, image: &Image) -> Result<Vec<Sent>, Error> {
             mib(image.size),
         ),
     );
-    for (h, d) in had {
+    for (h, d, _) in had {
         if let Send::Nothing { id } = d {
             sent.push(Sent {
                 host: h.spec.to_string(),
@@ -259,19 +272,27 @@ async fn read_hosts(fleet: &Fleet) -> Result<Vec<HostImages>, Error> {
     crate::fleet::collect(results)
 }
 
+/// A host an image is sent to: its engine's storage driver (what its load takes room for
+/// depends on it) and its progress line.
+struct Target<'a> {
+    host: &'a Host,
+    driver: &'a str,
+    line: &'a ui::HostLine,
+}
+
 /// Feed one host its members on the stdin of `docker load`; when a stream without the layers it
 /// has is refused, it gets the whole image once more (and it is said).
 async fn send_host(
-    host: &Host,
+    to: &Target<'_>,
     archive: &Arc<Archive>,
     image: &Image,
     wanted: &Wanted<'_>,
     decision: &Send,
-    line: &ui::HostLine,
 ) -> Result<Sent, Error> {
+    let host = to.host;
     let layers = image.diff_ids.len();
     let first = decision.first(layers);
-    match load(host, archive, image, wanted, first, line).await {
+    match load(to, archive, image, wanted, first).await {
         Ok((bytes, id)) => Ok(Sent {
             host: host.spec.to_string(),
             layers_sent: layers - first,
@@ -289,7 +310,7 @@ async fn send_host(
                 crate::fleet::first_line(&e)
             );
             ui::warn(&format!("`{}`: {why}; sending the whole image", host.spec));
-            let (bytes, id) = load(host, archive, image, wanted, 0, line).await?;
+            let (bytes, id) = load(to, archive, image, wanted, 0).await?;
             Ok(Sent {
                 host: host.spec.to_string(),
                 layers_sent: layers,
@@ -316,17 +337,20 @@ fn is_missing_layer(e: &Error) -> bool {
 /// The compressed bytes sent, and what the host's engine calls the image it loaded, once it
 /// is checked to be the one built.
 async fn load(
-    host: &Host,
+    to: &Target<'_>,
     archive: &Arc<Archive>,
     image: &Image,
     wanted: &Wanted<'_>,
     first: usize,
-    line: &ui::HostLine,
 ) -> Result<(u64, String), Error> {
+    let (host, line) = (to.host, to.line);
     let needed = archive.needed(first);
     let layers_total = image.diff_ids.len() - first;
     let sent = AtomicU64::new(0);
-    let cmd = scripts::LoadImage.command();
+    let cmd = scripts::LoadImage {
+        room: load_room(to.driver, &archive.layer_sizes(), first, image.size),
+    }
+    .command();
     let feed = |mut stdin: openssh::ChildStdin| {
         let (needed, sent) = (&needed, &sent);
         async move {

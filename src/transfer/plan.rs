@@ -216,9 +216,96 @@ pub fn what_to_send(image: &Wanted<'_>, host: &HostImages) -> Send {
     Send::From { from }
 }
 
+/// What a serving host keeps free whatever it loads: room for its logs, journal and the
+/// containers' writes while the new release starts.
+pub const KEEP_FREE: u64 = 256 << 20;
+
+/// The room one `docker load` takes on a host, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadRoom {
+    /// The stream as the engine stages it in its temporary directory before registering
+    /// anything: the layers sent.
+    pub staged: u64,
+    /// What unpacking them adds to the data root: the same again, except with `vfs`, which
+    /// stores every layer as a full copy of the ones below it plus its own files.
+    pub unpacked: u64,
+}
+
+/// The room to load the layers from position `first` on (`layer_sizes` base first; empty for
+/// an archive that cannot be split, which is then `whole` bytes in all) on an engine with
+/// storage driver `driver`.
+pub fn load_room(driver: &str, layer_sizes: &[u64], first: usize, whole: u64) -> LoadRoom {
+    if layer_sizes.is_empty() {
+        return LoadRoom {
+            staged: whole,
+            unpacked: whole,
+        };
+    }
+    let sent = layer_sizes
+        .iter()
+        .skip(first)
+        .fold(0u64, |a, s| a.saturating_add(*s));
+    let unpacked = if driver == "vfs" {
+        let mut below = 0u64;
+        let mut total = 0u64;
+        for (i, size) in layer_sizes.iter().enumerate() {
+            below = below.saturating_add(*size);
+            if i >= first {
+                total = total.saturating_add(below);
+            }
+        }
+        total
+    } else {
+        sent
+    };
+    LoadRoom {
+        staged: sent,
+        unpacked,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_load_needs_its_stream_staged_then_unpacked_and_vfs_copies_every_lower_layer() {
+        let sizes = [100, 10, 1];
+        // Everything sent: staged once, unpacked once more.
+        assert_eq!(
+            load_room("overlay2", &sizes, 0, 0),
+            LoadRoom {
+                staged: 111,
+                unpacked: 111
+            }
+        );
+        // Only the top layer sent: only its bytes, twice.
+        assert_eq!(
+            load_room("overlay2", &sizes, 2, 0),
+            LoadRoom {
+                staged: 1,
+                unpacked: 1
+            }
+        );
+        // vfs: each layer is a full copy of those below it plus its own files.
+        assert_eq!(
+            load_room("vfs", &sizes, 0, 0),
+            LoadRoom {
+                staged: 111,
+                unpacked: 100 + 110 + 111
+            }
+        );
+        assert_eq!(load_room("vfs", &sizes, 2, 0).unpacked, 111);
+        // An archive that cannot be split: its whole size, twice.
+        assert_eq!(
+            load_room("overlay2", &[], 0, 5000),
+            LoadRoom {
+                staged: 5000,
+                unpacked: 5000
+            }
+        );
+        assert_eq!(load_room("vfs", &[u64::MAX, 1], 0, 0).unpacked, u64::MAX);
+    }
 
     fn ids(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
