@@ -57,6 +57,18 @@ pub struct ImageFacts {
     pub size: u64,
     /// `repo@sha256:...` of each registry the engine pushed it to or pulled it from.
     pub repo_digests: Vec<String>,
+    /// `os/architecture[/variant]`, as its configuration says.
+    pub platform: Option<String>,
+}
+
+/// An image's platform as `os/architecture[/variant]`, from the parts an engine reports.
+fn platform_of(os: Option<&str>, arch: Option<&str>, variant: Option<&str>) -> Option<String> {
+    let arch = arch.filter(|a| !a.is_empty())?;
+    let os = os.filter(|o| !o.is_empty()).unwrap_or("linux");
+    Some(match variant.filter(|v| !v.is_empty()) {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
+    })
 }
 
 /// A registry push failure, classified for the retry policy and the message.
@@ -239,6 +251,11 @@ impl Engine {
                     .size
                     .and_then(|s| u64::try_from(s).ok())
                     .unwrap_or_default(),
+                platform: platform_of(
+                    found.os.as_deref(),
+                    found.architecture.as_deref(),
+                    found.variant.as_deref(),
+                ),
                 repo_digests: found.repo_digests.unwrap_or_default(),
             })),
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -291,14 +308,26 @@ impl Engine {
         registry: &str,
         user: &str,
         password: &Secret,
-    ) -> Result<Option<String>, PushError> {
+    ) -> Result<Option<(String, Option<String>)>, PushError> {
         let credentials = credentials(registry, user, password);
         match self
             .docker
             .inspect_registry_image(&format!("{image}:{tag}"), Some(credentials))
             .await
         {
-            Ok(found) => Ok(found.descriptor.digest),
+            // One platform: the image is for it alone; several (an index): each host's engine
+            // pulls its own.
+            Ok(found) => Ok(found.descriptor.digest.map(|digest| {
+                let platform = match found.platforms.as_slice() {
+                    [one] => platform_of(
+                        one.os.as_deref(),
+                        one.architecture.as_deref(),
+                        one.variant.as_deref(),
+                    ),
+                    _ => None,
+                };
+                (digest, platform)
+            })),
             Err(bollard::errors::Error::DockerResponseServerError {
                 message,
                 status_code,

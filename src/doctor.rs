@@ -267,7 +267,11 @@ fn doctor_answer(
         place,
         "docker engine",
         !docker.is_empty() && docker != "-",
-        format!("version {docker}"),
+        format!(
+            "version {docker}, {} (images must be built for linux/{})",
+            get("arch"),
+            crate::state::image_arch(&get("arch"))
+        ),
         || "install docker.io and start it: `systemctl enable --now docker`".into(),
     ));
     if !registry.is_empty() {

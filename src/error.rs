@@ -214,6 +214,17 @@ pub enum Error {
     },
 
     #[error(
+        "`{image}` is built for {platform}, but {hosts} run another architecture: it would fail there with `exec format error`, or run emulated and several times slower where qemu's handlers are installed; nothing was sent or started\n  help: build it for linux/{arch} (on such a machine, or with `docker buildx build --platform linux/{arch}` and a push), then `shipit deploy {environment} --no-build`; a fleet of two architectures needs an image for each (a multi-platform index)"
+    )]
+    ForeignArchitecture {
+        image: String,
+        platform: String,
+        hosts: String,
+        arch: String,
+        environment: String,
+    },
+
+    #[error(
         "the deploy lock of `{environment}` was taken over on `{host}` by {holder}: this shipit could not renew its lease ({lease}) in time (it was stopped, suspended or cut off), so it stopped at once and changed nothing more; what it had already changed stays as it is\n  help: see what the fleet runs with `shipit status {environment}`; the holder now converges it"
     )]
     LockLost {
@@ -645,7 +656,9 @@ impl Error {
             Error::HealthGate(_) | Error::VerifyFailed { .. } | Error::SwitchFailed { .. } => 7,
             Error::Interrupted { .. } => 130,
             Error::FleetSplit(_) => 10,
-            Error::PortHeld { .. } | Error::RollbackDisagree { .. } => 2,
+            Error::PortHeld { .. }
+            | Error::RollbackDisagree { .. }
+            | Error::ForeignArchitecture { .. } => 2,
             Error::Hook { .. } => 8,
             Error::Internal { .. } => 1,
             Error::Acme { .. }

@@ -92,6 +92,18 @@ impl ColourState {
     }
 }
 
+/// A machine's architecture (`uname -m`) as image platforms name it (`GOARCH`).
+pub fn image_arch(machine: &str) -> String {
+    match machine {
+        "x86_64" | "amd64" => "amd64",
+        "aarch64" | "arm64" | "armv8l" => "arm64",
+        "armv7l" | "armv6l" | "arm" => "arm",
+        "i386" | "i486" | "i586" | "i686" => "386",
+        other => other,
+    }
+    .to_owned()
+}
+
 /// Who holds the environment lock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -231,6 +243,8 @@ pub struct HostState {
     pub clock: Option<u64>,
     /// When the lock's holder last renewed its lease, by the host's clock (unix seconds).
     pub lock_renewed: Option<u64>,
+    /// The host's CPU architecture, as images name it (`amd64`, `arm64`, ...).
+    pub arch: Option<String>,
     /// The site's check token (`verify.conf`): what proves shipit's checks to its nginx.
     pub verify_token: Option<String>,
 }
@@ -472,7 +486,7 @@ fn upstream_live_colour(text: &str) -> Option<Colour> {
 }
 
 /// How many lines a host's deploy state has.
-const STATE_LINES: usize = 20;
+const STATE_LINES: usize = 21;
 
 /// Parse the answer to `DEPLOY_STATE`.
 pub fn parse_state(stdout: &str) -> Result<HostState, String> {
@@ -525,6 +539,7 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             "behind" => state.behind = Behind::parse_all(&decode(value)?.unwrap_or_default()),
             "clock" => state.clock = value.trim().parse().ok(),
             "lock-renewed" => state.lock_renewed = value.trim().parse().ok(),
+            "arch" => state.arch = Some(image_arch(value.trim())).filter(|a| !a.is_empty()),
             "token" => {
                 state.verify_token = Some(value.trim())
                     .filter(|t| *t != "-" && !t.is_empty())
@@ -739,7 +754,7 @@ mod tests {
     fn answer(upstream: &str, env_blue: &str, hist: &str) -> String {
         let lock = r#"{"id":"x","user":"alice","machine":"laptop","pid":1,"since":5,"command":"deploy","version":"1.0.0"}"#;
         format!(
-            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nanswers-blue 200\nanswers-green -\nsettings-blue same\nsettings-green differs DATABASE_URL units\nlock {}\nlock-renewed 1796153390\nhistory 41 {}\nlegacy-upstream no\nnginx active\nfleet {}\nbehind -\nclock 1796153400\ntoken 0123456789abcdef0123\n",
+            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nanswers-blue 200\nanswers-green -\nsettings-blue same\nsettings-green differs DATABASE_URL units\nlock {}\nlock-renewed 1796153390\nhistory 41 {}\nlegacy-upstream no\nnginx active\nfleet {}\nbehind -\nclock 1796153400\narch x86_64\ntoken 0123456789abcdef0123\n",
             b64(upstream),
             b64(env_blue),
             b64(lock),
@@ -770,6 +785,7 @@ mod tests {
         assert_eq!(s.fleet.removed, ["root@old:22"]);
         assert_eq!(s.clock, Some(1_796_153_400));
         assert_eq!(s.lock_renewed, Some(1_796_153_390));
+        assert_eq!(s.arch.as_deref(), Some("amd64"));
         assert_eq!(s.verify_token.as_deref(), Some("0123456789abcdef0123"));
         assert!(s.blue.running() && s.blue.running_here());
         assert!(

@@ -272,3 +272,97 @@ fn a_registry_serves_a_fleet_of_both_stores_and_pruning_finds_images_known_by_di
         }
     }
 }
+
+/// Make the local image `reference` claim another architecture (`docker save`, its
+/// configuration's `architecture` rewritten, `docker load` under the same tag): what an arm64
+/// laptop builds for amd64 servers, without needing an arm64 machine.
+fn relabel(reference: &str, arch: &str) -> String {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.tar");
+    let ok = std::process::Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&saved)
+        .arg(reference)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut entries: Vec<(tar::Header, String, Vec<u8>)> = Vec::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        entries.push((e.header().clone(), path, bytes));
+    }
+    let manifest_at = entries.iter().position(|e| e.1 == "manifest.json").unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&entries[manifest_at].2).unwrap();
+    let old = manifest[0]["Config"].as_str().unwrap().to_owned();
+    let config_at = entries.iter().position(|e| e.1 == old).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&entries[config_at].2).unwrap();
+    config["architecture"] = arch.into();
+    let bytes = serde_json::to_vec(&config).unwrap();
+    let id = hex::encode(sha2::Sha256::digest(&bytes));
+    let new = format!("{id}.json");
+    manifest[0]["Config"] = new.as_str().into();
+    entries[config_at].1 = new;
+    entries[config_at].2 = bytes;
+    entries[manifest_at].2 = serde_json::to_vec(&manifest).unwrap();
+    let out = dir.path().join("relabelled.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&out).unwrap());
+    for (mut header, path, bytes) in entries {
+        header.set_size(bytes.len() as u64);
+        builder
+            .append_data(&mut header, &path, bytes.as_slice())
+            .unwrap();
+    }
+    builder.finish().unwrap();
+    drop(builder);
+    let ok = std::process::Command::new("docker")
+        .args(["load", "-q", "-i"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    format!("sha256:{id}")
+}
+
+#[test]
+fn an_image_for_another_architecture_is_refused_before_anything_is_sent_or_started() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(2);
+    let name = "t-arch";
+    let app = layered_app(&tb, name, &hosts, 6141, 2);
+    app.deploy("1.0.0");
+    let live = host_runs(&tb, &hosts[0], name);
+    // Version 2.0.0 built here, then made an arm64 image (an Apple Silicon laptop's build).
+    let built = app
+        .shipit(&["build", "production", "--version", "2.0.0"])
+        .success();
+    let reference = built.stdout.split_whitespace().next().unwrap().to_owned();
+    let arm = relabel(&reference, "arm64");
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0", "--no-build"])
+        .failure(2);
+    assert_has(&run.stderr, "is built for linux/arm64");
+    for h in &hosts {
+        assert_has(&run.stderr, &format!("`{}` (amd64)", h.dest));
+        // Nothing was sent: the host has no such image, and still runs what it ran.
+        let has = tb.sh(h, &format!("docker image inspect {arm}"));
+        assert!(!has.status.success(), "{} got the arm64 image", h.dest);
+        assert_eq!(host_runs(&tb, h, name), live);
+    }
+    assert_has(&run.stderr, "nothing was sent or started");
+    assert_has(&run.stderr, "--platform linux/amd64");
+    load.stop()
+        .assert_no_failures("an arm64 image refused on amd64 hosts");
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
+    // Doctor says what each host runs, and for which platform images must be built.
+    let doctor = app.shipit(&["doctor", "production"]).success();
+    assert_has(
+        &doctor.stdout,
+        "x86_64 (images must be built for linux/amd64)",
+    );
+}

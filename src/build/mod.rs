@@ -50,6 +50,10 @@ pub struct Image {
     /// Its layers' uncompressed digests, base first.
     #[serde(skip)]
     pub diff_ids: Vec<String>,
+    /// `os/architecture[/variant]` when it is for one platform (`None`: unknown, or an index
+    /// of several, from which each host's engine pulls its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     /// Uncompressed bytes.
     pub size: u64,
     pub layers_pushed: usize,
@@ -98,6 +102,7 @@ impl Image {
             id: facts.id,
             config: facts.config,
             diff_ids: facts.diff_ids,
+            platform: facts.platform,
             size: facts.size,
             layers_pushed: 0,
             layers_reused: 0,
@@ -311,7 +316,7 @@ pub async fn find_built(config: &Config, options: &Options) -> Result<Image, Err
         )
     })
     .await?;
-    let Some(digest) = found else {
+    let Some((digest, platform)) = found else {
         return Err(Error::NotBuilt {
             reference,
             environment: config.environment.clone(),
@@ -330,6 +335,7 @@ pub async fn find_built(config: &Config, options: &Options) -> Result<Image, Err
         id: String::new(),
         config: None,
         diff_ids: Vec::new(),
+        platform,
         size: 0,
         layers_pushed: 0,
         layers_reused: 0,
@@ -352,6 +358,7 @@ pub async fn local_image(id: &str, release: &str) -> Result<Option<Image>, Error
         id: facts.id,
         config: facts.config,
         diff_ids: facts.diff_ids,
+        platform: facts.platform,
         size: facts.size,
         layers_pushed: 0,
         layers_reused: 0,
@@ -448,7 +455,7 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         )
     })
     .await?;
-    if let Some(digest) = held {
+    if let Some((digest, _)) = held {
         let ours = facts
             .repo_digests
             .iter()
@@ -497,6 +504,7 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         id: facts.id,
         config: facts.config,
         diff_ids: facts.diff_ids,
+        platform: facts.platform,
         size: facts.size,
         layers_pushed: pushed.layers_pushed,
         layers_reused: pushed.layers_reused,

@@ -42,10 +42,12 @@ pub struct DeployOptions {
     pub skip_unreachable: bool,
 }
 
-/// What a run does beside the plan: the image to send over SSH first, whether to skip the
-/// backup.
+/// What a run does beside the plan: the image a deploy brings (its platform is checked against
+/// every host's before anything is sent or started), whether to send it over SSH first,
+/// whether to skip the backup.
 #[derive(Clone, Copy, Default)]
 struct Extras<'a> {
+    built: Option<&'a crate::build::Image>,
     ship: Option<&'a crate::build::Image>,
     skip_backup: bool,
 }
@@ -270,6 +272,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
             options.lock_wait,
             settings,
             Extras {
+                built: Some(&image),
                 ship: image.over_ssh().then_some(&image),
                 skip_backup: options.skip_backup,
             },
@@ -393,6 +396,9 @@ where
             let (target, followers) = target_of(&states)?;
             let plan = plan::plan(config, &target, &states, &followers)
                 .map_err(|e| plan_error(config, e))?;
+            if let Some(image) = extras.built {
+                refuse_foreign(config, image, &states)?;
+            }
             // A deploy that would change what serves never goes on with the provisioned files
             // behind the configuration (a host not provisioned at all, or in the earlier
             // layout, was refused by the plan already, saying so).
@@ -426,6 +432,34 @@ where
         },
     )
     .await
+}
+
+/// Refuse an image made for another architecture than some host's, naming them, before
+/// anything is sent or started: it would fail with `exec format error`, or pass the gate
+/// emulated (qemu's binfmt handlers) and serve several times slower.
+fn refuse_foreign(
+    config: &Config,
+    image: &crate::build::Image,
+    states: &[(String, crate::state::HostState)],
+) -> Result<(), Error> {
+    let Some(platform) = image.platform.as_deref() else {
+        return Ok(());
+    };
+    let foreign = plan::foreign_hosts(platform, states);
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(Error::ForeignArchitecture {
+        image: image.reference.clone(),
+        platform: platform.to_owned(),
+        hosts: foreign
+            .iter()
+            .map(|(h, a)| format!("`{h}` ({a})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        arch: foreign[0].1.to_owned(),
+        environment: config.environment.clone(),
+    })
 }
 
 pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Report, Error> {

@@ -111,6 +111,26 @@ pub enum PlanError {
 
 /// Plan putting `target` live on every host; `followers` name the hosts that follow a
 /// rollback's target without a history of it.
+/// The hosts whose architecture is not the one of an image for `platform`
+/// (`os/architecture[/variant]`), with theirs. A host that did not say is not judged.
+pub fn foreign_hosts<'a>(
+    platform: &str,
+    hosts: &'a [(String, HostState)],
+) -> Vec<(&'a str, &'a str)> {
+    let Some(arch) = platform.split('/').nth(1) else {
+        return Vec::new();
+    };
+    hosts
+        .iter()
+        .filter_map(|(h, s)| {
+            s.arch
+                .as_deref()
+                .filter(|a| *a != arch)
+                .map(|a| (h.as_str(), a))
+        })
+        .collect()
+}
+
 pub fn plan(
     config: &Config,
     target: &ReleaseRef,
@@ -488,6 +508,23 @@ fn by_digest(image: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_for_another_architecture_names_each_host_that_differs() {
+        let host = |arch: Option<&str>| HostState {
+            arch: arch.map(str::to_owned),
+            ..HostState::default()
+        };
+        let hosts = vec![
+            ("a".to_owned(), host(Some("amd64"))),
+            ("b".to_owned(), host(Some("arm64"))),
+            ("c".to_owned(), host(None)),
+        ];
+        assert_eq!(foreign_hosts("linux/amd64", &hosts), [("b", "arm64")]);
+        assert_eq!(foreign_hosts("linux/arm64/v8", &hosts), [("a", "amd64")]);
+        // A platform without an architecture judges nobody.
+        assert!(foreign_hosts("linux", &hosts).is_empty());
+    }
     use crate::state::{ColourState, HistoryEntry, Outcome, upstream};
 
     fn config() -> Config {

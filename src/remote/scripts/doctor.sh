@@ -4,6 +4,7 @@
 printf 'uid %s\n' "$(id -u)"
 if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then echo 'root yes'; else echo 'root no'; fi
 printf 'docker %s\n' "$(docker info --format '{{.ServerVersion}}' 2>/dev/null || echo -)"
+printf 'arch %s\n' "$(uname -m)"
 conf="${DOCKER_CONFIG:-$HOME/.docker}/config.json"
 if [ -n "$1" ] && [ -f "$conf" ] && grep -qF "\"$1\"" "$conf"; then echo 'login yes'; else echo 'login no'; fi
 printf 'nginx %s\n' "$(nginx -v 2>&1 | sed 's|.*/||' || echo -)"

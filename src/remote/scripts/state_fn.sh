@@ -90,6 +90,7 @@ dump_state() {
     printf 'fleet '; b64 "$state/fleet"
     printf 'behind '; b64 "$state/behind"
     printf 'clock %s\n' "$(date +%s)"
+    printf 'arch %s\n' "$(uname -m)"
     token=$(sed -n 's/^ *"\([0-9a-f]\{16,\}\)" 1;$/\1/p' "$(dirname -- "$1")/verify.conf" 2> /dev/null | head -n 1)
     printf 'token %s\n' "${token:--}"
   }
