@@ -225,11 +225,11 @@ pub enum Error {
     },
 
     #[error(
-        "the deploy lock of `{environment}` was taken over on `{host}` by {holder}: this shipit could not renew its lease ({lease}) in time (it was stopped, suspended or cut off), so it stopped at once and changed nothing more; what it had already changed stays as it is\n  help: see what the fleet runs with `shipit status {environment}`; the holder now converges it"
+        "the deploy lock of `{environment}` is no longer this shipit's on {host}: {why}; it could not renew its lease ({lease}) in time (it was stopped, suspended or cut off), so it stopped at once and changed nothing more; what it had already changed stays as it is\n  help: see what the fleet runs with `shipit status {environment}`; the next deploy or rollback converges it"
     )]
     LockLost {
         host: String,
-        holder: String,
+        why: String,
         lease: String,
         environment: String,
     },

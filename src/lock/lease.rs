@@ -58,6 +58,12 @@ impl Fence {
         boottime_ms().saturating_sub(proven) >= self.lease_ms / 2
     }
 
+    /// A whole lease since the last proof.
+    fn expired(&self) -> bool {
+        let proven = *self.proven_at.lock().unwrap_or_else(|e| e.into_inner());
+        boottime_ms().saturating_sub(proven) >= self.lease_ms
+    }
+
     fn proven(&self) {
         *self.proven_at.lock().unwrap_or_else(|e| e.into_inner()) = boottime_ms();
         if let Some(w) = self.parked.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -119,6 +125,17 @@ pub async fn keep_renewed<T>(
             }
             match renew(fleet, config, id, every).await {
                 Ok(true) => fence.proven(),
+                // No host answered for a whole lease: another shipit may hold the lock now.
+                // Waiting on would hang the run (its work is held) for as long as the hosts
+                // stay out of reach.
+                Ok(false) if fence.expired() => {
+                    return Error::LockLost {
+                        host: "every host".into(),
+                        why: "no host answered its renewals for a whole lease, so another shipit may have taken it".into(),
+                        lease: humantime::format_duration(lease).to_string(),
+                        environment: config.environment.clone(),
+                    };
+                }
                 Ok(false) => {}
                 Err(lost) => return lost,
             }
@@ -158,10 +175,10 @@ async fn renew(fleet: &Fleet, config: &Config, id: &str, timeout: Duration) -> R
                     .ok()
                     .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
                     return Err(Error::LockLost {
-                        host: host.spec.to_string(),
-                        holder: holder.as_ref().map_or(
-                            "another shipit (which has since released it)".into(),
-                            super::describe,
+                        host: format!("`{}`", host.spec),
+                        why: holder.as_ref().map_or(
+                            "another shipit took it and has released it since".into(),
+                            |h| format!("it was taken over by {}", super::describe(h)),
                         ),
                         lease: humantime::format_duration(config.deploy.lock_lease).to_string(),
                         environment: config.environment.clone(),
