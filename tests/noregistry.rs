@@ -191,3 +191,34 @@ fn head(app: &App) -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+#[test]
+fn two_apps_loading_at_once_where_there_is_room_for_one_load_at_a_time_both_deploy() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(1);
+    let h = &hosts[0];
+    let a = layered_app(&tb, "t-load-a", &hosts, 4911, 2);
+    let b = layered_app(&tb, "t-load-b", &hosts, 4921, 2);
+    // Each load stages about 8 MiB (6 of assets, the app's 2) in the engine's temporary
+    // directory: 12 MiB hold one load at a time, not two.
+    struct Unmount<'a>(&'a Testbed, &'a TestHost);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.sh(self.1, "umount /var/lib/docker/tmp 2>/dev/null");
+        }
+    }
+    let _guard = Unmount(&tb, h);
+    tb.sh_ok(h, "mount -t tmpfs -o size=12m tmpfs /var/lib/docker/tmp");
+    // Both at once: the host takes their loads one after the other, each checked for room
+    // right before it starts, so neither fills the disk under the other.
+    let (ra, rb) = std::thread::scope(|s| {
+        let ra = s.spawn(|| a.shipit(&["deploy", "production", "--version", "1.0.0"]));
+        let rb = s.spawn(|| b.shipit(&["deploy", "production", "--version", "1.0.0"]));
+        (ra.join().unwrap(), rb.join().unwrap())
+    });
+    for (app, run) in [(&a, ra), (&b, rb)] {
+        assert_eq!(run.code(), 0, "{}: {}", app.name, run.stderr);
+        assert!(!run.stderr.contains("no space left"), "{}", run.stderr);
+        assert_eq!(app.versions(&tb, &hosts), ["1.0.0"]);
+    }
+}
