@@ -8,7 +8,9 @@
 #      during (b10); (f3) a warm switch by hand on 3 hosts, the floor of (d3); and the phases
 #      of one 3-host deploy, from shipit's own lines.
 # Each is run 5 times (medians). verify_window is 0 (one verification pass): the floor does no
-# verification at all.
+# verification at all. The images are present on the hosts here; time to live with a new image
+# to pull, against the shared floor (../shared/bench/floor.sh) in the same run, is
+# bench/ttl.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
