@@ -173,16 +173,20 @@ impl Engine {
         tag: &str,
         build_args: &HashMap<String, String>,
         labels: &HashMap<String, String>,
+        platform: Option<&str>,
         verbose: bool,
     ) -> Result<Built, Error> {
-        let options = BuildImageOptionsBuilder::default()
+        let mut options = BuildImageOptionsBuilder::default()
             .dockerfile(dockerfile)
             .t(tag)
             .rm(true)
             .forcerm(true)
             .buildargs(build_args)
-            .labels(labels)
-            .build();
+            .labels(labels);
+        if let Some(platform) = platform {
+            options = options.platform(platform);
+        }
+        let options = options.build();
         let mut stream =
             self.docker
                 .build_image(options, None, Some(bollard::body_try_stream(context)));

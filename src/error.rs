@@ -214,7 +214,7 @@ pub enum Error {
     },
 
     #[error(
-        "`{image}` is built for {platform}, but {hosts} run another architecture: it would fail there with `exec format error`, or run emulated and several times slower where qemu's handlers are installed; nothing was sent or started\n  help: build it for linux/{arch} (on such a machine, or with `docker buildx build --platform linux/{arch}` and a push), then `shipit deploy {environment} --no-build`; a fleet of two architectures needs an image for each (a multi-platform index)"
+        "`{image}` is built for {platform}, but {hosts} run another architecture: it would fail there with `exec format error`, or run emulated and several times slower where qemu's handlers are installed; nothing was sent or started\n  help: build it for linux/{arch}: set `platform = \"linux/{arch}\"` in shipit.toml (enough for images whose steps run nothing, such as `FROM scratch` with a static binary; `RUN` steps of another architecture need qemu's binfmt handlers on this machine), or build on such a machine, or with `docker buildx build --platform linux/{arch}` and a push, then `shipit deploy {environment} --no-build`; a fleet of two architectures needs an image for each (a multi-platform index)"
     )]
     ForeignArchitecture {
         image: String,

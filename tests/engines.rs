@@ -356,9 +356,26 @@ fn an_image_for_another_architecture_is_refused_before_anything_is_sent_or_start
     }
     assert_has(&run.stderr, "nothing was sent or started");
     assert_has(&run.stderr, "--platform linux/amd64");
-    load.stop()
-        .assert_no_failures("an arm64 image refused on amd64 hosts");
+    // `platform` builds for another architecture (a `FROM scratch` image needs no emulator):
+    // for arm64, refused the same way; for the hosts' amd64, deployed.
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    app.file(
+        "shipit.toml",
+        &format!("platform = \"linux/arm64\"\n{text}"),
+    )
+    .commit();
+    let run = app.deploy_fails("3.0.0", 2);
+    assert_has(&run.stderr, "is built for linux/arm64");
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 2]);
+    app.file(
+        "shipit.toml",
+        &format!("platform = \"linux/amd64\"\n{text}"),
+    )
+    .commit();
+    app.deploy("3.0.0");
+    load.stop()
+        .assert_no_failures("an arm64 image refused on amd64 hosts, then one built for them");
+    assert_eq!(app.versions(&tb, &hosts), ["3.0.0"; 2]);
     // Doctor says what each host runs, and for which platform images must be built.
     let doctor = app.shipit(&["doctor", "production"]).success();
     assert_has(

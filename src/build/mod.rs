@@ -418,6 +418,7 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
             &reference,
             &build_args,
             &labels,
+            config.platform.as_deref(),
             options.verbose,
         )
         .await?;

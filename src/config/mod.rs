@@ -33,6 +33,9 @@ pub struct Config {
     pub image: String,
     pub dockerfile: String,
     pub context: String,
+    /// The platform to build the image for (`linux/amd64`), when it is not this machine's
+    /// engine's own: an arm64 laptop building for amd64 servers.
+    pub platform: Option<String>,
     pub version: semver::Version,
     pub build_args: BTreeMap<String, String>,
     pub domain: String,

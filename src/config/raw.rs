@@ -98,6 +98,7 @@ raw_table!(
         image: Val<String>,
         dockerfile: Val<String>,
         context: Val<String>,
+        platform: Val<String>,
         version: Val<String>,
         build_args: BTreeMap<String, Val<String>>,
         domain: Val<String>,

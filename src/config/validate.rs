@@ -320,6 +320,14 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
             "a relative path inside the app directory",
         )
     });
+    let platform = raw.platform.as_ref().and_then(|v| {
+        c.string(
+            v,
+            "platform",
+            is_platform,
+            "a platform such as \"linux/amd64\" or \"linux/arm64\"",
+        )
+    });
     let mut build_args = BTreeMap::new();
     for (k, v) in raw.build_args.iter().flatten() {
         if !is_env_name(k) {
@@ -547,6 +555,7 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         image: image?,
         dockerfile: dockerfile?,
         context: context?,
+        platform,
         version: version?,
         build_args,
         domain: domain?,
@@ -1466,6 +1475,17 @@ fn is_image_name(s: &str) -> bool {
         })
 }
 
+/// `os/architecture[/variant]`, each part lowercase letters and digits.
+fn is_platform(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    (2..=3).contains(&parts.len())
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
 fn is_relative_path(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('/')
@@ -1737,6 +1757,25 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
             e,
             ["environments/production.toml:1:10: invalid type: integer `5`, expected a string"]
         );
+    }
+
+    #[test]
+    fn a_platform_is_os_and_architecture() {
+        for ok in ["linux/amd64", "linux/arm64/v8", "linux/386"] {
+            assert!(is_platform(ok), "{ok}");
+        }
+        for bad in [
+            "amd64",
+            "linux/",
+            "Linux/AMD64",
+            "linux/amd64/v8/x",
+            "linux/am d64",
+        ] {
+            assert!(!is_platform(bad), "{bad}");
+        }
+        let c = check(&format!("platform = \"linux/arm64\"\n{BASE}"), ENV).unwrap();
+        assert_eq!(c.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(check(BASE, ENV).unwrap().platform, None);
     }
 
     #[test]
