@@ -71,6 +71,16 @@ fn platform_of(os: Option<&str>, arch: Option<&str>, variant: Option<&str>) -> O
     })
 }
 
+/// What to build: the Dockerfile, the tag, the build arguments and labels, and the platform
+/// when it is not the engine's own.
+pub struct BuildSpec<'a> {
+    pub dockerfile: &'a str,
+    pub tag: &'a str,
+    pub build_args: &'a HashMap<String, String>,
+    pub labels: &'a HashMap<String, String>,
+    pub platform: Option<&'a str>,
+}
+
 /// A registry push failure, classified for the retry policy and the message.
 #[derive(Debug, Clone)]
 pub enum PushError {
@@ -169,21 +179,17 @@ impl Engine {
     pub async fn build(
         &self,
         context: impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
-        dockerfile: &str,
-        tag: &str,
-        build_args: &HashMap<String, String>,
-        labels: &HashMap<String, String>,
-        platform: Option<&str>,
+        spec: &BuildSpec<'_>,
         verbose: bool,
     ) -> Result<Built, Error> {
         let mut options = BuildImageOptionsBuilder::default()
-            .dockerfile(dockerfile)
-            .t(tag)
+            .dockerfile(spec.dockerfile)
+            .t(spec.tag)
             .rm(true)
             .forcerm(true)
-            .buildargs(build_args)
-            .labels(labels);
-        if let Some(platform) = platform {
+            .buildargs(spec.build_args)
+            .labels(spec.labels);
+        if let Some(platform) = spec.platform {
             options = options.platform(platform);
         }
         let options = options.build();

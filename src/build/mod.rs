@@ -414,11 +414,13 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
     let built = engine
         .build(
             context.stream(),
-            &config.dockerfile,
-            &reference,
-            &build_args,
-            &labels,
-            config.platform.as_deref(),
+            &crate::docker::BuildSpec {
+                dockerfile: &config.dockerfile,
+                tag: &reference,
+                build_args: &build_args,
+                labels: &labels,
+                platform: config.platform.as_deref(),
+            },
             options.verbose,
         )
         .await?;
