@@ -79,6 +79,8 @@ pub struct BuildSpec<'a> {
     pub build_args: &'a HashMap<String, String>,
     pub labels: &'a HashMap<String, String>,
     pub platform: Option<&'a str>,
+    /// Build every step anew, whatever the engine's cache holds.
+    pub nocache: bool,
 }
 
 /// A registry push failure, classified for the retry policy and the message.
@@ -188,7 +190,8 @@ impl Engine {
             .rm(true)
             .forcerm(true)
             .buildargs(spec.build_args)
-            .labels(spec.labels);
+            .labels(spec.labels)
+            .nocache(spec.nocache);
         if let Some(platform) = spec.platform {
             options = options.platform(platform);
         }

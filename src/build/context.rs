@@ -15,6 +15,7 @@ use super::ignore::DockerIgnore;
 use crate::error::Error;
 
 /// What a context holds: its entries, scanned once; the tar is written from them on demand.
+#[derive(Clone)]
 pub struct Context {
     dir: PathBuf,
     entries: Vec<(String, PathBuf)>,

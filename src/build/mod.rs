@@ -345,6 +345,13 @@ pub async fn find_built(config: &Config, options: &Options) -> Result<Image, Err
     })
 }
 
+/// Whether an image's platform (`os/architecture[/variant]`) has the architecture `want` asks
+/// for (the variant is left to the engine).
+fn same_arch(want: &str, got: Option<&str>) -> bool {
+    let arch = |p: &str| p.split('/').nth(1).map(str::to_owned);
+    got.is_some_and(|g| arch(g) == arch(want))
+}
+
 /// A retained release's image in this machine's engine, by its ID (`sha256:...`), for hosts that
 /// lack it (a rollback over SSH to a host that follows the fleet); `None` when the engine no
 /// longer has it.
@@ -411,19 +418,43 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         ("shipit.release".to_owned(), release.version.to_string()),
     ]);
     let build_args: HashMap<String, String> = config.build_args.clone().into_iter().collect();
-    let built = engine
-        .build(
-            context.stream(),
-            &crate::docker::BuildSpec {
-                dockerfile: &config.dockerfile,
-                tag: &reference,
-                build_args: &build_args,
-                labels: &labels,
-                platform: config.platform.as_deref(),
-            },
-            options.verbose,
-        )
+    let mut spec = crate::docker::BuildSpec {
+        dockerfile: &config.dockerfile,
+        tag: &reference,
+        build_args: &build_args,
+        labels: &labels,
+        platform: config.platform.as_deref(),
+        nocache: false,
+    };
+    let mut built = engine
+        .build(context.clone().stream(), &spec, options.verbose)
         .await?;
+    let mut facts = local_facts(&engine, &reference, &config.environment).await?;
+    // The classic builder's cache does not tell platforms apart: steps built for this machine's
+    // architecture are reused for another. The image is built again without the cache then.
+    if let Some(want) = config.platform.as_deref()
+        && !same_arch(want, facts.platform.as_deref())
+    {
+        ui::warn(&format!(
+            "the engine's cache gave an image for {} where `platform` asks for {want}: building again without the cache",
+            facts.platform.as_deref().unwrap_or("an unknown platform")
+        ));
+        spec.nocache = true;
+        built = engine
+            .build(context.stream(), &spec, options.verbose)
+            .await?;
+        facts = local_facts(&engine, &reference, &config.environment).await?;
+        if !same_arch(want, facts.platform.as_deref()) {
+            return Err(Error::BuildStep {
+                step: "checking the image's platform".into(),
+                output: String::new(),
+                error: format!(
+                    "the engine built an image for {} though `platform` asks for {want}: build it with `docker buildx build --platform {want}` and deploy with `--no-build`",
+                    facts.platform.as_deref().unwrap_or("an unknown platform")
+                ),
+            });
+        }
+    }
     let build_seconds = started.elapsed().as_secs_f64();
     ui::status(
         "Built",
@@ -433,7 +464,6 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         ),
     );
 
-    let facts = local_facts(&engine, &reference, &config.environment).await?;
     let Some((registry, password, source)) = login else {
         ui::status(
             "Kept",
@@ -515,4 +545,17 @@ pub async fn build_and_push(config: &Config, options: &Options) -> Result<Image,
         build_seconds,
         push_seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_images_platform_is_judged_by_its_architecture() {
+        assert!(same_arch("linux/arm64", Some("linux/arm64/v8")));
+        assert!(same_arch("linux/amd64", Some("linux/amd64")));
+        assert!(!same_arch("linux/arm64", Some("linux/amd64")));
+        assert!(!same_arch("linux/arm64", None));
+    }
 }
