@@ -197,8 +197,8 @@ fn two_apps_loading_at_once_where_there_is_room_for_one_load_at_a_time_both_depl
     let tb = Testbed::from_env();
     let hosts = tb.hosts(1);
     let h = &hosts[0];
-    let a = layered_app(&tb, "t-load-a", &hosts, 4911, 2);
-    let b = layered_app(&tb, "t-load-b", &hosts, 4921, 2);
+    let a = layered_app(&tb, "t-load-a", &hosts, 6151, 2);
+    let b = layered_app(&tb, "t-load-b", &hosts, 6161, 2);
     // Each load stages about 8 MiB (6 of assets, the app's 2) in the engine's temporary
     // directory: 12 MiB hold one load at a time, not two.
     struct Unmount<'a>(&'a Testbed, &'a TestHost);
