@@ -468,7 +468,7 @@ fn a_lock_from_another_pid_namespace_is_taken_over_only_once_its_lease_expired_a
     let status = frozen.wait().unwrap();
     assert_eq!(status.code(), Some(6), "{rest}");
     assert_has(&rest, "without renewing it");
-    assert_has(&rest, "was taken over on");
+    assert_has(&rest, "is no longer this shipit's on `");
     assert_has(&rest, "changed nothing more");
     assert_eq!(app.versions(&tb, &hosts), ["5.0.0"; 2]);
     let status = app.shipit(&["lock", "status", "production"]).success();
