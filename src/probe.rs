@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::ExponentialBuilder;
 use openssh::{ForwardType, Socket};
 use serde::Serialize;
 
@@ -351,31 +351,47 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The backoff of the health gate: from 25 ms, growing by 1.3 to at most 250 ms between checks
-/// (a new copy is usually healthy within a second: coarse steps would waste most of it).
-pub fn gate_policy() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(25))
-        .with_max_delay(Duration::from_millis(250))
-        .with_factor(1.3)
-        .with_jitter()
-        .without_max_times()
+/// How often the health gate starts a check: every 20 ms for the first second (a new copy that
+/// is ready at once is seen within a few tens of ms, as the floor done by hand polls), then
+/// from 25 ms growing by 1.3 to at most 250 ms, jittered, for a copy that takes its time.
+pub fn gate_pace() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    std::iter::repeat_n(Duration::from_millis(20), 50).chain(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(25))
+            .with_max_delay(Duration::from_millis(250))
+            .with_factor(1.3)
+            .with_jitter()
+            .without_max_times()
+            .build(),
+    )
 }
 
-/// The time limit of the n-th health check: short at first, because a connection made while a
-/// container's network comes up can hang for a TCP retransmit (1 s) when a fresh one would be
-/// answered at once; longer later, so a slow health endpoint still passes.
-pub fn attempt_limit(attempt: u32) -> Duration {
-    match attempt {
-        0..=4 => Duration::from_millis(200),
-        5..=9 => Duration::from_millis(500),
-        _ => Duration::from_secs(2),
+/// Checks of one host's gate in flight at once: a check that hangs (a connection made while a
+/// container's network comes up waits for a TCP retransmit) does not hold back the next one.
+pub const GATE_IN_FLIGHT: usize = 3;
+
+/// The time limit of a health check started `since` the gate began: short in the first
+/// second, because a connection made while a container's network comes up can hang for a TCP
+/// retransmit (1 s) when a fresh one would be answered at once; longer later, so a slow health
+/// endpoint still passes (500 ms up to 3 s, then 2 s).
+pub fn attempt_limit(since: Duration) -> Duration {
+    if since < Duration::from_secs(1) {
+        Duration::from_millis(200)
+    } else if since < Duration::from_secs(3) {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(2)
     }
 }
 
 /// Poll until healthy or `deadline` passes; returns the time it took, or the last answer and
 /// how many checks were made. `seen` is told each unhealthy answer with its attempt number
 /// (from 0).
+///
+/// Checks start on [`gate_pace`]'s schedule whether or not the one before has answered (at
+/// most [`GATE_IN_FLIGHT`] at once): a paced poll, not a retry loop, because one check that
+/// hangs for its whole limit would otherwise delay seeing a copy that is already healthy.
 pub async fn wait_healthy(
     client: &Client,
     tunnel: &Tunnel,
@@ -383,39 +399,60 @@ pub async fn wait_healthy(
     deadline: Duration,
     seen: impl Fn(u32, &Answer),
 ) -> Result<Duration, (Answer, u32)> {
+    use futures::StreamExt;
     let started = Instant::now();
-    let last = std::sync::Mutex::new(None::<Answer>);
-    let attempts = std::sync::atomic::AtomicU32::new(0);
-    let attempt = || async {
-        let n = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let answer = get_within(client, tunnel, expect.path, None, Some(attempt_limit(n))).await;
-        let ok = expect.healthy(&answer);
-        if !ok {
-            seen(n, &answer);
+    let until = tokio::time::Instant::now() + deadline;
+    let mut pace = gate_pace();
+    let mut next = tokio::time::Instant::now();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut sent: u32 = 0;
+    let mut last: Option<Answer> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next), if in_flight.len() < GATE_IN_FLIGHT => {
+                let n = sent;
+                sent += 1;
+                let limit = attempt_limit(started.elapsed());
+                in_flight.push(async move {
+                    let asked = Instant::now();
+                    let answer = get_within(client, tunnel, expect.path, None, Some(limit)).await;
+                    (n, asked, answer)
+                });
+                // The pace never runs out (`without_max_times`); 250 ms if it did.
+                next = tokio::time::Instant::now()
+                    + pace.next().unwrap_or(Duration::from_millis(250));
+            }
+            Some((n, asked, answer)) = in_flight.next(), if !in_flight.is_empty() => {
+                let ok = expect.healthy(&answer);
+                tracing::debug!(
+                    attempt = n + 1,
+                    at_ms = started.elapsed().as_millis() as u64,
+                    took_ms = asked.elapsed().as_millis() as u64,
+                    healthy = ok,
+                    answer = %answer.summary(),
+                    "health check"
+                );
+                if ok {
+                    return Ok(started.elapsed());
+                }
+                seen(n, &answer);
+                last = Some(answer);
+            }
+            () = tokio::time::sleep_until(until) => break,
         }
-        if let Ok(mut l) = last.lock() {
-            *l = Some(answer);
-        }
-        if ok { Ok(()) } else { Err(()) }
-    };
-    let polled = tokio::time::timeout(deadline, attempt.retry(gate_policy())).await;
-    let last = last.into_inner().ok().flatten();
-    let checks = attempts.load(std::sync::atomic::Ordering::Relaxed);
-    match polled {
-        Ok(Ok(())) => Ok(started.elapsed()),
-        _ => Err((
-            last.unwrap_or(Answer {
-                status: None,
-                body: String::new(),
-                upstream: None,
-                error: Some(format!(
-                    "no answer within {}",
-                    humantime::format_duration(deadline)
-                )),
-            }),
-            checks,
-        )),
     }
+    Err((
+        last.unwrap_or(Answer {
+            status: None,
+            body: String::new(),
+            upstream: None,
+            error: Some(format!(
+                "no answer within {}",
+                humantime::format_duration(deadline)
+            )),
+        }),
+        sent,
+    ))
 }
 
 #[cfg(test)]
@@ -457,13 +494,23 @@ mod tests {
     }
 
     #[test]
-    fn gate_starts_within_25ms_jittered() {
-        use backon::BackoffBuilder;
-        // 25 ms, plus up to as much again of jitter.
-        let first = gate_policy().build().next().unwrap();
+    fn the_gate_checks_every_20ms_for_a_second_then_backs_off_to_at_most_half_a_second() {
+        let pace: Vec<Duration> = gate_pace().take(200).collect();
+        assert!(pace[..50].iter().all(|d| *d == Duration::from_millis(20)));
+        // 25 ms, plus up to as much again of jitter, then growing.
         assert!(
-            first >= Duration::from_millis(25) && first <= Duration::from_millis(50),
-            "{first:?}"
+            pace[50] >= Duration::from_millis(25) && pace[50] <= Duration::from_millis(50),
+            "{:?}",
+            pace[50]
         );
+        // At most 250 ms plus as much again of jitter.
+        assert!(pace.iter().all(|d| *d <= Duration::from_millis(500)));
+        assert!(pace[199] >= Duration::from_millis(250), "{:?}", pace[199]);
+        // A check's limit is short while the pace is quick, longer after.
+        let ms = Duration::from_millis;
+        assert_eq!(attempt_limit(ms(0)), ms(200));
+        assert_eq!(attempt_limit(ms(999)), ms(200));
+        assert_eq!(attempt_limit(ms(1000)), ms(500));
+        assert_eq!(attempt_limit(ms(3000)), ms(2000));
     }
 }

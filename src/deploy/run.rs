@@ -213,8 +213,23 @@ impl<'a> Run<'a> {
             self.release_phase().await?;
         }
         let direct = self.start_and_gate().await?;
+        if self.kind == Kind::Deploy {
+            // Images beyond `retain` go while the switch and its checks run (docker's work,
+            // not nginx's): pruning keeps every image a container uses and the releases the
+            // history retains, the previous one included, so an undo still finds its image.
+            let all = self.work();
+            let (live, ()) = tokio::join!(self.go_live(&direct), self.prune(&all));
+            live
+        } else {
+            self.go_live(&direct).await
+        }
+    }
+
+    /// The switch, verification through nginx, and for a deploy the smoke check and the
+    /// post-deploy hooks.
+    async fn go_live(&self, direct: &[(usize, Tunnel)]) -> Result<(), Error> {
         self.switch().await?;
-        self.verify(&direct).await?;
+        self.verify(direct).await?;
         if self.kind == Kind::Deploy {
             self.cancel.guard(self.smoke()).await?;
             self.cancel
@@ -1105,7 +1120,7 @@ impl<'a> Run<'a> {
             .map_err(|reason| Error::SmokeFailed { reason })
     }
 
-    // --- the end: record, prune, stop the previous colour --------------------------------------
+    // --- the end: record, stop the previous colour --------------------------------------
 
     async fn finish(&self) {
         let all = self.work();
@@ -1114,14 +1129,9 @@ impl<'a> Run<'a> {
             Kind::Rollback => Outcome::RolledBack,
         };
         let files = self.fleet_files();
-        match self.kind {
-            // A deploy may have pulled an image: drop those beyond `retain`.
-            Kind::Deploy => {
-                tokio::join!(self.record(&all, outcome, None, &files), self.prune(&all));
-            }
-            // A rollback pulls nothing new, at most a retained image.
-            Kind::Rollback => self.record(&all, outcome, None, &files).await,
-        }
+        // A deploy's images beyond `retain` were pruned during its switch (see `stages`); a
+        // rollback pulls nothing new, at most a retained image.
+        self.record(&all, outcome, None, &files).await;
         // The previous release's processes stop now that the switch is verified (they would
         // consume the same queue as the new ones).
         self.stop_previous_processes(&self.changing()).await;

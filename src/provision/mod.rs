@@ -120,7 +120,7 @@ pub async fn refuse_drift(config: &Config, fleet: &Fleet) -> Result<(), Error> {
                 .collect();
             let dirs = &dirs;
             async move {
-                let (observed, _, _, units) = read_host(config, &host, &desired, dirs).await?;
+                let (observed, units) = read_managed(config, &host, &desired, dirs).await?;
                 let plan = plan::plan_host(&desired, dirs, &observed, None, None, &units);
                 let mut files: Vec<String> =
                     plan.changes.iter().map(|c| c.file.path.clone()).collect();
@@ -425,13 +425,53 @@ async fn read_host(
     desired: &[ManagedFile],
     dirs: &[(&'static str, String)],
 ) -> Result<HostReading, Error> {
+    let (managed, (legacy_state, held)) = tokio::join!(
+        read_managed(config, host, desired, dirs),
+        read_layout_and_ports(config, host)
+    );
+    let (observed, site_units) = managed?;
+    let (legacy_state, held) = (legacy_state?, held?);
+    Ok((observed, legacy_state, held, site_units))
+}
+
+/// The managed files and the site's process and job units (two commands at once): what a
+/// deploy's drift check needs.
+async fn read_managed(
+    config: &Config,
+    host: &Host,
+    desired: &[ManagedFile],
+    dirs: &[(&'static str, String)],
+) -> Result<(plan::Observed, plan::SiteUnits), Error> {
     let site = config.site();
-    let old = site.legacy();
     let observe = scripts::Observe {
         files: desired.iter().map(|f| f.path.clone()).collect(),
         dirs: dirs.iter().map(|(_, d)| d.clone()).collect(),
     }
     .command();
+    let timers = plan::timers(desired);
+    let units = scripts::SiteUnits {
+        key: &site.key(),
+        timers: &timers,
+    }
+    .command();
+    let (files, units_out) = tokio::join!(host.check(&observe), host.check(&units));
+    let observed = plan::parse_observed(&files?, desired.len(), dirs.len())
+        .map_err(|m| protocol(host, &observe, m))?;
+    let site_units = plan::SiteUnits::parse(&String::from_utf8_lossy(&units_out?))
+        .map_err(|m| protocol(host, &units, m))?;
+    Ok((observed, site_units))
+}
+
+/// The site in shipit's earlier layout, and who holds the colour ports (two commands at once).
+async fn read_layout_and_ports(
+    config: &Config,
+    host: &Host,
+) -> (
+    Result<plan::LegacyState, Error>,
+    Result<Vec<crate::state::HeldPort>, Error>,
+) {
+    let site = config.site();
+    let old = site.legacy();
     let legacy = scripts::ReadLegacy {
         upstream_include: old.upstream_include(),
         nginx_site: old.nginx_site(),
@@ -446,31 +486,22 @@ async fn read_host(
         ours: &[site.container(Colour::Blue), site.container(Colour::Green)],
     }
     .command();
-    let timers = plan::timers(desired);
-    let units = scripts::SiteUnits {
-        key: &site.key(),
-        timers: &timers,
-    }
-    .command();
-    let (files, legacy_out, ports_out, units_out) = tokio::join!(
-        host.check(&observe),
-        host.check(&legacy),
-        host.check(&ports),
-        host.check(&units)
-    );
-    let protocol = |cmd: &crate::remote::RemoteCommand, message: String| Error::Protocol {
+    let (legacy_out, ports_out) = tokio::join!(host.check(&legacy), host.check(&ports));
+    let legacy_state = legacy_out.and_then(|out| {
+        plan::LegacyState::parse(&String::from_utf8_lossy(&out))
+            .map_err(|m| protocol(host, &legacy, m))
+    });
+    let held = ports_out.map(|out| crate::state::ports_held(&String::from_utf8_lossy(&out)));
+    (legacy_state, held)
+}
+
+/// A host's answer shipit cannot read.
+fn protocol(host: &Host, cmd: &crate::remote::RemoteCommand, message: String) -> Error {
+    Error::Protocol {
         host: host.spec.to_string(),
         command: cmd.to_string(),
         message,
-    };
-    let observed = plan::parse_observed(&files?, desired.len(), dirs.len())
-        .map_err(|m| protocol(&observe, m))?;
-    let legacy_state = plan::LegacyState::parse(&String::from_utf8_lossy(&legacy_out?))
-        .map_err(|m| protocol(&legacy, m))?;
-    let held = crate::state::ports_held(&String::from_utf8_lossy(&ports_out?));
-    let site_units = plan::SiteUnits::parse(&String::from_utf8_lossy(&units_out?))
-        .map_err(|m| protocol(&units, m))?;
-    Ok((observed, legacy_state, held, site_units))
+    }
 }
 
 async fn stage_and_validate(host: &Host, plan: &HostPlan) -> Result<(), Error> {

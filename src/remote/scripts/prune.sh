@@ -41,9 +41,10 @@ named() {
         sed -n 's/^SHIPIT_IMAGE=//p' /etc/shipit/"$site"/*.env 2> /dev/null; } | by_digest
     fi
   done
-  docker ps -aq --no-trunc | while read -r c; do
-    docker inspect --format '{{.Image}}' -- "$c" 2> /dev/null
-  done
+  # One inspect for every container (one each took 25-50 ms a container).
+  containers=$(docker ps -aq --no-trunc)
+  # shellcheck disable=SC2086 # container IDs: hex words
+  [ -z "$containers" ] || docker inspect --format '{{.Image}}' -- $containers 2> /dev/null
 } | sort -u > "$keep"
 kept() {
   grep -qxF -e "$ref_digest" -e "$id" -- "$keep"
@@ -58,16 +59,28 @@ docker image ls --digests --no-trunc --format '{{.Repository}}:{{.Tag}} {{.Repos
     case $name in *@\<none\>) continue ;; esac
     docker image rm -- "$name" > /dev/null 2>&1 && echo "$name"
   done
-docker image ls --no-trunc -q --filter dangling=true --filter "label=shipit.app=$app" |
-  sort -u | while read -r id; do
+dangling=$(docker image ls --no-trunc -q --filter dangling=true --filter "label=shipit.app=$app" | sort -u)
+# shellcheck disable=SC2086 # image IDs: no blanks
+[ -z "$dangling" ] || docker image inspect --format '{{.Id}} {{len .RepoDigests}}' -- $dangling 2> /dev/null |
+  while read -r id digests; do
+    [ "$digests" = 0 ] || continue
     ref_digest=-
     if kept; then continue; fi
-    [ "$(docker image inspect --format '{{len .RepoDigests}}' -- "$id" 2> /dev/null)" = 0 ] || continue
     docker image rm -- "$id" > /dev/null 2>&1 && echo "$id"
   done
-named "$state/history.jsonl" | by_digest | sort -u | while read -r ref_digest; do
-  id=$(docker image inspect --format '{{.Id}}' -- "$ref_digest" 2> /dev/null) || continue
-  if kept; then continue; fi
-  docker image rm -- "$ref_digest" > /dev/null 2>&1 && echo "$ref_digest"
-done
+refs=$(named "$state/history.jsonl" | by_digest | sort -u)
+if [ -n "$refs" ]; then
+  # One inspect for all of them (one each took 20 ms a release), a line ` ID DIGEST... ` per
+  # image still there; a name no line holds is gone (or not known by it), and left alone.
+  # shellcheck disable=SC2086 # names without blanks (`by_digest`)
+  found=$(docker image inspect --format ' {{.Id}} {{range .RepoDigests}}{{.}} {{end}}' -- $refs 2> /dev/null)
+  printf '%s\n' "$refs" | while read -r ref_digest; do
+    line=$(printf '%s\n' "$found" | grep -F -e " $ref_digest " | head -n 1)
+    [ -n "$line" ] || continue
+    id=${line# }
+    id=${id%% *}
+    if kept; then continue; fi
+    docker image rm -- "$ref_digest" > /dev/null 2>&1 && echo "$ref_digest"
+  done
+fi
 true
