@@ -147,13 +147,28 @@ impl<'a> Run<'a> {
             );
             return Ok(());
         }
-        match self.stages().await {
-            Ok(()) => {
-                self.finish().await;
-                Ok(())
+        // A deploy's images beyond `retain` go once the switch is done, while its checks, the
+        // record and the rest run (docker's work beside nginx's, after the switch so that it
+        // never slows it): pruning keeps every image a container uses and the releases the
+        // history retains, the previous one included, so an undo still finds its image.
+        let (switched, on_switch) = tokio::sync::oneshot::channel::<()>();
+        let all = self.work();
+        let prune = async {
+            if self.kind == Kind::Deploy && on_switch.await.is_ok() {
+                self.prune(&all).await;
             }
-            Err(cause) => Err(self.undo(cause).await),
-        }
+        };
+        let run = async {
+            match self.stages(switched).await {
+                Ok(()) => {
+                    self.finish().await;
+                    Ok(())
+                }
+                Err(cause) => Err(self.undo(cause).await),
+            }
+        };
+        let (result, ()) = tokio::join!(run, prune);
+        result
     }
 
     /// Why hosts change beyond "a new release", grouped: what shipit saw (a live copy down,
@@ -193,7 +208,8 @@ impl<'a> Run<'a> {
     }
 
     /// The stages, in order. A new stage is one line here and one function below.
-    async fn stages(&self) -> Result<(), Error> {
+    /// `switched` is told once every host switched.
+    async fn stages(&self, switched: tokio::sync::oneshot::Sender<()>) -> Result<(), Error> {
         if self.kind == Kind::Deploy {
             self.cancel
                 .guard(self.hooks(crate::hooks::Stage::PreDeploy))
@@ -213,23 +229,10 @@ impl<'a> Run<'a> {
             self.release_phase().await?;
         }
         let direct = self.start_and_gate().await?;
-        if self.kind == Kind::Deploy {
-            // Images beyond `retain` go while the switch and its checks run (docker's work,
-            // not nginx's): pruning keeps every image a container uses and the releases the
-            // history retains, the previous one included, so an undo still finds its image.
-            let all = self.work();
-            let (live, ()) = tokio::join!(self.go_live(&direct), self.prune(&all));
-            live
-        } else {
-            self.go_live(&direct).await
-        }
-    }
-
-    /// The switch, verification through nginx, and for a deploy the smoke check and the
-    /// post-deploy hooks.
-    async fn go_live(&self, direct: &[(usize, Tunnel)]) -> Result<(), Error> {
         self.switch().await?;
-        self.verify(direct).await?;
+        // Nobody waits for it but the pruning (gone with an error: nothing to tell).
+        let _ = switched.send(());
+        self.verify(&direct).await?;
         if self.kind == Kind::Deploy {
             self.cancel.guard(self.smoke()).await?;
             self.cancel
@@ -1129,8 +1132,8 @@ impl<'a> Run<'a> {
             Kind::Rollback => Outcome::RolledBack,
         };
         let files = self.fleet_files();
-        // A deploy's images beyond `retain` were pruned during its switch (see `stages`); a
-        // rollback pulls nothing new, at most a retained image.
+        // A deploy's images beyond `retain` are pruned meanwhile (see `converge`); a rollback
+        // pulls nothing new, at most a retained image.
         self.record(&all, outcome, None, &files).await;
         // The previous release's processes stop now that the switch is verified (they would
         // consume the same queue as the new ones).
