@@ -557,9 +557,18 @@ impl<'a> Run<'a> {
         } else {
             tunnel.await?
         };
+        // The first half of the switch while this host is gated: the new upstream staged and
+        // validated beside the live one (nothing serves differently), so that the switch is
+        // only a rename and a reload. A gate that fails leaves it staged, unused: every run
+        // stages its own, under the lock, before it commits.
         let r = self
             .cancel
-            .guard(abort.guard(self.gate(&w, tunnel, gate_line)))
+            .guard(abort.guard(async {
+                let (gated, staged) =
+                    tokio::join!(self.gate(&w, tunnel, gate_line), self.stage_switch(&w));
+                let tunnel = gated?;
+                staged.map(|()| tunnel)
+            }))
             .await;
         let r = match r {
             Ok(tunnel) => self
@@ -567,12 +576,6 @@ impl<'a> Run<'a> {
                 .guard(abort.guard(self.start_processes(&w, gate_line)))
                 .await
                 .map(|()| tunnel),
-            Err(e) => Err(e),
-        };
-        // The first half of the switch while the others are still gated: the new upstream
-        // staged and validated here, so that the switch is only a rename and a reload.
-        let r = match r {
-            Ok(tunnel) => self.stage_switch(&w).await.map(|()| tunnel),
             Err(e) => Err(e),
         };
         gate_line.finish_with(&r, "healthy");
