@@ -54,8 +54,21 @@ serving
 wait "${pids[@]}"
 for port in $SHIPIT_TESTBED_HTTP_PORTS; do
   requests=$(awk '/requests in/ {print $1}' "$state/demo-wrk-$port.txt")
-  errors=$(grep -E 'Non-2xx|Socket errors' "$state/demo-wrk-$port.txt" || true)
-  printf '  load on 127.0.0.1:%s: %s requests, %s\n' "$port" "$requests" "${errors:-no errors, no non-2xx answers}"
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$state/demo-wrk-$port.txt")
+  # `Socket errors: connect C, read R, write W, timeout T`
+  read -r connect readerr write timeout <<< "$(sed -n 's/.*connect \([0-9]*\), read \([0-9]*\), write \([0-9]*\), timeout \([0-9]*\).*/\1 \2 \3 \4/p' "$state/demo-wrk-$port.txt")"
+  if [[ -z ${non2xx:-} && ${connect:-0} = 0 && ${write:-0} = 0 && ${timeout:-0} = 0 ]]; then
+    if [[ ${readerr:-0} = 0 ]]; then
+      note="no errors, no non-2xx answers"
+    else
+      # wrk counts a request sent on a keep-alive connection that nginx closed as its workers
+      # changed (at each switch) as a read error; browsers and HTTP clients send it again.
+      note="no non-2xx answers; $readerr keep-alive connections closed by nginx's reload under a request (wrk counts them as read errors; browsers resend such a request)"
+    fi
+  else
+    note=$(grep -E 'Non-2xx|Socket errors' "$state/demo-wrk-$port.txt" | tr -s ' ' | tr '\n' ';')
+  fi
+  printf '  load on 127.0.0.1:%s: %s requests, %s\n' "$port" "$requests" "$note"
 done
 
 step "shipit deploy local-noregistry --version 2.0.0   (no registry: the image goes over SSH)"
