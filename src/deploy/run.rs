@@ -941,18 +941,30 @@ impl<'a> Run<'a> {
                 .await
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()?;
-                self.verify_rounds(&all, direct, &nginx, window, &progress)
-                    .await?;
-                if self.config.tls.is_some() {
-                    self.verify_over_tls(&all).await?;
-                }
+                let rounds = async {
+                    self.verify_rounds(&all, direct, &nginx, window, &progress)
+                        .await?;
+                    if self.config.tls.is_some() {
+                        self.verify_over_tls(&all).await?;
+                    }
+                    Ok::<_, Error>(())
+                };
                 let changing = self.changing();
                 let owners =
                     each_bounded(changing.clone(), self.fleet.max_parallel, |w| async move {
                         let owner = self.owner(&w).await;
                         (w, owner)
-                    })
-                    .await;
+                    });
+                // Who answers on each new copy's port is read at the end of the window; with
+                // no window (a rollback, `verify_window = "0s"`) beside its one round.
+                let owners = if window.is_zero() {
+                    let (rounds, owners) = tokio::join!(rounds, owners);
+                    rounds?;
+                    owners
+                } else {
+                    rounds.await?;
+                    owners.await
+                };
                 for (w, owner) in owners {
                     let owner = owner
                         .map_err(|e| verify_failed(&w.host.spec.to_string(), e.to_string()))?;
