@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::ExponentialBuilder;
 use openssh::{ForwardType, Socket};
@@ -388,10 +388,6 @@ pub fn attempt_limit(since: Duration) -> Duration {
 /// Poll until healthy or `deadline` passes; returns the time it took, or the last answer and
 /// how many checks were made. `seen` is told each unhealthy answer with its attempt number
 /// (from 0).
-///
-/// Checks start on [`gate_pace`]'s schedule whether or not the one before has answered (at
-/// most [`GATE_IN_FLIGHT`] at once): a paced poll, not a retry loop, because one check that
-/// hangs for its whole limit would otherwise delay seeing a copy that is already healthy.
 pub async fn wait_healthy(
     client: &Client,
     tunnel: &Tunnel,
@@ -399,11 +395,36 @@ pub async fn wait_healthy(
     deadline: Duration,
     seen: impl Fn(u32, &Answer),
 ) -> Result<Duration, (Answer, u32)> {
+    poll_paced(
+        deadline,
+        |limit| get_within(client, tunnel, expect.path, None, Some(limit)),
+        |answer| expect.healthy(answer),
+        seen,
+    )
+    .await
+}
+
+/// [`wait_healthy`]'s loop, over any `check` (given its time limit). Checks start on
+/// [`gate_pace`]'s schedule whether or not the one before has answered (at most
+/// [`GATE_IN_FLIGHT`] at once): a paced poll, not a retry loop, because one check that hangs
+/// for its whole limit would otherwise delay seeing a copy that is already healthy.
+pub async fn poll_paced<C, F>(
+    deadline: Duration,
+    check: C,
+    healthy: impl Fn(&Answer) -> bool,
+    seen: impl Fn(u32, &Answer),
+) -> Result<Duration, (Answer, u32)>
+where
+    C: Fn(Duration) -> F,
+    F: std::future::Future<Output = Answer>,
+{
     use futures::StreamExt;
+    use tokio::time::Instant;
     let started = Instant::now();
-    let until = tokio::time::Instant::now() + deadline;
+    let until = started + deadline;
+    let check = &check;
     let mut pace = gate_pace();
-    let mut next = tokio::time::Instant::now();
+    let mut next = started;
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut sent: u32 = 0;
     let mut last: Option<Answer> = None;
@@ -415,15 +436,13 @@ pub async fn wait_healthy(
                 let limit = attempt_limit(started.elapsed());
                 in_flight.push(async move {
                     let asked = Instant::now();
-                    let answer = get_within(client, tunnel, expect.path, None, Some(limit)).await;
-                    (n, asked, answer)
+                    (n, asked, check(limit).await)
                 });
                 // The pace never runs out (`without_max_times`); 250 ms if it did.
-                next = tokio::time::Instant::now()
-                    + pace.next().unwrap_or(Duration::from_millis(250));
+                next = Instant::now() + pace.next().unwrap_or(Duration::from_millis(250));
             }
             Some((n, asked, answer)) = in_flight.next(), if !in_flight.is_empty() => {
-                let ok = expect.healthy(&answer);
+                let ok = healthy(&answer);
                 tracing::debug!(
                     attempt = n + 1,
                     at_ms = started.elapsed().as_millis() as u64,
@@ -491,6 +510,86 @@ mod tests {
             upstream: None,
             error: Some("refused".into())
         }));
+    }
+
+    fn failure(error: &str) -> Answer {
+        Answer {
+            status: None,
+            body: String::new(),
+            upstream: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// What a check of a copy on the way up gets at `at` since the gate began: refused
+    /// before `ready`, healthy from then on; a check started within `hang` waits for its whole
+    /// limit (a connection made while the container's network comes up).
+    async fn copy_coming_up(
+        at: Duration,
+        limit: Duration,
+        ready: Duration,
+        hang: std::ops::Range<Duration>,
+    ) -> Answer {
+        if hang.contains(&at) {
+            tokio::time::sleep(limit).await;
+            return failure("operation timed out");
+        }
+        if at < ready {
+            return failure("Connection reset by peer (os error 104)");
+        }
+        answer(200, r#"{"status":"healthy"}"#)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_hangs_does_not_hold_back_seeing_a_copy_that_is_already_healthy() {
+        let start = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let seen = std::sync::Mutex::new(Vec::new());
+        // Healthy from 100 ms; the check made at 40 ms hangs for its 200 ms limit.
+        let took = poll_paced(
+            Duration::from_secs(5),
+            |limit| copy_coming_up(start.elapsed(), limit, ms(100), ms(40)..ms(60)),
+            |a| a.status == Some(200),
+            |n, a| seen.lock().unwrap().push((n, a.summary())),
+        )
+        .await
+        .unwrap();
+        // Seen on the first check at or after 100 ms, not after the hanging one's 200 ms.
+        assert!(took >= ms(100) && took <= ms(120), "{took:?}");
+        let seen = seen.into_inner().unwrap();
+        assert!(seen.len() >= 4, "{seen:?}");
+        assert!(seen.iter().all(|(_, s)| s.contains("reset")), "{seen:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_that_all_hang_keep_three_in_flight_and_the_gate_ends_at_its_deadline() {
+        let start = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let in_flight = std::sync::atomic::AtomicUsize::new(0);
+        let most = std::sync::atomic::AtomicUsize::new(0);
+        let (last, checks) = poll_paced(
+            Duration::from_secs(2),
+            |limit| {
+                let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                let in_flight = &in_flight;
+                async move {
+                    let a =
+                        copy_coming_up(start.elapsed(), limit, ms(60_000), ms(0)..ms(60_000)).await;
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    a
+                }
+            },
+            |a| a.status == Some(200),
+            |_, _| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(most.into_inner(), GATE_IN_FLIGHT);
+        assert!(last.summary().contains("timed out"), "{}", last.summary());
+        // 200 ms limits for the first second (3 at a time), 500 ms after: 3 x 5 + 3 x 2 + 3.
+        assert!((15..=25).contains(&checks), "{checks}");
     }
 
     #[test]
