@@ -25,7 +25,7 @@ readonly ANSIBLE_APP=bench-ansible
 readonly ENV_NAME=bench
 # The files `shipit provision` manages on a host (src/templates.rs `render_all`): a first run
 # from clean changes all of them. The playbook and the files compared below list the same.
-readonly FILES_PER_HOST=4
+readonly FILES_PER_HOST=5
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 readonly ROOT
@@ -193,6 +193,11 @@ cpu_quota = "50%"
 path = "/health"
 expect_json = { status = "healthy" }
 timeout = "20s"
+
+# Ports of its own (the demo's app holds the defaults, 3001 and 3002); the playbook's too.
+[ports]
+blue = 5701
+green = 5702
 EOF
 {
   printf 'domain = "%s.test"\nhosts = [' "$SHIPIT_APP"
@@ -311,6 +316,9 @@ timed "$WORK/warmup-shipit.log" shipit_provision
 timed "$WORK/warmup-ansible.log" ansible_provision
 close_masters
 
+# nginx_var APP: the prefix of the site's nginx variables (src/layout.rs `nginx_var`).
+nginx_var() { printf 'shipit_%s' "$(printf '%s' "$1_$ENV_NAME" | sha256sum | cut -c1-8)"; }
+
 # Both apps side by side after the warm-up: both sites answer, and both tools installed the
 # same files with the same modes and owners, names aside (this catches a Jinja2 copy that fell
 # out of step with shipit's templates before anything is measured).
@@ -320,8 +328,8 @@ check_site "$ANSIBLE_APP.test"
 # shellcheck disable=SC2016 # expanded on the host
 files_of='app=$1 env=$2 key=$1_$2
 for f in /etc/shipit/$app/$env/upstream.conf /etc/nginx/conf.d/shipit-$key.conf \
-  /etc/systemd/system/$key@.service /etc/logrotate.d/shipit-$key; do
-  printf "== %s %s\n" "$f" "$(stat -c "%a %U:%G" "$f")"; cat "$f"
+  /etc/systemd/system/$key@.service /etc/logrotate.d/shipit-$key /etc/shipit/$app/$env/verify.conf; do
+  printf "== %s %s\n" "$f" "$(stat -c "%a %U:%G" "$f")"; sed "s/\"[0-9a-f]\{32\}\" 1;/\"TOKEN\" 1;/" "$f"
 done
 for d in /etc/shipit/$app/$env /var/log/shipit/$app/$env /var/lib/shipit/$app/$env; do
   printf "== %s %s\n" "$d" "$(stat -c "%a %U:%G %F" "$d")"
@@ -331,6 +339,7 @@ for ((i = 0; i < N; i++)); do
     die "reading $SHIPIT_APP's files on ${HOSTS[$i]} failed"
   on_host "$i" "sh -c '$files_of' sh $ANSIBLE_APP $ENV_NAME" |
     sed -e "s/$ANSIBLE_APP/$SHIPIT_APP/g" -e "s/${ANSIBLE_APP//-/_}/${SHIPIT_APP//-/_}/g" \
+      -e "s/$(nginx_var "$ANSIBLE_APP")/$(nginx_var "$SHIPIT_APP")/g" \
       -e "s/shipit_${#ANSIBLE_APP}_/shipit_${#SHIPIT_APP}_/g" \
       >"$WORK/files.ansible.$i" || die "reading $ANSIBLE_APP's files on ${HOSTS[$i]} failed"
   if ! diff -u "$WORK/files.shipit.$i" "$WORK/files.ansible.$i" >"$WORK/files.diff" 2>&1; then
