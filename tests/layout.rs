@@ -133,6 +133,25 @@ fn a_second_app_on_ports_another_app_holds_is_refused_by_provision_and_doctor() 
         "{}",
         doctor.stdout
     );
+    // A port a plain process listens on (no container publishes it) is named with the process.
+    let pid = tb.sh_ok(
+        &hosts[0],
+        "nohup python3 -m http.server 4672 --bind 127.0.0.1 > /dev/null 2>&1 < /dev/null & echo $!; \
+         for i in $(seq 50); do ss -Hltn 'sport = :4672' | grep -q . && break; sleep 0.1; done",
+    );
+    let pid = pid.trim().to_owned();
+    let _listener = support::OnDrop(|| {
+        tb.sh(&hosts[0], &format!("kill {pid}"));
+    });
+    second.set_hello_env(4671, "");
+    let run = second.shipit(&["provision", "production"]).failure(2);
+    assert!(
+        run.stderr.contains(&format!(
+            "port 4672 is already held by process `python3 (pid {pid})`"
+        )),
+        "{}",
+        run.stderr
+    );
     // With ports of its own, both apps serve from the one host.
     second.set_hello_env(4631, "");
     second.shipit(&["provision", "production"]).success();
