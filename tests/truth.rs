@@ -327,7 +327,15 @@ fn provision_and_maintenance_wait_for_a_deploy_or_are_refused() {
         &["deploy", "production", "--version", "2.0.0"],
         "hooks.post_deploy",
     );
-    // Mid-deploy (switched, hook running): provision is refused with the holder...
+    // Mid-deploy (switched, hook running): a provision with nothing to change reads, says
+    // so and touches nothing, without the lock...
+    let run = app.shipit(&["provision", "production"]).success();
+    assert_has(&run.stderr, "0 changes, nothing reloaded");
+    // ...one with something to change is refused with the holder...
+    append(
+        &app,
+        "[hooks]\npost_deploy = [\"sleep 4\"]\n[nginx]\ncsp = \"default-src 'self'\"\n",
+    );
     let run = app.shipit(&["provision", "production"]).failure(6);
     assert!(
         run.stderr.contains("held on `") && run.stderr.contains("for `deploy 2.0.0"),
@@ -348,8 +356,10 @@ fn provision_and_maintenance_wait_for_a_deploy_or_are_refused() {
     let (code, _, _) = tb.http_get(&hosts[0], &app.domain, "/version");
     assert_eq!(code, 503, "the maintenance page is served");
     app.shipit(&["maintenance", "off", "production"]).success();
-    app.shipit(&["provision", "production", "--lock-wait", "10s"])
+    let run = app
+        .shipit(&["provision", "production", "--lock-wait", "10s"])
         .success();
+    assert_has(&run.stderr, "2 changes, 2 reloads");
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 2]);
 }
 

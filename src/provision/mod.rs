@@ -61,7 +61,14 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
     };
 
     let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
-    let result = if options.dry_run {
+    let unchanged = if options.dry_run {
+        Ok(None)
+    } else {
+        unchanged(config, &fleet, &desired, &dirs, login.as_ref(), started).await
+    };
+    let result = if let Some(done) = unchanged.transpose() {
+        done
+    } else if options.dry_run {
         run(
             started,
             config,
@@ -100,6 +107,69 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
     };
     fleet.close().await;
     result
+}
+
+/// A run that changes nothing needs no lock: every host read (as `--dry-run` reads it), and
+/// when none has anything to change, what each has, said as the locked run says it. `None` when
+/// some host has something to change, or with `[tls] acme` (its first certificate is ordered
+/// after the install): the run takes the lock and reads again under it.
+async fn unchanged(
+    config: &Config,
+    fleet: &Fleet,
+    desired: &[ManagedFile],
+    dirs: &[(&'static str, String)],
+    login: Option<&Login<'_>>,
+    started: Instant,
+) -> Result<Option<Vec<HostReport>>, Error> {
+    if config.acme().is_some() {
+        return Ok(None);
+    }
+    let progress = ui::Step::new(
+        "Checking",
+        fleet.hosts.iter().map(|h| &h.spec),
+        "reading the managed files",
+    );
+    let plans = fleet
+        .each(|host| {
+            let line = progress.line(&host.spec);
+            let desired: Vec<ManagedFile> = desired
+                .iter()
+                .filter(|f| f.goes_to(&host.spec))
+                .cloned()
+                .collect();
+            async move {
+                let plan = observe_and_plan(config, &host, &desired, dirs, login)
+                    .await
+                    .map_err(|(e, _)| e);
+                match &plan {
+                    Ok(plan) if plan.is_empty() => line.finish(true, "up to date"),
+                    Ok(_) => line.finish(true, "changes to make: taking the lock"),
+                    Err(e) => line.failed(e),
+                }
+                plan.map(|plan| (host, plan))
+            }
+        })
+        .await;
+    drop(progress);
+    let plans = crate::fleet::collect(plans)?;
+    if plans.iter().any(|(_, plan)| !plan.is_empty()) {
+        return Ok(None);
+    }
+    let reports: Vec<HostReport> = plans
+        .iter()
+        .map(|(host, plan)| {
+            let report = HostReport {
+                host: host.spec.to_string(),
+                changed: Vec::new(),
+                reloaded: Vec::new(),
+                logged_in: false,
+            };
+            say_provisioned(host, plan, &report);
+            report
+        })
+        .collect();
+    say_done(&reports, started);
+    Ok(Some(reports))
 }
 
 /// The files and units `shipit provision` would change on each host, before a deploy starts
