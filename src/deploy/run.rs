@@ -705,7 +705,9 @@ impl<'a> Run<'a> {
     }
 
     /// Poll the new copy until it answers healthy, then prove the answer came from it: the
-    /// container of this colour runs this release's image and publishes that port.
+    /// container of this colour runs this release's image and publishes that port. A warm copy
+    /// (a rollback's, already running) is asked who it is while it is polled, and again after
+    /// only if that first answer was not this release's.
     async fn gate(
         &self,
         w: &Work<'a>,
@@ -723,16 +725,20 @@ impl<'a> Run<'a> {
                 attempt + 1
             ));
         };
-        let failure = match probe::wait_healthy(
-            &client,
-            &tunnel,
-            &expect,
-            self.config.health.timeout,
-            seen,
-        )
-        .await
-        {
-            Ok(took) => match self.owner(w).await {
+        let warm = w.step.action != Action::StartAndSwitch;
+        let early_owner = async { if warm { self.owner(w).await.ok() } else { None } };
+        let (health, early_owner) = tokio::join!(
+            probe::wait_healthy(&client, &tunnel, &expect, self.config.health.timeout, seen),
+            early_owner
+        );
+        let owner = async {
+            match early_owner {
+                Some(owner) if owner.serves(&self.image_on(w), w.step.port) => Ok(owner),
+                _ => self.owner(w).await,
+            }
+        };
+        let failure = match health {
+            Ok(took) => match owner.await {
                 Ok(owner) if owner.serves(&self.image_on(w), w.step.port) => {
                     info!(host = %w.host.spec, colour = %colour, elapsed_ms = took.as_millis() as u64, "healthy");
                     return Ok(tunnel);

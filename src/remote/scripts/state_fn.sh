@@ -7,9 +7,18 @@ b64() { if [ -f "$1" ]; then base64 -w0 < "$1"; echo; else echo -; fi; }
 # colour records it when it starts: a later provision that changes volumes, limits or a
 # process's command makes the colour's settings differ.
 unit_sum() {
-  for f in /etc/systemd/system/"$1"@.service /etc/systemd/system/"$1"_*@.service; do
-    if [ -f "$f" ]; then cat -- "$f"; fi
-  done | sha256sum | cut -c1-16
+  # shellcheck disable=SC2046 # the glob's matches, as words: unit paths have no blanks
+  s=$(cat -- $(for f in /etc/systemd/system/"$1"@.service /etc/systemd/system/"$1"_*@.service; do
+    if [ -f "$f" ]; then printf '%s\n' "$f"; fi; done) < /dev/null | sha256sum)
+  printf '%.16s\n' "$s"
+}
+# env_value FILE NAME: the value of NAME's first `NAME=value` line in FILE (nothing when it has
+# none), read by the shell itself.
+env_value() {
+  [ -f "$1" ] || return 0
+  while IFS= read -r l || [ -n "$l" ]; do
+    case $l in "$2="*) printf '%s' "${l#"$2="}"; return 0 ;; esac
+  done < "$1"
 }
 # probe PORT PATH: the HTTP status a copy on 127.0.0.1:PORT gives on PATH (`000`: none within a
 # second), or `-` when it cannot be asked (no port, no curl).
@@ -20,28 +29,49 @@ probe() {
 }
 # answers ENV_FILE: `probe` of a colour's copy, on the port and health path its env file records.
 answers() {
-  probe "$(sed -n 's/^SHIPIT_PORT=//p' "$1" 2>/dev/null | head -n 1)" \
-    "$(sed -n 's/^SHIPIT_HEALTH_PATH=//p' "$1" 2>/dev/null | head -n 1)"
+  probe "$(env_value "$1" SHIPIT_PORT)" "$(env_value "$1" SHIPIT_HEALTH_PATH)"
 }
 # serves CODE: whether an answer (from `probe`) is one nginx passes on to users: a status other
 # than 502, 503 and 504 (those, and no answer, make it try the next server).
 serves() {
   case $1 in 000 | 502 | 503 | 504 | -) return 1 ;; *) return 0 ;; esac
 }
-# changed FILE: the names of the settings (stdin: `NAME=value` lines) that FILE lacks or holds
-# with another value, or holds and stdin lacks; `SHIPIT_*` lines left out. Only names leave.
-changed() {
-  awk -v f="$1" '
-    BEGIN { while ((getline l < f) > 0) { if (l ~ /^SHIPIT_/ || l == "") continue; k = l; sub(/=.*/, "", k); have[k] = l } }
-    $0 != "" { k = $0; sub(/=.*/, "", k); want[k] = $0 }
-    END {
-      for (k in want) if (!(k in have) || have[k] != want[k]) print k
-      for (k in have) if (!(k in want)) print k
-    }' | sort | tr '\n' ' '
+# settings COMPARE SUM BLUE_APP_ENV GREEN_APP_ENV BLUE_UNIT_ENV GREEN_UNIT_ENV: for each colour,
+# `settings-COLOUR` and `-` (COMPARE is not 1, or no app env), `same`, or `differs NAMES`: the
+# settings (stdin: `NAME=value` lines) its app env lacks or holds with another value, or holds
+# and stdin lacks (`SHIPIT_*` lines left out), sorted, and `units` when the unit digest its
+# unit env recorded is not SUM. One awk for both; only names leave.
+settings() {
+  awk -v cmp="$1" -v sum="$2" -v fb="$3" -v fg="$4" -v ub="$5" -v ug="$6" '
+    function key(l,   k) { k = l; sub(/=.*/, "", k); return k }
+    function one(name, f, u,   r, l, k, n, i, j, t, names, have, out, rec) {
+      if (cmp != 1) { print "settings-" name " -"; return }
+      r = (getline l < f)
+      if (r < 0) { print "settings-" name " -"; return }
+      while (r > 0) {
+        if (l !~ /^SHIPIT_/ && l != "") have[key(l)] = l
+        r = (getline l < f)
+      }
+      close(f)
+      n = 0
+      for (k in want) if (!(k in have) || have[k] != want[k]) names[++n] = k
+      for (k in have) if (!(k in want)) names[++n] = k
+      for (i = 2; i <= n; i++) { t = names[i]; for (j = i - 1; j > 0 && names[j] > t; j--) names[j + 1] = names[j]; names[j + 1] = t }
+      out = ""
+      for (i = 1; i <= n; i++) out = out names[i] " "
+      rec = ""
+      while ((getline l < u) > 0) if (l ~ /^SHIPIT_UNITS=/) { rec = substr(l, 14); break }
+      close(u)
+      if (rec != "" && rec != sum) out = out "units "
+      if (out == "") print "settings-" name " same"
+      else print "settings-" name " differs " substr(out, 1, length(out) - 1)
+    }
+    $0 != "" { want[key($0)] = $0 }
+    END { one("blue", fb, ub); one("green", fg, ug) }'
 }
 dump_state() {
-  if [ "${10}" = 1 ]; then want=$(cat); fi
-  state=$(dirname -- "$9")
+  if [ "${10}" = 1 ]; then want=$(cat); else want=; fi
+  state=${9%/*}
   key=${4%@*}
   sum=$(unit_sum "$key")
   printf 'upstream '; b64 "$1"
@@ -52,32 +82,20 @@ dump_state() {
     read -r blue; read -r green; read -r old_blue; read -r old_green; read -r nginx
     printf 'active-blue %s\nactive-green %s\n' "$blue" "$green"
     printf 'legacy-blue %s\nlegacy-green %s\n' "$old_blue" "$old_green"
-    # Whether each running colour answers: the two asked at once.
-    tmp=$(mktemp -d)
-    for c in blue:"$2":"$blue":"$old_blue" green:"$3":"$green":"$old_green"; do
-      name=${c%%:*} rest=${c#*:}
-      f=${rest%%:*} rest=${rest#*:}
-      if [ "${rest%%:*}" = active ] || [ "${rest#*:}" = active ]; then
-        answers "$f" > "$tmp/$name" &
-      else
-        echo - > "$tmp/$name"
-      fi
-    done
-    wait
-    printf 'answers-blue %s\nanswers-green %s\n' "$(cat "$tmp/blue")" "$(cat "$tmp/green")"
-    rm -rf -- "$tmp"
-    for c in blue:"$6":"$2" green:"$7":"$3"; do
-      name=${c%%:*} rest=${c#*:}
-      f=${rest%%:*} unit_env=${rest#*:}
-      if [ "${10}" != 1 ] || [ ! -f "$f" ]; then v=-
-      else
-        v=$(printf '%s\n' "$want" | changed "$f")
-        recorded=$(sed -n 's/^SHIPIT_UNITS=//p' "$unit_env" 2>/dev/null | head -n 1)
-        if [ -n "$recorded" ] && [ "$recorded" != "$sum" ]; then v="${v}units "; fi
-        if [ -z "$v" ]; then v=same; else v="differs ${v% }"; fi
-      fi
-      printf 'settings-%s %s\n' "$name" "$v"
-    done
+    # Whether each running colour answers: the two asked at once, each line named.
+    probes=$(
+      if [ "$blue" = active ] || [ "$old_blue" = active ]; then echo "blue $(answers "$2")" & fi
+      if [ "$green" = active ] || [ "$old_green" = active ]; then echo "green $(answers "$3")" & fi
+      wait
+    )
+    a_blue=- a_green=-
+    while read -r c code; do
+      case $c in blue) a_blue=$code ;; green) a_green=$code ;; esac
+    done <<PROBES
+$probes
+PROBES
+    printf 'answers-blue %s\nanswers-green %s\n' "$a_blue" "$a_green"
+    printf '%s\n' "$want" | settings "${10}" "$sum" "$6" "$7" "$2" "$3"
     printf 'lock '; b64 "$8/info.json"
     printf 'lock-renewed %s\n' "$(cat -- "$8/renewed" 2>/dev/null || echo -)"
     if [ -f "$9" ]; then
@@ -91,7 +109,7 @@ dump_state() {
     printf 'behind '; b64 "$state/behind"
     printf 'clock %s\n' "$(date +%s)"
     printf 'arch %s\n' "$(uname -m)"
-    token=$(sed -n 's/^ *"\([0-9a-f]\{16,\}\)" 1;$/\1/p' "$(dirname -- "$1")/verify.conf" 2> /dev/null | head -n 1)
+    token=$(sed -n '/^ *"[0-9a-f]\{16,\}" 1;$/{s/^ *"\([0-9a-f]*\)" 1;$/\1/p;q;}' "${1%/*}/verify.conf" 2> /dev/null)
     printf 'token %s\n' "${token:--}"
   }
 }
