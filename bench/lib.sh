@@ -14,6 +14,8 @@ bench_setup() {
   bash testbed/testbed.sh up "$(( want > have ? want : have ))" </dev/null >&2
   # shellcheck source=/dev/null
   . "$state/env.sh"
+  # Measured on hosts as light as new ones: apps left by test runs slow every docker call.
+  bash testbed/clean.sh >&2
   bash examples/hello/build.sh >&2
   cargo build --release --quiet --bin shipit
   # GNU time, for the peak RSS figures

@@ -17,38 +17,8 @@ if [[ -x examples/hello/build.sh ]]; then bash examples/hello/build.sh; fi
 # Should it fail, the other tests still run (the packaging tests then fail, saying why).
 bash testbed/bases.sh </dev/null >/dev/null || echo "test.sh: testbed/bases.sh failed" >&2
 
-# What an earlier run of the tests left on the hosts (apps named `t-*`; the demo's are not) is
-# removed first, so that a second run starts as light as the first: about a hundred copies left
-# running on each host made every docker and nginx call slower, and the run 10 minutes longer.
-# Images stay (the tests' base layers are reused). Each test still wipes what it needs.
-clean_host() {
-  docker exec -i "$1" sh <<'SH'
-apps=$({ docker ps -a --format '{{.Label "shipit.app"}}'; ls /etc/shipit /var/lib/shipit 2> /dev/null; } | grep '^t-' | sort -u)
-[ -n "$apps" ] || exit 0
-units=
-for app in $apps; do
-  units="$units $(systemctl list-units --all --plain --no-legend "$app@*" "${app}_*" | awk '{print $1}')"
-  units="$units $(systemctl list-unit-files --plain --no-legend "${app}_*.timer" | awk '{print $1}')"
-done
-# shellcheck disable=SC2086 # unit names: no blanks
-[ -z "${units# }" ] || systemctl disable --now $units > /dev/null 2>&1
-systemctl reset-failed > /dev/null 2>&1
-for app in $apps; do
-  docker ps -aq --filter "label=shipit.app=$app" | xargs -r docker rm -f > /dev/null 2>&1
-  rm -rf /etc/nginx/conf.d/shipit-"$app".conf /etc/nginx/conf.d/shipit-"$app"_*.conf \
-    /etc/systemd/system/"$app"@.service /etc/systemd/system/"$app"_* /etc/logrotate.d/shipit-"$app" \
-    /etc/logrotate.d/shipit-"$app"_* /etc/shipit/"$app" /var/log/shipit/"$app" /var/lib/shipit/"$app"
-done
-systemctl daemon-reload
-nginx -t -q 2> /dev/null && systemctl reload-or-restart nginx
-echo "$(echo "$apps" | wc -l) apps left by an earlier run removed"
-SH
-}
-# shellcheck disable=SC2086 # container names: no blanks
-for c in $SHIPIT_TESTBED_CONTAINERS ${SHIPIT_TESTBED_TRIXIE_CONTAINERS:-}; do
-  (out=$(clean_host "$c" 2>&1) || true; [[ -z $out ]] || echo "test.sh: $c: $out") &
-done
-wait
+# What an earlier run of the tests left on the hosts is removed first (testbed/clean.sh).
+bash testbed/clean.sh
 
 # The scripts shipit runs on hosts (POSIX sh), and the project's own shell scripts.
 lint=0
