@@ -20,6 +20,9 @@ macro_rules! script {
 /// The functions that print a host's deploy state, shared by two scripts.
 const STATE_FN: &str = include_str!("scripts/state_fn.sh");
 
+/// `nobody_listens`, shared by the two scripts that ask who holds a port.
+const PORTS_FN: &str = include_str!("scripts/ports_fn.sh");
+
 fn flag(b: bool) -> &'static str {
     if b { "1" } else { "0" }
 }
@@ -372,10 +375,23 @@ fn commit_upstream_script() -> &'static str {
     })
 }
 
-/// `prepare.sh` after the state functions, made once.
+/// `prepare.sh` after the state and ports functions, made once.
 fn prepare_script() -> &'static str {
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| format!("{}{}", body(STATE_FN), script!("prepare.sh")))
+    SCRIPT.get_or_init(|| {
+        format!(
+            "{}{}{}",
+            body(STATE_FN),
+            body(PORTS_FN),
+            script!("prepare.sh")
+        )
+    })
+}
+
+/// `ports_held.sh` after the ports functions, made once.
+fn ports_held_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| format!("{}{}", body(PORTS_FN), script!("ports_held.sh")))
 }
 
 /// `retire_site.sh` after `reload_nginx`, made once.
@@ -562,7 +578,7 @@ pub struct PortsHeld<'a> {
 
 impl PortsHeld<'_> {
     pub fn command(&self) -> RemoteCommand {
-        RemoteCommand::new("check the colour ports", script!("ports_held.sh"))
+        RemoteCommand::new("check the colour ports", ports_held_script())
             .args(self.ports.iter().map(u16::to_string))
             .arg("--")
             .args(self.ours.iter().cloned())

@@ -1,23 +1,13 @@
 # shellcheck shell=sh
 # Which of the ports before `--` something else holds than the containers after it: one
 # `held PORT container NAMES` or `held PORT process NAME (pid N)` line per such port. One
-# `docker ps` for every port (one per port and container took 170 ms a host).
+# `docker ps` for every port (one per port and container took 170 ms a host), and none when
+# nothing listens on them (after the functions of `ports_fn.sh`).
 ports=
 while [ "$#" -gt 0 ] && [ "$1" != -- ]; do ports="$ports $1"; shift; done
 [ "$#" -gt 0 ] && shift
-# Nothing listens on any of them (`ss` without `-p` reads no process's sockets) and docker
-# publishes ports through its proxy, which listens on each: nobody holds them, and `docker ps`
-# (most of this check's time) is not needed. With `userland-proxy` off a container's port has no
-# listener, only a NAT rule: docker is asked.
-if listeners=$(ss -Hltn 2>/dev/null) && ! printf '%s\n' "$listeners" |
-  awk -v ports=" $ports " '{ n = split($4, a, ":"); if (index(ports, " " a[n] " ")) found = 1 }
-    END { exit !found }'; then
-  if ! grep -qs '"userland-proxy"[[:space:]]*:[[:space:]]*false' /etc/docker/daemon.json &&
-    ! for pid in $(pidof dockerd 2>/dev/null); do tr '\0' ' ' < "/proc/$pid/cmdline"; echo; done 2>/dev/null |
-      grep -q 'userland-proxy[= ]*false'; then
-    exit 0
-  fi
-fi
+# shellcheck disable=SC2086 # port numbers
+if nobody_listens $ports; then exit 0; fi
 published=$(docker ps --format '{{.Names}} {{.Ports}}' 2>/dev/null)
 for p in $ports; do
   others=

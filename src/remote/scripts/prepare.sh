@@ -1,10 +1,10 @@
 # shellcheck shell=sh
-# Start a release in a colour (after the functions of `state_fn.sh`): `$1` image, `$2` unit,
-# `$3` unit env file, `$4` app env file, `$5` the unit's container, `$6` the port it will
-# publish, `$7` the upstream include, `$8` the colour's unit in the earlier layout (stopped for
-# good first: the colour is idle); then the unit env lines. The app env (it holds secrets)
-# arrives on stdin. Both files are written beside their target at mode 0600 and renamed into
-# place; the unit env gets `SHIPIT_UNITS`, the digest of the units it starts with.
+# Start a release in a colour (after the functions of `state_fn.sh` and `ports_fn.sh`): `$1`
+# image, `$2` unit, `$3` unit env file, `$4` app env file, `$5` the unit's container, `$6` the
+# port it will publish, `$7` the upstream include, `$8` the colour's unit in the earlier layout
+# (stopped for good first: the colour is idle); then the unit env lines. The app env (it holds
+# secrets) arrives on stdin. Both files are written beside their target at mode 0600 and renamed
+# into place; the unit env gets `SHIPIT_UNITS`, the digest of the units it starts with.
 #
 # Refuses, changing nothing, to restart the copy users get (exit 5, `shipit-refused-live`):
 # the colour nginx routes to first while it runs (unless it does not answer and the `backup`
@@ -31,15 +31,18 @@ if systemctl cat -- "$legacy" > /dev/null 2>&1; then
   systemctl disable --quiet --now -- "$legacy" 2> /dev/null || systemctl stop -- "$legacy"
 fi
 # Who publishes the port, in one call: this colour's own container may; anyone else may not.
-holders=$(docker ps --format '{{.Names}} {{.Ports}}' | while read -r name ports; do
+# Nobody, when nothing listens on it (`nobody_listens`, ports_fn.sh).
+holders=''
+listening=1
+if nobody_listens "$port"; then listening=0; else holders=$(docker ps --format '{{.Names}} {{.Ports}}' | while read -r name ports; do
   case ", $ports" in *":$port->"*) printf '%s ' "$name" ;; esac
-done)
+done); fi
 others=$(for n in $holders; do [ "$n" = "$container" ] || printf '%s ' "$n"; done)
 if [ -n "$others" ]; then
   echo "shipit-port-held $port container $others" >&2
   exit 6
 fi
-if [ -z "$holders" ]; then
+if [ -z "$holders" ] && [ "$listening" = 1 ]; then
   holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -n 1)
   if [ -n "$holder" ]; then
     echo "shipit-port-held $port process $holder" >&2
