@@ -229,10 +229,20 @@ impl<'a> Run<'a> {
             self.release_phase().await?;
         }
         let direct = self.start_and_gate().await?;
-        self.switch().await?;
+        // With no verification window, who answers on each new copy's port is read while the
+        // switch commits (it waits on nginx's reload), not after it.
+        let early = async {
+            if self.verify_window().is_zero() {
+                Some(self.owners().await)
+            } else {
+                None
+            }
+        };
+        let (switch, owners) = tokio::join!(self.switch(), early);
+        switch?;
         // Nobody waits for it but the pruning (gone with an error: nothing to tell).
         let _ = switched.send(());
-        self.verify(&direct).await?;
+        self.verify(&direct, owners).await?;
         if self.kind == Kind::Deploy {
             self.cancel.guard(self.smoke()).await?;
             self.cancel
@@ -918,14 +928,33 @@ impl<'a> Run<'a> {
 
     // --- verify --------------------------------------------------------------------------------
 
-    /// Requests through every host's nginx for the verify window (at least one round): each
-    /// must be healthy and answered by the new colour, not the backup; each new copy directly
-    /// too; and at the end, each new copy is still the container this deploy started.
-    async fn verify(&self, direct: &[(usize, Tunnel)]) -> Result<(), Error> {
-        let window = match self.kind {
+    /// How long verification watches users get the new release: none in a rollback.
+    fn verify_window(&self) -> Duration {
+        match self.kind {
             Kind::Deploy => self.config.deploy.verify_window,
             Kind::Rollback => Duration::ZERO,
-        };
+        }
+    }
+
+    /// Who answers on each new copy's port.
+    async fn owners(&self) -> Vec<(Work<'a>, Result<PortOwner, Error>)> {
+        each_bounded(self.changing(), self.fleet.max_parallel, |w| async move {
+            let owner = self.owner(&w).await;
+            (w, owner)
+        })
+        .await
+    }
+
+    /// Requests through every host's nginx for the verify window (at least one round): each
+    /// must be healthy and answered by the new colour, not the backup; each new copy directly
+    /// too; and at the end, each new copy is still the container this deploy started (read at
+    /// the end of the window, or `owners`, read during the switch when there is no window).
+    async fn verify(
+        &self,
+        direct: &[(usize, Tunnel)],
+        owners: Option<Vec<(Work<'a>, Result<PortOwner, Error>)>>,
+    ) -> Result<(), Error> {
+        let window = self.verify_window();
         let t = Instant::now();
         let all = self.work();
         let progress = ui::Step::new(
@@ -955,21 +984,10 @@ impl<'a> Run<'a> {
                     }
                     Ok::<_, Error>(())
                 };
-                let changing = self.changing();
-                let owners =
-                    each_bounded(changing.clone(), self.fleet.max_parallel, |w| async move {
-                        let owner = self.owner(&w).await;
-                        (w, owner)
-                    });
-                // Who answers on each new copy's port is read at the end of the window; with
-                // no window (a rollback, `verify_window = "0s"`) beside its one round.
-                let owners = if window.is_zero() {
-                    let (rounds, owners) = tokio::join!(rounds, owners);
-                    rounds?;
-                    owners
-                } else {
-                    rounds.await?;
-                    owners.await
+                rounds.await?;
+                let owners = match owners {
+                    Some(owners) => owners,
+                    None => self.owners().await,
                 };
                 for (w, owner) in owners {
                     let owner = owner
