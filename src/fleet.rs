@@ -316,6 +316,33 @@ pub fn open_files_soft_limit() -> u64 {
     open_file_limit().map_or(0, |l| l.rlim_cur)
 }
 
+/// Run `attempt` on `host`; when it loses the connection (the master died: the deploying
+/// machine stalled past the keep-alives, the host's sshd restarted), once more on a fresh
+/// connection, closed after. For what must reach the host even then: an undo, the lock's
+/// release. `attempt` must be safe to run twice.
+pub async fn on_fresh_connection_if_lost<T, F, Fut>(
+    host: &Arc<Host>,
+    ssh: &Ssh,
+    attempt: F,
+) -> Result<T, Error>
+where
+    F: Fn(Arc<Host>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    match attempt(Arc::clone(host)).await {
+        Err(Error::Transport { .. }) => {
+            tracing::info!(host = %host.spec, "lost the connection: trying once more on a new one");
+            let fresh = Arc::new(Host::connect(&host.spec, ssh).await?);
+            let r = attempt(Arc::clone(&fresh)).await;
+            if let Some(fresh) = Arc::into_inner(fresh) {
+                fresh.close().await;
+            }
+            r
+        }
+        r => r,
+    }
+}
+
 /// Map `f` over `items` with at most `limit` futures in flight, results in the input order.
 pub async fn each_bounded<I, T, F, Fut>(items: Vec<I>, limit: usize, f: F) -> Vec<T>
 where

@@ -444,7 +444,14 @@ pub async fn release(fleet: &Fleet, config: &Config, id: &str) -> Vec<(String, S
                 id: Some(id),
             }
             .command();
-            async move { host.check(&cmd).await }
+            // A master lost during the run (a stalled machine) leaves no lock behind.
+            async move {
+                crate::fleet::on_fresh_connection_if_lost(&host, &config.ssh, |h| {
+                    let cmd = cmd.clone();
+                    async move { h.check(&cmd).await }
+                })
+                .await
+            }
         })
         .await;
     let mut kept = Vec::new();

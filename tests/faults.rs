@@ -443,8 +443,20 @@ fn an_ssh_cut_during_a_deploy_names_the_host_and_the_next_deploy_converges() {
     );
     assert!(!stderr.contains("Switched"), "{stderr}");
     assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3], "no host switched");
+    // The lock went with the run, on a new connection where the old one was cut: none is left
+    // for the next run to wait for or take over.
+    assert!(!stderr.contains("could not release the lock"), "{stderr}");
+    for h in &hosts {
+        let left = tb.sh(h, "test -e /var/lib/shipit/t-sshcut/production/lock");
+        assert_eq!(left.status.code(), Some(1), "{}: a lock is left", h.dest);
+    }
 
     let run = app.deploy("2.0.0");
+    assert!(
+        !run.stderr.contains("taking over the lock"),
+        "{}",
+        run.stderr
+    );
     assert_has(&run.stderr, "Deployed 2.0.0+");
     load.stop()
         .assert_no_failures("an SSH cut during a deploy, and the deploy after it");

@@ -1472,20 +1472,8 @@ impl<'a> Run<'a> {
                     self.read_back(&host).await
                 }
             };
-            let mut result = attempt(Arc::clone(&w.host)).await;
-            if matches!(result, Err(Error::Transport { .. })) {
-                result = match Host::connect(&w.host.spec, &self.config.ssh).await {
-                    Ok(fresh) => {
-                        let fresh = Arc::new(fresh);
-                        let r = attempt(Arc::clone(&fresh)).await;
-                        if let Some(fresh) = Arc::into_inner(fresh) {
-                            fresh.close().await;
-                        }
-                        r
-                    }
-                    Err(e) => Err(e),
-                };
-            }
+            let result =
+                crate::fleet::on_fresh_connection_if_lost(&w.host, &self.config.ssh, attempt).await;
             self.judge_revert(w, &previous, result)
         })
         .await;
