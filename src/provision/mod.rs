@@ -109,6 +109,15 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
     result
 }
 
+/// The managed files of `host`: a process's units go to its hosts only, a job's to its host.
+fn desired_on(desired: &[ManagedFile], host: &crate::config::HostSpec) -> Vec<ManagedFile> {
+    desired
+        .iter()
+        .filter(|f| f.goes_to(host))
+        .cloned()
+        .collect()
+}
+
 /// A run that changes nothing needs no lock: every host read (as `--dry-run` reads it), and
 /// when none has anything to change, what each has, said as the locked run says it. `None` when
 /// some host has something to change, or with `[tls] acme` (its first certificate is ordered
@@ -132,11 +141,7 @@ async fn unchanged(
     let plans = fleet
         .each(|host| {
             let line = progress.line(&host.spec);
-            let desired: Vec<ManagedFile> = desired
-                .iter()
-                .filter(|f| f.goes_to(&host.spec))
-                .cloned()
-                .collect();
+            let desired = desired_on(desired, &host.spec);
             async move {
                 let plan = observe_and_plan(config, &host, &desired, dirs, login)
                     .await
@@ -183,11 +188,7 @@ pub async fn refuse_drift(config: &Config, fleet: &Fleet) -> Result<(), Error> {
     let dirs = plan::directories(&config.site(), config.acme().is_some());
     let results = fleet
         .each(|host| {
-            let desired: Vec<ManagedFile> = desired
-                .iter()
-                .filter(|f| f.goes_to(&host.spec))
-                .cloned()
-                .collect();
+            let desired = desired_on(&desired, &host.spec);
             let dirs = &dirs;
             async move {
                 let (observed, units) = read_managed(config, &host, &desired, dirs).await?;
@@ -341,12 +342,7 @@ async fn check_all(
     fleet
         .each(|host| {
             let line = progress.line(&host.spec);
-            // A process's units go to its hosts only, a job's to its host.
-            let desired: Vec<ManagedFile> = desired
-                .iter()
-                .filter(|f| f.goes_to(&host.spec))
-                .cloned()
-                .collect();
+            let desired = desired_on(desired, &host.spec);
             async move {
                 let result = async {
                     let plan = observe_and_plan(config, &host, &desired, dirs, login).await?;
