@@ -454,17 +454,13 @@ pub async fn release(fleet: &Fleet, config: &Config, id: &str) -> Vec<(String, S
             }
         })
         .await;
-    let mut kept = Vec::new();
-    for (host, r) in fleet.hosts.iter().zip(results) {
-        if let Err(e) = r {
-            ui::warn(&format!(
-                "could not release the lock on `{}`: {}",
-                host.spec,
-                e.to_string().lines().next().unwrap_or_default()
-            ));
-            kept.push((host.spec.to_string(), e.to_string()));
-        }
-    }
+    let kept: Vec<(String, String)> = fleet
+        .hosts
+        .iter()
+        .zip(results)
+        .filter_map(|(host, r)| r.err().map(|e| (host.spec.to_string(), e.to_string())))
+        .collect();
+    ui::warn_hosts("could not release the lock", &kept);
     kept
 }
 

@@ -85,6 +85,51 @@ pub fn warn(message: &str) {
     });
 }
 
+/// Hosts named one by one in a warning about several; past that, a count.
+const HOSTS_NAMED: usize = 5;
+
+/// One warning for `what` that failed on several hosts, each `(host, why)`: a line each up to
+/// [`HOSTS_NAMED`] hosts; past that one line that names the first few, counts the rest and
+/// gives the first reason (the whole list goes to the debug log). A stalled machine that lost
+/// its 500 connections says so in one line, not 500.
+pub fn warn_hosts(what: &str, failures: &[(String, String)]) {
+    if failures.len() > HOSTS_NAMED {
+        for (host, why) in failures {
+            tracing::debug!(host = %host, why = %first_line(why), "{what}");
+        }
+    }
+    for line in hosts_warning(what, failures) {
+        warn(&line);
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// The lines of [`warn_hosts`].
+fn hosts_warning(what: &str, failures: &[(String, String)]) -> Vec<String> {
+    if failures.len() <= HOSTS_NAMED {
+        return failures
+            .iter()
+            .map(|(host, why)| format!("{what} on `{host}`: {}", first_line(why)))
+            .collect();
+    }
+    let named: Vec<String> = failures
+        .iter()
+        .take(HOSTS_NAMED)
+        .map(|(h, _)| format!("`{h}`"))
+        .collect();
+    vec![format!(
+        "{what} on {} hosts ({} and {} more); on `{}`: {}",
+        failures.len(),
+        named.join(", "),
+        failures.len() - HOSTS_NAMED,
+        failures[0].0,
+        first_line(&failures[0].1)
+    )]
+}
+
 /// Whether stderr gets colours: a terminal, and neither `NO_COLOR` nor `CLICOLOR=0` set
 /// (anstream's reading of the conventions).
 pub fn colour() -> bool {
@@ -373,6 +418,34 @@ fn finished_style(ok: bool) -> ProgressStyle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_on_many_hosts_is_one_line_that_counts_them() {
+        let f = |n: usize| -> Vec<(String, String)> {
+            (1..=n)
+                .map(|i| {
+                    (
+                        format!("h{i}"),
+                        format!("lost the SSH connection\n  help: {i}"),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            hosts_warning("could not release the lock", &f(2)),
+            [
+                "could not release the lock on `h1`: lost the SSH connection",
+                "could not release the lock on `h2`: lost the SSH connection"
+            ]
+        );
+        assert_eq!(
+            hosts_warning("could not release the lock", &f(494)),
+            [
+                "could not release the lock on 494 hosts (`h1`, `h2`, `h3`, `h4`, `h5` and 489 more); on `h1`: lost the SSH connection"
+            ]
+        );
+        assert!(hosts_warning("x", &[]).is_empty());
+    }
 
     #[test]
     fn styles_parse() {

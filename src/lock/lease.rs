@@ -160,6 +160,7 @@ async fn renew(fleet: &Fleet, config: &Config, id: &str, timeout: Duration) -> R
         })
         .await;
     let mut renewed = fleet.hosts.is_empty();
+    let mut failed = Vec::new();
     for (host, r) in fleet.hosts.iter().zip(results) {
         match r {
             Ok(Ok(out)) => {
@@ -187,14 +188,14 @@ async fn renew(fleet: &Fleet, config: &Config, id: &str, timeout: Duration) -> R
                     tracing::warn!(host = %host.spec, answer = text, "unexpected answer to the lease renewal");
                 }
             }
-            Ok(Err(e)) => {
-                tracing::warn!(host = %host.spec, error = %e, "could not renew the lock's lease")
-            }
-            Err(_) => {
-                tracing::warn!(host = %host.spec, ?timeout, "the lease renewal did not answer in time")
-            }
+            Ok(Err(e)) => failed.push((host.spec.to_string(), e.to_string())),
+            Err(_) => failed.push((
+                host.spec.to_string(),
+                format!("no answer within {}", humantime::format_duration(timeout)),
+            )),
         }
     }
+    crate::ui::warn_hosts("could not renew the lock's lease", &failed);
     Ok(renewed)
 }
 
