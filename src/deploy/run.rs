@@ -857,12 +857,7 @@ impl<'a> Run<'a> {
             let line = progress.line(&w.host.spec);
             let label = &label;
             async move {
-                let cmd = scripts::CommitUpstream {
-                    label,
-                    upstream_include: &self.config.site().upstream_include(),
-                }
-                .command();
-                let r = w.host.check(&cmd).await.map(|_| ());
+                let r = self.commit(&w, label).await;
                 let done = t.elapsed();
                 line.finish_with(&r, "switched");
                 r.map(|()| done)
@@ -901,6 +896,31 @@ impl<'a> Run<'a> {
             ),
         );
         Ok(())
+    }
+
+    /// Commit `w`'s staged upstream. When the master was lost (a deployer stalled past its
+    /// keep-alives, a network blip), once more on a new connection, writing the whole upstream
+    /// (validated, reloaded) rather than renaming the staged one: the lost commit may have
+    /// renamed it already, and writing what it would have written is the same either way.
+    async fn commit(&self, w: &Work<'a>, label: &str) -> Result<(), Error> {
+        let staged = Arc::clone(&w.host);
+        let attempt = |host: Arc<Host>| {
+            let first = Arc::ptr_eq(&host, &staged);
+            async move {
+                if first {
+                    let cmd = scripts::CommitUpstream {
+                        label,
+                        upstream_include: &self.config.site().upstream_include(),
+                    }
+                    .command();
+                    host.check(&cmd).await.map(|_| ())
+                } else {
+                    self.write_upstream(&host, self.upstream_for(w), label)
+                        .await
+                }
+            }
+        };
+        crate::fleet::on_fresh_connection_if_lost(&w.host, &self.config.ssh, attempt).await
     }
 
     /// The upstream a host gets: the new colour, and the one it leaves as backup while warm
