@@ -76,8 +76,37 @@ pub enum Command {
         /// No backup before the release command (`[backup]`); the history records it
         #[arg(long)]
         skip_backup: bool,
+        /// Stop once every host is healthy: users keep the live release, the new one waits
+        /// (reachable through `[preview]`) for `shipit promote` or `shipit discard`
+        #[arg(long)]
+        no_promote: bool,
         #[command(flatten)]
         change: ChangeArgs,
+    },
+    /// Switch every host to the release waiting for promotion (`deploy --no-promote`), with a
+    /// deploy's checks, verification and automatic undo
+    #[command(
+        after_help = "Example:\n  shipit deploy production --no-promote   # look at preview.<domain> first\n  shipit promote production"
+    )]
+    Promote {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        #[command(flatten)]
+        lock: LockWaitArg,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the release waiting for promotion on every host; users keep the live one
+    #[command(after_help = "Example:\n  shipit discard production")]
+    Discard {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        #[command(flatten)]
+        lock: LockWaitArg,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Put traffic back on the previous release at once (or on `--to VERSION`)
     #[command(
@@ -415,6 +444,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             release,
             no_build,
             skip_backup,
+            no_promote,
             change,
         } => {
             let options = crate::deploy::DeployOptions {
@@ -424,10 +454,35 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 no_build,
                 skip_backup,
                 skip_unreachable: change.skip_unreachable,
+                no_promote,
             };
             let report = crate::deploy::deploy(&load(&environment)?, &options).await?;
             ui::print(&report, change.json);
             report.verdict(&environment)
+        }
+        Command::Promote {
+            environment,
+            lock,
+            json,
+        } => {
+            let options = crate::deploy::PromoteOptions {
+                lock_wait: lock.lock_wait,
+            };
+            let report = crate::deploy::promote(&load(&environment)?, &options).await?;
+            ui::print(&report, json);
+            Ok(())
+        }
+        Command::Discard {
+            environment,
+            lock,
+            json,
+        } => {
+            let options = crate::deploy::PromoteOptions {
+                lock_wait: lock.lock_wait,
+            };
+            let discarded = crate::deploy::discard(&load(&environment)?, &options).await?;
+            ui::print(&discarded, json);
+            Ok(())
         }
         Command::Rollback {
             environment,

@@ -29,6 +29,29 @@ pub enum Error {
         environment: String,
     },
 
+    #[error(
+        "nothing waits for promotion in `{environment}`\n  help: `shipit deploy {environment} --no-promote` starts a release that waits; `shipit status {environment}` shows what each host runs"
+    )]
+    NothingWaits { environment: String },
+
+    #[error(
+        "what waits for promotion is not what was previewed: {}; nothing was switched\n  help: `shipit status {environment}` shows each host; `shipit deploy {environment} --no-promote` starts it again everywhere (or `shipit discard {environment}`)",
+        details.join("; ")
+    )]
+    WaitingChanged {
+        details: Vec<String>,
+        environment: String,
+    },
+
+    #[error(
+        "the live copy does not answer on {}: nginx serves the previous colour, which a release left waiting would replace; nothing was started\n  help: `shipit deploy {environment}` (without `--no-promote`) replaces the crashed copy, or `shipit rollback {environment}` makes the previous release live",
+        hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+    )]
+    NoPromoteOnIncident {
+        hosts: Vec<String>,
+        environment: String,
+    },
+
     #[error("no `shipit.toml` in `{}`\n  help: run shipit from the app directory, pass `-C DIR`, or create one with `shipit init`", dir.display())]
     NoConfig { dir: PathBuf },
 
@@ -643,7 +666,10 @@ impl Error {
             | Error::NotBuilt { .. }
             | Error::NotBuiltLocally { .. } => 5,
             Error::Connect { .. } | Error::Transport { .. } => 3,
-            Error::ProvisionDrift { .. } => 2,
+            Error::ProvisionDrift { .. }
+            | Error::NothingWaits { .. }
+            | Error::WaitingChanged { .. }
+            | Error::NoPromoteOnIncident { .. } => 2,
             Error::LeftBehind { .. } => 13,
             Error::Hosts { hosts } => hosts.iter().map(Error::exit_code).max().unwrap_or(1),
             Error::Validation { .. } => 4,

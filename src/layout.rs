@@ -109,6 +109,11 @@ impl Site {
         format!("{}/upstream.conf", self.config_dir())
     }
 
+    /// The upstream include of `[preview]`: the release waiting for promotion, or nothing.
+    pub fn preview_include(&self) -> String {
+        format!("{}/preview.conf", self.config_dir())
+    }
+
     /// The systemd template unit; `<key>@blue` and `<key>@green` are its instances.
     pub fn systemd_unit(&self) -> String {
         format!("/etc/systemd/system/{}@.service", self.key())
@@ -231,6 +236,12 @@ impl Site {
     /// and those deployed to before that are no longer configured (`removed SPEC`).
     pub fn fleet_record(&self) -> String {
         format!("{}/fleet", self.state_dir())
+    }
+
+    /// The release waiting for promotion on this host (`deploy --no-promote`): one JSON object,
+    /// or empty when nothing waits.
+    pub fn waiting_record(&self) -> String {
+        format!("{}/waiting", self.state_dir())
     }
 
     /// Hosts a run left out as unreachable: they missed a release (one JSON object a line).

@@ -247,6 +247,8 @@ pub struct HostState {
     pub arch: Option<String>,
     /// The site's check token (`verify.conf`): what proves shipit's checks to its nginx.
     pub verify_token: Option<String>,
+    /// The release waiting for promotion here, as recorded.
+    pub waiting: Option<Waiting>,
 }
 
 /// The environment's hosts as a run recorded them on each host it reached: what it deployed to,
@@ -311,6 +313,45 @@ impl Behind {
             // A struct of strings always serializes.
             .map(|b| serde_json::to_string(b).unwrap_or_default() + "\n")
             .collect()
+    }
+}
+
+/// A release waiting for promotion on a host (`deploy --no-promote`): started in the idle
+/// colour, gated, reachable through `[preview]`, not switched to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub release: String,
+    /// The release's image, as the history names it.
+    pub image: String,
+    /// What the host's engine runs it by, when not `image` (an image sent over SSH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<String>,
+    pub colour: Colour,
+    pub port: u16,
+    /// The run that started it (its lock id), and who ran it.
+    pub run: String,
+    pub user: String,
+    pub machine: String,
+    /// By the host's clock (unix seconds); 0 until the host writes it.
+    #[serde(default)]
+    pub time: u64,
+}
+
+impl Waiting {
+    /// The record's text: one JSON object (empty: nothing waits).
+    pub fn render(&self) -> String {
+        // A struct of strings and integers always serializes.
+        serde_json::to_string(self).unwrap_or_default() + "\n"
+    }
+
+    /// The record read back; an empty or unreadable one is "nothing waits".
+    pub fn parse(text: &str) -> Option<Waiting> {
+        serde_json::from_str(text.trim()).ok()
+    }
+
+    /// Whether `other` is the same release with the same image.
+    pub fn same_release(&self, other: &Waiting) -> bool {
+        self.release == other.release && self.image == other.image
     }
 }
 
@@ -450,6 +491,21 @@ pub fn upstream_not_deployed(port: u16) -> String {
     )
 }
 
+/// `[preview]`'s upstream include when nothing waits for promotion: its one server is `down`,
+/// so a preview request gets 502 rather than whatever holds that port.
+pub fn preview_nothing_waits(port: u16) -> String {
+    format!(
+        "# Managed by shipit deploy.\n# Nothing waits for promotion: nginx answers 502.\nserver 127.0.0.1:{port} down;\n"
+    )
+}
+
+/// `[preview]`'s upstream include while `release` waits in `colour` on `port`.
+pub fn preview_upstream(colour: Colour, port: u16, release: &str) -> String {
+    format!(
+        "# Managed by shipit deploy.\n# waiting: {colour} {release}\nserver 127.0.0.1:{port} max_fails=1 fail_timeout=2s;\n"
+    )
+}
+
 /// The port an upstream include sends traffic to, read back from its text.
 pub fn upstream_live_port(text: &str) -> Option<u16> {
     text.lines()
@@ -486,7 +542,7 @@ fn upstream_live_colour(text: &str) -> Option<Colour> {
 }
 
 /// How many lines a host's deploy state has.
-const STATE_LINES: usize = 21;
+const STATE_LINES: usize = 22;
 
 /// Parse the answer to `DEPLOY_STATE`.
 pub fn parse_state(stdout: &str) -> Result<HostState, String> {
@@ -537,6 +593,7 @@ pub fn parse_state(stdout: &str) -> Result<HostState, String> {
             "answers-green" => state.green.answers = answers(value)?,
             "fleet" => state.fleet = FleetRecord::parse(&decode(value)?.unwrap_or_default()),
             "behind" => state.behind = Behind::parse_all(&decode(value)?.unwrap_or_default()),
+            "waiting" => state.waiting = Waiting::parse(&decode(value)?.unwrap_or_default()),
             "clock" => state.clock = value.trim().parse().ok(),
             "lock-renewed" => state.lock_renewed = value.trim().parse().ok(),
             "arch" => state.arch = Some(image_arch(value.trim())).filter(|a| !a.is_empty()),
@@ -754,12 +811,15 @@ mod tests {
     fn answer(upstream: &str, env_blue: &str, hist: &str) -> String {
         let lock = r#"{"id":"x","user":"alice","machine":"laptop","pid":1,"since":5,"command":"deploy","version":"1.0.0"}"#;
         format!(
-            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nanswers-blue 200\nanswers-green -\nsettings-blue same\nsettings-green differs DATABASE_URL units\nlock {}\nlock-renewed 1796153390\nhistory 41 {}\nlegacy-upstream no\nnginx active\nfleet {}\nbehind -\nclock 1796153400\narch x86_64\ntoken 0123456789abcdef0123\n",
+            "upstream {}\nenv-blue {}\nenv-green -\nactive-blue active\nactive-green inactive\nlegacy-blue inactive\nlegacy-green active\nanswers-blue 200\nanswers-green -\nsettings-blue same\nsettings-green differs DATABASE_URL units\nlock {}\nlock-renewed 1796153390\nhistory 41 {}\nlegacy-upstream no\nnginx active\nfleet {}\nbehind -\nwaiting {}\nclock 1796153400\narch x86_64\ntoken 0123456789abcdef0123\n",
             b64(upstream),
             b64(env_blue),
             b64(lock),
             b64(hist),
             b64("host root@a:22\nremoved root@old:22\n"),
+            b64(
+                r#"{"release":"2.0.0+abc","image":"r/a:2","colour":"green","port":3002,"run":"r1","user":"alice","machine":"laptop","time":1796153300}"#
+            ),
         )
     }
 
@@ -799,6 +859,11 @@ mod tests {
         assert_eq!(s.skipped.len(), 1);
         assert_eq!(s.skipped[0].line, 42, "numbered as in the file");
         assert!(s.nginx_active);
+        let waiting = s.waiting.unwrap();
+        assert_eq!(
+            (waiting.release.as_str(), waiting.colour, waiting.port),
+            ("2.0.0+abc", Colour::Green, 3002)
+        );
         assert!(parse_state("upstream -\n").is_err());
     }
 

@@ -59,6 +59,8 @@ pub enum FileKind {
     Nginx,
     /// The upstream include: created once by provisioning, then owned by deploys.
     Upstream,
+    /// `[preview]`'s upstream include: created once (nothing waits), then owned by deploys.
+    Preview,
     /// A systemd unit: `systemd-analyze verify`, then `daemon-reload`.
     Systemd,
     /// A logrotate rule: `logrotate -d`; read at the next rotation.
@@ -144,6 +146,17 @@ struct Context<'a> {
     tls_check: Option<TlsCheckContext>,
     nginx: &'a crate::config::Nginx,
     volumes: &'a [String],
+    preview: Option<PreviewContext>,
+}
+
+/// `[preview]`'s part of the nginx site: its upstream's include, its host name, and nginx's
+/// variable for its header.
+#[derive(Serialize)]
+struct PreviewContext {
+    include: String,
+    host: String,
+    header: String,
+    header_var: String,
 }
 
 /// The daily certificate check's part of the context: its script, when it warns, and the
@@ -362,6 +375,12 @@ impl Templates {
             }),
             nginx: &config.nginx,
             volumes: &config.container.volumes,
+            preview: config.preview.as_ref().map(|p| PreviewContext {
+                include: site.preview_include(),
+                host: p.host.clone(),
+                header: p.header.clone(),
+                header_var: p.header_var(),
+            }),
         };
         let ctx = tera::Context::from_serialize(&ctx).map_err(|e| template_error("context", &e))?;
         let file = |path: String, kind, template: &str, ctx: &tera::Context| {
@@ -421,6 +440,22 @@ impl Templates {
                 hosts: None,
             },
         ];
+        if config.preview.is_some() {
+            // Before the site, which includes it (created-once files go first anyway).
+            files.insert(
+                1,
+                ManagedFile {
+                    path: site.preview_include(),
+                    content: crate::state::preview_nothing_waits(config.ports.blue),
+                    mode: "644",
+                    owner: "root:root",
+                    kind: FileKind::Preview,
+                    create_only: true,
+                    template: None,
+                    hosts: None,
+                },
+            );
+        }
         if config.tls_files().is_some() {
             files.push(ManagedFile {
                 mode: "700",
@@ -615,6 +650,33 @@ mod snapshots {
         );
         assert!(!enforced[1].content.contains("acme-challenge"));
         assert!(!enforced[1].content.contains("limit_req"));
+    }
+
+    #[test]
+    fn a_preview_gets_its_upstream_its_name_and_its_header() {
+        let files = rendered(&config("[preview]\nheader = \"X-Preview-Me\"\n"));
+        assert_eq!(files[1].path, "/etc/shipit/hello-web/test/preview.conf");
+        assert_eq!(files[1].kind, FileKind::Preview);
+        assert!(files[1].create_only);
+        assert!(files[1].content.contains("server 127.0.0.1:3001 down;"));
+        let nginx = &files[2].content;
+        insta::assert_snapshot!("nginx_preview", nginx);
+        for line in [
+            "include /etc/shipit/hello-web/test/preview.conf;",
+            "map \"$http_x_preview_me:$host\" $shipit_269e56bf_backend {",
+            "\":preview.hello.example.com\" shipit_9_hello_web_test_preview;",
+            "server_name hello.example.com preview.hello.example.com;",
+            "proxy_pass http://$shipit_269e56bf_backend;",
+        ] {
+            assert!(nginx.contains(line), "{line}\n{nginx}");
+        }
+        let plain = rendered(&config(""));
+        assert!(
+            plain[1]
+                .content
+                .contains("proxy_pass http://shipit_9_hello_web_test;")
+        );
+        assert!(!plain[1].content.contains("preview"));
     }
 
     #[test]

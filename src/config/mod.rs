@@ -58,6 +58,29 @@ pub struct Config {
     /// Scheduled jobs, by name.
     pub jobs: Vec<Job>,
     pub backup: Option<Backup>,
+    /// `[preview]`: how a release waiting for promotion (`deploy --no-promote`) is reached
+    /// through each host's nginx; `None` without the section.
+    pub preview: Option<Preview>,
+}
+
+/// Where a waiting release answers through nginx: requests for its host name, and requests
+/// that carry its header (any value) on the site's own names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Preview {
+    /// `preview.<domain>` by default; lowercase.
+    pub host: String,
+    /// `X-Shipit-Preview` by default.
+    pub header: String,
+}
+
+impl Preview {
+    /// nginx's variable for the header (`$http_x_shipit_preview`), without the `$`.
+    pub fn header_var(&self) -> String {
+        format!(
+            "http_{}",
+            self.header.to_ascii_lowercase().replace('-', "_")
+        )
+    }
 }
 
 /// A process beside the web one (a queue worker, say): the release's image with another

@@ -118,6 +118,7 @@ raw_table!(
         processes: BTreeMap<String, Val<RawProcess>>,
         jobs: BTreeMap<String, Val<RawJob>>,
         backup: RawBackup,
+        preview: RawPreview,
     }
 );
 
@@ -180,6 +181,11 @@ raw_table!(RawBackup {
     image: Val<String>,
     host: Val<String>,
     keep: Val<i64>,
+});
+
+raw_table!(RawPreview {
+    host: Val<String>,
+    header: Val<String>,
 });
 
 raw_table!(RawPorts {

@@ -353,6 +353,10 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         hosts.as_deref(),
     );
     let backup = check_backup(c, raw.backup.clone().unwrap_or_default(), hosts.as_deref());
+    let preview = raw
+        .preview
+        .clone()
+        .map(|p| check_preview(c, p, domain.as_deref()));
     let has_registry = raw.registry.is_some();
     let registry = raw
         .registry
@@ -575,6 +579,57 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         processes: processes?,
         jobs: jobs?,
         backup: backup?,
+        preview: match preview {
+            Some(p) => Some(p?),
+            None => None,
+        },
+    })
+}
+
+/// `[preview]`: its host name (a domain, lowercased; `preview.<domain>` by default) and its
+/// header (a token nginx can name as `$http_...`).
+fn check_preview(
+    c: &mut Checker<'_>,
+    r: raw::RawPreview,
+    domain: Option<&str>,
+) -> Option<super::Preview> {
+    let host = match &r.host {
+        Some(v) => c
+            .string(
+                v,
+                "preview.host",
+                is_domain,
+                "a domain name (letters, digits, `-` and `.`)",
+            )
+            .map(|h| h.to_ascii_lowercase()),
+        None => domain.map(|d| format!("preview.{d}").to_ascii_lowercase()),
+    };
+    if let (Some(h), Some(d), Some(v)) = (&host, domain, &r.host)
+        && h.eq_ignore_ascii_case(d)
+    {
+        c.at(
+            v,
+            format!("`preview.host` is the site's own domain `{d}`"),
+            Some("give the preview its own name, such as `preview.{d}`".replace("{d}", d)),
+        );
+        return None;
+    }
+    let header = match &r.header {
+        Some(v) => c.string(
+            v,
+            "preview.header",
+            |s| {
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            },
+            "a header name (letters, digits and `-`)",
+        ),
+        None => Some("X-Shipit-Preview".to_owned()),
+    };
+    Some(super::Preview {
+        host: host?,
+        header: header?,
     })
 }
 

@@ -40,6 +40,14 @@ pub struct DeployOptions {
     pub skip_backup: bool,
     /// Leave out hosts that cannot be reached (named, recorded as behind).
     pub skip_unreachable: bool,
+    /// Stop once every host is healthy: the release waits for `shipit promote`.
+    pub no_promote: bool,
+}
+
+/// `shipit promote` and `shipit discard`.
+#[derive(Clone, Debug, Default)]
+pub struct PromoteOptions {
+    pub lock_wait: Option<Duration>,
 }
 
 /// What a run does beside the plan: the image a deploy brings (its platform is checked against
@@ -50,6 +58,7 @@ struct Extras<'a> {
     built: Option<&'a crate::build::Image>,
     ship: Option<&'a crate::build::Image>,
     skip_backup: bool,
+    no_promote: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -114,6 +123,8 @@ impl crate::ui::Render for Report {
 pub(crate) enum Kind {
     Deploy,
     Rollback,
+    /// The release waiting for promotion, switched to (`shipit promote`).
+    Promote,
 }
 
 impl Kind {
@@ -121,6 +132,7 @@ impl Kind {
         match self {
             Kind::Deploy => "deploy",
             Kind::Rollback => "rollback",
+            Kind::Promote => "promote",
         }
     }
 }
@@ -275,6 +287,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
                 built: Some(&image),
                 ship: image.over_ssh().then_some(&image),
                 skip_backup: options.skip_backup,
+                no_promote: options.no_promote,
             },
             |_| Ok((target.clone(), Vec::new())),
         )
@@ -288,9 +301,14 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
         Ok((plan, _, _)) => plan.target.release.clone(),
         Err(_) => release,
     };
+    let kind = if options.no_promote {
+        Held::Waiting
+    } else {
+        Held::No
+    };
     announce(
         config,
-        Kind::Deploy,
+        (Kind::Deploy, kind),
         &label,
         result
             .as_ref()
@@ -298,6 +316,17 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
     )
     .await;
     let (plan, switched, skipped) = result?;
+    if options.no_promote && !plan.is_noop() {
+        ui::status(
+            "Next",
+            &format!(
+                "`shipit promote {env}` switches every host to {} (checked, verified, undone on failure); `shipit discard {env}` stops it",
+                plan.target.release,
+                env = config.environment
+            ),
+        );
+        return Ok(report(plan, switched, skipped, started));
+    }
     ui::status(
         "Deployed",
         &format!(
@@ -399,10 +428,19 @@ where
             if let Some(image) = extras.built {
                 refuse_foreign(config, image, &states)?;
             }
+            if extras.no_promote {
+                refuse_no_promote(config, &plan)?;
+            }
+            if kind != Kind::Promote {
+                warn_replaced_waiting(&plan, &states);
+            }
+            if kind == Kind::Promote {
+                refuse_changed_waiting(config, &plan, &states)?;
+            }
             // A deploy that would change what serves never goes on with the provisioned files
             // behind the configuration (a host not provisioned at all, or in the earlier
             // layout, was refused by the plan already, saying so).
-            if kind == Kind::Deploy {
+            if kind != Kind::Rollback {
                 crate::provision::refuse_drift(config, fleet).await?;
             }
             let rollback_ship = match kind {
@@ -424,6 +462,7 @@ where
                 sent: Default::default(),
                 done: Default::default(),
                 window: Default::default(),
+                no_promote: extras.no_promote,
             };
             run.converge().await?;
             let window = run.window.into_inner().ok().flatten();
@@ -432,6 +471,292 @@ where
         },
     )
     .await
+}
+
+/// `deploy --no-promote` is refused where the live copy has crashed: the idle colour it would
+/// start in is what users get meanwhile.
+fn refuse_no_promote(config: &Config, plan: &Plan) -> Result<(), Error> {
+    let hosts = plan::serving_through_backup(plan);
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NoPromoteOnIncident {
+        hosts,
+        environment: config.environment.clone(),
+    })
+}
+
+/// A deploy or rollback over a release waiting for promotion: say what becomes of it.
+fn warn_replaced_waiting(plan: &Plan, states: &[(String, HostState)]) {
+    let Ok(waiting) = plan::waiting_target(states) else {
+        return;
+    };
+    if plan.is_noop() {
+        return;
+    }
+    if waiting == plan.target {
+        ui::status(
+            "Promoting",
+            &format!(
+                "{} waited for promotion: this run switches to it where it runs warm",
+                waiting.release
+            ),
+        );
+    } else {
+        ui::warn(&format!(
+            "{} waited for promotion (`deploy --no-promote`): this run replaces it with {}",
+            waiting.release, plan.target.release
+        ));
+    }
+}
+
+/// `promote` switches to exactly the copies that were previewed, or to none.
+fn refuse_changed_waiting(
+    config: &Config,
+    plan: &Plan,
+    states: &[(String, HostState)],
+) -> Result<(), Error> {
+    let details = plan::changed_waiting(plan, states);
+    if details.is_empty() {
+        return Ok(());
+    }
+    Err(Error::WaitingChanged {
+        details,
+        environment: config.environment.clone(),
+    })
+}
+
+/// The release waiting for promotion, as every host that holds one agrees.
+fn waiting_target(
+    config: &Config,
+    states: &[(String, HostState)],
+) -> Result<(ReleaseRef, Vec<String>), Error> {
+    let environment = config.environment.clone();
+    plan::waiting_target(states)
+        .map(|t| (t, Vec::new()))
+        .map_err(|e| match e {
+            plan::WaitingError::Nothing => Error::NothingWaits { environment },
+            plan::WaitingError::Differs(details) => Error::WaitingChanged {
+                details,
+                environment,
+            },
+        })
+}
+
+/// `shipit promote`: the release waiting for promotion goes live with the switch of a deploy
+/// (gate again, fleet-atomic switch, verification, smoke check, post-deploy hooks, undone on
+/// failure), provided every host still runs the copy that was previewed.
+pub async fn promote(config: &Config, options: &PromoteOptions) -> Result<Report, Error> {
+    let started = Instant::now();
+    let secrets = Secrets::load(&config.app_dir)?;
+    let settings = env::settings_text(config, &secrets)?;
+    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+    let result = converge_locked(
+        config,
+        &fleet,
+        &secrets,
+        Kind::Promote,
+        "waiting release",
+        options.lock_wait,
+        settings,
+        Extras::default(),
+        |states| waiting_target(config, states),
+    )
+    .await;
+    fleet.close().await;
+    let release = result.as_ref().map_or_else(
+        |_| "waiting release".to_owned(),
+        |(p, _)| p.target.release.clone(),
+    );
+    announce(
+        config,
+        (Kind::Promote, Held::No),
+        &release,
+        result.as_ref().map(|(plan, _)| (plan, &[][..])),
+    )
+    .await;
+    let (plan, switched) = result?;
+    ui::status(
+        "Promoted",
+        &format!(
+            "{} on {} host{} in {:.2}s",
+            plan.target.release,
+            plan.steps.len(),
+            plural(plan.steps.len()),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(report(plan, switched, Vec::new(), started))
+}
+
+/// What `shipit discard` did.
+#[derive(Debug, Serialize)]
+pub struct Discarded {
+    pub release: String,
+    pub hosts: Vec<String>,
+}
+
+impl crate::ui::Render for Discarded {
+    fn text(&self) -> String {
+        String::new()
+    }
+}
+
+/// `shipit discard`: the release waiting for promotion is stopped on every host (its web copy
+/// and processes), `[preview]` answers 502 again, and the record goes; read back after. The
+/// live release is never touched: a host where the waiting colour serves is refused.
+pub async fn discard(config: &Config, options: &PromoteOptions) -> Result<Discarded, Error> {
+    let fleet = Fleet::connect(&config.hosts, &config.ssh).await?;
+    let result = lock::with_lock(
+        &fleet,
+        config,
+        "discard",
+        "waiting release",
+        options.lock_wait,
+        None,
+        |_held, _cancel| async {
+            let states = observe_with(&fleet, config, None).await?;
+            let (target, _) = waiting_target(config, &states)?;
+            discard_locked(config, &fleet, &states, &target).await
+        },
+    )
+    .await;
+    fleet.close().await;
+    result
+}
+
+async fn discard_locked(
+    config: &Config,
+    fleet: &Fleet,
+    states: &[(String, HostState)],
+    target: &ReleaseRef,
+) -> Result<Discarded, Error> {
+    let site = config.site();
+    // Never the colour users get.
+    let serving: Vec<String> = states
+        .iter()
+        .filter(|(_, s)| {
+            s.waiting
+                .as_ref()
+                .is_some_and(|w| s.serving().is_some_and(|(live, _)| live.colour == w.colour))
+        })
+        .map(|(h, s)| {
+            format!(
+                "`{h}`: users get {} from the colour it waits in",
+                s.waiting.as_ref().map_or("", |w| w.release.as_str())
+            )
+        })
+        .collect();
+    if !serving.is_empty() {
+        return Err(Error::WaitingChanged {
+            details: serving,
+            environment: config.environment.clone(),
+        });
+    }
+    let work: Vec<(std::sync::Arc<crate::ssh::Host>, crate::state::Waiting)> = fleet
+        .hosts
+        .iter()
+        .zip(states)
+        .filter_map(|(h, (_, s))| s.waiting.clone().map(|w| (std::sync::Arc::clone(h), w)))
+        .collect();
+    let progress = ui::Step::new(
+        "Discarding",
+        work.iter().map(|(h, _)| &h.spec),
+        &format!("stopping {}", target.release),
+    );
+    let include = site.preview_include();
+    let nothing = crate::state::preview_nothing_waits(config.ports.blue);
+    let results = crate::fleet::each_bounded(work.clone(), fleet.max_parallel, |(host, w)| {
+        let line = progress.line(&host.spec);
+        let site = &site;
+        let (include, nothing) = (&include, &nothing);
+        async move {
+            let clear = scripts::ClearWaiting {
+                preview: config
+                    .preview
+                    .as_ref()
+                    .map(|_| (include.as_str(), nothing.as_str())),
+                record: &site.waiting_record(),
+            }
+            .command();
+            let mut units = vec![site.unit(w.colour)];
+            units.extend(
+                config
+                    .processes
+                    .iter()
+                    .filter(|p| p.hosts.contains(&host.spec))
+                    .map(|p| site.process_instance(&p.name, w.colour)),
+            );
+            let stop = scripts::StopUnits {
+                label: "stop the waiting release",
+                units: &units,
+            }
+            .command();
+            let r = async {
+                host.check(&clear).await?;
+                host.check(&stop).await
+            }
+            .await
+            .map(|_| ());
+            line.finish_with(&r, "stopped");
+            r
+        }
+    })
+    .await;
+    drop(progress);
+    crate::fleet::collect(results)?;
+    // Read back: nothing waits anywhere, and no waiting colour answers.
+    let after = observe_with(fleet, config, None).await?;
+    let left: Vec<String> = after
+        .iter()
+        .zip(&work)
+        .filter_map(|((h, s), (_, w))| {
+            let c = s.colour(w.colour);
+            if s.waiting.is_some() {
+                Some(format!("`{h}` still records a waiting release"))
+            } else if c.running() {
+                Some(format!("`{h}`: {} still runs ({})", w.colour, c.unit))
+            } else {
+                None
+            }
+        })
+        .collect();
+    if !left.is_empty() {
+        return Err(Error::WaitingChanged {
+            details: left,
+            environment: config.environment.clone(),
+        });
+    }
+    ui::status(
+        "Discarded",
+        &format!(
+            "{} on {} host{} (read back: stopped, nothing waits; users never left {})",
+            target.release,
+            work.len(),
+            plural(work.len()),
+            live_releases(&after)
+        ),
+    );
+    Ok(Discarded {
+        release: target.release.clone(),
+        hosts: work.iter().map(|(h, _)| h.spec.to_string()).collect(),
+    })
+}
+
+/// The releases users get, as the hosts say.
+fn live_releases(states: &[(String, HostState)]) -> String {
+    let live: std::collections::BTreeSet<String> = states
+        .iter()
+        .filter_map(|(_, s)| {
+            let (live, _) = s.serving()?;
+            Some(s.colour(live.colour).release.clone()?.release)
+        })
+        .collect();
+    if live.is_empty() {
+        "nothing".to_owned()
+    } else {
+        live.into_iter().collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// Refuse an image made for another architecture than some host's, naming them, before
@@ -510,7 +835,7 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
         .map_or(label.clone(), |(p, _)| p.target.release.clone());
     announce(
         config,
-        Kind::Rollback,
+        (Kind::Rollback, Held::No),
         &release,
         result.as_ref().map(|(plan, _)| (plan, skipped.as_slice())),
     )
@@ -530,9 +855,16 @@ pub async fn rollback(config: &Config, options: &RollbackOptions) -> Result<Repo
     Ok(report(plan, switched, skipped, started))
 }
 
+/// Whether a deploy leaves its release waiting for promotion (`--no-promote`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    No,
+    Waiting,
+}
+
 /// The webhook event a deploy or rollback came to; `None` when nothing was to be done.
 fn event_of(
-    kind: Kind,
+    (kind, held): (Kind, Held),
     result: Result<(&Plan, &[String]), &Error>,
 ) -> Option<(&'static str, Option<String>)> {
     let behind = |skipped: &[String]| {
@@ -541,7 +873,11 @@ fn event_of(
     };
     Some(match (result, kind) {
         (Ok((plan, skipped)), _) if plan.is_noop() && skipped.is_empty() => return None,
+        (Ok((_, skipped)), Kind::Deploy) if held == Held::Waiting => {
+            ("waiting-for-promotion", behind(skipped))
+        }
         (Ok((_, skipped)), Kind::Deploy) => ("deployed", behind(skipped)),
+        (Ok((_, skipped)), Kind::Promote) => ("promoted", behind(skipped)),
         (Ok((_, skipped)), Kind::Rollback) => ("rolled-back", behind(skipped)),
         (Err(e @ Error::FleetSplit(_)), _) => ("fleet-split", Some(first_line(e))),
         (
@@ -561,7 +897,7 @@ fn event_of(
 /// Tell the configured webhooks what a deploy or rollback came to, whatever its shape.
 async fn announce(
     config: &Config,
-    kind: Kind,
+    kind: (Kind, Held),
     release: &str,
     result: Result<(&Plan, &[String]), &Error>,
 ) {
@@ -633,10 +969,13 @@ mod tests {
                 },
             ],
         };
-        assert_eq!(event_of(Kind::Deploy, Err(&hosts)).unwrap().0, "failed");
+        assert_eq!(
+            event_of((Kind::Deploy, Held::No), Err(&hosts)).unwrap().0,
+            "failed"
+        );
         let p = plan();
         assert_eq!(
-            event_of(Kind::Deploy, Ok((&p, &["h3".to_owned()][..]))).unwrap(),
+            event_of((Kind::Deploy, Held::No), Ok((&p, &["h3".to_owned()][..]))).unwrap(),
             (
                 "deployed",
                 Some("left out (unreachable, now behind): h3".to_owned())
@@ -651,7 +990,7 @@ mod tests {
             lock_kept: vec![],
         }));
         assert_eq!(
-            event_of(Kind::Deploy, Err(&split)).unwrap().0,
+            event_of((Kind::Deploy, Held::No), Err(&split)).unwrap().0,
             "fleet-split"
         );
         let hup = Error::Interrupted {
@@ -659,15 +998,20 @@ mod tests {
             switched: true,
         };
         assert_eq!(
-            event_of(Kind::Deploy, Err(&hup)).unwrap().0,
+            event_of((Kind::Deploy, Held::No), Err(&hup)).unwrap().0,
             "auto-rolled-back"
         );
         assert_eq!(
-            event_of(Kind::Deploy, Ok((&plan(), &[][..]))).unwrap().0,
+            event_of((Kind::Deploy, Held::No), Ok((&plan(), &[][..])))
+                .unwrap()
+                .0,
             "deployed"
         );
         let mut noop = plan();
         noop.steps[0].action = Action::AlreadyLive;
-        assert_eq!(event_of(Kind::Rollback, Ok((&noop, &[][..]))), None);
+        assert_eq!(
+            event_of((Kind::Rollback, Held::No), Ok((&noop, &[][..]))),
+            None
+        );
     }
 }

@@ -152,6 +152,81 @@ pub fn plan(
     })
 }
 
+/// Why the release waiting for promotion cannot be promoted as it was previewed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitingError {
+    /// No host has a release waiting.
+    Nothing,
+    /// The hosts' waiting records name different releases (or images): one line per host.
+    Differs(Vec<String>),
+}
+
+/// The release waiting for promotion (`deploy --no-promote`), which every host that records
+/// one agrees on.
+pub fn waiting_target(hosts: &[(String, HostState)]) -> Result<ReleaseRef, WaitingError> {
+    let waiting: Vec<(&str, &crate::state::Waiting)> = hosts
+        .iter()
+        .filter_map(|(h, s)| s.waiting.as_ref().map(|w| (h.as_str(), w)))
+        .collect();
+    let Some((_, first)) = waiting.first() else {
+        return Err(WaitingError::Nothing);
+    };
+    if waiting.iter().any(|(_, w)| !w.same_release(first)) {
+        return Err(WaitingError::Differs(
+            waiting
+                .iter()
+                .map(|(h, w)| format!("`{h}` holds {} (`{}`)", w.release, w.image))
+                .collect(),
+        ));
+    }
+    Ok(ReleaseRef {
+        release: first.release.clone(),
+        image: first.image.clone(),
+    })
+}
+
+/// The hosts where promoting `plan` would not be a switch to the very copy that waits (its
+/// release, its image, its colour, still answering with the same settings), with why: those
+/// must be refused, since what would go live is not what was previewed.
+pub fn changed_waiting(plan: &Plan, hosts: &[(String, HostState)]) -> Vec<String> {
+    plan.steps
+        .iter()
+        .zip(hosts)
+        .filter_map(|(step, (host, state))| {
+            let why = match (step.action, &state.waiting) {
+                (Action::AlreadyLive, _) => return None,
+                (_, None) => "nothing waits there".to_owned(),
+                (Action::StartAndSwitch, Some(w)) => format!(
+                    "the copy of {} waiting in {} would have to be started again{}",
+                    w.release,
+                    w.colour,
+                    step.why
+                        .as_ref()
+                        .map(|why| format!(" ({why})"))
+                        .unwrap_or_default()
+                ),
+                (Action::SwitchToWarm, Some(w)) if w.colour != step.to => {
+                    format!("it waits in {} but {} runs it", w.colour, step.to)
+                }
+                (Action::SwitchToWarm, Some(_)) => return None,
+            };
+            Some(format!("`{host}`: {why}"))
+        })
+        .collect()
+}
+
+/// The hosts whose live copy does not answer (nginx falls back to the previous colour): a
+/// release left waiting there would leave users on the fallback, which the waiting copy
+/// replaces.
+pub fn serving_through_backup(plan: &Plan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .filter(|s| s.action != Action::AlreadyLive)
+        .filter(|s| s.from.as_ref().is_some_and(|f| f.via == Via::Backup))
+        .map(|s| s.host.clone())
+        .collect()
+}
+
 /// What users get on a host, with its release.
 fn serving(state: &HostState) -> Option<Serving> {
     let (live, via) = state.serving()?;
@@ -619,6 +694,98 @@ mod tests {
 
     fn want(from: Option<Colour>, to: Colour, port: u16, action: Action) -> Want {
         Ok((from, to, port, action))
+    }
+
+    fn waiting(release: &str, colour: Colour, port: u16) -> crate::state::Waiting {
+        crate::state::Waiting {
+            release: release.into(),
+            image: rel(release).image,
+            runs: None,
+            colour,
+            port,
+            run: "r".into(),
+            user: "u".into(),
+            machine: "m".into(),
+            time: 1,
+        }
+    }
+
+    #[test]
+    fn the_release_waiting_for_promotion_is_the_one_every_host_agrees_on() {
+        let with = |w: Option<crate::state::Waiting>| HostState {
+            waiting: w,
+            ..one_and_two(3001, "active")
+        };
+        let c = config();
+        assert_eq!(
+            waiting_target(&[("h1".into(), with(None))]),
+            Err(WaitingError::Nothing)
+        );
+        let both = vec![
+            (
+                "h1".to_owned(),
+                with(Some(waiting("2", Colour::Green, 3002))),
+            ),
+            (
+                "h2".to_owned(),
+                with(Some(waiting("2", Colour::Green, 3002))),
+            ),
+        ];
+        let target = waiting_target(&both).unwrap();
+        assert_eq!(target, rel("2"));
+        // Blue serves 1, green runs 2 warm where it waits: a switch to it on both.
+        let p = plan(&c, &target, &both, &[]).unwrap();
+        assert!(changed_waiting(&p, &both).is_empty(), "{p:?}");
+        // Hosts holding different releases are named, each with its own.
+        let mut differ = both.clone();
+        differ[1].1.waiting = Some(waiting("3", Colour::Green, 3002));
+        match waiting_target(&differ) {
+            Err(WaitingError::Differs(lines)) => {
+                assert_eq!(lines.len(), 2);
+                assert!(lines[1].contains("`h2` holds 3"), "{lines:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A host where nothing waits, or whose waiting copy no longer runs as previewed
+        // (stopped, or its settings changed since), refuses the promotion, saying why.
+        let mut gone = both.clone();
+        gone[0].1.waiting = None;
+        gone[1].1.green = none();
+        let p = plan(&c, &target, &gone, &[]).unwrap();
+        let why = changed_waiting(&p, &gone);
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert!(why[0].contains("`h1`: nothing waits there"), "{why:?}");
+        assert!(why[1].contains("would have to be started again"), "{why:?}");
+        let mut changed = both.clone();
+        changed[0].1.green.settings = Settings::Differs;
+        changed[0].1.green.changed = vec!["DATABASE_URL".into()];
+        let p = plan(&c, &target, &changed, &[]).unwrap();
+        let why = changed_waiting(&p, &changed);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("`DATABASE_URL`"), "{why:?}");
+        // Where it already serves (promoted there by an earlier run), nothing is refused.
+        let mut live = both.clone();
+        live[0].1.upstream = Some(upstream(None, 3002, None));
+        let p = plan(&c, &target, &live, &[]).unwrap();
+        assert_eq!(p.steps[0].action, Action::AlreadyLive);
+        assert!(changed_waiting(&p, &live).is_empty());
+    }
+
+    #[test]
+    fn a_release_cannot_be_left_waiting_where_users_get_the_backup() {
+        let c = config();
+        // Blue (live) does not answer; green answers as nginx's backup.
+        let mut crashed = host(
+            Some(3001),
+            colour(Some("1"), "failed", 3001),
+            colour(Some("2"), "active", 3002),
+        );
+        crashed.upstream = Some(upstream(Some(Colour::Blue), 3001, Some(3002)));
+        crashed.green.answers = Some(200);
+        let healthy = one_and_two(3001, "active");
+        let hosts = vec![("h1".to_owned(), crashed), ("h2".to_owned(), healthy)];
+        let p = plan(&c, &rel("3"), &hosts, &[]).unwrap();
+        assert_eq!(serving_through_backup(&p), ["h1"]);
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub(super) struct Run<'a> {
     pub done: Mutex<Done>,
     /// How long the fleet served two releases at the switch (first host switched to last).
     pub window: Mutex<Option<Duration>>,
+    /// `deploy --no-promote`: stop once every host is healthy, the release left waiting.
+    pub no_promote: bool,
 }
 
 /// How far the run got: what [`Run::undo`] must undo.
@@ -69,6 +71,8 @@ pub(super) struct Done {
     switched: BTreeSet<usize>,
     /// Hosts where this run (re)started the new colour's processes (beside the web one).
     processes: BTreeSet<usize>,
+    /// Hosts where this run may have recorded its release as waiting for promotion.
+    held: BTreeSet<usize>,
 }
 
 /// A host with its step and what it had before.
@@ -160,6 +164,7 @@ impl<'a> Run<'a> {
         };
         let run = async {
             match self.stages(switched).await {
+                Ok(()) if self.no_promote => Ok(()),
                 Ok(()) => {
                     self.finish().await;
                     Ok(())
@@ -229,6 +234,10 @@ impl<'a> Run<'a> {
             self.release_phase().await?;
         }
         let direct = self.start_and_gate().await?;
+        if self.no_promote {
+            drop(direct);
+            return self.hold().await;
+        }
         // With no verification window, who answers on each new copy's port is read while the
         // switch commits (it waits on nginx's reload), not after it.
         let early = async {
@@ -243,7 +252,7 @@ impl<'a> Run<'a> {
         // Nobody waits for it but the pruning (gone with an error: nothing to tell).
         let _ = switched.send(());
         self.verify(&direct, owners).await?;
-        if self.kind == Kind::Deploy {
+        if self.kind != Kind::Rollback {
             self.cancel.guard(self.smoke()).await?;
             self.cancel
                 .guard(self.hooks(crate::hooks::Stage::PostDeploy))
@@ -580,7 +589,10 @@ impl<'a> Run<'a> {
                 staged.map(|()| tunnel)
             }))
             .await;
+        // A release left waiting starts its processes when promoted: they would consume the
+        // live release's queue meanwhile.
         let r = match r {
+            Ok(tunnel) if self.no_promote => Ok(tunnel),
             Ok(tunnel) => self
                 .cancel
                 .guard(abort.guard(self.start_processes(&w, gate_line)))
@@ -951,7 +963,7 @@ impl<'a> Run<'a> {
     /// How long verification watches users get the new release: none in a rollback.
     fn verify_window(&self) -> Duration {
         match self.kind {
-            Kind::Deploy => self.config.deploy.verify_window,
+            Kind::Deploy | Kind::Promote => self.config.deploy.verify_window,
             Kind::Rollback => Duration::ZERO,
         }
     }
@@ -1169,6 +1181,193 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    // --- hold: the release left waiting for promotion ----------------------------------------
+
+    /// `deploy --no-promote`, once every host is healthy: on each, the live upstream loses its
+    /// backup (the idle colour now runs the waiting release, which must never take users'
+    /// traffic when the live copy fails), `[preview]`'s include points at the waiting copy, and
+    /// the waiting record is written; then the preview is read back through each host's nginx.
+    async fn hold(&self) -> Result<(), Error> {
+        let changing = self.changing();
+        if let Some(w) = changing.iter().find(|w| {
+            w.step
+                .from
+                .as_ref()
+                .is_some_and(|f| f.via == state::Via::Backup)
+        }) {
+            // The plan is refused before anything starts (`deploy::refuse_no_promote`); this is
+            // the same rule, kept where the work is.
+            return Err(Error::Internal {
+                context: "holding a release".into(),
+                source: format!("`{}` serves through its backup", w.host.spec).into(),
+            });
+        }
+        self.mark(|d| d.held.extend(changing.iter().map(|w| w.index)));
+        let progress = ui::Step::new(
+            "Holding",
+            changing.iter().map(|w| &w.host.spec),
+            "the live release serves, the new one waits",
+        );
+        let site = self.config.site();
+        let me: Me = lock::me();
+        let target = &self.plan.target;
+        let results = each_bounded(changing.clone(), self.fleet.max_parallel, |w| {
+            let line = progress.line(&w.host.spec);
+            let waiting = state::Waiting {
+                release: target.release.clone(),
+                image: target.image.clone(),
+                runs: Some(self.image_on(&w)).filter(|i| *i != target.image),
+                colour: w.step.to,
+                port: w.step.port,
+                run: self.run_id.clone(),
+                user: me.user.clone(),
+                machine: me.machine.clone(),
+                time: 0,
+            };
+            let site = &site;
+            async move {
+                let upstream = match &w.step.from {
+                    Some(f) => state::upstream(Some(f.colour), f.port, None),
+                    None => w.state.upstream.clone().unwrap_or_default(),
+                };
+                let preview = state::preview_upstream(w.step.to, w.step.port, &target.release);
+                let include = site.preview_include();
+                let record = waiting.render();
+                let cmd = scripts::Hold {
+                    upstream_include: &site.upstream_include(),
+                    upstream: &upstream,
+                    preview: self
+                        .config
+                        .preview
+                        .as_ref()
+                        .map(|_| (include.as_str(), preview.as_str())),
+                    record: &site.waiting_record(),
+                    waiting: record.trim_end(),
+                }
+                .command();
+                let mut r = w.host.check(&cmd).await.map(|_| ());
+                if r.is_ok()
+                    && let Some(p) = &self.config.preview
+                {
+                    line.set(format!(
+                        "reading the preview back through nginx ({})",
+                        p.host
+                    ));
+                    r = self.read_preview(&w, &p.host).await;
+                }
+                line.finish_with(&r, "waiting");
+                r
+            }
+        })
+        .await;
+        drop(progress);
+        crate::fleet::collect(results)?;
+        let how = match &self.config.preview {
+            Some(p) => format!(
+                "; preview: http{}://{}/ or any request carrying `{}` (read back through nginx on each host)",
+                if self.config.tls.is_some() { "s" } else { "" },
+                p.host,
+                p.header
+            ),
+            None => "; no `[preview]`: it is not reachable through nginx".to_owned(),
+        };
+        let live: BTreeSet<String> = changing
+            .iter()
+            .filter_map(|w| w.step.from.as_ref().map(|f| f.release.release.clone()))
+            .collect();
+        ui::status(
+            "Waiting",
+            &format!(
+                "{} on {} host{} for promotion; users get {}{how}",
+                target.release,
+                changing.len(),
+                plural(changing.len()),
+                if live.is_empty() {
+                    "nothing yet".to_owned()
+                } else {
+                    live.into_iter().collect::<Vec<_>>().join(", ")
+                }
+            ),
+        );
+        Ok(())
+    }
+
+    /// The waiting copy answers healthy through `w`'s nginx for the preview's host name.
+    async fn read_preview(&self, w: &Work<'a>, host: &str) -> Result<(), Error> {
+        let tunnel = Tunnel::open(&w.host, 80)
+            .await?
+            .with_token(w.state.verify_token.as_deref());
+        let client = probe::client(true)?;
+        let expected = format!("127.0.0.1:{}", w.step.port);
+        let mut last = None;
+        for _ in 0..20 {
+            let answer = probe::get_within(
+                &client,
+                &tunnel,
+                &self.config.health.path,
+                Some(host),
+                Some(Duration::from_secs(2)),
+            )
+            .await;
+            if self.expect().healthy(&answer) && answer.upstream.as_deref() == Some(&expected) {
+                return Ok(());
+            }
+            last = Some(answer);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let answer = last.map(|a| {
+            format!(
+                "{a} (answered by {})",
+                a.upstream.as_deref().unwrap_or("an unnamed upstream")
+            )
+        });
+        Err(verify_failed(
+            &w.host.spec.to_string(),
+            format!(
+                "the preview (`{host}`) does not reach the waiting copy on port {}: {}",
+                w.step.port,
+                answer.unwrap_or_default()
+            ),
+        ))
+    }
+
+    /// Nothing waits for promotion on `hosts` any more: `[preview]` answers 502 again, the
+    /// record goes. A failure is a warning: the next run clears it again.
+    async fn clear_waiting(&self, hosts: &[Work<'a>]) {
+        if hosts.is_empty() {
+            return;
+        }
+        let site = self.config.site();
+        let results = each_bounded(hosts.to_vec(), self.fleet.max_parallel, |w| {
+            let site = &site;
+            async move {
+                let include = site.preview_include();
+                let content = state::preview_nothing_waits(self.config.ports.blue);
+                let cmd = scripts::ClearWaiting {
+                    preview: self
+                        .config
+                        .preview
+                        .as_ref()
+                        .map(|_| (include.as_str(), content.as_str())),
+                    record: &site.waiting_record(),
+                }
+                .command();
+                w.host
+                    .check(&cmd)
+                    .await
+                    .map_err(|e| format!("`{}`: {}", w.host.spec, first_line(&e)))
+            }
+        })
+        .await;
+        for r in results {
+            if let Err(e) = r {
+                ui::warn(&format!(
+                    "could not clear the release waiting for promotion on {e}"
+                ));
+            }
+        }
+    }
+
     // --- smoke -----------------------------------------------------------------------------------
 
     async fn smoke(&self) -> Result<(), Error> {
@@ -1187,9 +1386,16 @@ impl<'a> Run<'a> {
     async fn finish(&self) {
         let all = self.work();
         let outcome = match self.kind {
-            Kind::Deploy => Outcome::Deployed,
+            Kind::Deploy | Kind::Promote => Outcome::Deployed,
             Kind::Rollback => Outcome::RolledBack,
         };
+        // What waited for promotion here went live, or was replaced: nothing waits now.
+        let waited: Vec<Work<'a>> = self
+            .changing()
+            .into_iter()
+            .filter(|w| w.state.waiting.is_some())
+            .collect();
+        self.clear_waiting(&waited).await;
         let files = self.fleet_files();
         // A deploy's images beyond `retain` are pruned meanwhile (see `converge`); a rollback
         // pulls nothing new, at most a retained image.
@@ -1411,6 +1617,16 @@ impl<'a> Run<'a> {
             .cloned()
             .collect();
         self.stop_new(&stop, &started).await;
+        // A waiting record for a copy this run replaced or stopped, or wrote itself, goes.
+        let held = self.done.lock().map(|d| d.held.clone()).unwrap_or_default();
+        let stale: Vec<Work<'a>> = stop
+            .iter()
+            .filter(|w| {
+                held.contains(&w.index) || (started.contains(&w.index) && w.state.waiting.is_some())
+            })
+            .cloned()
+            .collect();
+        self.clear_waiting(&stale).await;
         let reachable: Vec<Work<'a>> = all
             .iter()
             .filter(|w| {

@@ -52,6 +52,9 @@ pub struct HostStatus {
     /// Another run left this host out as unreachable: what it missed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub behind: Option<String>,
+    /// The release waiting for promotion here (`deploy --no-promote`), as recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<crate::state::Waiting>,
     /// Not in `hosts`, but an earlier run deployed to it (it may still serve the app): the
     /// command that retires it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,6 +208,16 @@ impl crate::ui::Render for HostStatus {
         if let Some(b) = &self.behind {
             text.push_str(&format!("    behind: {b}\n"));
         }
+        if let Some(w) = &self.waiting {
+            let state = match w.colour {
+                Colour::Blue => &self.blue.unit,
+                Colour::Green => &self.green.unit,
+            };
+            text.push_str(&format!(
+                "    waiting for promotion: {} in {} (port {}, {state}), by {}@{}: `shipit promote` or `shipit discard`\n",
+                w.release, w.colour, w.port, w.user, w.machine
+            ));
+        }
         for p in &self.processes {
             text.push_str(&format!(
                 "    process {}: blue {}, green {}\n",
@@ -270,6 +283,7 @@ async fn rows(config: &Config, fleet: &Fleet) -> Result<Vec<HostStatus>, Error> 
                     processes,
                     jobs,
                     behind,
+                    waiting: state.waiting.clone(),
                     ..host_row(config, &client, &host, name, &state).await
                 }
             }

@@ -215,6 +215,7 @@ impl HostPlan {
                     FileKind::Systemd => Validator::Systemd,
                     FileKind::Logrotate => Validator::Logrotate,
                     FileKind::Upstream
+                    | FileKind::Preview
                     | FileKind::Certificate
                     | FileKind::Token
                     | FileKind::Private => return None,

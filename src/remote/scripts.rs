@@ -375,6 +375,25 @@ fn commit_upstream_script() -> &'static str {
     })
 }
 
+/// `hold.sh` after `reload_nginx` and the switch's halves, made once.
+fn hold_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        format!(
+            "{}{}{}",
+            body(RELOAD_FN),
+            body(UPSTREAM_FN),
+            script!("hold.sh")
+        )
+    })
+}
+
+/// `clear_waiting.sh` after `reload_nginx`, made once.
+fn clear_waiting_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("clear_waiting.sh")))
+}
+
 /// `prepare.sh` after the state and ports functions, made once.
 fn prepare_script() -> &'static str {
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -639,6 +658,50 @@ pub struct CommitUpstream<'a> {
 impl CommitUpstream<'_> {
     pub fn command(&self) -> RemoteCommand {
         RemoteCommand::new(self.label, commit_upstream_script()).arg(self.upstream_include)
+    }
+}
+
+/// A release left waiting for promotion: the live upstream without a backup, `[preview]`'s
+/// include pointing at the waiting copy, one reload, and the waiting record.
+pub struct Hold<'a> {
+    pub upstream_include: &'a str,
+    /// The live colour alone.
+    pub upstream: &'a str,
+    /// `[preview]`'s include and its content, when the site has one.
+    pub preview: Option<(&'a str, &'a str)>,
+    pub record: &'a str,
+    /// The record's JSON line.
+    pub waiting: &'a str,
+}
+
+impl Hold<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        let (include, content) = self.preview.unwrap_or(("-", ""));
+        RemoteCommand::new("hold the release for promotion", hold_script())
+            .arg(self.upstream_include)
+            .arg(self.upstream)
+            .arg(include)
+            .arg(content)
+            .arg(self.record)
+            .arg(self.waiting)
+    }
+}
+
+/// Nothing waits for promotion: `[preview]`'s include back to "nothing waits" (reloaded), the
+/// waiting record removed.
+pub struct ClearWaiting<'a> {
+    /// `[preview]`'s include and its content when nothing waits, when the site has one.
+    pub preview: Option<(&'a str, &'a str)>,
+    pub record: &'a str,
+}
+
+impl ClearWaiting<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        let (include, content) = self.preview.unwrap_or(("-", ""));
+        RemoteCommand::new("clear the waiting release", clear_waiting_script())
+            .arg(include)
+            .arg(content)
+            .arg(self.record)
     }
 }
 

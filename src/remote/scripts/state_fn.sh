@@ -107,6 +107,7 @@ PROBES
     printf 'nginx %s\n' "$nginx"
     printf 'fleet '; b64 "$state/fleet"
     printf 'behind '; b64 "$state/behind"
+    printf 'waiting '; b64 "$state/waiting"
     printf 'clock %s\n' "$(date +%s)"
     printf 'arch %s\n' "$(uname -m)"
     token=$(sed -n '/^ *"[0-9a-f]\{16,\}" 1;$/{s/^ *"\([0-9a-f]*\)" 1;$/\1/p;q;}' "${1%/*}/verify.conf" 2> /dev/null)
