@@ -642,3 +642,122 @@ fn no_build_deploys_the_image_already_pushed_to_every_environment() {
     assert_eq!(report("production"), pushed);
     assert_eq!(app.versions(&tb, &hosts), ["3.0.0", "3.0.0"]);
 }
+
+/// `/version` through a host's nginx with `Host: host` and `headers`: the status and the
+/// version (its part before `+`), or the body when it is not a version.
+fn version_via(h: &support::TestHost, host: &str, headers: &[&str]) -> (u16, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "5"])
+        .args(["-H", &format!("Host: {host}")]);
+    for header in headers {
+        cmd.args(["-H", header]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{}/version", h.http_port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let version = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["version"].as_str().map(str::to_owned))
+        .map_or_else(
+            || body.to_owned(),
+            |v| v.split('+').next().unwrap_or("").to_owned(),
+        );
+    (code.trim().parse().unwrap_or(0), version)
+}
+
+#[test]
+fn a_release_waits_for_promotion_beside_the_live_one_then_is_promoted_or_discarded() {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let app = App::hello_unprovisioned(&tb, "t-preview", &hosts, 4371, "");
+    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+    app.file("shipit.toml", &format!("{text}\n[preview]\n"))
+        .commit();
+    app.shipit(&["provision", "production"]).success();
+    let preview = format!("preview.{}", app.domain);
+    app.deploy("1.0.0");
+    for h in &hosts {
+        assert_eq!(
+            version_via(h, &preview, &[]).0,
+            502,
+            "nothing waits: the preview answers 502"
+        );
+    }
+
+    // 2.0.0 waits: users keep 1.0.0 under load; the preview name and the header reach 2.0.0.
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&["deploy", "production", "--version", "2.0.0", "--no-promote"])
+        .success();
+    assert_has(&run.stderr, "Waiting");
+    assert_has(&run.stderr, "shipit promote production");
+    assert!(!run.stderr.contains("Deployed"), "{}", run.stderr);
+    assert_eq!(app.versions(&tb, &hosts), ["1.0.0"; 3]);
+    for h in &hosts {
+        assert_eq!(version_via(h, &preview, &[]), (200, "2.0.0".into()));
+        assert_eq!(
+            version_via(h, &app.domain, &["X-Shipit-Preview: 1"]),
+            (200, "2.0.0".into())
+        );
+        assert_eq!(version_via(h, &app.domain, &[]), (200, "1.0.0".into()));
+    }
+    let status = app.shipit(&["status", "production"]).success();
+    assert_eq!(
+        status
+            .stdout
+            .matches("waiting for promotion: 2.0.0")
+            .count(),
+        3,
+        "{}",
+        status.stdout
+    );
+
+    // Promoted: the very copies that were previewed go live; the preview is empty again.
+    let run = app.shipit(&["promote", "production"]).success();
+    assert_has(&run.stderr, "Promoted 2.0.0+");
+    assert!(
+        !run.stderr.contains("Starting"),
+        "nothing restarts: {}",
+        run.stderr
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
+    for h in &hosts {
+        assert_eq!(version_via(h, &preview, &[]).0, 502);
+    }
+    let status = app.shipit(&["status", "production"]).success();
+    assert!(!status.stdout.contains("waiting"), "{}", status.stdout);
+    let again = app.shipit(&["promote", "production"]).failure(2);
+    assert_has(&again.stderr, "nothing waits for promotion");
+
+    // Discarded: 3.0.0 is stopped everywhere, users never left 2.0.0.
+    app.shipit(&["deploy", "production", "--version", "3.0.0", "--no-promote"])
+        .success();
+    let run = app.shipit(&["discard", "production"]).success();
+    assert_has(&run.stderr, "Discarded 3.0.0+");
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
+    for h in &hosts {
+        assert_eq!(version_via(h, &preview, &[]).0, 502);
+        assert_eq!(
+            units(&tb, h, "t-preview")
+                .split_whitespace()
+                .filter(|u| *u == "active")
+                .count(),
+            1
+        );
+    }
+
+    // A deploy over a waiting release says it replaces it, and nothing waits after it.
+    app.shipit(&["deploy", "production", "--version", "4.0.0", "--no-promote"])
+        .success();
+    let run = app.deploy("5.0.0");
+    assert_has(&run.stderr, "4.0.0+");
+    assert_has(&run.stderr, "replaces it with 5.0.0+");
+    assert_eq!(app.versions(&tb, &hosts), ["5.0.0"; 3]);
+    let status = app.shipit(&["status", "production"]).success();
+    assert!(!status.stdout.contains("waiting"), "{}", status.stdout);
+    load.stop()
+        .assert_no_failures("a preview, its promotion, a discard and a deploy over a preview");
+}
