@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # shipit's main job on the local testbed, with nothing to configure: provision 3 hosts, deploy
-# the hello example (v1), deploy v2 while a load runs through nginx, roll back, show status.
+# the hello example (v1), deploy v2 while a load runs through nginx, roll back, preview and
+# promote v3, show status.
 # Works on a fresh Debian machine: the testbed script installs and starts what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +71,16 @@ for port in $SHIPIT_TESTBED_HTTP_PORTS; do
   fi
   printf '  load on 127.0.0.1:%s: %s requests, %s\n' "$port" "$requests" "$note"
 done
+
+step "shipit deploy local --version 3.0.0 --no-promote   (it waits: users keep 1.0.0, the preview gets 3.0.0)"
+"$shipit" deploy local --version 3.0.0 --no-promote
+serving
+for port in $SHIPIT_TESTBED_HTTP_PORTS; do
+  printf '  127.0.0.1:%s, Host: preview.hello.test -> %s\n' "$port" "$(curl -s -H 'Host: preview.hello.test' "http://127.0.0.1:$port/version")"
+done
+step "shipit promote local   (the copies that were previewed go live: a gate, a switch, verification)"
+"$shipit" promote local
+serving
 
 step "shipit deploy local-noregistry --version 2.0.0   (no registry: the image goes over SSH)"
 "$shipit" provision local-noregistry

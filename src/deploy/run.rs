@@ -1389,10 +1389,10 @@ impl<'a> Run<'a> {
             Kind::Deploy | Kind::Promote => Outcome::Deployed,
             Kind::Rollback => Outcome::RolledBack,
         };
-        // What waited for promotion here went live, or was replaced: nothing waits now.
-        let waited: Vec<Work<'a>> = self
-            .changing()
-            .into_iter()
+        // What waited for promotion went live, or was replaced: nothing waits now.
+        let waited: Vec<Work<'a>> = all
+            .iter()
+            .cloned()
             .filter(|w| w.state.waiting.is_some())
             .collect();
         self.clear_waiting(&waited).await;
