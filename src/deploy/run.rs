@@ -1392,8 +1392,8 @@ impl<'a> Run<'a> {
         // What waited for promotion went live, or was replaced: nothing waits now.
         let waited: Vec<Work<'a>> = all
             .iter()
-            .cloned()
             .filter(|w| w.state.waiting.is_some())
+            .cloned()
             .collect();
         self.clear_waiting(&waited).await;
         let files = self.fleet_files();
