@@ -80,6 +80,11 @@ pub enum Command {
         /// (reachable through `[preview]`) for `shipit promote` or `shipit discard`
         #[arg(long)]
         no_promote: bool,
+        /// Move traffic to the new release in weighted steps (`10%,50%`; alone: `[canary]
+        /// steps`), each held and judged against the previous release from nginx's log; a
+        /// breach switches every host back
+        #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "", conflicts_with = "no_promote")]
+        canary: Option<String>,
         #[command(flatten)]
         change: ChangeArgs,
     },
@@ -445,6 +450,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             no_build,
             skip_backup,
             no_promote,
+            canary,
             change,
         } => {
             let options = crate::deploy::DeployOptions {
@@ -455,6 +461,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 skip_backup,
                 skip_unreachable: change.skip_unreachable,
                 no_promote,
+                canary,
             };
             let report = crate::deploy::deploy(&load(&environment)?, &options).await?;
             ui::print(&report, change.json);

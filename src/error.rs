@@ -29,6 +29,14 @@ pub enum Error {
         environment: String,
     },
 
+    #[error("`--canary`: {reason}\n  help: {help}")]
+    CanaryUnavailable { reason: String, help: String },
+
+    #[error(
+        "the canary at {percent}% failed: {reason}\n  every host was switched back to the previous release"
+    )]
+    CanaryFailed { percent: u8, reason: String },
+
     #[error(
         "nothing waits for promotion in `{environment}`\n  help: `shipit deploy {environment} --no-promote` starts a release that waits; `shipit status {environment}` shows what each host runs"
     )]
@@ -669,7 +677,9 @@ impl Error {
             Error::ProvisionDrift { .. }
             | Error::NothingWaits { .. }
             | Error::WaitingChanged { .. }
-            | Error::NoPromoteOnIncident { .. } => 2,
+            | Error::NoPromoteOnIncident { .. }
+            | Error::CanaryUnavailable { .. } => 2,
+            Error::CanaryFailed { .. } => 7,
             Error::LeftBehind { .. } => 13,
             Error::Hosts { hosts } => hosts.iter().map(Error::exit_code).max().unwrap_or(1),
             Error::Validation { .. } => 4,

@@ -217,6 +217,11 @@ impl Site {
         format!("/var/log/shipit/{}/{}", self.app, self.env)
     }
 
+    /// `[canary]`'s log: which copy answered each request, its status and time.
+    pub fn upstreams_log(&self) -> String {
+        format!("{}/upstreams.log", self.log_dir())
+    }
+
     /// State the hosts keep: release history, lock.
     pub fn state_dir(&self) -> String {
         format!("/var/lib/shipit/{}/{}", self.app, self.env)

@@ -491,6 +491,21 @@ pub fn upstream_not_deployed(port: u16) -> String {
     )
 }
 
+/// The upstream of a canary step: the previous colour stays live (the first server, which a
+/// reader takes for the live one) and the new one takes `percent` of the requests.
+pub fn canary_upstream(
+    live: Colour,
+    live_port: u16,
+    new: Colour,
+    new_port: u16,
+    percent: u8,
+) -> String {
+    format!(
+        "# Managed by shipit deploy.\n# live: {live}\n# canary: {new} {percent}%\nserver 127.0.0.1:{live_port} weight={} max_fails=1 fail_timeout=2s;\nserver 127.0.0.1:{new_port} weight={percent} max_fails=1 fail_timeout=2s;\n",
+        100 - u16::from(percent)
+    )
+}
+
 /// `[preview]`'s upstream include when nothing waits for promotion: its one server is `down`,
 /// so a preview request gets 502 rather than whatever holds that port.
 pub fn preview_nothing_waits(port: u16) -> String {

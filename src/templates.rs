@@ -147,6 +147,8 @@ struct Context<'a> {
     nginx: &'a crate::config::Nginx,
     volumes: &'a [String],
     preview: Option<PreviewContext>,
+    /// `[canary]`: nginx keeps a log of which copy answered.
+    canary: bool,
 }
 
 /// `[preview]`'s part of the nginx site: its upstream's include, its host name, and nginx's
@@ -381,6 +383,7 @@ impl Templates {
                 header: p.header.clone(),
                 header_var: p.header_var(),
             }),
+            canary: config.canary.is_some(),
         };
         let ctx = tera::Context::from_serialize(&ctx).map_err(|e| template_error("context", &e))?;
         let file = |path: String, kind, template: &str, ctx: &tera::Context| {

@@ -61,6 +61,52 @@ pub struct Config {
     /// `[preview]`: how a release waiting for promotion (`deploy --no-promote`) is reached
     /// through each host's nginx; `None` without the section.
     pub preview: Option<Preview>,
+    /// `[canary]`: how `deploy --canary` moves traffic and judges the new release; `None`
+    /// without the section (then nginx keeps no per-upstream log to judge from).
+    pub canary: Option<Canary>,
+}
+
+/// A canary deploy: traffic to the new release in weighted steps, each held while the new
+/// colour's answers are compared with the previous colour's over the same window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Canary {
+    /// The new release's share of requests at each step, in percent (1 to 99), ascending.
+    pub steps: Vec<u8>,
+    /// How long each step is held and judged.
+    #[serde(with = "humantime_serde")]
+    pub hold: Duration,
+    /// The new colour's share of 5xx answers may not pass this (0.01: 1 %)...
+    pub max_error_rate: f64,
+    /// ...nor the previous colour's over the same window by more than this.
+    pub max_error_increase: f64,
+    /// Its p95 latency may not pass the previous colour's times this.
+    pub max_p95_ratio: f64,
+    /// The new colour's requests a step needs for a verdict (the hold is extended up to
+    /// three times to get them).
+    pub min_requests: usize,
+}
+
+/// Canary steps as written (`10%,50%` or `10,50`): percents from 1 to 99, ascending.
+pub fn parse_canary_steps(text: &str) -> Result<Vec<u8>, String> {
+    let steps = text
+        .split(',')
+        .map(|s| {
+            let t = s.trim();
+            t.strip_suffix('%')
+                .unwrap_or(t)
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| (1..=99).contains(p))
+                .ok_or_else(|| format!("`{t}` is not a share from 1% to 99%"))
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    if steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "the steps `{text}` do not rise (such as `10%,50%`)"
+        ));
+    }
+    Ok(steps)
 }
 
 /// Where a waiting release answers through nginx: requests for its host name, and requests

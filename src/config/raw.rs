@@ -119,6 +119,7 @@ raw_table!(
         jobs: BTreeMap<String, Val<RawJob>>,
         backup: RawBackup,
         preview: RawPreview,
+        canary: RawCanary,
     }
 );
 
@@ -186,6 +187,15 @@ raw_table!(RawBackup {
 raw_table!(RawPreview {
     host: Val<String>,
     header: Val<String>,
+});
+
+raw_table!(RawCanary {
+    steps: Val<Vec<Val<String>>>,
+    hold: Val<String>,
+    max_error_rate: Val<f64>,
+    max_error_increase: Val<f64>,
+    max_p95_ratio: Val<f64>,
+    min_requests: Val<i64>,
 });
 
 raw_table!(RawPorts {

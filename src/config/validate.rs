@@ -357,6 +357,7 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         .preview
         .clone()
         .map(|p| check_preview(c, p, domain.as_deref()));
+    let canary = raw.canary.clone().map(|r| check_canary(c, r));
     let has_registry = raw.registry.is_some();
     let registry = raw
         .registry
@@ -583,6 +584,76 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
             Some(p) => Some(p?),
             None => None,
         },
+        canary: match canary {
+            Some(p) => Some(p?),
+            None => None,
+        },
+    })
+}
+
+/// `[canary]`: its steps (ascending percents), hold, thresholds and the requests it needs.
+fn check_canary(c: &mut Checker<'_>, r: raw::RawCanary) -> Option<super::Canary> {
+    let steps = match &r.steps {
+        None => Some(vec![10, 50]),
+        Some(v) => {
+            let text = v
+                .value
+                .iter()
+                .map(|s| s.value.clone())
+                .collect::<Vec<_>>()
+                .join(",");
+            match super::parse_canary_steps(&text) {
+                Ok(steps) if !steps.is_empty() => Some(steps),
+                Ok(_) => None,
+                Err(e) => {
+                    c.at(
+                        v,
+                        format!("`canary.steps`: {e}"),
+                        Some("such as `steps = [\"10%\", \"50%\"]`".into()),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let mut fraction = |v: &Option<Val<f64>>, key: &str, max: f64, default: f64| match v {
+        None => default,
+        Some(v) if v.value >= 0.0 && v.value <= max => v.value,
+        Some(v) => {
+            c.at(
+                v,
+                format!("`{key}` must be between 0 and {max}, got {}", v.value),
+                Some("0.01 means 1 %".into()),
+            );
+            default
+        }
+    };
+    let max_error_rate = fraction(&r.max_error_rate, "canary.max_error_rate", 1.0, 0.01);
+    let max_error_increase = fraction(
+        &r.max_error_increase,
+        "canary.max_error_increase",
+        1.0,
+        0.01,
+    );
+    let max_p95_ratio = match &r.max_p95_ratio {
+        None => 2.0,
+        Some(v) if v.value >= 1.0 => v.value,
+        Some(v) => {
+            c.at(
+                v,
+                format!("`canary.max_p95_ratio` must be at least 1, got {}", v.value),
+                Some("2.0: the new release may be up to twice as slow (p95)".into()),
+            );
+            2.0
+        }
+    };
+    Some(super::Canary {
+        steps: steps?,
+        hold: c.duration(&r.hold, "canary.hold", Duration::from_secs(30)),
+        max_error_rate,
+        max_error_increase,
+        max_p95_ratio,
+        min_requests: c.count(&r.min_requests, "canary.min_requests", 1..=1_000_000, 50),
     })
 }
 

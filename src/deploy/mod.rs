@@ -7,6 +7,7 @@
 //! - [`status`] and [`history`] are the read-only commands beside them (`shipit status`,
 //!   `shipit releases`); `smoke` is the burst through nginx after the switch.
 
+pub mod canary;
 mod env;
 pub use env::app_env;
 pub mod history;
@@ -42,6 +43,8 @@ pub struct DeployOptions {
     pub skip_unreachable: bool,
     /// Stop once every host is healthy: the release waits for `shipit promote`.
     pub no_promote: bool,
+    /// `--canary [STEPS]`: the steps as written (empty: `[canary] steps`).
+    pub canary: Option<String>,
 }
 
 /// `shipit promote` and `shipit discard`.
@@ -59,6 +62,8 @@ struct Extras<'a> {
     ship: Option<&'a crate::build::Image>,
     skip_backup: bool,
     no_promote: bool,
+    /// The canary's steps, in percent.
+    canary: Option<&'a [u8]>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -245,6 +250,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
     // Missing secrets fail before anything else, dry runs included.
     let settings = env::settings_text(config, &secrets)?;
     let tolerate = tolerate(config, options.skip_unreachable);
+    let canary = canary_steps(config, options.canary.as_deref())?;
     if options.dry_run {
         let (release, _) = crate::build::prepare(config, &options.build)?;
         let target = ReleaseRef {
@@ -288,6 +294,7 @@ pub async fn deploy(config: &Config, options: &DeployOptions) -> Result<Report, 
                 ship: image.over_ssh().then_some(&image),
                 skip_backup: options.skip_backup,
                 no_promote: options.no_promote,
+                canary: canary.as_deref(),
             },
             |_| Ok((target.clone(), Vec::new())),
         )
@@ -431,6 +438,9 @@ where
             if extras.no_promote {
                 refuse_no_promote(config, &plan)?;
             }
+            if extras.canary.is_some() {
+                refuse_canary(&plan)?;
+            }
             if kind != Kind::Promote {
                 warn_replaced_waiting(&plan, &states);
             }
@@ -463,6 +473,7 @@ where
                 done: Default::default(),
                 window: Default::default(),
                 no_promote: extras.no_promote,
+                canary: extras.canary,
             };
             run.converge().await?;
             let window = run.window.into_inner().ok().flatten();
@@ -471,6 +482,58 @@ where
         },
     )
     .await
+}
+
+/// `--canary [STEPS]`: the steps written, else `[canary] steps`; refused without `[canary]`
+/// (nginx keeps no log of which copy answered to judge from).
+fn canary_steps(config: &Config, written: Option<&str>) -> Result<Option<Vec<u8>>, Error> {
+    let Some(written) = written else {
+        return Ok(None);
+    };
+    let Some(canary) = &config.canary else {
+        return Err(Error::CanaryUnavailable {
+            reason: "there is no `[canary]` in the configuration".into(),
+            help: format!(
+                "add `[canary]` to shipit.toml (its steps, hold and thresholds; README: \"Canary\"), run `shipit provision {}` (nginx's log of which copy answered), then deploy again",
+                config.environment
+            ),
+        });
+    };
+    if written.trim().is_empty() {
+        return Ok(Some(canary.steps.clone()));
+    }
+    crate::config::parse_canary_steps(written)
+        .map(Some)
+        .map_err(|reason| Error::CanaryUnavailable {
+            reason,
+            help: "give rising shares, such as `--canary 10%,50%`".into(),
+        })
+}
+
+/// A canary compares the new release with the live one on every host that changes: each
+/// must have a live copy that answers (not a crashed one served through its backup).
+fn refuse_canary(plan: &Plan) -> Result<(), Error> {
+    let without: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action != Action::AlreadyLive)
+        .filter(|s| {
+            s.from
+                .as_ref()
+                .is_none_or(|f| f.via == crate::state::Via::Backup)
+        })
+        .map(|s| format!("`{}`", s.host))
+        .collect();
+    if without.is_empty() {
+        return Ok(());
+    }
+    Err(Error::CanaryUnavailable {
+        reason: format!(
+            "no live copy answers on {} to compare the new release with",
+            without.join(", ")
+        ),
+        help: "deploy without `--canary` (the health gate and verification still apply)".into(),
+    })
 }
 
 /// `deploy --no-promote` is refused where the live copy has crashed: the idle colour it would
@@ -885,6 +948,7 @@ fn event_of(
                 e @ (Error::VerifyFailed { .. }
                 | Error::SwitchFailed { .. }
                 | Error::SmokeFailed { .. }
+                | Error::CanaryFailed { .. }
                 | Error::PostDeployFailed { .. }
                 | Error::Interrupted { switched: true, .. }),
             ),

@@ -60,6 +60,8 @@ pub(super) struct Run<'a> {
     pub window: Mutex<Option<Duration>>,
     /// `deploy --no-promote`: stop once every host is healthy, the release left waiting.
     pub no_promote: bool,
+    /// `deploy --canary`: the new release's share of traffic at each step, in percent.
+    pub canary: Option<&'a [u8]>,
 }
 
 /// How far the run got: what [`Run::undo`] must undo.
@@ -237,6 +239,9 @@ impl<'a> Run<'a> {
         if self.no_promote {
             drop(direct);
             return self.hold().await;
+        }
+        if let Some(steps) = self.canary {
+            self.canary(steps).await?;
         }
         // With no verification window, who answers on each new copy's port is read while the
         // switch commits (it waits on nginx's reload), not after it.
@@ -1179,6 +1184,192 @@ impl<'a> Run<'a> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    // --- canary: weighted steps, each judged ---------------------------------------------------
+
+    /// Before the switch: on every host at once, the new colour takes each step's share of the
+    /// requests (weights in the upstream; the previous colour stays the live server); the step
+    /// is held while nginx logs which copy answered, then judged fleet-wide against the
+    /// previous colour over the same window. A breach fails the run, whose undo switches every
+    /// host back; passing every step leaves the switch to 100% (staged again) to the deploy.
+    async fn canary(&self, steps: &[u8]) -> Result<(), Error> {
+        let Some(canary) = &self.config.canary else {
+            return Ok(());
+        };
+        let changing = self.changing();
+        self.mark(|d| d.switched.extend(changing.iter().map(|w| w.index)));
+        let log = self.config.site().upstreams_log();
+        for &percent in steps {
+            let label = format!("canary {percent}%");
+            // The weights, then where each host's log stands.
+            let offsets = each_bounded(changing.clone(), SWITCH_AT_ONCE, |w| {
+                let label = &label;
+                let log = &log;
+                async move {
+                    let from = w.step.from.as_ref().ok_or_else(|| Error::Internal {
+                        context: "a canary step".into(),
+                        source: format!("`{}` has no live copy", w.host.spec).into(),
+                    })?;
+                    let content = state::canary_upstream(
+                        from.colour,
+                        from.port,
+                        w.step.to,
+                        w.step.port,
+                        percent,
+                    );
+                    self.write_upstream(&w.host, content, label)
+                        .await
+                        .map_err(|e| Error::SwitchFailed {
+                            host: w.host.spec.to_string(),
+                            reason: e.to_string(),
+                        })?;
+                    self.canary_read(&w, log, None).await.map(|s| s.size)
+                }
+            })
+            .await;
+            let offsets = crate::fleet::collect(offsets)?;
+            self.canary_step(canary, percent, &changing, &offsets)
+                .await?;
+        }
+        // The switch commits the staged upstream: a canary step's write used it up.
+        let staged = each_bounded(changing.clone(), self.fleet.max_parallel, |w| async move {
+            self.stage_switch(&w).await
+        })
+        .await;
+        crate::fleet::collect(staged).map(|_| ())
+    }
+
+    /// Hold one step (longer, up to three holds, while the new colour has too few requests to
+    /// judge), then judge it; its figures go to the progress lines and a status line.
+    async fn canary_step(
+        &self,
+        canary: &crate::config::Canary,
+        percent: u8,
+        changing: &[Work<'a>],
+        offsets: &[u64],
+    ) -> Result<(), Error> {
+        use super::canary::{Verdict, judge, total};
+        let t = Instant::now();
+        let log = self.config.site().upstreams_log();
+        let progress = ui::Step::new(
+            "Canary",
+            changing.iter().map(|w| &w.host.spec),
+            &format!(
+                "{percent}%: holding {} while nginx logs who answers",
+                humantime::format_duration(canary.hold)
+            ),
+        );
+        let mut holds = 0;
+        loop {
+            holds += 1;
+            self.cancel
+                .guard(async {
+                    tokio::time::sleep(canary.hold).await;
+                    Ok(())
+                })
+                .await?;
+            let samples = each_bounded(
+                changing
+                    .iter()
+                    .cloned()
+                    .zip(offsets.iter().copied())
+                    .collect(),
+                self.fleet.max_parallel,
+                |(w, from): (Work<'a>, u64)| {
+                    let log = &log;
+                    let progress = &progress;
+                    async move {
+                        let s = self.canary_read(&w, log, Some(from)).await?;
+                        progress.line(&w.host.spec).set(format!(
+                            "new {}; previous {}",
+                            s.new.describe(),
+                            s.old.describe()
+                        ));
+                        Ok::<_, Error>(s)
+                    }
+                },
+            )
+            .await;
+            let samples = crate::fleet::collect(samples)?;
+            let (new, old) = total(&samples);
+            let seen = new.requests + old.requests;
+            let split = if seen == 0 {
+                0.0
+            } else {
+                new.requests as f64 * 100.0 / seen as f64
+            };
+            let figures = format!(
+                "new {}; previous {}; {split:.1}% of {seen} requests went to the new release",
+                new.describe(),
+                old.describe()
+            );
+            match judge(canary, new, old) {
+                Verdict::TooFew if holds < 3 => continue,
+                Verdict::TooFew => {
+                    drop(progress);
+                    return Err(Error::CanaryFailed {
+                        percent,
+                        reason: format!(
+                            "too few requests to judge: the new release answered {} in {:.1}s, `canary.min_requests` is {} ({figures})",
+                            new.requests,
+                            t.elapsed().as_secs_f64(),
+                            canary.min_requests
+                        ),
+                    });
+                }
+                Verdict::Breach(reason) => {
+                    for w in changing {
+                        progress.line(&w.host.spec).failed(&"breach");
+                    }
+                    drop(progress);
+                    return Err(Error::CanaryFailed { percent, reason });
+                }
+                Verdict::Pass => {
+                    for w in changing {
+                        progress
+                            .line(&w.host.spec)
+                            .finish_with(&Ok::<(), Error>(()), "passed");
+                    }
+                    drop(progress);
+                    ui::status(
+                        "Canary",
+                        &format!(
+                            "{percent}% on {} host{} for {:.1}s passed: {figures}",
+                            changing.len(),
+                            plural(changing.len()),
+                            t.elapsed().as_secs_f64()
+                        ),
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// `w`'s log size, and with `from` its figures since then.
+    async fn canary_read(
+        &self,
+        w: &Work<'a>,
+        log: &str,
+        from: Option<u64>,
+    ) -> Result<super::canary::Sample, Error> {
+        let old_port = w.step.from.as_ref().map_or(0, |f| f.port);
+        let cmd = scripts::CanaryRead {
+            log,
+            from,
+            new_port: w.step.port,
+            old_port,
+        }
+        .command();
+        let out = w.host.check(&cmd).await?;
+        super::canary::parse(&String::from_utf8_lossy(&out), w.step.port, old_port).map_err(
+            |message| Error::Protocol {
+                host: w.host.spec.to_string(),
+                command: cmd.label.clone(),
+                message,
+            },
+        )
     }
 
     // --- hold: the release left waiting for promotion ----------------------------------------

@@ -687,6 +687,24 @@ impl Hold<'_> {
     }
 }
 
+/// A canary step's figures from `[canary]`'s log since `from` (`None`: only its size).
+pub struct CanaryRead<'a> {
+    pub log: &'a str,
+    pub from: Option<u64>,
+    pub new_port: u16,
+    pub old_port: u16,
+}
+
+impl CanaryRead<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new("read the canary's figures", script!("canary_read.sh"))
+            .arg(self.log)
+            .arg(self.from.map_or("-".to_owned(), |f| f.to_string()))
+            .arg(self.new_port.to_string())
+            .arg(self.old_port.to_string())
+    }
+}
+
 /// Nothing waits for promotion: `[preview]`'s include back to "nothing waits" (reloaded), the
 /// waiting record removed.
 pub struct ClearWaiting<'a> {

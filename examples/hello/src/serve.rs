@@ -4,12 +4,15 @@
 //! (0.0.0.0), `SHIPIT_RELEASE` or `APP_VERSION` (the version reported), `SHIPIT_COLOUR`,
 //! `HELLO_DATA` (the store, `/data`), `HELLO_HEALTH=unhealthy|error` (a failing health gate),
 //! `HELLO_EXIT_AFTER=<s>` (exit 1 that long after start: dies after passing the gate),
-//! `HELLO_START_DELAY=<s>` (a slow start). Each request is logged as
+//! `HELLO_START_DELAY=<s>` (a slow start), `HELLO_ERROR_RATE=<fraction>` (that share of the
+//! requests to any route but `/health` answer 500: every 20th for 0.05, so a canary's error
+//! rate is known exactly). Each request is logged as
 //! `METHOD PATH STATUS MICROSECONDS`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -38,6 +41,9 @@ struct App {
     hostname: String,
     health: Health,
     data: PathBuf,
+    /// `HELLO_ERROR_RATE`: every this many requests (but `/health`), one answers 500.
+    error_every: Option<u64>,
+    requests: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -61,6 +67,16 @@ impl Settings {
                 )));
             }
         };
+        let error_every = match env.parse::<f64>("HELLO_ERROR_RATE", "a fraction")? {
+            None => None,
+            Some(rate) if rate > 0.0 && rate <= 1.0 => Some((1.0 / rate).round() as u64),
+            Some(0.0) => None,
+            Some(rate) => {
+                return Err(Failure::Usage(format!(
+                    "HELLO_ERROR_RATE={rate}: expected a fraction between 0 and 1"
+                )));
+            }
+        };
         let port: u16 = env.parse("PORT", "a port number")?.unwrap_or(3000);
         let bind: IpAddr = env
             .parse("HELLO_BIND", "an IP address")?
@@ -76,6 +92,8 @@ impl Settings {
                     .unwrap_or_default(),
                 health,
                 data: env.data_dir(),
+                error_every,
+                requests: AtomicU64::new(0),
             },
             addr: SocketAddr::new(bind, port),
             exit_after: env.seconds("HELLO_EXIT_AFTER")?,
@@ -132,6 +150,7 @@ fn router(app: Arc<App>) -> axum::Router {
         .route("/store", get(store))
         .route("/", get(root))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), sickly))
         .layer(middleware::from_fn(access_log))
         .with_state(app)
 }
@@ -185,6 +204,18 @@ async fn not_found(req: Request) -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
+/// `HELLO_ERROR_RATE`: every `error_every`-th request but `/health` answers 500.
+async fn sickly(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(every) = app.error_every
+        && req.uri().path() != "/health"
+        && (app.requests.fetch_add(1, Ordering::Relaxed) + 1) % every == 0
+    {
+        let body = json!({"error": "HELLO_ERROR_RATE asked for this 500", "version": app.version});
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+    }
+    next.run(req).await
+}
+
 /// One line per request on stdout, which the container's log (and `shipit logs`) shows.
 async fn access_log(req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -221,6 +252,30 @@ mod tests {
             .await
             .unwrap();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn an_error_rate_answers_500_to_exactly_that_share_and_never_to_health() {
+        let app = Arc::new(settings(&[("HELLO_ERROR_RATE", "0.05")]).unwrap().app);
+        let mut errors = 0;
+        for _ in 0..200 {
+            let req = Request::builder()
+                .uri("/version")
+                .body(Body::empty())
+                .unwrap();
+            let resp = router(Arc::clone(&app)).oneshot(req).await.unwrap();
+            errors += usize::from(resp.status() == StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        assert_eq!(errors, 10);
+        for _ in 0..40 {
+            let req = Request::builder()
+                .uri("/health")
+                .body(Body::empty())
+                .unwrap();
+            let resp = router(Arc::clone(&app)).oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+        assert!(settings(&[("HELLO_ERROR_RATE", "2")]).is_err());
     }
 
     #[tokio::test]
