@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shipit's main job on the local testbed, with nothing to configure: provision 3 hosts, deploy
 # the hello example (v1), deploy v2 while a load runs through nginx, roll back, preview and
-# promote v3, show status.
+# promote v3, a canary of v4 under load, show status.
 # Works on a fresh Debian machine: the testbed script installs and starts what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,6 +80,17 @@ for port in $SHIPIT_TESTBED_HTTP_PORTS; do
 done
 step "shipit promote local   (the copies that were previewed go live: a gate, a switch, verification)"
 "$shipit" promote local
+serving
+
+step "shipit deploy local --version 4.0.0 --canary 10%,50%, under load   (each step judged from nginx's log)"
+pids=()
+for port in $SHIPIT_TESTBED_HTTP_PORTS; do
+  wrk -t1 -c4 -d12s -H 'Host: hello.test' "http://127.0.0.1:$port/version" > "$state/demo-canary-wrk-$port.txt" 2>&1 &
+  pids+=("$!")
+done
+sleep 1
+"$shipit" deploy local --version 4.0.0 --canary 10%,50%
+wait "${pids[@]}"
 serving
 
 step "shipit deploy local-noregistry --version 2.0.0   (no registry: the image goes over SSH)"

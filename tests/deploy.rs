@@ -761,3 +761,108 @@ fn a_release_waits_for_promotion_beside_the_live_one_then_is_promoted_or_discard
     load.stop()
         .assert_no_failures("a preview, its promotion, a discard and a deploy over a preview");
 }
+
+/// The number after `prefix` in `text` (such as `12` in `(12 of 240 requests)`).
+fn number_after(text: &str, prefix: &str) -> f64 {
+    let at = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no `{prefix}` in {text}"))
+        + prefix.len();
+    text[at..]
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after `{prefix}` in {text}"))
+}
+
+#[test]
+fn a_canary_of_a_good_release_reaches_everyone_and_a_failing_one_is_switched_back_by_its_error_rate()
+ {
+    let tb = Testbed::from_env();
+    let hosts = tb.hosts(3);
+    let app = App::hello_unprovisioned(&tb, "t-canary", &hosts, 4381, "");
+    let settings = |env: &str| {
+        app.set_hello_env(4381, env);
+        let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
+        app.file(
+            "shipit.toml",
+            &format!("{text}\n[canary]\nhold = \"2s\"\nmin_requests = 40\n"),
+        )
+        .commit();
+    };
+    settings("");
+    app.shipit(&["provision", "production"]).success();
+    app.deploy("1.0.0");
+
+    // A good release: each step passes on its figures, the split is the one asked for.
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&[
+            "deploy",
+            "production",
+            "--version",
+            "2.0.0",
+            "--canary",
+            "20%,50%",
+        ])
+        .success();
+    load.stop().assert_no_failures("a canary of a good release");
+    let steps: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("Canary "))
+        .collect();
+    eprintln!("{}", steps.join("\n"));
+    assert_eq!(steps.len(), 2, "{}", run.stderr);
+    assert!(
+        steps[0].contains("20% on 3 hosts") && steps[0].contains("passed"),
+        "{steps:?}"
+    );
+    for (step, want) in [(steps[0], 20.0), (steps[1], 50.0)] {
+        let split = number_after(&step[step.rfind("; ").unwrap()..], "; ");
+        assert!(
+            (split - want).abs() < 6.0,
+            "asked {want}%, measured {split}%: {step}"
+        );
+    }
+    assert_has(&run.stderr, "Deployed 2.0.0+");
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
+
+    // 5% of its answers are 500s: the first step's error rate alone switches every host back.
+    settings("HELLO_ERROR_RATE = \"0.05\"");
+    let load = Load::start(&hosts, &app.domain, 2);
+    let run = app
+        .shipit(&[
+            "deploy",
+            "production",
+            "--version",
+            "3.0.0",
+            "--canary",
+            "50%",
+        ])
+        .failure(7);
+    let report = load.stop();
+    let verdict = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("the canary at 50% failed: error rate "))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    eprintln!("{verdict}");
+    let rate = number_after(verdict, "failed: error rate ");
+    assert!((3.0..=7.0).contains(&rate), "{verdict}");
+    assert!(number_after(verdict, "% (") > 0.0, "{verdict}");
+    // Users' failed requests are the canary's own errors: every one it answered until every
+    // host went back (counted from nginx's log after the switch back).
+    let errors = number_after(verdict, "requests, ");
+    assert!(
+        report.failed > 0 && report.failed as f64 <= errors,
+        "the only failed requests are the canary's own {errors} errors: {report:?}"
+    );
+    assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
+    assert_eq!(
+        run.stderr.matches("Reverted").count(),
+        3,
+        "every host switched back: {}",
+        run.stderr
+    );
+}

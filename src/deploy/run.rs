@@ -1202,7 +1202,8 @@ impl<'a> Run<'a> {
         let log = self.config.site().upstreams_log();
         for &percent in steps {
             let label = format!("canary {percent}%");
-            // The weights, then where each host's log stands.
+            // Where each host's log stands, then the weights: every answer of the new colour
+            // at this step is counted.
             let offsets = each_bounded(changing.clone(), SWITCH_AT_ONCE, |w| {
                 let label = &label;
                 let log = &log;
@@ -1218,13 +1219,14 @@ impl<'a> Run<'a> {
                         w.step.port,
                         percent,
                     );
+                    let size = self.canary_read(&w, log, None).await?.size;
                     self.write_upstream(&w.host, content, label)
                         .await
                         .map_err(|e| Error::SwitchFailed {
                             host: w.host.spec.to_string(),
                             reason: e.to_string(),
                         })?;
-                    self.canary_read(&w, log, None).await.map(|s| s.size)
+                    Ok::<_, Error>(size)
                 }
             })
             .await;
@@ -1323,7 +1325,11 @@ impl<'a> Run<'a> {
                         progress.line(&w.host.spec).failed(&"breach");
                     }
                     drop(progress);
-                    return Err(Error::CanaryFailed { percent, reason });
+                    let served = self.canary_back(changing, offsets).await;
+                    return Err(Error::CanaryFailed {
+                        percent,
+                        reason: format!("{reason}{served}"),
+                    });
                 }
                 Verdict::Pass => {
                     for w in changing {
@@ -1344,6 +1350,38 @@ impl<'a> Run<'a> {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// After a breach, at once: every host's upstream as it was before the run (the undo
+    /// writes it again and reads it back), then what the new release answered in all since
+    /// the step began, for the message: what its users got.
+    async fn canary_back(&self, changing: &[Work<'a>], offsets: &[u64]) -> String {
+        let log = self.config.site().upstreams_log();
+        let work: Vec<(Work<'a>, u64)> = changing
+            .iter()
+            .cloned()
+            .zip(offsets.iter().copied())
+            .collect();
+        let read = each_bounded(work, SWITCH_AT_ONCE, |(w, from)| {
+            let log = &log;
+            async move {
+                let previous = w.state.upstream.clone().unwrap_or_default();
+                self.write_upstream(&w.host, previous, "canary: switch back")
+                    .await?;
+                self.canary_read(&w, log, Some(from)).await
+            }
+        })
+        .await;
+        match crate::fleet::collect(read) {
+            Ok(samples) => {
+                let (new, _) = super::canary::total(&samples);
+                format!(
+                    "; in all, the new release answered {} requests, {} of them with errors, before every host went back",
+                    new.requests, new.errors
+                )
+            }
+            Err(_) => String::new(),
         }
     }
 
