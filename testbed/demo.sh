@@ -85,7 +85,7 @@ serving
 step "shipit deploy local --version 4.0.0 --canary 10%,50%, under load   (each step judged from nginx's log)"
 pids=()
 for port in $SHIPIT_TESTBED_HTTP_PORTS; do
-  wrk -t1 -c4 -d12s -H 'Host: hello.test' "http://127.0.0.1:$port/version" > "$state/demo-canary-wrk-$port.txt" 2>&1 &
+  wrk -t1 -c4 -d25s -H 'Host: hello.test' "http://127.0.0.1:$port/version" > "$state/demo-canary-wrk-$port.txt" 2>&1 &
   pids+=("$!")
 done
 sleep 1
