@@ -827,6 +827,8 @@ fn a_canary_of_a_good_release_reaches_everyone_and_a_failing_one_is_switched_bac
     }
     assert_has(&run.stderr, "Deployed 2.0.0+");
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
+    let releases = app.shipit(&["releases", "production"]).success();
+    assert_has(&releases.stdout, "canary: 20% passed (new 0.0% errors");
 
     // 5% of its answers are 500s: the first step's error rate alone switches every host back.
     settings("HELLO_ERROR_RATE = \"0.05\"");
@@ -865,4 +867,6 @@ fn a_canary_of_a_good_release_reaches_everyone_and_a_failing_one_is_switched_bac
         "every host switched back: {}",
         run.stderr
     );
+    let releases = app.shipit(&["releases", "production"]).success();
+    assert_has(&releases.stdout, "the canary at 50% failed: error rate");
 }

@@ -100,6 +100,9 @@ pub struct Report {
     /// the last.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switch_window_seconds: Option<f64>,
+    /// `--canary`: each step that passed, with its figures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub canary: Vec<String>,
     pub seconds: f64,
 }
 
@@ -399,6 +402,8 @@ struct Switched {
     sent: Vec<crate::transfer::Sent>,
     /// How long the fleet served two releases at the switch.
     window: Option<Duration>,
+    /// The canary steps that passed, with their figures.
+    canary: Vec<String>,
 }
 
 /// Under the lock: read the hosts, choose the target, plan, and converge (sending `ship` to
@@ -474,11 +479,20 @@ where
                 window: Default::default(),
                 no_promote: extras.no_promote,
                 canary: extras.canary,
+                canary_passed: Default::default(),
             };
             run.converge().await?;
             let window = run.window.into_inner().ok().flatten();
             let sent = run.sent.into_inner().unwrap_or_default();
-            Ok((plan, Switched { sent, window }))
+            let canary = run.canary_passed.into_inner().unwrap_or_default();
+            Ok((
+                plan,
+                Switched {
+                    sent,
+                    window,
+                    canary,
+                },
+            ))
         },
     )
     .await
@@ -990,6 +1004,7 @@ fn report(plan: Plan, switched: Switched, behind: Vec<String>, started: Instant)
         sent: switched.sent,
         behind,
         switch_window_seconds: switched.window.map(|w| w.as_secs_f64()),
+        canary: switched.canary,
         seconds: started.elapsed().as_secs_f64(),
     }
 }

@@ -62,6 +62,8 @@ pub(super) struct Run<'a> {
     pub no_promote: bool,
     /// `deploy --canary`: the new release's share of traffic at each step, in percent.
     pub canary: Option<&'a [u8]>,
+    /// Each canary step that passed, with its figures: for the history and the report.
+    pub canary_passed: Mutex<Vec<String>>,
 }
 
 /// How far the run got: what [`Run::undo`] must undo.
@@ -1332,6 +1334,9 @@ impl<'a> Run<'a> {
                     });
                 }
                 Verdict::Pass => {
+                    if let Ok(mut passed) = self.canary_passed.lock() {
+                        passed.push(format!("{percent}% passed ({figures})"));
+                    }
                     for w in changing {
                         progress
                             .line(&w.host.spec)
@@ -1628,7 +1633,13 @@ impl<'a> Run<'a> {
         let files = self.fleet_files();
         // A deploy's images beyond `retain` are pruned meanwhile (see `converge`); a rollback
         // pulls nothing new, at most a retained image.
-        self.record(&all, outcome, None, &files).await;
+        let canary = self
+            .canary_passed
+            .lock()
+            .map(|steps| steps.join("; "))
+            .unwrap_or_default();
+        let note = (!canary.is_empty()).then(|| format!("canary: {canary}"));
+        self.record(&all, outcome, note.as_deref(), &files).await;
         // The previous release's processes stop now that the switch is verified (they would
         // consume the same queue as the new ones).
         self.stop_previous_processes(&self.changing()).await;
