@@ -381,6 +381,37 @@ fn tls_sites_serve_https_redirect_http_and_still_verify() {
         doctor.stdout
     );
 
+    // A preview over HTTPS: the header on the live name reaches the waiting release (the
+    // certificate covers only the live name), users get the live one; discarded after.
+    app.env_file("production", &tb, &hosts, &format!("{tls}\n[preview]\n"))
+        .commit();
+    app.shipit(&["provision", "production"]).success();
+    let run = app
+        .shipit(&["deploy", "production", "--version", "3.0.0", "--no-promote"])
+        .success();
+    assert_has(&run.stderr, "preview: https://preview.t-tls.test/");
+    for h in &hosts {
+        let version = |header: &str| {
+            tb.sh_ok(
+                h,
+                &format!(
+                    "curl -sk --resolve t-tls.test:443:127.0.0.1 {header} https://t-tls.test/version"
+                ),
+            )
+        };
+        assert!(
+            version("-H 'X-Shipit-Preview: yes'").contains("\"version\":\"3.0.0+"),
+            "{}",
+            version("-H 'X-Shipit-Preview: yes'")
+        );
+        assert!(
+            version("").contains("\"version\":\"2.0.0+"),
+            "{}",
+            version("")
+        );
+    }
+    app.shipit(&["discard", "production"]).success();
+
     // Every host checks what it serves daily by itself, so that a renewal nobody ran is noticed
     // without anyone running shipit: under 14 days it says so in its journal and calls the
     // webhooks of `[notify]` from the host. A listener on the host's loopback stands in for the
