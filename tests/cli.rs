@@ -127,6 +127,13 @@ fn every_configuration_error_as_the_user_reads_it() {
             format!("{ENV}[ssh]\nknown_hosts = \"strcit\"\nconnect_timeout = \"-1s\"\n"),
         ),
         (
+            "preview and canary",
+            format!(
+                "{BASE}[preview]\nheader = \"X Preview\"\n[canary]\nsteps = [\"50%\", \"10%\"]\nmax_error_rate = 2.0\nmax_p95_ratio = 0.5\n"
+            ),
+            ENV.into(),
+        ),
+        (
             "environment and secrets",
             format!(
                 "{BASE}[env]\nclear = {{ \"BAD-NAME\" = \"x\", SHIPIT_X = \"y\", A = \"two\\nlines\", B = \"b\" }}\nsecret = [\"B\", \"C\", \"C\", \"1X\"]\n"
