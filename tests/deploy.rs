@@ -704,9 +704,27 @@ fn a_release_waits_for_promotion_beside_the_live_one_then_is_promoted_or_discard
     let tb = Testbed::from_env();
     let hosts = tb.hosts(3);
     let app = App::hello_unprovisioned(&tb, "t-preview", &hosts, 4371, "");
-    let text = std::fs::read_to_string(app.path().join("shipit.toml")).unwrap();
-    app.file("shipit.toml", &format!("{text}\n[preview]\n"))
-        .commit();
+    // A worker beside the web process: a waiting release's must not consume the live queue.
+    for h in &hosts {
+        tb.sh_ok(h, "install -d -o 65534 -g 65534 /var/lib/t-preview-data");
+    }
+    let text = std::fs::read_to_string(app.path().join("shipit.toml"))
+        .unwrap()
+        .replace(
+            "cpu_quota = \"50%\"\n",
+            "cpu_quota = \"50%\"\nvolumes = [\"/var/lib/t-preview-data:/data\"]\n",
+        );
+    app.file(
+        "shipit.toml",
+        &format!("{text}\n[preview]\n\n[processes.worker]\ncommand = [\"worker\"]\nready_after = \"1s\"\n"),
+    )
+    .commit();
+    let workers = |h: &support::TestHost| {
+        tb.sh_ok(
+            h,
+            "systemctl is-active t-preview_production_worker@blue t-preview_production_worker@green | tr '\\n' ' '",
+        )
+    };
     app.shipit(&["provision", "production"]).success();
     let preview = format!("preview.{}", app.domain);
     app.deploy("1.0.0");
@@ -745,6 +763,11 @@ fn a_release_waits_for_promotion_beside_the_live_one_then_is_promoted_or_discard
         "{}",
         status.stdout
     );
+    // Only the live release's worker runs while 2.0.0 waits; promoted, only 2.0.0's.
+    let before: Vec<String> = hosts.iter().map(|h| workers(h)).collect();
+    for w in &before {
+        assert_eq!(w.matches("inactive").count(), 1, "one worker runs: {w}");
+    }
 
     // Promoted: the very copies that were previewed go live; the preview is empty again.
     let run = app.shipit(&["promote", "production"]).success();
@@ -755,8 +778,15 @@ fn a_release_waits_for_promotion_beside_the_live_one_then_is_promoted_or_discard
         run.stderr
     );
     assert_eq!(app.versions(&tb, &hosts), ["2.0.0"; 3]);
-    for h in &hosts {
+    for (h, before) in hosts.iter().zip(&before) {
         assert_eq!(version_via(h, &preview, &[]).0, 502);
+        let after = workers(h);
+        assert_eq!(
+            after.matches("inactive").count(),
+            1,
+            "one worker runs: {after}"
+        );
+        assert_ne!(&after, before, "the worker moved to the promoted colour");
     }
     let status = app.shipit(&["status", "production"]).success();
     assert!(!status.stdout.contains("waiting"), "{}", status.stdout);
