@@ -764,7 +764,7 @@ fn a_release_waits_for_promotion_beside_the_live_one_then_is_promoted_or_discard
         status.stdout
     );
     // Only the live release's worker runs while 2.0.0 waits; promoted, only 2.0.0's.
-    let before: Vec<String> = hosts.iter().map(|h| workers(h)).collect();
+    let before: Vec<String> = hosts.iter().map(workers).collect();
     for w in &before {
         assert_eq!(w.matches("inactive").count(), 1, "one worker runs: {w}");
     }

@@ -17,6 +17,17 @@ macro_rules! script {
     };
 }
 
+/// A script after the shared functions it calls (each `*_FN`'s body), joined once, on first
+/// use.
+macro_rules! composed {
+    ($($part:expr),+ ; $file:literal) => {{
+        static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        SCRIPT
+            .get_or_init(|| [$(body($part)),+, script!($file)].concat())
+            .as_str()
+    }};
+}
+
 /// The functions that print a host's deploy state, shared by two scripts.
 const STATE_FN: &str = include_str!("scripts/state_fn.sh");
 
@@ -327,8 +338,7 @@ impl ReadState {
 
 /// `deploy_state.sh` after the state functions, made once.
 fn deploy_state_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| format!("{}{}", body(STATE_FN), body(script!("deploy_state.sh"))))
+    composed!(STATE_FN; "deploy_state.sh")
 }
 
 /// `reload_nginx`, shared by the scripts that reload nginx.
@@ -336,8 +346,7 @@ const RELOAD_FN: &str = include_str!("scripts/reload_fn.sh");
 
 /// `commit.sh` after `reload_nginx`, made once.
 fn commit_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("commit.sh")))
+    composed!(RELOAD_FN; "commit.sh")
 }
 
 /// The two halves of a switch, shared by three scripts.
@@ -345,78 +354,42 @@ const UPSTREAM_FN: &str = include_str!("scripts/upstream_fn.sh");
 
 /// `switch.sh` after `reload_nginx` and the switch's halves, made once.
 fn switch_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        format!(
-            "{}{}{}",
-            body(RELOAD_FN),
-            body(UPSTREAM_FN),
-            script!("switch.sh")
-        )
-    })
+    composed!(RELOAD_FN, UPSTREAM_FN; "switch.sh")
 }
 
 /// `stage_upstream.sh` after the switch's halves, made once.
 fn stage_upstream_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| format!("{}{}", body(UPSTREAM_FN), script!("stage_upstream.sh")))
+    composed!(UPSTREAM_FN; "stage_upstream.sh")
 }
 
 /// `commit_upstream.sh` after `reload_nginx` and the switch's halves, made once.
 fn commit_upstream_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        format!(
-            "{}{}{}",
-            body(RELOAD_FN),
-            body(UPSTREAM_FN),
-            script!("commit_upstream.sh")
-        )
-    })
+    composed!(RELOAD_FN, UPSTREAM_FN; "commit_upstream.sh")
 }
 
 /// `hold.sh` after `reload_nginx` and the switch's halves, made once.
 fn hold_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        format!(
-            "{}{}{}",
-            body(RELOAD_FN),
-            body(UPSTREAM_FN),
-            script!("hold.sh")
-        )
-    })
+    composed!(RELOAD_FN, UPSTREAM_FN; "hold.sh")
 }
 
 /// `clear_waiting.sh` after `reload_nginx`, made once.
 fn clear_waiting_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("clear_waiting.sh")))
+    composed!(RELOAD_FN; "clear_waiting.sh")
 }
 
 /// `prepare.sh` after the state and ports functions, made once.
 fn prepare_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        format!(
-            "{}{}{}",
-            body(STATE_FN),
-            body(PORTS_FN),
-            script!("prepare.sh")
-        )
-    })
+    composed!(STATE_FN, PORTS_FN; "prepare.sh")
 }
 
 /// `ports_held.sh` after the ports functions, made once.
 fn ports_held_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| format!("{}{}", body(PORTS_FN), script!("ports_held.sh")))
+    composed!(PORTS_FN; "ports_held.sh")
 }
 
 /// `retire_site.sh` after `reload_nginx`, made once.
 fn retire_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| format!("{}{}", body(RELOAD_FN), script!("retire_site.sh")))
+    composed!(RELOAD_FN; "retire_site.sh")
 }
 
 /// Take a site off a host that is no longer its environment's: units, containers, nginx site,
@@ -455,8 +428,7 @@ impl ForgetHosts<'_> {
 
 /// `lock.sh` after the state functions, made once.
 fn lock_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| format!("{}{}", body(STATE_FN), script!("lock.sh")))
+    composed!(STATE_FN; "lock.sh")
 }
 
 /// A script without its header comment (what it is for and its arguments, for the reader of
@@ -1044,10 +1016,10 @@ pub struct HostImages;
 
 impl HostImages {
     pub fn command(&self) -> RemoteCommand {
-        static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let script =
-            SCRIPT.get_or_init(|| format!("{}{}", body(IMAGE_FN), script!("host_images.sh")));
-        RemoteCommand::new("read the engine's images", script.as_str())
+        RemoteCommand::new(
+            "read the engine's images",
+            composed!(IMAGE_FN; "host_images.sh"),
+        )
     }
 }
 
@@ -1060,10 +1032,7 @@ pub struct LoadImage {
 
 impl LoadImage {
     pub fn command(&self) -> RemoteCommand {
-        static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let script =
-            SCRIPT.get_or_init(|| format!("{}{}", body(IMAGE_FN), script!("load_image.sh")));
-        RemoteCommand::new("load the image", script.as_str())
+        RemoteCommand::new("load the image", composed!(IMAGE_FN; "load_image.sh"))
             .arg(self.room.staged.to_string())
             .arg(self.room.unpacked.to_string())
             .arg(crate::transfer::plan::KEEP_FREE.to_string())
