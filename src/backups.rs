@@ -238,6 +238,7 @@ async fn run_restore(
     let file = format!("{}/{id}", site.backups_dir());
     let oneoff = crate::oneoff::Oneoff {
         config,
+        host: &host.spec,
         role: "restore",
         name: crate::oneoff::name(config, "restore"),
         image: &image,
@@ -282,6 +283,170 @@ async fn run_restore(
     }
     ui::status("Restored", &format!("`{id}` on `{}`", host.spec));
     Ok(())
+}
+
+/// A backup just taken, as its host said.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Taken {
+    pub file: String,
+    pub bytes: u64,
+    /// How many older ones were removed.
+    pub pruned: usize,
+}
+
+/// The backup command on `host` (the backup host), in `image_here` unless `[backup] image`
+/// names one, with the app's environment `env` on stdin: its container's name, and the command.
+pub fn command(
+    config: &Config,
+    host: &crate::config::HostSpec,
+    backup: &Backup,
+    release: &str,
+    image_here: &str,
+    env: &str,
+) -> (String, crate::remote::RemoteCommand) {
+    let dir = config.site().backups_dir();
+    let image = backup.image.as_deref().unwrap_or(image_here);
+    let oneoff = crate::oneoff::Oneoff {
+        config,
+        host,
+        role: "backup",
+        name: crate::oneoff::name(config, "backup"),
+        image,
+        command: &backup.command,
+        env: crate::oneoff::EnvFrom::Stdin,
+        extra: vec![
+            "--volume".into(),
+            format!("{dir}/.incoming:/shipit-backup"),
+            "--env".into(),
+            "SHIPIT_BACKUP_FILE=/shipit-backup/backup".into(),
+        ],
+        tty: false,
+        interactive: false,
+    };
+    let docker = oneoff.docker_args();
+    let cmd = scripts::Backup {
+        dir: &dir,
+        release,
+        keep: backup.keep,
+        name: &oneoff.name,
+        image,
+        docker: &docker,
+        env,
+    }
+    .command();
+    (oneoff.name, cmd)
+}
+
+/// What the backup script said it kept (`shipit-backup FILE BYTES`) and pruned.
+pub fn taken(stderr: &str) -> Option<Taken> {
+    let (file, bytes) = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("shipit-backup "))
+        .and_then(|l| l.split_once(' '))?;
+    Some(Taken {
+        file: file.to_owned(),
+        bytes: bytes.trim().parse::<u64>().unwrap_or(0),
+        pruned: stderr
+            .lines()
+            .filter(|l| l.starts_with("shipit-pruned "))
+            .count(),
+    })
+}
+
+/// `Backed up to DIR/FILE on HOST (N KiB); M older backups removed (keep = K)`.
+pub fn say_taken(config: &Config, host: &crate::config::HostSpec, backup: &Backup, taken: &Taken) {
+    ui::status(
+        "Backed up",
+        &format!(
+            "to `{}/{}` on `{host}` ({} KiB){}",
+            config.site().backups_dir(),
+            taken.file,
+            taken.bytes.div_ceil(1024),
+            if taken.pruned > 0 {
+                format!(
+                    "; {} older backup{} removed (keep = {})",
+                    taken.pruned,
+                    ui::plural(taken.pruned),
+                    backup.keep
+                )
+            } else {
+                String::new()
+            }
+        ),
+    );
+}
+
+/// A backup now, outside a deploy (before `shipit accessory upgrade`): on the backup host,
+/// with the live release's environment and image (or `[backup] image`). Its ID.
+pub async fn take(config: &Config, reason: &str) -> Result<String, Error> {
+    let Some(backup) = &config.backup else {
+        return Err(Error::NoBackup {
+            environment: config.environment.clone(),
+        });
+    };
+    let secrets = crate::secret::Secrets::load(&config.app_dir)?;
+    let host = Host::connect(&backup.host, &config.ssh).await?;
+    let result = async {
+        let state = crate::fleet::read_state(config, &host).await?;
+        let live = state.serving().map(|(l, _)| l.colour);
+        let release = state.live_release().cloned();
+        let (image_here, target) = match &release {
+            Some(r) => (state.image_here(r), r.clone()),
+            None if backup.image.is_some() => (
+                String::new(),
+                crate::state::ReleaseRef {
+                    release: "-".into(),
+                    image: String::new(),
+                },
+            ),
+            None => {
+                return Err(Error::NothingLive {
+                    host: host.spec.to_string(),
+                    environment: config.environment.clone(),
+                });
+            }
+        };
+        let env = crate::deploy::app_env(
+            config,
+            &secrets,
+            &target,
+            live.unwrap_or(crate::model::Colour::Blue),
+        )?;
+        let label = crate::deploy::release_label(&format!("{reason}-{}", target.release));
+        let (_, cmd) = command(config, &host.spec, backup, &label, &image_here, &env);
+        ui::status(
+            "Backing up",
+            &format!(
+                "`{}` on `{}` ({reason})",
+                backup.command.join(" "),
+                host.spec
+            ),
+        );
+        let prefix = host.spec.host.clone();
+        let out = host
+            .run_streaming(&cmd, |line| ui::output(&prefix, line))
+            .await?;
+        if out.code != Some(0) {
+            return Err(Error::ReleasePhase {
+                what: "backup",
+                host: host.spec.to_string(),
+                command: backup.command.join(" "),
+                code: out.code,
+                tail: out
+                    .stderr
+                    .lines()
+                    .filter(|l| !l.starts_with("shipit-"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            });
+        }
+        let taken = taken(&out.stderr).ok_or_else(|| host.failed(&cmd, &out))?;
+        say_taken(config, &host.spec, backup, &taken);
+        Ok(taken.file)
+    }
+    .await;
+    host.close().await;
+    result
 }
 
 #[cfg(test)]

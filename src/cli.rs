@@ -233,6 +233,14 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+    /// The services the app uses (`[accessories.*]`): a database, a cache, each on one host
+    #[command(
+        after_help = "Examples:\n  shipit accessory status production\n  shipit accessory logs production db -f\n  shipit accessory exec production db -- psql -U app -c 'select 1'\n  shipit accessory upgrade production db\n\n`shipit provision` starts them; deploys and rollbacks never restart them."
+    )]
+    Accessory {
+        #[command(subcommand)]
+        action: AccessoryAction,
+    },
     /// The backups taken before deploys (`[backup]`), or `restore` one
     #[command(
         args_conflicts_with_subcommands = true,
@@ -351,6 +359,71 @@ pub enum SecretsAction {
         /// Print as JSON
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessoryAction {
+    /// Each accessory (or one) as its host says: unit, container, pid, image, health
+    Status {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// One accessory (all by default)
+        name: Option<String>,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Its last log lines, and with `-f` what it logs next
+    Logs {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// The accessory (`[accessories.<NAME>]`)
+        name: String,
+        /// Keep printing new lines until interrupted
+        #[arg(short, long)]
+        follow: bool,
+        /// How many past lines
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: u32,
+    },
+    /// Run a command in its running container (`docker exec`); its exit code is shipit's
+    Exec {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// The accessory (`[accessories.<NAME>]`)
+        name: String,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Restart it (a new container of its configured image) and wait until it is healthy
+    Restart {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// The accessory (`[accessories.<NAME>]`)
+        name: String,
+    },
+    /// Move it to the image the configuration names: a backup first (with `[backup]`), the
+    /// image pulled, restarted, waited for
+    Upgrade {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// The accessory (`[accessories.<NAME>]`)
+        name: String,
+    },
+    /// Stop it and remove its unit; its data stays unless `--delete-data` (asks first)
+    Remove {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// The accessory (`[accessories.<NAME>]`)
+        name: String,
+        /// Delete its volumes' directories on the host too
+        #[arg(long)]
+        delete_data: bool,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -567,6 +640,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 Err(Error::CommandExit { code })
             }
         }
+        Command::Accessory { action } => accessory(action, load).await,
         Command::Backups {
             action:
                 Some(BackupsAction::Restore {
@@ -704,6 +778,57 @@ fn init(dir: &std::path::Path, app: Option<String>) -> Result<(), Error> {
 }
 
 /// Ask on the terminal; refuses when stdin is not one.
+async fn accessory(
+    action: AccessoryAction,
+    load: impl Fn(&str) -> Result<crate::config::Config, Error>,
+) -> Result<(), Error> {
+    match action {
+        AccessoryAction::Status {
+            environment,
+            name,
+            json,
+        } => {
+            let states = crate::accessory::status(&load(&environment)?, name.as_deref()).await?;
+            ui::print(&states, json);
+            Ok(())
+        }
+        AccessoryAction::Logs {
+            environment,
+            name,
+            follow,
+            lines,
+        } => crate::accessory::logs(&load(&environment)?, &name, lines, follow).await,
+        AccessoryAction::Exec {
+            environment,
+            name,
+            command,
+        } => match crate::accessory::exec(&load(&environment)?, &name, &command).await? {
+            0 => Ok(()),
+            code => Err(Error::CommandExit { code }),
+        },
+        AccessoryAction::Restart { environment, name } => {
+            crate::accessory::restart(&load(&environment)?, &name).await?;
+            Ok(())
+        }
+        AccessoryAction::Upgrade { environment, name } => {
+            crate::accessory::upgrade(&load(&environment)?, &name).await?;
+            Ok(())
+        }
+        AccessoryAction::Remove {
+            environment,
+            name,
+            delete_data,
+            yes,
+        } => {
+            crate::accessory::remove(&load(&environment)?, &name, delete_data, yes, |q| {
+                confirm(q, "remove an accessory")
+            })
+            .await?;
+            Ok(())
+        }
+    }
+}
+
 fn confirm(question: &str, action: &str) -> Result<bool, Error> {
     use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {

@@ -471,6 +471,25 @@ pub enum Error {
     UnknownProcess { name: String, known: Vec<String> },
 
     #[error(
+        "`{environment}` has no accessory `{name}`{}\n  help: name one of `[accessories.*]`",
+        if known.is_empty() { " (it has none)".to_owned() } else { format!(" (it has {})", known.join(", ")) }
+    )]
+    UnknownAccessory {
+        environment: String,
+        name: String,
+        known: Vec<String>,
+    },
+
+    /// An accessory that did not come up healthy, or that a command could not bring back.
+    #[error("accessory `{name}` on `{host}`: {message}\n  help: {next}")]
+    AccessoryFailed {
+        name: String,
+        host: String,
+        message: String,
+        next: String,
+    },
+
+    #[error(
         "`{environment}` has no `[backup]`\n  help: add `[backup]` with `command` (and `restore`) to take a backup before every deploy"
     )]
     NoBackup { environment: String },
@@ -712,7 +731,9 @@ impl Error {
             | Error::NoBackup { .. }
             | Error::NoRestore { .. }
             | Error::NoSuchBackup { .. }
-            | Error::UnknownProcess { .. } => 2,
+            | Error::UnknownProcess { .. }
+            | Error::UnknownAccessory { .. } => 2,
+            Error::AccessoryFailed { .. } => 1,
             Error::RestoreFailed { .. } => 12,
             Error::CommandExit { code } => *code,
             Error::ProcessNotReady { .. } => 7,

@@ -150,6 +150,7 @@ async fn run(config: &Config, host: &Host, command: &[String]) -> Result<i32, Er
     let image = state.image_here(&release);
     let oneoff = crate::oneoff::Oneoff {
         config,
+        host: &host.spec,
         role: "exec",
         name: name.clone(),
         image: &image,

@@ -156,6 +156,30 @@ impl Site {
         format!("/etc/systemd/system/{}_tls_check.timer", self.key())
     }
 
+    /// The options the app's containers on a host need to reach the accessories.
+    pub fn links_env(&self) -> String {
+        format!("{}/links.env", self.config_dir())
+    }
+
+    /// An accessory's environment (mode 0600): its settings and secrets.
+    pub fn accessory_env(&self, name: &str) -> String {
+        format!("{}/accessory-{name}.env", self.config_dir())
+    }
+
+    /// An accessory's unit, `web_production_db.service` (no `@`: one instance, on one host).
+    pub fn accessory_unit(&self, name: &str) -> String {
+        format!("{}_{name}.service", self.key())
+    }
+
+    pub fn accessory_unit_file(&self, name: &str) -> String {
+        format!("/etc/systemd/system/{}", self.accessory_unit(name))
+    }
+
+    /// An accessory's container: `web_production_db`.
+    pub fn accessory_container(&self, name: &str) -> String {
+        format!("{}_{name}", self.key())
+    }
+
     pub fn job_service(&self, job: &str) -> String {
         format!("/etc/systemd/system/{}_job_{job}.service", self.key())
     }

@@ -25,13 +25,15 @@
 //!   typed builder each; [`ssh`] is the only place that talks to hosts, [`probe`] the only one
 //!   that makes HTTP checks (through SSH tunnels), [`tls`] their TLS;
 //! - [`oneoff`] builds the one-off containers of a release (the release command, the backup
-//!   and its restore, [`exec`]); [`backups`] lists and restores backups;
+//!   and its restore, [`exec`]); [`backups`] lists, takes and restores backups;
+//! - [`accessory`] runs the services the app uses (a database, a cache) on their hosts;
 //! - [`retire`] takes hosts taken out of `hosts` off for good;
 //! - [`doctor`], [`operate`] (logs, maintenance), [`init`], [`show`] (config, secrets) and
 //!   [`hooks`], [`notify`] are the rest of the commands and their side effects;
 //! - [`secret`] holds values that never print; [`model`] the shared vocabulary (colours);
 //!   [`error`] every message a user can see; [`ui`] status lines, progress and reports.
 
+pub mod accessory;
 pub mod acme;
 pub mod backups;
 pub mod build;

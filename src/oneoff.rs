@@ -22,6 +22,8 @@ pub enum EnvFrom {
 #[derive(Clone, Debug)]
 pub struct Oneoff<'a> {
     pub config: &'a Config,
+    /// The host it runs on: its options to reach the accessories.
+    pub host: &'a crate::config::HostSpec,
     /// What it is for (`release`, `backup`, `restore`, `exec`): its label `shipit.role`.
     pub role: &'a str,
     /// Its name on the host.
@@ -75,6 +77,7 @@ impl Oneoff<'_> {
             args.push("--volume".into());
             args.push(v.clone());
         }
+        args.extend(crate::templates::link_args(self.config, self.host));
         args.extend(self.extra.iter().cloned());
         args.push(self.image.to_owned());
         args.extend(self.command.iter().cloned());
@@ -109,6 +112,7 @@ mod tests {
         ];
         let o = Oneoff {
             config: &config,
+            host: &config.hosts[0],
             role: "release",
             name: name(&config, "release"),
             image: "r.test/web@sha256:00",
@@ -130,6 +134,7 @@ mod tests {
         let command = vec!["sh".to_owned()];
         let o = Oneoff {
             config: &config,
+            host: &config.hosts[0],
             role: "exec",
             name: "web_test_exec-1".into(),
             image: "sha256:11",

@@ -38,6 +38,10 @@ pub const DEFAULTS: &[(&str, &str)] = &[
         include_str!("../templates/job.timer.tera"),
     ),
     (
+        "accessory.service.tera",
+        include_str!("../templates/accessory.service.tera"),
+    ),
+    (
         "tls-check.sh.tera",
         include_str!("../templates/tls-check.sh.tera"),
     ),
@@ -73,6 +77,12 @@ pub enum FileKind {
     /// A root-only script holding credentials (the certificate check, with the webhook
     /// addresses): installed 0700 without validation or reload, never shown in a diff.
     Private,
+    /// An accessory's environment file (mode 0600), holding its secrets: read when its unit
+    /// starts; installed without validation or reload, never shown in a diff.
+    Secret,
+    /// An environment file units read when they start (the options that link the app's
+    /// containers to the accessories): installed without validation or reload.
+    Settings,
     /// nginx settings of the `http` block that every site on the host shares
     /// ([`NGINX_HTTP_CONF`]): validated with `nginx -t` and installed with the site when
     /// absent, then left as the host has it (another site wrote it, or the operator edited it).
@@ -149,6 +159,27 @@ struct Context<'a> {
     preview: Option<PreviewContext>,
     /// `[canary]`: nginx keeps a log of which copy answered.
     canary: bool,
+    /// With accessories: the app's containers read the options that reach them from
+    /// `links.env` ([`crate::layout::Site::links_env`]).
+    links: Option<String>,
+}
+
+/// One accessory's unit.
+#[derive(Serialize)]
+struct AccessoryContext<'a> {
+    name: &'a str,
+    unit: String,
+    container: String,
+    network: String,
+    image: &'a str,
+    publish: String,
+    port: u16,
+    env_file: String,
+    volumes: &'a [String],
+    memory_max: &'a str,
+    cpu_quota: &'a str,
+    docker_memory: String,
+    docker_cpus: String,
 }
 
 /// `[preview]`'s part of the nginx site: its upstream's include, its host name, and nginx's
@@ -384,6 +415,7 @@ impl Templates {
                 header_var: p.header_var(),
             }),
             canary: config.canary.is_some(),
+            links: (!config.accessories.is_empty()).then(|| site.links_env()),
         };
         let ctx = tera::Context::from_serialize(&ctx).map_err(|e| template_error("context", &e))?;
         let file = |path: String, kind, template: &str, ctx: &tera::Context| {
@@ -520,8 +552,77 @@ impl Templates {
                 });
             }
         }
+        for a in &config.accessories {
+            let ctx = with(
+                &ctx,
+                "accessory",
+                &AccessoryContext {
+                    name: &a.name,
+                    unit: site.accessory_unit(&a.name),
+                    container: site.accessory_container(&a.name),
+                    network: crate::config::network_name(&site.key()),
+                    image: &a.image,
+                    publish: a.published(),
+                    port: a.port,
+                    env_file: site.accessory_env(&a.name),
+                    volumes: &a.volumes,
+                    memory_max: &a.memory_max,
+                    cpu_quota: &a.cpu_quota,
+                    docker_memory: a.memory_max.to_lowercase(),
+                    docker_cpus: docker_cpus(&a.cpu_quota),
+                },
+            );
+            files.push(ManagedFile {
+                hosts: Some(vec![a.host.clone()]),
+                ..file(
+                    site.accessory_unit_file(&a.name),
+                    FileKind::Systemd,
+                    "accessory.service.tera",
+                    &ctx,
+                )?
+            });
+        }
+        if !config.accessories.is_empty() {
+            // Each host's own: the options its app containers need to reach every accessory.
+            for host in &config.hosts {
+                files.push(ManagedFile {
+                    path: site.links_env(),
+                    content: links_env(config, host),
+                    mode: "644",
+                    owner: "root:root",
+                    kind: FileKind::Settings,
+                    create_only: false,
+                    template: None,
+                    hosts: Some(vec![host.clone()]),
+                });
+            }
+        }
         Ok(files)
     }
+}
+
+/// `links.env` of one host: `SHIPIT_LINKS=` the `docker run` options of its app containers
+/// that reach the accessories (systemd splits `$SHIPIT_LINKS` at spaces; no option has one).
+pub fn links_env(config: &Config, host: &crate::config::HostSpec) -> String {
+    format!(
+        "# Written by shipit provision: how {}'s containers on this host reach its accessories.\nSHIPIT_LINKS={}\n",
+        config.site().key(),
+        link_args(config, host).join(" ")
+    )
+}
+
+/// The `docker run` options of the app's containers on `host` that reach the accessories.
+pub fn link_args(config: &Config, host: &crate::config::HostSpec) -> Vec<String> {
+    let key = config.site().key();
+    let mut args: Vec<String> = Vec::new();
+    for a in &config.accessories {
+        let more = a.link_args(&key, host);
+        if more.first().is_some_and(|f| f == "--network") && args.iter().any(|x| x == "--network") {
+            continue;
+        }
+        args.extend(more);
+    }
+    args
 }
 
 /// `200%` (systemd) as docker's `--cpus 2.00`.

@@ -16,6 +16,9 @@ if [[ -x examples/hello/build.sh ]]; then bash examples/hello/build.sh; fi
 # that a first debootstrap does not count against a test's time limit; a check when cached.
 # Should it fail, the other tests still run (the packaging tests then fail, saying why).
 bash testbed/bases.sh </dev/null >/dev/null || echo "test.sh: testbed/bases.sh failed" >&2
+# The accessories' images (PostgreSQL 15 and Redis from Debian's packages, tests/accessories.rs),
+# pushed to the testbed's registry; a check of a second when they are there.
+bash testbed/accessories.sh </dev/null >/dev/null || echo "test.sh: testbed/accessories.sh failed" >&2
 
 # What an earlier run of the tests left on the hosts is removed first (testbed/clean.sh).
 bash testbed/clean.sh

@@ -57,6 +57,9 @@ pub struct Config {
     pub processes: Vec<Process>,
     /// Scheduled jobs, by name.
     pub jobs: Vec<Job>,
+    /// Services the app uses (a database, a cache), by name: provisioned, never restarted by
+    /// a deploy.
+    pub accessories: Vec<Accessory>,
     pub backup: Option<Backup>,
     /// `[preview]`: how a release waiting for promotion (`deploy --no-promote`) is reached
     /// through each host's nginx; `None` without the section.
@@ -164,6 +167,114 @@ pub struct Job {
     pub randomized_delay: Duration,
     /// Run at boot when a run was missed while the host was down (`Persistent=`).
     pub persistent: bool,
+}
+
+/// A service the app uses (`[accessories.<name>]`): a container on one host of the
+/// environment, run by its own systemd unit, published on one address of that host.
+#[derive(Clone, Debug, Serialize)]
+pub struct Accessory {
+    pub name: String,
+    pub image: String,
+    pub host: HostSpec,
+    /// The port it listens on in its container, published on `bind` with the same number.
+    pub port: u16,
+    /// The host's address it is published on: loopback by default, never every address.
+    pub bind: std::net::IpAddr,
+    pub volumes: Vec<String>,
+    pub env: Env,
+    /// Run in its container (`docker exec`) until it exits 0: the accessory is ready.
+    pub health: Option<Vec<String>>,
+    #[serde(with = "humantime_serde")]
+    pub health_timeout: Duration,
+    pub memory_max: String,
+    pub cpu_quota: String,
+    /// The variable that tells the app where it is.
+    pub url: Option<AccessoryUrl>,
+}
+
+/// `url_env = url`: the variable the app gets, and its text with `{host}`, `{port}` and the
+/// accessory's own variables in braces.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccessoryUrl {
+    pub env: String,
+    pub template: String,
+}
+
+impl Accessory {
+    /// `127.0.0.1:5432`, `[fd00::5]:5432`: where docker publishes it on its host.
+    pub fn published(&self) -> String {
+        match self.bind {
+            std::net::IpAddr::V4(ip) => format!("{ip}:{}", self.port),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", self.port),
+        }
+    }
+
+    /// The `docker run` options an app container on `host` needs to reach it by its name:
+    /// on its own host, the environment's network (where its name is an alias); elsewhere,
+    /// its name mapped to its published address.
+    pub fn link_args(&self, site_key: &str, host: &HostSpec) -> Vec<String> {
+        if *host == self.host {
+            vec!["--network".into(), network_name(site_key)]
+        } else if self.bind.is_loopback() {
+            Vec::new()
+        } else {
+            vec!["--add-host".into(), format!("{}:{}", self.name, self.bind)]
+        }
+    }
+
+    /// Its URL for the app, from the accessory's settings: `None` without `url`; `Err` with
+    /// the names of missing secrets.
+    pub fn url_value(
+        &self,
+        secret: impl Fn(&str) -> Option<String>,
+    ) -> Option<Result<(String, String), Vec<String>>> {
+        let url = self.url.as_ref()?;
+        let mut out = String::new();
+        let mut missing = Vec::new();
+        let mut rest = url.template.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else { break };
+            let word = &after[..close];
+            match word {
+                "host" => out.push_str(&self.name),
+                "port" => out.push_str(&self.port.to_string()),
+                _ => match self.env.clear.get(word) {
+                    Some(v) => out.push_str(&percent_encode_userinfo(v)),
+                    None => match secret(word) {
+                        Some(v) => out.push_str(&percent_encode_userinfo(&v)),
+                        None => missing.push(word.to_owned()),
+                    },
+                },
+            }
+            rest = &after[close + 1..];
+        }
+        out.push_str(rest);
+        Some(if missing.is_empty() {
+            Ok((url.env.clone(), out))
+        } else {
+            Err(missing)
+        })
+    }
+}
+
+/// A secret put in a URL: what would end its user information or path is percent-encoded.
+fn percent_encode_userinfo(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The docker network of an environment's accessories on their host: `shipit_<app>_<env>`.
+pub fn network_name(site_key: &str) -> String {
+    format!("shipit_{site_key}")
 }
 
 /// The backup taken before every deploy, on one host, kept there.

@@ -117,6 +117,7 @@ raw_table!(
         notify: RawNotify,
         processes: BTreeMap<String, Val<RawProcess>>,
         jobs: BTreeMap<String, Val<RawJob>>,
+        accessories: BTreeMap<String, Val<RawAccessory>>,
         backup: RawBackup,
         preview: RawPreview,
         canary: RawCanary,
@@ -143,6 +144,25 @@ pub struct RawJob {
     pub host: Option<Val<String>>,
     pub randomized_delay: Option<Val<String>>,
     pub persistent: Option<Val<bool>>,
+}
+
+/// A service the app uses (`[accessories.<name>]`), replaced whole by an environment file's
+/// entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessory {
+    pub image: Option<Val<String>>,
+    pub host: Option<Val<String>>,
+    pub port: Option<Val<i64>>,
+    pub bind: Option<Val<String>>,
+    pub volumes: Option<Val<Vec<Val<String>>>>,
+    pub env: Option<RawEnv>,
+    pub health: Option<Val<Vec<Val<String>>>>,
+    pub health_timeout: Option<Val<String>>,
+    pub memory_max: Option<Val<String>>,
+    pub cpu_quota: Option<Val<String>>,
+    pub url: Option<Val<String>>,
+    pub url_env: Option<Val<String>>,
 }
 
 raw_table!(RawHooks {

@@ -352,6 +352,19 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         raw.jobs.as_ref().unwrap_or(&BTreeMap::new()),
         hosts.as_deref(),
     );
+    let taken: Vec<&str> = raw
+        .processes
+        .iter()
+        .flat_map(|p| p.keys())
+        .chain(raw.jobs.iter().flat_map(|j| j.keys()))
+        .map(String::as_str)
+        .collect();
+    let accessories = check_accessories(
+        c,
+        raw.accessories.as_ref().unwrap_or(&BTreeMap::new()),
+        hosts.as_deref(),
+        &taken,
+    );
     let backup = check_backup(c, raw.backup.clone().unwrap_or_default(), hosts.as_deref());
     let preview = raw
         .preview
@@ -579,6 +592,7 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         notify,
         processes: processes?,
         jobs: jobs?,
+        accessories: accessories?,
         backup: backup?,
         preview: match preview {
             Some(p) => Some(p?),
@@ -848,30 +862,49 @@ fn check_registry(c: &mut Checker<'_>, r: raw::RawRegistry) -> Option<Option<Reg
 
 fn check_container(c: &mut Checker<'_>, r: raw::RawContainer) -> Option<Container> {
     let port = c.port(&r.port, "container.port", 3000);
-    let memory_max = match &r.memory_max {
+    let (memory_max, cpu_quota, volumes) =
+        check_limits(c, "container", &r.memory_max, &r.cpu_quota, &r.volumes)?;
+    Some(Container {
+        port,
+        memory_max,
+        cpu_quota,
+        volumes,
+    })
+}
+
+/// A container's memory and CPU limits (1G and 100 % unless given) and its volumes, under
+/// `table` (`container`, `accessories.<name>`).
+fn check_limits(
+    c: &mut Checker<'_>,
+    table: &str,
+    memory_max: &Option<Val<String>>,
+    cpu_quota: &Option<Val<String>>,
+    volume_list: &Option<Val<Vec<Val<String>>>>,
+) -> Option<(String, String, Vec<String>)> {
+    let memory_max = match memory_max {
         None => Some("1G".to_owned()),
         Some(v) => c.string(
             v,
-            "container.memory_max",
+            &format!("{table}.memory_max"),
             is_memory_size,
             "a memory size such as \"512M\" or \"2G\"",
         ),
     };
-    let cpu_quota = match &r.cpu_quota {
+    let cpu_quota = match cpu_quota {
         None => Some("100%".to_owned()),
         Some(v) => c.string(
             v,
-            "container.cpu_quota",
+            &format!("{table}.cpu_quota"),
             is_cpu_quota,
             "a CPU quota such as \"50%\" or \"200%\"",
         ),
     };
     let mut volumes = Vec::new();
     let mut volumes_ok = true;
-    for v in r.volumes.iter().flat_map(|l| l.value.iter()) {
+    for v in volume_list.iter().flat_map(|l| l.value.iter()) {
         match c.string(
             v,
-            "container.volumes",
+            &format!("{table}.volumes"),
             is_volume,
             "`/host/path:/container/path` (absolute paths, `:ro` for read only)",
         ) {
@@ -879,12 +912,7 @@ fn check_container(c: &mut Checker<'_>, r: raw::RawContainer) -> Option<Containe
             None => volumes_ok = false,
         }
     }
-    Some(Container {
-        port,
-        memory_max: memory_max?,
-        cpu_quota: cpu_quota?,
-        volumes: volumes_ok.then_some(volumes)?,
-    })
+    Some((memory_max?, cpu_quota?, volumes_ok.then_some(volumes)?))
 }
 
 /// A command: a non-empty list of arguments without control characters (they reach `docker
@@ -1106,6 +1134,212 @@ fn check_jobs(
         }
     }
     ok.then_some(out)
+}
+
+/// `[accessories.<name>]`: services the app uses (a database, a cache), each a container on
+/// one host of the environment, and how the app finds it.
+fn check_accessories(
+    c: &mut Checker<'_>,
+    raw: &BTreeMap<String, Val<raw::RawAccessory>>,
+    hosts: Option<&[HostSpec]>,
+    taken: &[&str],
+) -> Option<Vec<super::Accessory>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (name, v) in raw {
+        if !part_name(c, name, v, "accessories") {
+            ok = false;
+            continue;
+        }
+        if taken.contains(&name.as_str()) {
+            c.at(
+                v,
+                format!("`accessories.{name}`: a process or job has that name"),
+                Some(
+                    "give the accessory a name of its own (it names a unit and a container)".into(),
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        let key = |k: &str| format!("accessories.{name}.{k}");
+        let r = &v.value;
+        let image = match &r.image {
+            Some(i) => c.string(
+                i,
+                &key("image"),
+                |s| !s.is_empty() && !s.chars().any(|ch| ch.is_whitespace() || ch.is_control()),
+                "an image reference such as \"registry.example.com/postgres:15\"",
+            ),
+            None => {
+                c.at(
+                    v,
+                    format!("`accessories.{name}` has no `image`"),
+                    Some("add `image = \"registry.example.com/postgres:15\"`".into()),
+                );
+                None
+            }
+        };
+        let host = match &r.host {
+            Some(h) => host_of(c, h, &key("host"), hosts),
+            None => hosts.and_then(|h| h.first().cloned()),
+        };
+        let port = match &r.port {
+            Some(_) => Some(c.port(&r.port, &key("port"), 1)),
+            None => {
+                c.at(
+                    v,
+                    format!("`accessories.{name}` has no `port`"),
+                    Some(
+                        "add the port it listens on in its container, such as `port = 5432`".into(),
+                    ),
+                );
+                None
+            }
+        };
+        let bind = match &r.bind {
+            None => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            Some(b) => match b.value.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_unspecified() => {
+                    c.at(
+                        b,
+                        format!("`{}` = {:?} would publish it on every address of the host", key("bind"), b.value),
+                        Some("name the host's loopback or private address the other hosts reach it on".into()),
+                    );
+                    None
+                }
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    c.at(
+                        b,
+                        format!("`{}` = {:?} is not an IP address", key("bind"), b.value),
+                        Some("such as \"127.0.0.1\" (the default) or a private address such as \"10.0.0.5\"".into()),
+                    );
+                    None
+                }
+            },
+        };
+        let limits = check_limits(
+            c,
+            &format!("accessories.{name}"),
+            &r.memory_max,
+            &r.cpu_quota,
+            &r.volumes,
+        );
+        let env = check_env(c, r.env.clone().unwrap_or_default());
+        let health = match &r.health {
+            Some(cmd) => check_command(c, cmd, &key("health")).map(Some),
+            None => Some(None),
+        };
+        let health_timeout = c.duration_from(
+            &r.health_timeout,
+            &key("health_timeout"),
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        );
+        let url_env = match &r.url_env {
+            None => Some(format!(
+                "{}_URL",
+                name.to_ascii_uppercase().replace('-', "_")
+            )),
+            Some(e) => c.string(
+                e,
+                &key("url_env"),
+                |s| is_env_name(s) && !s.starts_with("SHIPIT_"),
+                "an environment variable name such as \"DATABASE_URL\"",
+            ),
+        };
+        let url = match (&r.url, &env) {
+            (None, _) => Some(None),
+            (Some(u), Some(env)) => match check_url_template(&u.value, env) {
+                Ok(()) => Some(Some(u.value.clone())),
+                Err(why) => {
+                    c.at(u, format!("`{}`: {why}", key("url")), Some("use `{host}`, `{port}` and the names of the accessory's `env` (clear or secret), such as \"postgres://app:{POSTGRES_PASSWORD}@{host}:{port}/app\"".into()));
+                    None
+                }
+            },
+            (Some(_), None) => None,
+        };
+        // Another host of the app reaches the accessory on its published address: never on
+        // the accessory host's loopback.
+        if let (Some(Some(_)), Some(ip), Some(host), Some(all)) = (&url, &bind, &host, hosts)
+            && ip.is_loopback()
+            && let Some(other) = all.iter().find(|h| *h != host)
+        {
+            let message = format!(
+                "`accessories.{name}` is published on {host}'s loopback ({ip}), which the app on {other} cannot reach"
+            );
+            let help = Some(format!(
+                "set `{}` to a private address of {host} that the other hosts reach",
+                key("bind")
+            ));
+            match &r.bind {
+                Some(b) => c.at(b, message, help),
+                None => c.at(v, message, help),
+            }
+            ok = false;
+        }
+        match (image, host, port, bind, limits, env, health, url_env, url) {
+            (
+                Some(image),
+                Some(host),
+                Some(port),
+                Some(bind),
+                Some((memory_max, cpu_quota, volumes)),
+                Some(env),
+                Some(health),
+                Some(url_env),
+                Some(url),
+            ) => out.push(super::Accessory {
+                name: name.clone(),
+                image,
+                host,
+                port,
+                bind,
+                volumes,
+                env,
+                health,
+                health_timeout,
+                memory_max,
+                cpu_quota,
+                url: url.map(|template| super::AccessoryUrl {
+                    env: url_env,
+                    template,
+                }),
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// An accessory's URL: `{host}`, `{port}` and the names of its environment, nothing else.
+fn check_url_template(template: &str, env: &Env) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or_else(|| {
+            format!(
+                "a `{{` at byte {} is never closed",
+                template.len() - rest.len() + open
+            )
+        })?;
+        let word = &after[..close];
+        if word != "host"
+            && word != "port"
+            && !env.clear.contains_key(word)
+            && !env.secret.iter().any(|s| s == word)
+        {
+            return Err(format!(
+                "`{{{word}}}` is neither `{{host}}`, `{{port}}` nor a name of its `env`"
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    if template.contains(['\n', '\r', '\0']) {
+        return Err("it contains a line break".into());
+    }
+    Ok(())
 }
 
 fn check_backup(

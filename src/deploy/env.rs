@@ -28,6 +28,29 @@ fn settings(config: &Config, secrets: &Secrets) -> Result<BTreeMap<String, Strin
             None => missing.push(name.clone()),
         }
     }
+    // Where each accessory is, composed from its settings and secrets (never printed).
+    for a in &config.accessories {
+        let secret = |name: &str| {
+            a.env
+                .secret
+                .iter()
+                .any(|s| s == name)
+                .then(|| secrets.get(name).map(|(v, _)| v.expose().to_owned()))
+                .flatten()
+        };
+        match a.url_value(secret) {
+            None => {}
+            Some(Ok((name, value))) if !value.contains(['\n', '\r', '\0']) => {
+                lines.insert(name, value);
+            }
+            Some(Ok((name, _))) => missing.push(format!("{name} (contains a line break)")),
+            Some(Err(names)) => missing.extend(
+                names
+                    .into_iter()
+                    .map(|n| format!("{n} (for accessories.{}.url)", a.name)),
+            ),
+        }
+    }
     if missing.is_empty() {
         Ok(lines)
     } else {

@@ -14,6 +14,7 @@ mod env;
 mod promote;
 pub use env::app_env;
 pub use promote::{Discarded, PromoteOptions, discard, promote};
+pub(crate) use run::release_label;
 pub mod history;
 pub mod plan;
 mod run;

@@ -299,6 +299,7 @@ impl<'a> Run<'a> {
             let image = self.image_on(&w);
             let oneoff = crate::oneoff::Oneoff {
                 config: self.config,
+                host: &w.host.spec,
                 role: "release",
                 name: crate::oneoff::name(self.config, "release"),
                 image: &image,
@@ -328,72 +329,23 @@ impl<'a> Run<'a> {
     async fn backup(&self, backup: &crate::config::Backup) -> Result<(), Error> {
         let w = self.work_on(&backup.host)?;
         let env = env::app_env(self.config, self.secrets, &self.plan.target, w.step.to)?;
-        let dir = self.config.site().backups_dir();
         let here = self.image_on(&w);
-        let image = backup.image.as_deref().unwrap_or(&here);
-        let oneoff = crate::oneoff::Oneoff {
-            config: self.config,
-            role: "backup",
-            name: crate::oneoff::name(self.config, "backup"),
-            image,
-            command: &backup.command,
-            env: crate::oneoff::EnvFrom::Stdin,
-            extra: vec![
-                "--volume".into(),
-                format!("{dir}/.incoming:/shipit-backup"),
-                "--env".into(),
-                "SHIPIT_BACKUP_FILE=/shipit-backup/backup".into(),
-            ],
-            tty: false,
-            interactive: false,
-        };
-        let docker = oneoff.docker_args();
-        let release = release_label(&self.plan.target.release);
-        let cmd = scripts::Backup {
-            dir: &dir,
-            release: &release,
-            keep: backup.keep,
-            name: &oneoff.name,
-            image,
-            docker: &docker,
-            env: &env,
-        }
-        .command();
+        let (name, cmd) = crate::backups::command(
+            self.config,
+            &w.host.spec,
+            backup,
+            &release_label(&self.plan.target.release),
+            &here,
+            &env,
+        );
         let out = self
-            .release_step(&w, "backup", &backup.command, &oneoff.name, &cmd)
+            .release_step(&w, "backup", &backup.command, &name, &cmd)
             .await?;
-        let taken = out
-            .stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("shipit-backup "))
-            .and_then(|l| l.split_once(' '));
-        let Some((file, bytes)) = taken else {
+        let Some(taken) = crate::backups::taken(&out.stderr) else {
             return Err(w.host.failed(&cmd, &out));
         };
-        let bytes = bytes.trim().parse::<u64>().unwrap_or(0);
-        let pruned = out
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("shipit-pruned "))
-            .count();
-        ui::status(
-            "Backed up",
-            &format!(
-                "to `{dir}/{file}` on `{}` ({} KiB){}",
-                w.host.spec,
-                bytes.div_ceil(1024),
-                if pruned > 0 {
-                    format!(
-                        "; {pruned} older backup{} removed (keep = {})",
-                        plural(pruned),
-                        backup.keep
-                    )
-                } else {
-                    String::new()
-                }
-            ),
-        );
-        self.note_backup(file.to_owned());
+        crate::backups::say_taken(self.config, &w.host.spec, backup, &taken);
+        self.note_backup(taken.file.clone());
         Ok(())
     }
 
@@ -2118,7 +2070,7 @@ fn served_by(upstream_addr: Option<&str>) -> Option<u16> {
 }
 
 /// A release as it goes into a backup's file name: letters, digits, `.`, `+` and `_`.
-fn release_label(release: &str) -> String {
+pub(crate) fn release_label(release: &str) -> String {
     release
         .chars()
         .map(|c| {

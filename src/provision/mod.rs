@@ -46,9 +46,7 @@ pub struct HostReport {
 /// Provision every host of `config`'s environment.
 pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostReport>, Error> {
     let started = Instant::now();
-    let templates = Templates::load(&config.app_dir)?;
-    let mut desired = templates.render_all(config)?;
-    desired.extend(crate::acme::placeholder_files(config)?);
+    let desired = desired(config)?;
     let dirs = plan::directories(&config.site(), config.acme().is_some());
     let password = registry_password(config)?;
     let login = match (&config.registry, &password) {
@@ -107,6 +105,40 @@ pub async fn provision(config: &Config, options: Options) -> Result<Vec<HostRepo
     };
     fleet.close().await;
     result
+}
+
+/// Every file provisioning manages: the rendered templates, the stand-in certificate (with
+/// `[tls] acme`) and each accessory's environment (with its secrets).
+fn desired(config: &Config) -> Result<Vec<ManagedFile>, Error> {
+    let templates = Templates::load(&config.app_dir)?;
+    let mut desired = templates.render_all(config)?;
+    desired.extend(crate::acme::placeholder_files(config)?);
+    if !config.accessories.is_empty() {
+        desired.extend(crate::accessory::files(
+            config,
+            &Secrets::load(&config.app_dir)?,
+        )?);
+    }
+    Ok(desired)
+}
+
+/// Whether the unit of accessory `a` on `host` names the configured image (it is there, as
+/// this configuration's provision writes it).
+pub async fn unit_names(
+    config: &Config,
+    host: &Host,
+    a: &crate::config::Accessory,
+) -> Result<bool, Error> {
+    let desired: Vec<ManagedFile> = desired(config)?
+        .into_iter()
+        .filter(|f| f.path == config.site().accessory_unit_file(&a.name))
+        .collect();
+    let dirs: Vec<(&'static str, String)> = Vec::new();
+    let (observed, _) = read_managed(config, host, &desired, &dirs).await?;
+    Ok(matches!(
+        (observed.files.first(), desired.first()),
+        (Some(Some(have)), Some(want)) if have.content == want.content.as_bytes()
+    ))
 }
 
 /// The managed files of `host`: a process's units go to its hosts only, a job's to its host.
@@ -182,9 +214,7 @@ async fn unchanged(
 /// limits, volumes, processes, jobs). A deploy refuses to go on, naming them and the command
 /// to run: what they carry would otherwise reach users half, or not at all.
 pub async fn refuse_drift(config: &Config, fleet: &Fleet) -> Result<(), Error> {
-    let templates = Templates::load(&config.app_dir)?;
-    let mut desired = templates.render_all(config)?;
-    desired.extend(crate::acme::placeholder_files(config)?);
+    let desired = desired(config)?;
     let dirs = plan::directories(&config.site(), config.acme().is_some());
     let results = fleet
         .each(|host| {
@@ -309,6 +339,12 @@ async fn run(
     // Phase 2: every host validated its candidates; install and reload.
     let reports = install_all(fleet, prepared, login).await?;
     say_done(&reports, started);
+    // Accessories: started when not running (never restarted), waited for until healthy.
+    let changed: Vec<(String, Vec<String>)> = reports
+        .iter()
+        .map(|r| (r.host.clone(), r.changed.clone()))
+        .collect();
+    crate::accessory::after_provision(config, fleet, &changed).await?;
     // With `[tls] acme`: the first certificate, now that every host serves the challenges.
     crate::acme::after_provision(config, fleet).await?;
     Ok(reports)

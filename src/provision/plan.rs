@@ -218,7 +218,9 @@ impl HostPlan {
                     | FileKind::Preview
                     | FileKind::Certificate
                     | FileKind::Token
-                    | FileKind::Private => return None,
+                    | FileKind::Private
+                    | FileKind::Secret
+                    | FileKind::Settings => return None,
                 };
                 Some(Candidate {
                     validator,
@@ -464,6 +466,18 @@ pub fn diff(host: &str, change: &Change) -> String {
         return format!(
             "{host}:{}: would create the site's check token (mode {}), never shown\n",
             change.file.path, change.file.mode
+        );
+    }
+    if change.file.kind == FileKind::Secret {
+        return format!(
+            "{host}:{}: would {} an accessory's environment (mode {}), never shown: it holds its secrets\n",
+            change.file.path,
+            if change.before.is_some() {
+                "change"
+            } else {
+                "create"
+            },
+            change.file.mode
         );
     }
     if change.file.kind == FileKind::Private {

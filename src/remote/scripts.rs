@@ -1060,6 +1060,84 @@ impl Doctor<'_> {
     }
 }
 
+/// What [`Accessory`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessoryMode {
+    /// Started when not running (never restarted), then waited for.
+    Up,
+    /// Its image pulled first, restarted, waited for.
+    Restart,
+    /// Read, its health command run once.
+    Status,
+    /// Stopped, disabled, unit and environment file removed; with `true`, its volumes too.
+    Remove(bool),
+}
+
+/// One accessory on its host (`accessory.sh`): brought up, restarted, read or removed, and
+/// its state said back as one `accessory ...` line.
+pub struct Accessory<'a> {
+    pub mode: AccessoryMode,
+    pub unit: &'a str,
+    pub container: &'a str,
+    pub network: &'a str,
+    pub image: &'a str,
+    pub env_file: &'a str,
+    pub health_timeout_secs: u64,
+    /// The host directories of its volumes.
+    pub dirs: Vec<String>,
+    pub health: &'a [String],
+}
+
+impl Accessory<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        let mode = match self.mode {
+            AccessoryMode::Up => "up",
+            AccessoryMode::Restart => "restart",
+            AccessoryMode::Status => "status",
+            AccessoryMode::Remove(false) => "remove",
+            AccessoryMode::Remove(true) => "remove-data",
+        };
+        RemoteCommand::new(
+            format!("accessory {mode} {}", self.unit),
+            script!("accessory.sh"),
+        )
+        .arg(mode)
+        .arg(self.unit)
+        .arg(self.container)
+        .arg(self.network)
+        .arg(self.image)
+        .arg(self.env_file)
+        .arg(self.health_timeout_secs.to_string())
+        .arg(self.dirs.len().to_string())
+        .args(self.dirs.iter().cloned())
+        .args(self.health.iter().cloned())
+    }
+}
+
+/// `docker exec` in an accessory's container (`shipit accessory exec`).
+pub struct AccessoryExec<'a> {
+    pub container: &'a str,
+    pub tty: bool,
+    pub command: &'a [String],
+}
+
+impl AccessoryExec<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new(
+            format!("exec in {}", self.container),
+            "exec docker exec \"$@\"\n",
+        )
+        .args(if self.tty {
+            vec!["--interactive", "--tty"]
+        } else {
+            vec!["--interactive"]
+        })
+        .arg("--")
+        .arg(self.container)
+        .args(self.command.iter().cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
