@@ -359,11 +359,22 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         .chain(raw.jobs.iter().flat_map(|j| j.keys()))
         .map(String::as_str)
         .collect();
+    let app_env: Vec<&str> = raw
+        .env
+        .iter()
+        .flat_map(|e| {
+            e.clear
+                .iter()
+                .flat_map(|c| c.keys().map(String::as_str))
+                .chain(e.secret.iter().flat_map(|l| l.value.iter().map(|v| v.value.as_str())))
+        })
+        .collect();
     let accessories = check_accessories(
         c,
         raw.accessories.as_ref().unwrap_or(&BTreeMap::new()),
         hosts.as_deref(),
         &taken,
+        &app_env,
     );
     let backup = check_backup(c, raw.backup.clone().unwrap_or_default(), hosts.as_deref());
     let preview = raw
@@ -1143,6 +1154,7 @@ fn check_accessories(
     raw: &BTreeMap<String, Val<raw::RawAccessory>>,
     hosts: Option<&[HostSpec]>,
     taken: &[&str],
+    app_env: &[&str],
 ) -> Option<Vec<super::Accessory>> {
     let mut out = Vec::new();
     let mut ok = true;
@@ -1249,6 +1261,22 @@ fn check_accessories(
                 "an environment variable name such as \"DATABASE_URL\"",
             ),
         };
+        if let (Some(Some(_)), Some(var)) = (&r.url.as_ref().map(Some), &url_env)
+            && app_env.contains(&var.as_str())
+        {
+            let message = format!(
+                "`accessories.{name}` gives the app `{var}`, which `env` sets too"
+            );
+            let help = Some(format!(
+                "take `{var}` out of `env`, or name another variable with `{}`",
+                key("url_env")
+            ));
+            match &r.url_env {
+                Some(e) => c.at(e, message, help),
+                None => c.at(v, message, help),
+            }
+            ok = false;
+        }
         let url = match (&r.url, &env) {
             (None, _) => Some(None),
             (Some(u), Some(env)) => match check_url_template(&u.value, env) {
@@ -2270,6 +2298,75 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         assert!(parse_host("u@").is_err());
         assert!(parse_host("bad user@h").is_err());
         assert!(parse_host("u@h:0").is_err());
+    }
+
+    #[test]
+    fn accessories_get_defaults_and_the_app_its_url_by_name() {
+        let base = BASE.replace("secret = [\"DATABASE_URL\"]", "secret = [\"API_KEY\"]")
+            + "[accessories.db]\nimage = \"r.test/postgres:15\"\nport = 5432\nbind = \"10.0.0.5\"\nurl = \"postgres://app:{POSTGRES_PASSWORD}@{host}:{port}/{POSTGRES_DB}\"\nurl_env = \"DATABASE_URL\"\nenv.clear = { POSTGRES_DB = \"app\" }\nenv.secret = [\"POSTGRES_PASSWORD\"]\n[accessories.cache]\nimage = \"r.test/redis:7\"\nport = 6379\nhost = \"deploy@203.0.113.11:2222\"\n";
+        let c = check(&base, ENV).unwrap();
+        let db = &c.accessories[1];
+        assert_eq!(db.name, "db");
+        assert_eq!(db.host, c.hosts[0]);
+        assert_eq!(db.published(), "10.0.0.5:5432");
+        assert_eq!((db.memory_max.as_str(), db.cpu_quota.as_str()), ("1G", "100%"));
+        assert_eq!(db.health_timeout, Duration::from_secs(60));
+        let (var, url) = db
+            .url_value(|n| (n == "POSTGRES_PASSWORD").then(|| "p@ss w/rd".to_owned()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(var, "DATABASE_URL");
+        assert_eq!(url, "postgres://app:p%40ss%20w%2Frd@db:5432/app");
+        assert_eq!(db.url_value(|_| None).unwrap().unwrap_err(), ["POSTGRES_PASSWORD"]);
+        // By name on its own host (the network), by its address elsewhere.
+        assert_eq!(
+            db.link_args("hello_production", &c.hosts[0]),
+            ["--network", "shipit_hello_production"]
+        );
+        assert_eq!(
+            db.link_args("hello_production", &c.hosts[1]),
+            ["--add-host", "db:10.0.0.5"]
+        );
+        // Without `url`, the loopback default is fine: nothing on another host needs it.
+        let cache = &c.accessories[0];
+        assert_eq!(cache.published(), "127.0.0.1:6379");
+        assert!(cache.url_value(|_| None).is_none());
+        assert!(cache.link_args("k", &c.hosts[0]).is_empty());
+    }
+
+    #[test]
+    fn accessories_that_cannot_work_are_refused_naming_the_key() {
+        let with = |table: &str| format!("{BASE}[accessories.db]\n{table}\n");
+        assert_eq!(
+            errors(&with("port = 5432"), ENV),
+            ["shipit.toml:14:1: `accessories.db` has no `image`\n  help: add `image = \"registry.example.com/postgres:15\"`"]
+        );
+        let e = errors(
+            &with("image = \"p\"\nport = 5432\nurl = \"postgres://{host}:{port}/app\""),
+            ENV,
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("published on deploy@203.0.113.10's loopback (127.0.0.1), which the app on deploy@203.0.113.11:2222 cannot reach"),
+            "{e:?}"
+        );
+        let e = errors(&with("image = \"p\"\nport = 5432\nbind = \"0.0.0.0\""), ENV);
+        assert!(e[0].contains("every address of the host"), "{e:?}");
+        let e = errors(
+            &with("image = \"p\"\nport = 5432\nbind = \"10.0.0.5\"\nurl = \"x://{PASSWORD}@{host}\""),
+            ENV,
+        );
+        assert!(e[0].contains("`{PASSWORD}` is neither"), "{e:?}");
+        let e = errors(
+            &with("image = \"p\"\nport = 5432\nbind = \"10.0.0.5\"\nurl = \"x://{host}\"\nurl_env = \"DATABASE_URL\""),
+            ENV,
+        );
+        assert!(e[0].contains("gives the app `DATABASE_URL`, which `env` sets too"), "{e:?}");
+        let e = errors(
+            &format!("{BASE}[processes.db]\ncommand = [\"w\"]\n[accessories.db]\nimage = \"p\"\nport = 1\n"),
+            ENV,
+        );
+        assert!(e[0].contains("a process or job has that name"), "{e:?}");
     }
 
     #[test]
