@@ -292,7 +292,11 @@ SCHEMA = "{schema}"
         },
     );
     let status = app.shipit(&["status", "production"]).success();
-    assert_has(&status.stdout, "vacuum");
+    assert_has(&status.stdout, "job vacuum: last run");
+    assert_has(&status.stdout, "(success, exit status 0)");
+    assert_has(&status.stdout, "accessory db on");
+    assert_has(&status.stdout, "accessory cache on");
+    assert_has(&status.stdout, "active (healthy)");
 
     // The database down: the deploy's dump fails, and nothing switches.
     let unit = format!("{name}_production_db.service");

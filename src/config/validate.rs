@@ -366,7 +366,11 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
             e.clear
                 .iter()
                 .flat_map(|c| c.keys().map(String::as_str))
-                .chain(e.secret.iter().flat_map(|l| l.value.iter().map(|v| v.value.as_str())))
+                .chain(
+                    e.secret
+                        .iter()
+                        .flat_map(|l| l.value.iter().map(|v| v.value.as_str())),
+                )
         })
         .collect();
     let accessories = check_accessories(
@@ -1264,9 +1268,8 @@ fn check_accessories(
         if let (Some(Some(_)), Some(var)) = (&r.url.as_ref().map(Some), &url_env)
             && app_env.contains(&var.as_str())
         {
-            let message = format!(
-                "`accessories.{name}` gives the app `{var}`, which `env` sets too"
-            );
+            let message =
+                format!("`accessories.{name}` gives the app `{var}`, which `env` sets too");
             let help = Some(format!(
                 "take `{var}` out of `env`, or name another variable with `{}`",
                 key("url_env")
@@ -2309,7 +2312,10 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         assert_eq!(db.name, "db");
         assert_eq!(db.host, c.hosts[0]);
         assert_eq!(db.published(), "10.0.0.5:5432");
-        assert_eq!((db.memory_max.as_str(), db.cpu_quota.as_str()), ("1G", "100%"));
+        assert_eq!(
+            (db.memory_max.as_str(), db.cpu_quota.as_str()),
+            ("1G", "100%")
+        );
         assert_eq!(db.health_timeout, Duration::from_secs(60));
         let (var, url) = db
             .url_value(|n| (n == "POSTGRES_PASSWORD").then(|| "p@ss w/rd".to_owned()))
@@ -2317,7 +2323,10 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
             .unwrap();
         assert_eq!(var, "DATABASE_URL");
         assert_eq!(url, "postgres://app:p%40ss%20w%2Frd@db:5432/app");
-        assert_eq!(db.url_value(|_| None).unwrap().unwrap_err(), ["POSTGRES_PASSWORD"]);
+        assert_eq!(
+            db.url_value(|_| None).unwrap().unwrap_err(),
+            ["POSTGRES_PASSWORD"]
+        );
         // By name on its own host (the network), by its address elsewhere.
         assert_eq!(
             db.link_args("hello_production", &c.hosts[0]),
@@ -2339,7 +2348,9 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         let with = |table: &str| format!("{BASE}[accessories.db]\n{table}\n");
         assert_eq!(
             errors(&with("port = 5432"), ENV),
-            ["shipit.toml:14:1: `accessories.db` has no `image`\n  help: add `image = \"registry.example.com/postgres:15\"`"]
+            [
+                "shipit.toml:14:1: `accessories.db` has no `image`\n  help: add `image = \"registry.example.com/postgres:15\"`"
+            ]
         );
         let e = errors(
             &with("image = \"p\"\nport = 5432\nurl = \"postgres://{host}:{port}/app\""),
@@ -2353,17 +2364,26 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
         let e = errors(&with("image = \"p\"\nport = 5432\nbind = \"0.0.0.0\""), ENV);
         assert!(e[0].contains("every address of the host"), "{e:?}");
         let e = errors(
-            &with("image = \"p\"\nport = 5432\nbind = \"10.0.0.5\"\nurl = \"x://{PASSWORD}@{host}\""),
+            &with(
+                "image = \"p\"\nport = 5432\nbind = \"10.0.0.5\"\nurl = \"x://{PASSWORD}@{host}\"",
+            ),
             ENV,
         );
         assert!(e[0].contains("`{PASSWORD}` is neither"), "{e:?}");
         let e = errors(
-            &with("image = \"p\"\nport = 5432\nbind = \"10.0.0.5\"\nurl = \"x://{host}\"\nurl_env = \"DATABASE_URL\""),
+            &with(
+                "image = \"p\"\nport = 5432\nbind = \"10.0.0.5\"\nurl = \"x://{host}\"\nurl_env = \"DATABASE_URL\"",
+            ),
             ENV,
         );
-        assert!(e[0].contains("gives the app `DATABASE_URL`, which `env` sets too"), "{e:?}");
+        assert!(
+            e[0].contains("gives the app `DATABASE_URL`, which `env` sets too"),
+            "{e:?}"
+        );
         let e = errors(
-            &format!("{BASE}[processes.db]\ncommand = [\"w\"]\n[accessories.db]\nimage = \"p\"\nport = 1\n"),
+            &format!(
+                "{BASE}[processes.db]\ncommand = [\"w\"]\n[accessories.db]\nimage = \"p\"\nport = 1\n"
+            ),
             ENV,
         );
         assert!(e[0].contains("a process or job has that name"), "{e:?}");

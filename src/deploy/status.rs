@@ -71,6 +71,9 @@ pub struct HostStatus {
     /// The jobs scheduled on this host.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobStatus>,
+    /// The accessories that run on this host, as it says.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accessories: Vec<crate::accessory::unit::State>,
 }
 
 /// A process's units on a host, per colour (`systemctl is-active`).
@@ -238,6 +241,9 @@ impl crate::ui::Render for HostStatus {
                 j.name, j.next_run
             ));
         }
+        for a in &self.accessories {
+            text.push_str(&format!("    accessory {}", crate::ui::Render::text(a)));
+        }
         text
     }
 }
@@ -278,10 +284,14 @@ async fn rows(config: &Config, fleet: &Fleet) -> Result<Vec<HostStatus>, Error> 
                 )
             });
             async move {
-                let (processes, jobs) = parts_of(config, &host).await;
+                let ((processes, jobs), accessories) = tokio::join!(
+                    parts_of(config, &host),
+                    crate::accessory::unit::on_host(config, &host)
+                );
                 HostStatus {
                     processes,
                     jobs,
+                    accessories,
                     behind,
                     waiting: state.waiting.clone(),
                     ..host_row(config, &client, &host, name, &state).await

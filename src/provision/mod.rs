@@ -114,31 +114,12 @@ fn desired(config: &Config) -> Result<Vec<ManagedFile>, Error> {
     let mut desired = templates.render_all(config)?;
     desired.extend(crate::acme::placeholder_files(config)?);
     if !config.accessories.is_empty() {
-        desired.extend(crate::accessory::files(
+        desired.extend(crate::accessory::unit::files(
             config,
             &Secrets::load(&config.app_dir)?,
         )?);
     }
     Ok(desired)
-}
-
-/// Whether the unit of accessory `a` on `host` names the configured image (it is there, as
-/// this configuration's provision writes it).
-pub async fn unit_names(
-    config: &Config,
-    host: &Host,
-    a: &crate::config::Accessory,
-) -> Result<bool, Error> {
-    let desired: Vec<ManagedFile> = desired(config)?
-        .into_iter()
-        .filter(|f| f.path == config.site().accessory_unit_file(&a.name))
-        .collect();
-    let dirs: Vec<(&'static str, String)> = Vec::new();
-    let (observed, _) = read_managed(config, host, &desired, &dirs).await?;
-    Ok(matches!(
-        (observed.files.first(), desired.first()),
-        (Some(Some(have)), Some(want)) if have.content == want.content.as_bytes()
-    ))
 }
 
 /// The managed files of `host`: a process's units go to its hosts only, a job's to its host.
@@ -344,7 +325,7 @@ async fn run(
         .iter()
         .map(|r| (r.host.clone(), r.changed.clone()))
         .collect();
-    crate::accessory::after_provision(config, fleet, &changed).await?;
+    crate::accessory::unit::after_provision(config, fleet, &changed).await?;
     // With `[tls] acme`: the first certificate, now that every host serves the challenges.
     crate::acme::after_provision(config, fleet).await?;
     Ok(reports)
