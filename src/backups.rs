@@ -285,6 +285,180 @@ async fn run_restore(
     Ok(())
 }
 
+/// `shipit backups pull ENV ID`: the backup copied from its host into `dir` (mode 0600,
+/// written beside its name and renamed when whole), its size and SHA-256 compared with what the
+/// host computes. An existing file of that name is kept when it is the same backup, else the
+/// pull is refused. The file's path.
+pub async fn pull(
+    config: &Config,
+    id: &str,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf, Error> {
+    let backup = configured(config)?;
+    let host = Host::connect(&backup.host, &config.ssh).await?;
+    let result = pull_from(config, &host, id, dir).await;
+    host.close().await;
+    result
+}
+
+async fn pull_from(
+    config: &Config,
+    host: &Host,
+    id: &str,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf, Error> {
+    use sha2::Digest;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let kept = list_on(config, host).await?;
+    if !kept.iter().any(|b| b.id == id) {
+        return Err(Error::NoSuchBackup {
+            id: id.to_owned(),
+            host: host.spec.to_string(),
+            environment: config.environment.clone(),
+            kept: kept.iter().take(5).map(|b| b.id.clone()).collect(),
+        });
+    }
+    let file = format!("{}/{id}", config.site().backups_dir());
+    let sum = scripts::BackupRead {
+        file: &file,
+        bytes: false,
+    }
+    .command();
+    let said = String::from_utf8_lossy(&host.check(&sum).await?).into_owned();
+    let protocol = |message: String| Error::Protocol {
+        host: host.spec.to_string(),
+        command: sum.label.clone(),
+        message,
+    };
+    let (size, digest) = said
+        .trim()
+        .split_once(' ')
+        .and_then(|(s, d)| Some((s.parse::<u64>().ok()?, d.to_owned())))
+        .ok_or_else(|| protocol(format!("expected `SIZE SHA256`, got {said:?}")))?;
+    let target = dir.join(id);
+    let write_error = |path: &std::path::Path, source: std::io::Error| Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(existing) = std::fs::read(&target) {
+        if hex::encode(sha2::Sha256::digest(&existing)) == digest {
+            ui::status(
+                "Unchanged",
+                &format!(
+                    "{} is that backup already ({size} bytes, sha256 {digest})",
+                    target.display()
+                ),
+            );
+            return Ok(target);
+        }
+        return Err(write_error(
+            &target,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a different file has that name: move it away first",
+            ),
+        ));
+    }
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{id}."))
+        .tempfile_in(dir)
+        .map_err(|e| write_error(dir, e))?;
+    let cat = scripts::BackupRead {
+        file: &file,
+        bytes: true,
+    }
+    .command();
+    ui::status(
+        "Pulling",
+        &format!("`{id}` ({} KiB) from `{}`", size.div_ceil(1024), host.spec),
+    );
+    let (mut ssh, marker) = host.interactive(&cat, false);
+    let transport = |e: &dyn std::fmt::Display| Error::Transport {
+        host: host.spec.to_string(),
+        command: cat.to_string(),
+        message: format!("reading the backup: {e}"),
+    };
+    let mut child = ssh
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| transport(&e))?;
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(transport(&"no output to read"));
+    };
+    let copy = async {
+        let mut reader = tokio::io::BufReader::new(stdout);
+        // What the login shell printed before the marker is not the backup.
+        if let Some(marker) = &marker {
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                if reader.read_until(b'\n', &mut line).await? == 0 {
+                    return Ok::<_, std::io::Error>((0u64, String::new()));
+                }
+                if line.strip_suffix(b"\n") == Some(marker.as_bytes()) {
+                    break;
+                }
+            }
+        }
+        let mut out = tokio::fs::File::from_std(partial.reopen()?);
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).await?;
+            total += n as u64;
+        }
+        out.sync_all().await?;
+        Ok((total, hex::encode(hasher.finalize())))
+    };
+    let mut errors = String::new();
+    let (copied, _, status) = tokio::join!(copy, stderr.read_to_string(&mut errors), child.wait());
+    let status = status.map_err(|e| transport(&e))?;
+    let (total, got) = copied.map_err(|e| write_error(partial.path(), e))?;
+    if !status.success() {
+        return Err(Error::Remote {
+            host: host.spec.to_string(),
+            command: cat.label.clone(),
+            code: status.code(),
+            stderr: match &marker {
+                Some(m) => String::from_utf8_lossy(crate::remote::unframe(errors.as_bytes(), m))
+                    .trim_end()
+                    .to_owned(),
+                None => errors.trim_end().to_owned(),
+            },
+        });
+    }
+    if (total, got.as_str()) != (size, digest.as_str()) {
+        return Err(protocol(format!(
+            "the copy has {total} bytes and sha256 {got}; the host has {size} bytes and sha256 {digest} (nothing was kept: pull again)"
+        )));
+    }
+    std::fs::set_permissions(
+        partial.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|e| write_error(partial.path(), e))?;
+    partial
+        .persist_noclobber(&target)
+        .map_err(|e| write_error(&target, e.error))?;
+    ui::status(
+        "Pulled",
+        &format!(
+            "`{id}` to {} ({total} bytes, sha256 {got}, the same as on `{}`)",
+            target.display(),
+            host.spec
+        ),
+    );
+    Ok(target)
+}
+
 /// A backup just taken, as its host said.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Taken {

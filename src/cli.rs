@@ -245,7 +245,7 @@ pub enum Command {
     #[command(
         args_conflicts_with_subcommands = true,
         subcommand_negates_reqs = true,
-        after_help = "Examples:\n  shipit backups production\n  shipit backups restore production 20261201T193000Z_1.4.2+3f9c2ab.backup"
+        after_help = "Examples:\n  shipit backups production\n  shipit backups restore production 20261201T193000Z_1.4.2+3f9c2ab.backup\n  shipit backups pull production 20261201T193000Z_1.4.2+3f9c2ab.backup --to ~/backups"
     )]
     Backups {
         /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
@@ -429,6 +429,17 @@ pub enum AccessoryAction {
 
 #[derive(Debug, Subcommand)]
 pub enum BackupsAction {
+    /// Copy a backup from its host to this machine (checked by its SHA-256), so that losing
+    /// the backup host does not lose it
+    Pull {
+        /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
+        environment: String,
+        /// The backup, as `shipit backups` lists it
+        id: String,
+        /// The directory to write it in
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        to: std::path::PathBuf,
+    },
     /// Restore a backup with `[backup] restore`, under the deploy lock (asks first)
     Restore {
         /// The environment: `environments/<ENVIRONMENT>.toml` beside shipit.toml
@@ -641,6 +652,19 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Accessory { action } => accessory(action, load).await,
+        Command::Backups {
+            action:
+                Some(BackupsAction::Pull {
+                    environment,
+                    id,
+                    to,
+                }),
+            ..
+        } => {
+            let path = crate::backups::pull(&load(&environment)?, &id, &to).await?;
+            ui::out(&format!("{}\n", path.display()));
+            Ok(())
+        }
         Command::Backups {
             action:
                 Some(BackupsAction::Restore {

@@ -11,6 +11,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
+
 use support::{App, Load, TestHost, Testbed, assert_has};
 
 const DATA: &str = "/var/lib/t-accessories-data";
@@ -256,6 +258,31 @@ SCHEMA = "{schema}"
     app.shipit(&["backups", "restore", "production", &id, "--yes"])
         .success();
     assert_eq!(sql(&app, SNAPSHOT), before);
+    // Pulled to this machine: the same bytes as on the backup host, mode 0600; a second pull
+    // finds it there.
+    let here = tempfile::tempdir().unwrap();
+    let to = here.path().to_str().unwrap();
+    let run = app
+        .shipit(&["backups", "pull", "production", &id, "--to", to])
+        .success();
+    assert_has(&run.stderr, "Pulled");
+    let local = std::fs::read(here.path().join(&id)).unwrap();
+    let on_host = tb.sh_ok(
+        &hosts[0],
+        &format!("sha256sum /var/lib/shipit/{name}/production/backups/{id} | cut -d' ' -f1"),
+    );
+    assert_eq!(hex::encode(sha2::Sha256::digest(&local)), on_host.trim());
+    assert_eq!(local.len() as u64, backups[0]["bytes"].as_u64().unwrap());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(here.path().join(&id))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let again = app
+        .shipit(&["backups", "pull", "production", &id, "--to", to])
+        .success();
+    assert_has(&again.stderr, "Unchanged");
 
     // A rollback touches neither accessory.
     app.shipit(&["rollback", "production"]).success();
@@ -345,6 +372,16 @@ SCHEMA = "{schema}"
         count(&backups_before.stdout) + 1
     );
     assert_eq!(sql(&app, SNAPSHOT), before);
+
+    // A backup that would not fit on the backup host's disk is refused before it starts (the
+    // newest kept backup says how big one is: here a sparse file of 8 TiB), nothing switched.
+    let huge = format!("/var/lib/shipit/{name}/production/backups/29991231T000000Z_huge.backup");
+    tb.sh_ok(&hosts[0], &format!("truncate -s 8T {huge}"));
+    let serving = app.versions(&tb, &hosts);
+    let run = app.deploy_fails("4.0.0", 12);
+    assert_has(&run.stderr, "the backup would not fit");
+    assert_eq!(app.versions(&tb, &hosts), serving);
+    tb.sh_ok(&hosts[0], &format!("rm -f {huge}"));
 
     let report = load.stop();
     report.assert_no_failures(

@@ -1060,6 +1060,24 @@ impl Doctor<'_> {
     }
 }
 
+/// A kept backup read for `shipit backups pull`: its size and SHA-256, or its bytes.
+pub struct BackupRead<'a> {
+    pub file: &'a str,
+    /// Its bytes (`cat`) rather than its size and digest.
+    pub bytes: bool,
+}
+
+impl BackupRead<'_> {
+    pub fn command(&self) -> RemoteCommand {
+        RemoteCommand::new(
+            format!("read backup {}", self.file),
+            script!("backup_read.sh"),
+        )
+        .arg(if self.bytes { "cat" } else { "sum" })
+        .arg(self.file)
+    }
+}
+
 /// What [`Accessory`] does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessoryMode {

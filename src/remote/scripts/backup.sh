@@ -12,11 +12,22 @@
 # The file is named from this host's clock (`YYYYMMDDTHHMMSSZ_RELEASE.backup`), and all but the
 # newest `$3` are removed by age on this host's clock, never the one just taken. Prints
 # `shipit-backup FILE BYTES` and each `shipit-pruned FILE` on stderr; exits with the command's
-# code.
+# code. Before anything runs, a backup that would not fit (twice the newest kept one's size
+# against the free space of `$1`) is refused (exit 4).
 dir=$1 release=$2 keep=$3 name=$4 image=$5
 shift 5
 umask 077
 mkdir -p -- "$dir" && chmod 700 -- "$dir" || exit 1
+# A backup about the size of the newest one kept needs twice its size free (the command's file,
+# then its copy): refused before it starts when the disk does not have it (exit 4).
+newest=$(find "$dir" -maxdepth 1 -type f -name '*.backup' -printf '%T@ %s\n' | sort -rn | head -n 1 | cut -d' ' -f2)
+if [ -n "$newest" ]; then
+  free=$(($(df -Pk -- "$dir" | awk 'NR == 2 {print $4}') * 1024))
+  if [ "$free" -lt $((newest * 2)) ]; then
+    echo "shipit: the backup would not fit: $dir has $free bytes free, and a backup the size of the newest ($newest bytes) needs $((newest * 2)) while it is taken; free space there, or lower [backup] keep" >&2
+    exit 4
+  fi
+fi
 rm -rf -- "$dir/.incoming"
 mkdir -- "$dir/.incoming" && chmod 1777 -- "$dir/.incoming" || exit 1
 docker rm -f -- "$name" > /dev/null 2>&1 || true
