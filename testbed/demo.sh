@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shipit's main job on the local testbed, with nothing to configure: provision 3 hosts, deploy
 # the hello example (v1), deploy v2 while a load runs through nginx, roll back, preview and
-# promote v3, a canary of v4 under load, show status.
+# promote v3, a canary of v4 under load; then examples/hello-postgres beside a real PostgreSQL
+# (provisioned as an accessory, migrated, dumped, restored); show status.
 # Works on a fresh Debian machine: the testbed script installs and starts what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,6 +105,41 @@ step "shipit exec local -- store   (a one-off command in the live release, audit
 "$shipit" exec local -- store
 step "shipit backups local"
 "$shipit" backups local | head -n 3
+
+step "Your database: examples/hello-postgres (PostgreSQL 15 as an accessory, SQL migrations, a pg_dump before each deploy)"
+# The PostgreSQL image, built from Debian's packages (no public registry here) and pushed to the
+# testbed's registry; the app's image is the hello binary on top of it, for its clients.
+bash testbed/accessories.sh </dev/null >/dev/null
+mkdir -p examples/hello-postgres/app
+cp examples/hello/app/hello examples/hello-postgres/app/hello
+# This part of the demo starts from an empty host each run: the example's site, units and
+# database from an earlier run are removed first (a real database is never wiped like this).
+ssh -i "$SHIPIT_TESTBED_KEY" -o UserKnownHostsFile="$SHIPIT_TESTBED_KNOWN_HOSTS" -p "${hosts[0]##*:}" root@127.0.0.1 '
+  for u in $(systemctl list-units --all --plain --no-legend "hello-pg@*" "hello-pg_*" | awk "{print \$1}"); do
+    systemctl disable --now "$u" 2>/dev/null
+  done
+  rm -rf /etc/systemd/system/hello-pg@.service /etc/systemd/system/hello-pg_* /etc/nginx/conf.d/shipit-hello-pg_local.conf \
+    /etc/logrotate.d/shipit-hello-pg_local /etc/shipit/hello-pg /var/lib/shipit/hello-pg /var/log/shipit/hello-pg /var/lib/hello-pg-data
+  systemctl daemon-reload && nginx -t -q && systemctl reload nginx'
+# A secret of the database (in a real app: the deployer's environment or a .env beside shipit.toml).
+export POSTGRES_PASSWORD="demo only: not a real password"
+pg() { "$shipit" -C examples/hello-postgres "$@"; }
+notes() { pg accessory exec local db -- psql -U hello -d hello -c 'table notes'; }
+step "shipit provision local   (examples/hello-postgres: the database's unit, started and waited for until pg_isready)"
+pg provision local
+step "shipit deploy local --version 1.0.0   (a pg_dump, then migration 1: a table and three notes)"
+pg deploy local --version 1.0.0
+notes
+step "shipit deploy local --version 2.0.0   (a pg_dump first, then migration 2 drops a column and two rows)"
+pg deploy local --version 2.0.0
+notes
+id=$(pg backups local --json | jq -r '.[0].id')
+step "shipit backups restore local $id --yes; shipit rollback local   (the dump taken before 2.0.0 puts rows and schema back)"
+pg backups restore local "$id" --yes
+pg rollback local
+notes
+step "shipit accessory status local   (the same container and pid since provision: deploys never restart it)"
+pg accessory status local
 
 step "shipit status local   (per host: web colours, the worker, the job's last and next run)"
 "$shipit" status local
