@@ -133,7 +133,7 @@ notes
 step "shipit deploy local --version 2.0.0   (a pg_dump first, then migration 2 drops a column and two rows)"
 pg deploy local --version 2.0.0
 notes
-id=$(pg backups local --json | jq -r '.[0].id')
+id=$(pg backups local | awk 'NR == 1 {print $1}')
 step "shipit backups restore local $id --yes; shipit rollback local   (the dump taken before 2.0.0 puts rows and schema back)"
 pg backups restore local "$id" --yes
 pg rollback local
