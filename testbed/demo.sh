@@ -132,6 +132,8 @@ pg() { "$shipit" -C examples/hello-postgres "$@"; }
 notes() { pg accessory exec local db -- psql -U hello -d hello -c 'table notes'; }
 step "shipit provision local   (examples/hello-postgres: the database's unit, started and waited for until pg_isready)"
 pg provision local
+container() { pg accessory status local db | sed -n 's/.* container \([^ ]*\) pid \([^ ]*\),.*/\1 \2/p'; }
+provisioned=$(container)
 step "shipit deploy local --version 1.0.0   (a pg_dump, then migration 1: a table and three notes)"
 pg deploy local --version 1.0.0
 notes
@@ -143,8 +145,15 @@ step "shipit backups restore local $id --yes; shipit rollback local   (the dump 
 pg backups restore local "$id" --yes
 pg rollback local
 notes
-step "shipit accessory status local   (the same container and pid since provision: deploys never restart it)"
+step "shipit accessory status local   (deploys, a restore and a rollback never restart it)"
 pg accessory status local
+now=$(container)
+if [[ $now == "$provisioned" ]]; then
+  echo "  the same container and pid as after provision ($now)"
+else
+  echo "demo.sh: the database was restarted: container and pid $provisioned after provision, $now now" >&2
+  exit 1
+fi
 
 step "shipit status local   (per host: web colours, the worker, the job's last and next run)"
 "$shipit" status local

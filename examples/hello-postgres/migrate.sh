@@ -3,6 +3,8 @@
 # (SHIPIT_RELEASE, such as 2.0.0+3f9c2ab), once each, in order, each in one transaction with
 # its row in schema_migrations.
 set -eu
+# psql's notices (such as "already exists, skipping") are not news.
+export PGOPTIONS=--client-min-messages=warning
 major=${SHIPIT_RELEASE%%.*}
 psql -v ON_ERROR_STOP=1 -q "$DATABASE_URL" \
   -c 'create table if not exists schema_migrations (version int primary key, at timestamptz not null default now())'
