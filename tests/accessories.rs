@@ -334,9 +334,15 @@ SCHEMA = "{schema}"
     assert_eq!(app.versions(&tb, &hosts), serving);
     let (_, _, health, _) = identity(&app, "db");
     assert_eq!(health, "down");
-    // Restarted: healthy again, the same data.
+    // A provision (nothing to change in the files) starts it again: healthy, the same data.
+    let run = app.shipit(&["provision", "production"]).success();
+    assert_has(&run.stderr, "Started accessory `db`");
+    assert_eq!(sql(&app, SNAPSHOT), before);
+    // Restarted: a new container, healthy, the same data.
+    let (stopped_id, _, _, _) = identity(&app, "db");
     app.shipit(&["accessory", "restart", "production", "db"])
         .success();
+    assert_ne!(identity(&app, "db").0, stopped_id);
     assert_eq!(sql(&app, SNAPSHOT), before);
 
     // An upgrade (here to the same image by another name): provision writes the unit but

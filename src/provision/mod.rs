@@ -187,6 +187,9 @@ async fn unchanged(
         })
         .collect();
     say_done(&reports, started);
+    // Nothing to change in the files, but an accessory that is not running is started (and
+    // every one waited for until healthy): a provision after an outage brings it back.
+    crate::accessory::unit::after_provision(config, fleet, &[]).await?;
     Ok(Some(reports))
 }
 
