@@ -410,6 +410,34 @@ fn check(c: &mut Checker<'_>, raw: RawConfig, environment: &str) -> Option<Confi
         }
         ports
     };
+    // An accessory published where the app's colours or another accessory already are would
+    // fail at its start: refused here, naming both.
+    if let (Some(list), Some(table)) = (&accessories, &raw.accessories) {
+        for (i, a) in list.iter().enumerate() {
+            let clash = if a.bind == std::net::IpAddr::from([127, 0, 0, 1])
+                && [ports.blue, ports.green].contains(&a.port)
+            {
+                Some(format!("the app's colour port {}", a.port))
+            } else {
+                list[..i]
+                    .iter()
+                    .find(|b| b.host == a.host && b.port == a.port && b.bind == a.bind)
+                    .map(|b| format!("accessory `{}`", b.name))
+            };
+            if let (Some(what), Some(v)) = (clash, table.get(&a.name)) {
+                c.at(
+                    v,
+                    format!(
+                        "`accessories.{}` would be published on {} of {}, where {what} is",
+                        a.name,
+                        a.published(),
+                        a.host
+                    ),
+                    Some("give it another `port`, or another `bind` address".into()),
+                );
+            }
+        }
+    }
     let health = check_health(c, raw.health.unwrap_or_default());
     let env = check_env(c, raw.env.unwrap_or_default());
     let ssh = check_ssh(c, raw.ssh.unwrap_or_default());
@@ -2387,6 +2415,18 @@ hosts = ["deploy@203.0.113.10", "deploy@203.0.113.11:2222"]
             ENV,
         );
         assert!(e[0].contains("a process or job has that name"), "{e:?}");
+        let e = errors(&with("image = \"p\"\nport = 3001"), ENV);
+        assert!(
+            e[0].contains("would be published on 127.0.0.1:3001 of deploy@203.0.113.10, where the app's colour port 3001 is"),
+            "{e:?}"
+        );
+        let e = errors(
+            &format!(
+                "{BASE}[accessories.a]\nimage = \"p\"\nport = 6379\n[accessories.b]\nimage = \"q\"\nport = 6379\n"
+            ),
+            ENV,
+        );
+        assert!(e[0].contains("where accessory `a` is"), "{e:?}");
     }
 
     #[test]
