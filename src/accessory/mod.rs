@@ -1,11 +1,11 @@
 //! Accessories: the services the app uses (a database, a cache), each a container on one host
 //! of the environment run by its own systemd unit (`<app>_<env>_<name>.service`).
 //!
-//! Owns: the files an accessory needs beside its unit (its environment, with its secrets, mode
-//! 0600), bringing accessories up after `shipit provision` (started when not running, never
-//! restarted), and `shipit accessory status|logs|exec|restart|upgrade|remove`. Deploys and
-//! rollbacks never touch them: the app reaches them through `links.env` and its URL variables
-//! (`crate::templates::link_args`, `crate::deploy::env`).
+//! Owns: `shipit accessory status|logs|exec|restart|upgrade|remove` (an upgrade takes a backup
+//! first, through [`crate::backups`]). Below it, [`unit`]: one accessory on its host (its
+//! environment file, bringing it up after `shipit provision`, reading it for `shipit status`).
+//! Deploys and rollbacks never touch them: the app reaches them through `links.env` and its URL
+//! variables (`crate::templates::link_args`, `crate::deploy::env`).
 
 use std::io::IsTerminal;
 
