@@ -59,6 +59,32 @@ async fn unit_names(config: &Config, host: &Host, a: &Accessory) -> Result<bool,
     ))
 }
 
+/// `f` on the accessory's host, under the environment's deploy lock: never a restart in the
+/// middle of a deploy's backup or migration (a lock held is said with its holder, exit 6).
+async fn under_lock<T, F, Fut>(
+    config: &Config,
+    a: &Accessory,
+    command: &str,
+    f: F,
+) -> Result<T, Error>
+where
+    F: FnOnce(std::sync::Arc<Host>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let fleet = crate::fleet::Fleet::connect(&config.hosts, &config.ssh).await?;
+    let result = match fleet.hosts.iter().find(|h| h.spec == a.host).cloned() {
+        Some(host) => {
+            crate::lock::with_lock(&fleet, config, command, "-", None, None, |_, _| f(host)).await
+        }
+        None => Err(Error::UnknownHost {
+            host: a.host.to_string(),
+            hosts: config.hosts.iter().map(ToString::to_string).collect(),
+        }),
+    };
+    fleet.close().await;
+    result
+}
+
 /// Connect to the accessory's host.
 async fn connect(config: &Config, a: &Accessory) -> Result<Host, Error> {
     Host::connect(&a.host, &config.ssh).await
@@ -130,8 +156,7 @@ pub async fn exec(config: &Config, name: &str, command: &[String]) -> Result<i32
 /// for until healthy, and read back: a new container.
 pub async fn restart(config: &Config, name: &str) -> Result<State, Error> {
     let a = find(config, name)?;
-    let host = connect(config, a).await?;
-    let result = async {
+    under_lock(config, a, "accessory restart", |host| async move {
         let before = act(config, &host, a, AccessoryMode::Status).await?;
         let after = act(config, &host, a, AccessoryMode::Restart).await?;
         if after.container.is_some() && after.container == before.container {
@@ -144,10 +169,8 @@ pub async fn restart(config: &Config, name: &str) -> Result<State, Error> {
         }
         say(&after, "Restarted");
         Ok(after)
-    }
-    .await;
-    host.close().await;
-    result
+    })
+    .await
 }
 
 /// `shipit accessory upgrade ENV NAME`: to the image the configuration names. The unit must
@@ -156,8 +179,7 @@ pub async fn restart(config: &Config, name: &str) -> Result<State, Error> {
 /// and waited for; a failure says what to do.
 pub async fn upgrade(config: &Config, name: &str) -> Result<State, Error> {
     let a = find(config, name)?;
-    let host = connect(config, a).await?;
-    let result = async {
+    under_lock(config, a, "accessory upgrade", |host| async move {
         let before = act(config, &host, a, AccessoryMode::Status).await?;
         if before.image.as_deref() == Some(a.image.as_str()) && before.health != "down" {
             ui::status(
@@ -211,10 +233,8 @@ pub async fn upgrade(config: &Config, name: &str) -> Result<State, Error> {
                 ),
             }),
         }
-    }
-    .await;
-    host.close().await;
-    result
+    })
+    .await
 }
 
 /// `shipit accessory remove ENV NAME`: stopped, its unit and environment removed; its volumes
@@ -247,10 +267,10 @@ pub async fn remove(
         );
         return Ok(None);
     }
-    let host = connect(config, a).await?;
-    let result = act(config, &host, a, AccessoryMode::Remove(delete_data)).await;
-    host.close().await;
-    let state = result?;
+    let state = under_lock(config, a, "accessory remove", |host| async move {
+        act(config, &host, a, AccessoryMode::Remove(delete_data)).await
+    })
+    .await?;
     if state.container.is_some() || state.active == "active" {
         return Err(Error::AccessoryFailed {
             name: a.name.clone(),
