@@ -220,6 +220,7 @@ struct JobContext<'a> {
     command: &'a [String],
     persistent: bool,
     randomized_delay_secs: u64,
+    image: Option<&'a str>,
 }
 
 /// A fresh random token (128 bits, hex) for a site's checks.
@@ -539,6 +540,7 @@ impl Templates {
                     command: &j.command,
                     persistent: j.persistent,
                     randomized_delay_secs: j.randomized_delay.as_secs(),
+                    image: j.image.as_deref(),
                 },
             );
             // The service first: the timer is validated against it.

@@ -132,6 +132,12 @@ keep = 5
 schedule = "*:*:0/5"
 command = ["sh", "-c", "psql -q \"$DATABASE_URL\" -c 'VACUUM ANALYZE notes'"]
 
+# Redis's persistence checked by its own client, in the Redis image, with the app's REDIS_URL.
+[jobs.bgsave]
+schedule = "*:*:0/10"
+image = "{redis}"
+command = ["sh", "-c", "redis-cli -u \"$REDIS_URL\" BGSAVE SCHEDULE && sleep 2 && redis-cli -u \"$REDIS_URL\" INFO persistence | grep -q '^rdb_last_bgsave_status:ok'"]
+
 [accessories.db]
 image = "{pg_image}"
 host = "{h1}"
@@ -318,7 +324,20 @@ SCHEMA = "{schema}"
         .all(|w| w != "-")
         },
     );
+    wait_for("a BGSAVE check by the job", Duration::from_secs(60), || {
+        let status = app.shipit(&["status", "production"]).success();
+        status.stdout.contains("job bgsave: last run")
+            && !status.stdout.contains("job bgsave: not run")
+    });
     let status = app.shipit(&["status", "production"]).success();
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.contains("job bgsave: last run") && l.contains("(success, exit status 0)")),
+        "{}",
+        status.stdout
+    );
     assert_has(&status.stdout, "job vacuum: last run");
     assert_has(&status.stdout, "(success, exit status 0)");
     assert_has(&status.stdout, "accessory db on");

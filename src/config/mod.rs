@@ -167,6 +167,9 @@ pub struct Job {
     pub randomized_delay: Duration,
     /// Run at boot when a run was missed while the host was down (`Persistent=`).
     pub persistent: bool,
+    /// Another image to run it in (an accessory's, for its clients): the live release's by
+    /// default.
+    pub image: Option<String>,
 }
 
 /// A service the app uses (`[accessories.<name>]`): a container on one host of the

@@ -144,6 +144,7 @@ pub struct RawJob {
     pub host: Option<Val<String>>,
     pub randomized_delay: Option<Val<String>>,
     pub persistent: Option<Val<bool>>,
+    pub image: Option<Val<String>>,
 }
 
 /// A service the app uses (`[accessories.<name>]`), replaced whole by an environment file's

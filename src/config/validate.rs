@@ -1164,14 +1164,26 @@ fn check_jobs(
             Duration::ZERO,
             Duration::ZERO,
         );
-        match (schedule, command, host) {
-            (Some(schedule), Some(command), Some(host)) => out.push(super::Job {
+        let image = match &r.image {
+            None => Some(None),
+            Some(i) => c
+                .string(
+                    i,
+                    &key("image"),
+                    |s| !s.is_empty() && !s.chars().any(|ch| ch.is_whitespace() || ch.is_control()),
+                    "an image reference such as \"registry.example.com/redis:7\"",
+                )
+                .map(Some),
+        };
+        match (schedule, command, host, image) {
+            (Some(schedule), Some(command), Some(host), Some(image)) => out.push(super::Job {
                 name: name.clone(),
                 schedule,
                 command,
                 host,
                 randomized_delay,
                 persistent: r.persistent.as_ref().is_none_or(|p| p.value),
+                image,
             }),
             _ => ok = false,
         }
