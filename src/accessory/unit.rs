@@ -60,17 +60,27 @@ pub fn parse_state(name: &str, host: &str, stdout: &str) -> Result<State, String
     })
 }
 
-impl ui::Render for State {
-    fn text(&self) -> String {
-        let mut text = format!(
-            "{} on {}: {} ({}), container {} pid {}, image {}, started {}\n",
-            self.name,
-            self.host,
+impl State {
+    /// `active (healthy), container ID pid N, image I`: what its host says, in one phrase.
+    fn summary(&self) -> String {
+        format!(
+            "{} ({}), container {} pid {}, image {}",
             self.active,
             self.health,
             self.container.as_deref().unwrap_or("-"),
             self.pid.map_or("-".to_owned(), |p| p.to_string()),
             self.image.as_deref().unwrap_or("-"),
+        )
+    }
+}
+
+impl ui::Render for State {
+    fn text(&self) -> String {
+        let mut text = format!(
+            "{} on {}: {}, started {}\n",
+            self.name,
+            self.host,
+            self.summary(),
             self.started.as_deref().unwrap_or("-"),
         );
         if !self.said.is_empty() {
@@ -292,16 +302,7 @@ pub async fn after_provision(
 pub fn say(s: &State, verb: &str) {
     ui::status(
         verb,
-        &format!(
-            "accessory `{}` on `{}`: {}, {} (container {}, pid {}, {})",
-            s.name,
-            s.host,
-            s.active,
-            s.health,
-            s.container.as_deref().unwrap_or("-"),
-            s.pid.map_or("-".to_owned(), |p| p.to_string()),
-            s.image.as_deref().unwrap_or("-"),
-        ),
+        &format!("accessory `{}` on `{}`: {}", s.name, s.host, s.summary()),
     );
 }
 

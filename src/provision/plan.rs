@@ -468,28 +468,25 @@ pub fn diff(host: &str, change: &Change) -> String {
             change.file.path, change.file.mode
         );
     }
-    if change.file.kind == FileKind::Secret {
+    let hidden = match change.file.kind {
+        FileKind::Secret => {
+            Some("an accessory's environment (mode {mode}), never shown: it holds its secrets")
+        }
+        FileKind::Private => Some(
+            "the certificate check's script (mode {mode}), never shown: it holds the webhook addresses",
+        ),
+        _ => None,
+    };
+    if let Some(what) = hidden {
         return format!(
-            "{host}:{}: would {} an accessory's environment (mode {}), never shown: it holds its secrets\n",
+            "{host}:{}: would {} {}\n",
             change.file.path,
             if change.before.is_some() {
                 "change"
             } else {
                 "create"
             },
-            change.file.mode
-        );
-    }
-    if change.file.kind == FileKind::Private {
-        return format!(
-            "{host}:{}: would {} the certificate check's script (mode {}), never shown: it holds the webhook addresses\n",
-            change.file.path,
-            if change.before.is_some() {
-                "change"
-            } else {
-                "create"
-            },
-            change.file.mode
+            what.replace("{mode}", change.file.mode)
         );
     }
     if change.file.kind == FileKind::Certificate {
