@@ -152,59 +152,8 @@ push() {
 
 # --- root filesystems (as bases.sh) --------------------------------------------------------
 
-# unpack_rootfs INCLUDE DIR: a debootstrap minbase tree of SUITE with INCLUDE in DIR, from the
-# cached tarball (named like testbed.sh's: by the package list) or made and cached now.
-unpack_rootfs() {
-  local include=$1 dir=$2 base mirror t0 logf
-  base=$STATE/cache/rootfs-$SUITE-$(printf %s "$include" | sha12).tar
-  mkdir -p "$dir"
-  if [[ -s $base ]]; then
-    log "unpacking the cached root filesystem of $include ($base)"
-    tar -C "$dir" --numeric-owner -xpf "$base"
-    return
-  fi
-  command -v debootstrap >/dev/null ||
-    die "debootstrap is missing: run \`bash testbed/testbed.sh up\` (it installs it)"
-  mirror=$(debian_mirror)
-  logf=$STATE/debootstrap-accessories.log
-  log "debootstrap $SUITE (minbase + $include) from $mirror (about a minute; log $logf)"
-  t0=$(now_us)
-  if ! debootstrap --variant=minbase --include="$include" --cache-dir="$STATE/cache/debs" \
-    "$SUITE" "$dir" "$mirror" </dev/null >"$logf" 2>&1; then
-    tail -n 30 "$logf" >&2 || true
-    [[ -f $dir/debootstrap/debootstrap.log ]] && tail -n 30 "$dir/debootstrap/debootstrap.log" >&2
-    die "debootstrap failed; see $logf"
-  fi
-  remove_mounts_below "$dir"
-  log "debootstrap done in $(since_us "$t0"); caching the root filesystem"
-  tar -C "$dir" --numeric-owner --exclude='./var/cache/apt/archives/*.deb' -cf "$base.tmp" .
-  mv -f "$base.tmp" "$base"
-}
+# unpack_rootfs and slim_rootfs: testbed/lib.sh (the same trees as bases.sh's).
 
-# slim_rootfs DIR: what Debian's -slim images leave out (documentation, manuals, translations),
-# now and for packages installed later; no apt caches or logs; nothing of this machine.
-slim_rootfs() {
-  local r=$1
-  cat >"$r/etc/dpkg/dpkg.cfg.d/shipit-slim" <<'EOF'
-path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/man/*
-path-exclude /usr/share/groff/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/lintian/*
-path-exclude /usr/share/linda/*
-path-exclude /usr/share/locale/*
-EOF
-  find "$r/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
-  find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
-  rm -rf "$r"/usr/share/{man,groff,info,lintian,linda,locale}/*
-  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/cache/apt/*.bin "$r"/var/lib/apt/lists/*
-  rm -f "$r"/var/cache/debconf/*-old "$r"/var/lib/dpkg/*-old
-  find "$r/var/log" -type f -delete
-  : >"$r/etc/machine-id"
-  [[ -L $r/etc/resolv.conf ]] || : >"$r/etc/resolv.conf"
-  printf 'localhost\n' >"$r/etc/hostname"
-}
 
 # import_tree DIR IMAGE CHANGE...: DIR as the single layer of IMAGE, with Dockerfile CHANGEs.
 # A STOPSIGNAL change, which `docker import` refuses before Docker 23, is applied by a build
